@@ -1,0 +1,82 @@
+"""Node-level image rules, applied to an image tag before anything is downloaded (OBELICS's rules).
+
+They are cheap and remove what can never be a content image: inline `data:` URIs, non-HTTP(S)
+schemes, formats other than the allowed ones, tags whose declared size says "icon", and URL
+patterns that mark logos, buttons, tracking pixels and widgets.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import re
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from filters.base import Verdict
+
+_EXTENSION = re.compile(r"\.([a-z0-9]{2,5})$")
+_KNOWN_IMAGE_EXTENSIONS = {"jpg", "jpeg", "png", "webp", "gif", "svg", "bmp", "ico", "tif", "tiff", "avif", "heic",
+                           "heif", "jfif", "apng"}
+
+
+def url_extension(url: str) -> str:
+    """Lower-case extension of the URL path ('' when the path has none we recognise as a file type)."""
+    path = unquote(urlsplit(url).path).lower()
+    match = _EXTENSION.search(posixpath.basename(path))
+    return match.group(1) if match else ""
+
+
+def _declared_side(value: Any) -> int | None:
+    """An HTML width/height attribute as pixels ('300', '300px'); None for '100%', 'auto' or junk."""
+    if value is None:
+        return None
+    text = str(value).strip().lower().removesuffix("px").strip()
+    try:
+        number = float(text)
+    except ValueError:
+        return None
+    return int(number) if number >= 0 else None
+
+
+class ImageNodeRules:
+    """All node-level rules in one pass; the first failing rule names the reason."""
+
+    def __init__(self, cfg: dict[str, Any]):
+        self.allowed = {f.lower() for f in cfg["allowed_formats"]}
+        self.allow_missing = bool(cfg["allow_missing_extension"])
+        self.min_side = int(cfg["min_declared_side"])
+        self.max_url_chars = int(cfg["max_url_chars"])
+        patterns = [re.escape(p.lower()) for p in cfg["blocked_url_patterns"]]
+        self.blocked = re.compile("|".join(patterns)) if patterns else None
+
+    def __call__(self, url: str, width: Any = None, height: Any = None) -> Verdict:
+        if not url:
+            return Verdict.drop("no_src")
+        lowered = url.lower()
+        if lowered.startswith("data:"):
+            return Verdict.drop("data_uri")
+        if not lowered.startswith(("http://", "https://")):
+            return Verdict.drop("bad_scheme")
+        if len(url) > self.max_url_chars:
+            return Verdict.drop("url_too_long")
+        try:
+            host = urlsplit(url).hostname
+        except ValueError:
+            host = None
+        if not host:
+            return Verdict.drop("bad_url")
+        extension = url_extension(url)
+        if extension in _KNOWN_IMAGE_EXTENSIONS and extension not in self.allowed:
+            return Verdict.drop("bad_format")
+        if extension and extension not in _KNOWN_IMAGE_EXTENSIONS and not self.allow_missing:
+            return Verdict.drop("bad_format")
+        if not extension and not self.allow_missing:
+            return Verdict.drop("bad_format")
+        sides = [s for s in (_declared_side(width), _declared_side(height)) if s is not None]
+        if sides and min(sides) < self.min_side:
+            return Verdict.drop("tiny_declared")
+        if self.blocked is not None:
+            path = unquote(urlsplit(url).path).lower()
+            if self.blocked.search(path) or self.blocked.search(host.lower().split(".")[0]):
+                return Verdict.drop("url_pattern")
+        return Verdict.ok()

@@ -1,0 +1,144 @@
+"""Counting what every stage keeps and drops, and the run report built from those counts.
+
+Every stage counts, per unit (documents, images, paragraphs...), how many came in, how many went
+out and how many were dropped for each reason, as Beam metrics named `stage|unit|kind[|reason]`.
+The run report is built from those metrics and checks `in = out + Σ drops` for every stage.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import apache_beam as beam
+from apache_beam.metrics import Metrics
+from apache_beam.metrics.metric import MetricsFilter
+
+NAMESPACE = "m3w"
+DROPPED_TAG = "dropped"
+SEP = "|"
+
+
+@dataclass(frozen=True)
+class Drop:
+    """The verdict of a stage that does not keep its input; `reason` is a short stable name."""
+
+    reason: str
+    detail: str = ""
+
+
+class StageCounters:
+    """Lazily created Beam counters for one stage; safe to build in `__init__` and pickle."""
+
+    def __init__(self, stage: str):
+        self.stage = stage
+        self._cache: dict[str, Any] = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"stage": self.stage, "_cache": {}}
+
+    def _counter(self, name: str):
+        counter = self._cache.get(name)
+        if counter is None:
+            counter = self._cache[name] = Metrics.counter(NAMESPACE, name)
+        return counter
+
+    def seen(self, unit: str, n: int = 1) -> None:
+        if n:
+            self._counter(SEP.join((self.stage, unit, "in"))).inc(n)
+
+    def kept(self, unit: str, n: int = 1) -> None:
+        if n:
+            self._counter(SEP.join((self.stage, unit, "out"))).inc(n)
+
+    def dropped(self, unit: str, reason: str, n: int = 1) -> None:
+        if n:
+            self._counter(SEP.join((self.stage, unit, "drop", reason))).inc(n)
+
+    def note(self, unit: str, name: str, n: int = 1) -> None:
+        """An informational count that is neither in, out nor a drop (e.g. `decode_fallback`)."""
+        if n:
+            self._counter(SEP.join((self.stage, unit, "info", name))).inc(n)
+
+
+class CountedDoFn(beam.DoFn):
+    """One document in; the document (possibly changed) or a `Drop` out, counted either way.
+
+    Subclasses implement `apply`. Dropped documents go to the `dropped` tagged output when the
+    config asks for an audit (`output.audit_drops`), so a person can see what a threshold removed.
+    """
+
+    stage: str = "stage"
+    unit: str = "documents"
+
+    def __init__(self, config: dict[str, Any]):
+        self.config = config
+        self.audit = bool(config.get("output", {}).get("audit_drops", False))
+        self.counts = StageCounters(self.stage)
+
+    def apply(self, element: Any) -> Any:
+        raise NotImplementedError
+
+    def process(self, element: Any) -> Iterator[Any]:
+        self.counts.seen(self.unit)
+        result = self.apply(element)
+        if isinstance(result, Drop):
+            self.counts.dropped(self.unit, result.reason)
+            if self.audit:
+                yield beam.pvalue.TaggedOutput(DROPPED_TAG, (self.stage, result.reason, result.detail, element))
+            return
+        self.counts.kept(self.unit)
+        yield result
+
+
+def query_counts(result: beam.runners.runner.PipelineResult) -> dict[str, int]:
+    """All m3w counters of a finished pipeline as {name: value}."""
+    counters = result.metrics().query(MetricsFilter().with_namespace(NAMESPACE))["counters"]
+    out: dict[str, int] = {}
+    for counter in counters:
+        name = counter.key.metric.name
+        try:
+            value = counter.committed
+        except Exception:  # some runners only report attempted values
+            value = None
+        if value is None:
+            value = counter.attempted
+        out[name] = out.get(name, 0) + int(value or 0)
+    return out
+
+
+def stage_table(counts: dict[str, int], stage_order: Iterable[str] = ()) -> dict[str, Any]:
+    """Counters → {stage: {unit: {in, out, dropped: {reason: n}, info: {...}, balanced}}}."""
+    stages: dict[str, dict[str, Any]] = {}
+    for name, value in counts.items():
+        parts = name.split(SEP)
+        if len(parts) < 3:
+            continue
+        stage, unit, kind = parts[0], parts[1], parts[2]
+        entry = stages.setdefault(stage, {}).setdefault(unit, {"in": 0, "out": 0, "dropped": {}, "info": {}})
+        if kind in ("in", "out"):
+            entry[kind] += value
+        elif kind == "drop" and len(parts) > 3:
+            entry["dropped"][parts[3]] = entry["dropped"].get(parts[3], 0) + value
+        elif kind == "info" and len(parts) > 3:
+            entry["info"][parts[3]] = entry["info"].get(parts[3], 0) + value
+    for units in stages.values():
+        for entry in units.values():
+            entry["dropped"] = dict(sorted(entry["dropped"].items()))
+            entry["balanced"] = entry["in"] == entry["out"] + sum(entry["dropped"].values())
+    order = {name: i for i, name in enumerate(stage_order)}
+    return dict(sorted(stages.items(), key=lambda kv: (order.get(kv[0], len(order)), kv[0])))
+
+
+def unbalanced(table: dict[str, Any]) -> list[str]:
+    """Stage/unit pairs where in ≠ out + Σ drops (each one is a bug: something vanished)."""
+    return [f"{stage}/{unit}" for stage, units in table.items() for unit, e in units.items() if not e["balanced"]]
+
+
+def write_json(path: str, payload: dict[str, Any]) -> None:
+    from apache_beam.io.filesystems import FileSystems
+
+    with FileSystems.create(path) as handle:
+        handle.write(json.dumps(payload, indent=2, sort_keys=False, ensure_ascii=False).encode("utf-8"))

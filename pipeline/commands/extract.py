@@ -1,0 +1,28 @@
+"""`m3w extract`: crawl files (WARC/ARC/HTML) → interleaved documents as OBELICS Parquet."""
+
+from __future__ import annotations
+
+import argparse
+
+from pipeline.commands import add_config_flags, print_report_summary
+
+NAME = "extract"
+ORDER = 10
+HELP = "crawl files → interleaved documents (OBELICS Parquet) + report.json"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--input", action="append", required=True,
+                        help="WARC/ARC/HTML file glob or directory, local or any Beam filesystem (repeatable)")
+    parser.add_argument("--output", required=True, help="output directory")
+    add_config_flags(parser)
+
+
+def run(args: argparse.Namespace, beam_args: list[str]) -> int:
+    from pipeline.config import load_config
+    from pipeline.jobs import run_extract
+
+    report = run_extract(args.input, args.output, load_config(args.config, args.set), beam_args)
+    print_report_summary(report)
+    print(f"documents, report.json and config.yaml written to {args.output}")
+    return 1 if report["unbalanced"] else 0

@@ -1,0 +1,1 @@
+"""Data layouts shared by every stage: documents (OBELICS Parquet) and training shards."""
