@@ -36,24 +36,37 @@ class ImageCandidate:
 
 
 def parse_srcset(value: str) -> list[tuple[str, float]]:
-    """srcset → [(url, weight)], weight = width descriptor, or density × 10⁶ so `w` and `x` never mix wrongly."""
+    """srcset → [(url, weight)] following the HTML spec's tokenizer (URLs may contain commas).
+
+    The weight is the width (`w`) or density (`x`) descriptor; a candidate without one counts as 1x.
+    """
     out: list[tuple[str, float]] = []
-    # Candidates are separated by commas followed by whitespace (URLs may contain bare commas).
-    for part in re.split(r",\s+|,(?=\S+\s+\d)", value.strip()):
-        pieces = part.strip().split()
-        if not pieces:
-            continue
-        url, weight = pieces[0].rstrip(","), 1.0
-        if len(pieces) > 1:
-            descriptor = pieces[1].lower()
+    position, length = 0, len(value)
+    while position < length:
+        while position < length and (value[position].isspace() or value[position] == ","):
+            position += 1
+        start = position
+        while position < length and not value[position].isspace():
+            position += 1
+        url = value[start:position]
+        if not url:
+            break
+        descriptor = ""
+        if url.endswith(","):
+            url = url.rstrip(",")
+        else:
+            start = position
+            while position < length and value[position] != ",":
+                position += 1
+            descriptor = value[start:position].strip().lower()
+        weight = 1.0
+        if descriptor[-1:] in ("w", "x"):
             try:
-                if descriptor.endswith("w"):
-                    weight = float(descriptor[:-1])
-                elif descriptor.endswith("x"):
-                    weight = float(descriptor[:-1])
+                weight = float(descriptor.split()[0][:-1])
             except ValueError:
                 weight = 1.0
-        out.append((url, weight))
+        if url:
+            out.append((url, weight))
     return out
 
 
@@ -70,9 +83,10 @@ def _usable(value: str | None) -> bool:
 
 def raw_source(img) -> str | None:
     """The best raw URL of an <img>: <picture><source> > srcset > lazy attrs > src (placeholders skipped)."""
-    parent = img.getparent()
-    if parent is not None and parent.tag == "picture":
-        for source in parent.findall("source"):
+    # libxml2 does not know <source> is void and nests what follows inside it, so look a few levels up.
+    picture = next((a for _, a in zip(range(4), img.iterancestors()) if a.tag == "picture"), None)
+    if picture is not None:
+        for source in picture.iter("source"):
             mime = (source.get("type") or "").lower()
             if mime and mime not in ("image/jpeg", "image/png", "image/webp", "image/jpg"):
                 continue
@@ -145,9 +159,9 @@ def mark_images(tree, page_url: str) -> list[ImageCandidate]:
             if attr in ("srcset", "src", "sizes") or attr.startswith("data-"):
                 del img.attrib[attr]
         img.set("src", f"{MARKER_PREFIX}{index}.jpg")
-    for picture in tree.iter("picture"):
-        for source in picture.findall("source"):
-            picture.remove(source)
+    for source in list(tree.iter("source")):
+        if any(a.tag == "picture" for a in source.iterancestors()):
+            source.drop_tag()  # keep the nested <img> that libxml2 put inside it
     return candidates
 
 

@@ -20,7 +20,9 @@ def pipeline_options(beam_args: list[str] | None, config: dict[str, Any]) -> Pip
     if options.view_as(StandardOptions).runner is None:
         direct = options.view_as(DirectOptions)
         direct.direct_running_mode = config["runner"]["direct_running_mode"]
-        direct.direct_num_workers = int(config["runner"]["direct_num_workers"])
+        # One worker is all the in-memory mode can use (Beam warns otherwise).
+        in_memory = direct.direct_running_mode == "in_memory"
+        direct.direct_num_workers = 1 if in_memory else int(config["runner"]["direct_num_workers"])
     return options
 
 

@@ -1,0 +1,92 @@
+"""Config merging, charset decoding and the per-page timeout worker."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from pipeline.config import ConfigError, dump_config, load_config, load_defaults, parse_override
+from pipeline.decode import decode_html, replacement_ratio
+from pipeline.isolate import IsolatedWorker, WorkerCrashed, WorkerTimeout
+
+
+def test_override_parses_yaml_values():
+    assert parse_override("a.b=0.8") == {"a": {"b": 0.8}}
+    assert parse_override("a=[x, y]") == {"a": ["x", "y"]}
+
+
+def test_user_yaml_and_overrides_stack(tmp_path):
+    user = tmp_path / "user.yaml"
+    user.write_text("read:\n  max_html_bytes: 1000\nimage_nodes:\n  min_declared_side: 99\n")
+    config = load_config(str(user), ["image_nodes.min_declared_side=120"])
+    assert config["read"]["max_html_bytes"] == 1000
+    assert config["image_nodes"]["min_declared_side"] == 120
+    assert config["extract"] == load_defaults()["extract"]
+
+
+def test_unknown_keys_are_errors(tmp_path):
+    with pytest.raises(ConfigError, match="unknown config key 'read.max_htm_bytes'"):
+        load_config(overrides=["read.max_htm_bytes=1"])
+    with pytest.raises(ConfigError, match="is a section"):
+        load_config(overrides=["read=3"])
+
+
+def test_dump_round_trips():
+    import yaml
+
+    config = load_config()
+    assert yaml.safe_load(dump_config(config)) == config
+
+
+def test_declared_charset_is_used():
+    body = "<p>Grüße aus Köln</p>".encode("iso-8859-1")
+    assert decode_html(body, "iso-8859-1") == ("<p>Grüße aus Köln</p>", "header")
+
+
+def test_meta_charset_then_detection():
+    body = '<meta charset="windows-1252"><p>caf\xe9</p>'.encode("cp1252")
+    assert decode_html(body)[0].endswith("café</p>")
+    text, how = decode_html("<p>naïve résumé façade</p>".encode("cp1252") * 20)
+    assert how == "detected" and "résumé" in text
+
+
+def test_wrong_declared_charset_falls_back():
+    text, how = decode_html("<p>ok ü</p>".encode(), "no-such-charset")
+    assert (text, how) == ("<p>ok ü</p>", "utf-8")
+
+
+def test_replacement_ratio_flags_binary():
+    assert replacement_ratio("abc") == 0
+    assert replacement_ratio("a\ufffd\x00b") == 0.5
+
+
+def _sleep_then_echo(seconds: float) -> float:
+    time.sleep(seconds)
+    return seconds
+
+
+def _boom() -> None:
+    raise ValueError("bad page")
+
+
+def test_isolated_worker_times_out_and_recovers():
+    worker = IsolatedWorker(_sleep_then_echo, timeout_s=1.0)
+    try:
+        assert worker.call(0.0) == 0.0
+        started = time.time()
+        with pytest.raises(WorkerTimeout):
+            worker.call(30.0)
+        assert time.time() - started < 10
+        assert worker.call(0.01) == 0.01  # a fresh child serves the next page
+    finally:
+        worker.close()
+
+
+def test_isolated_worker_reports_errors():
+    worker = IsolatedWorker(_boom, timeout_s=10)
+    try:
+        with pytest.raises(WorkerCrashed, match="ValueError: bad page"):
+            worker.call()
+    finally:
+        worker.close()
