@@ -17,8 +17,8 @@ def test_srcset_width_descriptors_pick_the_widest():
 
 def test_srcset_density_descriptors_and_commas_inside_urls():
     assert best_srcset("a.jpg 1x, b.jpg 2x") == "b.jpg"
-    assert parse_srcset("https://cdn.example/i/w_300,h_200/a.jpg 300w, https://cdn.example/i/w_600,h_400/a.jpg 600w") == [
-        ("https://cdn.example/i/w_300,h_200/a.jpg", 300.0), ("https://cdn.example/i/w_600,h_400/a.jpg", 600.0)]
+    small, large = "https://cdn.example/i/w_300,h_200/a.jpg", "https://cdn.example/i/w_600,h_400/a.jpg"
+    assert parse_srcset(f"{small} 300w, {large} 600w") == [(small, 300.0), (large, 600.0)]
 
 
 @pytest.mark.parametrize(
