@@ -133,6 +133,7 @@ def extract_page(page: Page, config: dict[str, Any]) -> Extracted:
         include_tables=bool(ecfg["include_tables"]),
         include_comments=False,
         favor_precision=bool(ecfg["favor_precision"]),
+        fast=bool(ecfg["fast"]),
         with_metadata=False,
         deduplicate=False,
     )

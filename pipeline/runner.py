@@ -15,7 +15,10 @@ from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions,
 
 
 def pipeline_options(beam_args: list[str] | None, config: dict[str, Any]) -> PipelineOptions:
-    options = PipelineOptions(list(beam_args or []))
+    args = list(beam_args or [])
+    if not any(a.startswith("--default_sdk_harness_log_level") for a in args):
+        args.append("--default_sdk_harness_log_level=WARNING")  # workers' INFO chatter hides real warnings
+    options = PipelineOptions(args)
     options.view_as(SetupOptions).save_main_session = False
     if options.view_as(StandardOptions).runner is None:
         direct = options.view_as(DirectOptions)

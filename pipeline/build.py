@@ -1,0 +1,186 @@
+"""`m3w build`: crawl → documents → images → shards as three resumable Beam jobs, and the run report.
+
+Each stage writes its output under `OUTPUT/stages/<name>/` and, last, a `_SUCCESS.json` marker
+holding its counts and the fingerprint of the config and inputs it ran with. A re-run skips every
+stage whose marker matches and redoes the others from scratch (a stage without a marker may be
+half-written, so it is cleared first). Inside the images stage, finished download shards are kept
+across runs as well. Every stage is deterministic, so an interrupted-then-resumed build writes the
+same bytes as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+
+from pipeline.accounting import query_counts, stage_table, unbalanced, write_json
+from pipeline.config import dump_config
+from pipeline.jobs import extract_documents, write_config
+from pipeline.runner import make_pipeline
+from pipeline.sinks import WriteDocuments, read_documents
+from pipeline.summary import WriteSummary
+
+log = logging.getLogger(__name__)
+
+MARKER = "_SUCCESS.json"
+# The order the report lists stages in: the data flow, one straight line.
+STAGE_ORDER = ["read", "gate", "extract", "filter", "filter_language", "filter_quality", "filter_safety",
+               "dedup_url", "dedup_exact", "dedup_near", "dedup_paragraphs", "dedup_image_urls", "download",
+               "image_filter", "dedup_images", "shard"]
+
+
+@dataclass
+class BuildContext:
+    inputs: list[str]
+    output: str
+    config: dict[str, Any]
+    beam_args: list[str]
+
+    def stage_dir(self, name: str) -> str:
+        return FileSystems.join(self.output, "stages", name)
+
+
+def _parquet_files(directory: str) -> list[str]:
+    pattern = FileSystems.join(directory, "*.parquet")
+    return sorted(m.path for m in FileSystems.match([pattern])[0].metadata_list)
+
+
+class ReadParquetDocuments(beam.PTransform):
+    """Parquet document files → Documents, one file per element so reading spreads over workers."""
+
+    def __init__(self, paths: list[str]):
+        super().__init__()
+        self.paths = paths
+
+    def expand(self, pbegin):
+        return (
+            pbegin
+            | "Files" >> beam.Create(self.paths)
+            | "Spread files" >> beam.Reshuffle()
+            | "Read parquet" >> beam.FlatMap(lambda path: read_documents([path]))
+        )
+
+
+def _run(pipeline: beam.Pipeline) -> dict[str, int]:
+    result = pipeline.run()
+    result.wait_until_finish()
+    return query_counts(result)
+
+
+def documents_stage(ctx: BuildContext, out: str) -> beam.Pipeline:
+    """read → gate → extract → filter → dedup documents → drop over-used image URLs → Parquet."""
+    from pipeline.dedup import DedupDocuments, DropFrequentImageUrls
+    from pipeline.filtering import FilterDocuments
+
+    pipeline = make_pipeline(ctx.beam_args, ctx.config)
+    docs = extract_documents(pipeline, ctx.inputs, ctx.config, ctx.output)
+    docs = docs | "Filter" >> FilterDocuments(ctx.config, ctx.output)
+    docs = docs | "Dedup documents" >> DedupDocuments(ctx.config)
+    docs = docs | "Drop frequent image URLs" >> DropFrequentImageUrls(ctx.config)
+    docs | "Write documents" >> WriteDocuments(out, ctx.config)
+    return pipeline
+
+
+def images_stage(ctx: BuildContext, out: str) -> beam.Pipeline:
+    """download (resumable per URL shard) → image filters → image dedup → Parquet with image bytes."""
+    from pipeline.dedup import DedupImages
+    from pipeline.images import DownloadImages
+
+    pipeline = make_pipeline(ctx.beam_args, ctx.config)
+    docs = pipeline | "Read documents" >> ReadParquetDocuments(_parquet_files(ctx.stage_dir("documents")))
+    docs = docs | "Download images" >> DownloadImages(ctx.config, FileSystems.join(ctx.output, "work", "download"))
+    docs = docs | "Dedup images" >> DedupImages(ctx.config)
+    docs | "Write documents" >> WriteDocuments(out, ctx.config, with_bytes=True)
+    docs | "Summary" >> WriteSummary(FileSystems.join(out, "summary.json"))
+    return pipeline
+
+
+def shards_stage(ctx: BuildContext, out: str) -> beam.Pipeline:
+    """documents with images → training sequences → webdataset shards + manifest."""
+    from pipeline.shard_sink import WriteShards
+
+    pipeline = make_pipeline(ctx.beam_args, ctx.config)
+    docs = pipeline | "Read documents" >> ReadParquetDocuments(_parquet_files(ctx.stage_dir("images")))
+    docs | "Write shards" >> WriteShards(out, ctx.config)
+    return pipeline
+
+
+# Each stage builds (does not run) its Beam pipeline, so the graphs can be checked without running them.
+STAGES: list[tuple[str, Callable[[BuildContext, str], beam.Pipeline]]] = [
+    ("documents", documents_stage),
+    ("images", images_stage),
+    ("shards", shards_stage),
+]
+
+
+def fingerprint(ctx: BuildContext, stage: str) -> str:
+    """What a stage's output depends on: the config and inputs (later stages also depend on earlier ones)."""
+    payload = json.dumps({"config": dump_config(ctx.config), "inputs": sorted(ctx.inputs), "stage": stage},
+                         sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def _read_marker(directory: str) -> dict[str, Any] | None:
+    path = FileSystems.join(directory, MARKER)
+    if not FileSystems.exists(path):
+        return None
+    with FileSystems.open(path) as handle:
+        return json.loads(handle.read().decode("utf-8"))
+
+
+def _clear(directory: str) -> None:
+    if FileSystems.exists(directory):
+        FileSystems.delete([directory])
+    FileSystems.mkdirs(directory)
+
+
+def run_build(inputs: list[str], output: str, config: dict[str, Any], beam_args: list[str] | None = None,
+              only: list[str] | None = None) -> dict[str, Any]:
+    """Run (or resume) every stage, then write report.json and report.html in OUTPUT."""
+    ctx = BuildContext(inputs, output, config, list(beam_args or []))
+    write_config(output, config)
+    counts: dict[str, int] = {}
+    timings: dict[str, float] = {}
+    resumed: list[str] = []
+    for name, job in STAGES:
+        directory = ctx.stage_dir(name)
+        marker = _read_marker(directory)
+        key = fingerprint(ctx, name)
+        if marker is not None and marker.get("fingerprint") == key:
+            log.warning("m3w build: stage '%s' already complete, skipped", name)
+            resumed.append(name)
+            stage_counts, seconds = marker["counts"], marker["seconds"]
+        else:
+            if only is not None and name not in only:
+                break
+            _clear(directory)
+            started = time.time()
+            stage_counts = _run(job(ctx, directory))
+            seconds = round(time.time() - started, 3)
+            write_json(FileSystems.join(directory, MARKER),
+                       {"fingerprint": key, "counts": stage_counts, "seconds": seconds})
+        timings[name] = seconds
+        for counter, value in stage_counts.items():
+            counts[counter] = counts.get(counter, 0) + value
+    table = stage_table(counts, STAGE_ORDER)
+    report = {
+        "output": output,
+        "inputs": inputs,
+        "stages": table,
+        "unbalanced": unbalanced(table),
+        "timings_s": timings,
+        "resumed_stages": resumed,
+    }
+    from pipeline.report import enrich_report, write_report
+
+    enrich_report(report, ctx)
+    write_report(report, output)
+    return report

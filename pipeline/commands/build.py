@@ -1,0 +1,30 @@
+"""`m3w build`: read → extract → filter → dedup → download → image filters → image dedup → shards, resumable."""
+
+from __future__ import annotations
+
+import argparse
+
+from pipeline.commands import add_config_flags, print_report_summary
+
+NAME = "build"
+ORDER = 5
+HELP = "run every stage from crawl files to training shards (resumable), with report.html"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--input", action="append", required=True,
+                        help="WARC/ARC/HTML file glob or directory, local or any Beam filesystem (repeatable)")
+    parser.add_argument("--output", required=True, help="output directory (local, gs://, s3://...)")
+    add_config_flags(parser)
+
+
+def run(args: argparse.Namespace, beam_args: list[str]) -> int:
+    from pipeline.build import run_build
+    from pipeline.config import load_config
+
+    report = run_build(args.input, args.output, load_config(args.config, args.set), beam_args)
+    print_report_summary(report)
+    if report.get("resumed_stages"):
+        print(f"resumed: skipped completed stages {', '.join(report['resumed_stages'])}")
+    print(f"report: {args.output}/report.html (and report.json); shards: {args.output}/stages/shards")
+    return 1 if report["unbalanced"] else 0

@@ -1,0 +1,225 @@
+"""The run report: report.json plus a self-contained report.html a person reads at a glance.
+
+The HTML has no scripts and no external assets (charts are inline SVG, sample images are data URIs),
+so it opens anywhere, from a bucket download as well as from a laptop.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from typing import Any
+
+from apache_beam.io.filesystems import FileSystems
+
+from pipeline.accounting import write_json
+
+FUNNEL = [
+    ("records read", "read", "records", "in"),
+    ("HTML pages", "read", "records", "out"),
+    ("past the cheap gates", "gate", "pages", "out"),
+    ("documents extracted", "extract", "pages", "out"),
+    ("after text filters", "filter", "documents", "out"),
+    ("after document dedup", "dedup_paragraphs", "documents", "out"),
+    ("after image download + filters", "image_filter", "documents", "out"),
+    ("after image dedup", "dedup_images", "documents", "out"),
+    ("documents sharded", "shard", "documents", "out"),
+    ("sequences written", "shard", "sequences", "out"),
+]
+
+
+def _get(table: dict[str, Any], stage: str, unit: str, kind: str) -> int | None:
+    entry = table.get(stage, {}).get(unit)
+    return None if entry is None else int(entry[kind])
+
+
+def funnel(table: dict[str, Any]) -> list[dict[str, Any]]:
+    steps = []
+    for label, stage, unit, kind in FUNNEL:
+        value = _get(table, stage, unit, kind)
+        if value is not None:
+            steps.append({"step": label, "stage": stage, "count": value})
+    return steps
+
+
+def _sample_documents(stage_dir: str, limit: int = 4) -> list[dict[str, Any]]:
+    """A few documents with their images (thumbnails) from the images stage, deterministic choice."""
+    from pipeline.build import _parquet_files
+    from pipeline.sinks import read_documents
+
+    samples: list[dict[str, Any]] = []
+    for path in _parquet_files(stage_dir):
+        for doc in read_documents([path]):
+            nodes = []
+            for node in doc.nodes:
+                if node.image is not None:
+                    nodes.append({"image": node.image.url, "thumb": _thumbnail(node.image.data)})
+                else:
+                    nodes.append({"text": node.text[:600]})
+            samples.append({"url": doc.url, "language": doc.metadata.get("language"), "nodes": nodes})
+            if len(samples) >= limit:
+                return samples
+    return samples
+
+
+def _thumbnail(data: bytes | None) -> str | None:
+    if not data:
+        return None
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            image = image.convert("RGB")
+            image.thumbnail((160, 160))
+            buffer = io.BytesIO()
+            image.save(buffer, format="JPEG", quality=70)
+    except Exception:
+        return None
+    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _read_json(path: str) -> dict[str, Any] | None:
+    if not FileSystems.exists(path):
+        return None
+    with FileSystems.open(path) as handle:
+        return json.loads(handle.read().decode("utf-8"))
+
+
+def enrich_report(report: dict[str, Any], ctx: Any) -> None:
+    """Add the funnel, distributions, shard manifest summary and sample documents."""
+    table = report["stages"]
+    report["funnel"] = funnel(table)
+    images_dir = ctx.stage_dir("images")
+    report["summary"] = _read_json(FileSystems.join(images_dir, "summary.json")) or {}
+    manifest = _read_json(FileSystems.join(ctx.stage_dir("shards"), "manifest.json"))
+    if manifest:
+        report["shards"] = {k: manifest[k] for k in ("num_samples", "num_shards", "tokenizer_sha256")
+                            if k in manifest}
+    report["dedup_clusters"] = {k: v for stage in ("dedup_near", "dedup_images")
+                                for k, v in table.get(stage, {}).get("clusters", {}).get("info", {}).items()}
+    report["samples"] = _sample_documents(images_dir) if FileSystems.exists(images_dir) else []
+
+
+def write_report(report: dict[str, Any], output: str) -> None:
+    write_json(FileSystems.join(output, "report.json"), {k: v for k, v in report.items() if k != "samples"})
+    with FileSystems.create(FileSystems.join(output, "report.html")) as handle:
+        handle.write(render_html(report).encode("utf-8"))
+
+
+def add_smoke_verdict(output: str, verdict: dict[str, Any]) -> None:
+    """Attach the smoke trainer's verdict to an existing report and re-render it."""
+    path = FileSystems.join(output, "report.json")
+    report = _read_json(path) or {}
+    report["smoke"] = verdict
+    html_path = FileSystems.join(output, "report.html")
+    report.setdefault("samples", [])
+    write_json(path, {k: v for k, v in report.items() if k != "samples"})
+    with FileSystems.create(html_path) as handle:
+        handle.write(render_html(report).encode("utf-8"))
+
+
+# -- rendering ----------------------------------------------------------------------------------
+
+def _bars(items: list[tuple[str, int]], colour: str = "#3b82f6", width: int = 520) -> str:
+    if not items:
+        return "<p class=muted>nothing counted</p>"
+    top = max(v for _, v in items) or 1
+    row, label_w = 22, 230
+    parts = [f'<svg width="{label_w + width + 70}" height="{row * len(items) + 4}" role="img">']
+    for i, (label, value) in enumerate(items):
+        y = i * row
+        bar = max(1, int(width * value / top)) if value else 0
+        parts.append(f'<text x="{label_w - 6}" y="{y + 15}" text-anchor="end">{html.escape(str(label))}</text>'
+                     f'<rect x="{label_w}" y="{y + 3}" width="{bar}" height="{row - 6}" fill="{colour}"/>'
+                     f'<text x="{label_w + bar + 6}" y="{y + 15}">{value:,}</text>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _stage_tables(table: dict[str, Any]) -> str:
+    rows = []
+    for stage, units in table.items():
+        for unit, entry in units.items():
+            drops = sorted(entry["dropped"].items(), key=lambda kv: -kv[1])
+            ok = "✔" if entry["balanced"] else "✘ does not balance"
+            rows.append(
+                f"<tr><td>{html.escape(stage)}</td><td>{html.escape(unit)}</td><td>{entry['in']:,}</td>"
+                f"<td>{entry['out']:,}</td><td>{sum(entry['dropped'].values()):,}</td><td>{ok}</td></tr>"
+            )
+            if drops:
+                rows.append(f'<tr class=drops><td colspan=6>{_bars(drops, "#ef4444", 360)}</td></tr>')
+    return ("<table><tr><th>stage</th><th>unit</th><th>in</th><th>out</th><th>dropped</th>"
+            "<th>in = out + Σ drops</th></tr>" + "".join(rows) + "</table>")
+
+
+def _samples(samples: list[dict[str, Any]]) -> str:
+    out = []
+    for sample in samples:
+        parts = [f"<div class=doc><div class=url>{html.escape(sample['url'])} "
+                 f"<span class=muted>{html.escape(str(sample.get('language') or ''))}</span></div>"]
+        for node in sample["nodes"]:
+            if "text" in node:
+                parts.append(f"<p>{html.escape(node['text'])}</p>")
+            elif node.get("thumb"):
+                parts.append(f'<img src="{node["thumb"]}" title="{html.escape(node["image"])}" alt="">')
+        parts.append("</div>")
+        out.append("".join(parts))
+    return "".join(out) or "<p class=muted>no documents</p>"
+
+
+def _smoke(verdict: dict[str, Any] | None) -> str:
+    if not verdict:
+        return "<p class=muted>not run (run <code>m3w smoke</code> on the shards)</p>"
+    passed = verdict.get("passed")
+    badge = '<span class="badge pass">PASS</span>' if passed else '<span class="badge fail">FAIL</span>'
+    checks = verdict.get("checks", {})
+    rows = "".join(
+        f"<tr><td>{html.escape(name)}</td><td>{'✔' if (c.get('passed') if isinstance(c, dict) else c) else '✘'}"
+        f"</td><td>{html.escape(json.dumps(c, default=str)[:300])}</td></tr>"
+        for name, c in checks.items()
+    )
+    return f"<p>{badge} {html.escape(str(verdict.get('summary', '')))}</p><table>{rows}</table>"
+
+
+STYLE = """
+body{font-family:system-ui,sans-serif;margin:24px;color:#111;max-width:1100px}
+h1{margin-bottom:0}h2{border-bottom:1px solid #ddd;padding-bottom:4px;margin-top:32px}
+table{border-collapse:collapse;margin:8px 0}td,th{padding:3px 10px;border-bottom:1px solid #eee;text-align:left}
+tr.drops td{border-bottom:1px solid #ddd;padding-left:40px}
+svg text{font-size:12px;font-family:system-ui,sans-serif}.muted{color:#777}
+.doc{border:1px solid #ddd;border-radius:6px;padding:10px;margin:10px 0}.doc img{max-height:160px;margin:4px}
+.doc p{margin:4px 0;font-size:14px}.url{font-weight:600;font-size:13px}
+.badge{padding:2px 8px;border-radius:4px;color:#fff;font-weight:700}.pass{background:#16a34a}.fail{background:#dc2626}
+.cols{display:flex;gap:40px;flex-wrap:wrap}
+"""
+
+
+def render_html(report: dict[str, Any]) -> str:
+    table = report.get("stages", {})
+    summary = report.get("summary", {})
+    status = ("<span class='badge pass'>counts balance</span>" if not report.get("unbalanced")
+              else f"<span class='badge fail'>unbalanced: {html.escape(', '.join(report['unbalanced']))}</span>")
+    image_rows = [(f"{stage}: {reason}", n) for stage, units in table.items()
+                  for reason, n in units.get("images", {}).get("dropped", {}).items()]
+    sections = [
+        f"<h1>m3w run report</h1><p class=muted>{html.escape(str(report.get('output', '')))} · {status}</p>",
+        "<h2>Funnel</h2>" + _bars([(s["step"], s["count"]) for s in report.get("funnel", [])], "#2563eb"),
+        "<h2>Stages and drop reasons</h2>" + _stage_tables(table),
+        "<h2>Images</h2><div class=cols><div><h3>dropped, by stage and reason</h3>"
+        + _bars(sorted(image_rows, key=lambda kv: -kv[1]), "#f59e0b", 300)
+        + "</div><div><h3>images per document</h3>"
+        + _bars(sorted(((k, v) for k, v in summary.get("images_per_document", {}).items()),
+                       key=lambda kv: int(kv[0])), "#10b981", 300) + "</div></div>",
+        "<h2>Languages and domains</h2><div class=cols><div>"
+        + _bars(list(summary.get("languages", {}).items()), "#8b5cf6", 300) + "</div><div>"
+        + _bars(list(summary.get("domains", {}).items())[:15], "#0ea5e9", 300) + "</div></div>",
+        "<h2>Dedup clusters</h2>" + _bars(sorted(report.get("dedup_clusters", {}).items()), "#64748b", 300),
+        "<h2>Smoke-training verdict</h2>" + _smoke(report.get("smoke")),
+        "<h2>Sample documents</h2>" + _samples(report.get("samples", [])),
+        "<h2>Timings</h2>" + _bars([(k, int(v)) for k, v in report.get("timings_s", {}).items()], "#94a3b8", 300)
+        + "<p class=muted>seconds per stage</p>",
+    ]
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>m3w run report</title>"
+            f"<style>{STYLE}</style></head><body>{''.join(sections)}</body></html>")
