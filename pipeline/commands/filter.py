@@ -1,0 +1,30 @@
+"""`m3w filter`: OBELICS Parquet documents (from `m3w extract`) → documents that pass the language, safety
+and text-quality filters, with report.json (per-filter drop counts) and config.yaml."""
+
+from __future__ import annotations
+
+import argparse
+
+from pipeline.commands import add_config_flags, print_report_summary
+
+NAME = "filter"
+ORDER = 20
+HELP = "documents → language / safety / quality filtered documents + report.json"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--input", action="append", required=True,
+                        help="Parquet documents: an `m3w extract` output directory, a directory of .parquet files "
+                             "or a glob, local or any Beam filesystem (repeatable)")
+    parser.add_argument("--output", required=True, help="output directory")
+    add_config_flags(parser)
+
+
+def run(args: argparse.Namespace, beam_args: list[str]) -> int:
+    from pipeline.config import load_config
+    from pipeline.filtering import run_filter
+
+    report = run_filter(args.input, args.output, load_config(args.config, args.set), beam_args)
+    print_report_summary(report)
+    print(f"documents, report.json and config.yaml written to {args.output}")
+    return 1 if report["unbalanced"] else 0

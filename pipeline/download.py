@@ -1,0 +1,625 @@
+"""Fetching image bytes with img2dataset inside Beam workers: resumable URL shards, opt-outs, outbound safety.
+
+One element of `FetchShardsDoFn` is one URL shard (unique image URLs grouped by a hash, so shards spread
+over the Beam workers). Each shard is one in-process img2dataset call: its `Downloader` (thread pool,
+retries, timeout, `disallowed_header_directives` X-Robots-Tag opt-out, per-URL status and error message)
+writing through its Parquet sample writer into a local temp folder. We use img2dataset's components
+rather than `img2dataset.download()`, which starts a logger process and a spawn pool of its own and
+installs a SIGINT handler (only possible in a main thread): inside a Beam worker the DoFn already is
+the unit of parallelism. Then every fetched image is checked (`filters.images`, NSFW), resized with
+img2dataset's `Resizer` per the contract (default 320 px, mode recorded) and the shard's results are
+written under the work folder with a completion marker, atomically: a re-run skips finished shards.
+
+Outbound safety: a crawl is hostile input. Every connection img2dataset opens goes through a guarded
+urllib opener that resolves the host itself and refuses loopback, private, link-local, reserved,
+multicast and cloud-metadata addresses at connect time (so redirects and DNS tricks are covered too),
+uses no proxy, speaks only http/https, caps the response size and announces a clear user agent.
+`download.allow_loopback` admits 127.0.0.1, and nothing else, for tests and the demo.
+"""
+
+from __future__ import annotations
+
+import os
+
+# img2dataset imports albumentations, which phones PyPI for updates at import time, and wandb: keep both offline.
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+os.environ.setdefault("WANDB_MODE", "disabled")
+
+import functools  # noqa: E402
+import hashlib  # noqa: E402
+import http.client  # noqa: E402
+import io  # noqa: E402
+import ipaddress  # noqa: E402
+import json  # noqa: E402
+import logging  # noqa: E402
+import re  # noqa: E402
+import socket  # noqa: E402
+import tempfile  # noqa: E402
+import threading  # noqa: E402
+import urllib.error  # noqa: E402
+import urllib.request  # noqa: E402
+from collections.abc import Iterator  # noqa: E402
+from contextlib import contextmanager  # noqa: E402
+from dataclasses import dataclass, field  # noqa: E402
+from typing import Any  # noqa: E402
+from urllib.parse import urlsplit  # noqa: E402
+
+import apache_beam as beam  # noqa: E402
+import pyarrow as pa  # noqa: E402
+import pyarrow.parquet as pq  # noqa: E402
+from apache_beam.io.filesystems import FileSystems  # noqa: E402
+
+from filters.images import ImageRules, check_image  # noqa: E402
+from filters.nsfw import NsfwScorer, nsfw_verdict  # noqa: E402
+from pipeline.accounting import StageCounters  # noqa: E402
+from pipeline.sinks import write_atomically  # noqa: E402
+
+log = logging.getLogger(__name__)
+
+DOWNLOAD = "download"
+IMAGE_FILTER = "image_filter"
+
+
+# ------------------------------------------------------------------------------------------------
+# Where an image is fetched from, and whether it may be
+# ------------------------------------------------------------------------------------------------
+def fetch_url(url: str, rewrite_to: str | None) -> str:
+    """The URL actually requested: the original, or `{rewrite_to}/{host[:port]}{path}?{query}` (tests, demo)."""
+    if not rewrite_to:
+        return url
+    parts = urlsplit(url)
+    netloc = parts.hostname or ""
+    if parts.port:
+        netloc += f":{parts.port}"
+    return f"{rewrite_to.rstrip('/')}/{netloc}{parts.path or '/'}" + (f"?{parts.query}" if parts.query else "")
+
+
+_METADATA_HOSTS = {"metadata", "metadata.google.internal", "metadata.goog", "instance-data", "localhost"}
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+
+
+def embedded_ipv4(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 address tunnels to (mapped, 6to4, Teredo, NAT64), if any."""
+    if ip.version != 6:
+        return None
+    if ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    if ip.sixtofour is not None:
+        return ip.sixtofour
+    if ip.teredo is not None:
+        return ip.teredo[1]
+    if ip in _NAT64:
+        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    return None
+
+
+def is_public_address(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    """Globally routable unicast only: no loopback, private, link-local (169.254.169.254), CGNAT, reserved,
+    multicast or unspecified address, also when tunnelled inside an IPv6 one (fd00:ec2::254 is private)."""
+    inner = embedded_ipv4(ip)
+    if inner is not None and not is_public_address(inner):
+        return False
+    return ip.is_global and not (ip.is_multicast or ip.is_reserved or ip.is_loopback or ip.is_link_local
+                                 or ip.is_unspecified or ip.is_private)
+
+
+LOOPBACK_ALLOWED = ipaddress.ip_address("127.0.0.1")
+
+
+@dataclass(frozen=True)
+class OutboundPolicy:
+    """Which addresses image requests may reach."""
+
+    allow_loopback: bool = False  # admits 127.0.0.1 only (the local image host), never other private ranges
+
+    def allows(self, ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+        if self.allow_loopback and ip == LOOPBACK_ALLOWED:
+            return True
+        return is_public_address(ip)
+
+    def check_url(self, url: str) -> str:
+        """A drop reason for a URL that must not be requested ("" if it may), without any DNS lookup.
+
+        Raw IP hosts and well-known internal names are judged here; names are judged again at
+        connect time on the addresses they resolve to (see `guarded_create_connection`).
+        """
+        try:
+            parts = urlsplit(url)
+            host = parts.hostname
+            parts.port  # noqa: B018 (raises ValueError on a malformed port)
+        except ValueError:
+            return "invalid_url"
+        if parts.scheme not in ("http", "https"):
+            return "unsupported_scheme"
+        if not host:
+            return "invalid_url"
+        if host in _METADATA_HOSTS or host.endswith(".localhost") or host.endswith(".internal"):
+            return "unsafe_address"
+        ip = literal_address(host)
+        if ip is None:
+            return ""
+        return "" if self.allows(ip) else "unsafe_address"
+
+
+def literal_address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The address a host names without DNS: IP literals, and the legacy IPv4 spellings resolvers accept
+    (`2130706433`, `0x7f.1`, `127.1`). None for a name."""
+    try:
+        return ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        pass
+    if re.fullmatch(r"[0-9a-fA-Fx.]+", host) and any(c.isdigit() for c in host):
+        try:
+            return ipaddress.IPv4Address(socket.inet_aton(host))
+        except OSError:
+            return None
+    return None
+
+
+class UnsafeAddressError(OSError):
+    """A connection to an address the outbound policy refuses; nothing was sent."""
+
+
+def guarded_create_connection(policy: OutboundPolicy, address: tuple[str, int],
+                              timeout: Any = socket._GLOBAL_DEFAULT_TIMEOUT,  # noqa: SLF001 (stdlib's own default)
+                              source_address: Any = None, *args: Any) -> socket.socket:
+    """`socket.create_connection` that resolves the host itself and refuses it if any address is unsafe.
+
+    Judging the very addresses we connect to (not an earlier lookup) closes DNS-rebinding and redirect
+    tricks: whatever a name resolves to at this moment is what is checked.
+    """
+    host, port = address
+    infos = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)
+    for *_, sockaddr in infos:
+        ip = ipaddress.ip_address(str(sockaddr[0]).split("%", 1)[0])
+        if not policy.allows(ip):
+            raise UnsafeAddressError(f"unsafe_address: {host} resolves to {ip}")
+    error: OSError | None = None
+    for family, socktype, proto, _, sockaddr in infos:
+        sock = socket.socket(family, socktype, proto)
+        try:
+            if timeout is not socket._GLOBAL_DEFAULT_TIMEOUT:  # noqa: SLF001
+                sock.settimeout(timeout)
+            if source_address:
+                sock.bind(source_address)
+            sock.connect(sockaddr)
+            return sock
+        except OSError as err:
+            error = err
+            sock.close()
+    raise error or OSError(f"getaddrinfo returned nothing for {host}")
+
+
+class _GuardedHTTPConnection(http.client.HTTPConnection):
+    def __init__(self, *args: Any, policy: OutboundPolicy, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self._create_connection = functools.partial(guarded_create_connection, policy)
+
+
+class _GuardedHTTPSConnection(http.client.HTTPSConnection):
+    def __init__(self, *args: Any, policy: OutboundPolicy, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self._create_connection = functools.partial(guarded_create_connection, policy)
+
+
+class _GuardedHTTPHandler(urllib.request.HTTPHandler):
+    def __init__(self, policy: OutboundPolicy):
+        super().__init__()
+        self.policy = policy
+
+    def http_open(self, req: urllib.request.Request):
+        return self.do_open(functools.partial(_GuardedHTTPConnection, policy=self.policy), req)
+
+
+class _GuardedHTTPSHandler(urllib.request.HTTPSHandler):
+    def __init__(self, policy: OutboundPolicy):
+        super().__init__()
+        self.policy = policy
+
+    def https_open(self, req: urllib.request.Request):
+        return self.do_open(functools.partial(_GuardedHTTPSConnection, policy=self.policy), req,
+                            context=self._context)
+
+
+_REFUSED_TYPES = re.compile(r"^(text/|application/(\S*\+)?(xhtml|html|json|javascript|xml)\b)", re.I)
+
+
+class _ResponseGuard(urllib.request.BaseHandler):
+    """Our user agent on every request (redirects included); refuses non-image types and oversized bodies."""
+
+    handler_order = 1001  # after HTTPErrorProcessor: HTTP errors keep their own status
+
+    def __init__(self, user_agent: str, max_bytes: int):
+        self.user_agent = user_agent
+        self.max_bytes = max_bytes
+
+    def http_request(self, req: urllib.request.Request) -> urllib.request.Request:
+        req.add_unredirected_header("User-agent", self.user_agent)  # wins over img2dataset's browser string
+        return req
+
+    https_request = http_request
+
+    def http_response(self, req: urllib.request.Request, response: Any) -> Any:
+        if getattr(response, "_m3w_guarded", False):
+            return response
+        content_type = (response.headers.get("Content-Type") or "").strip()
+        length = response.headers.get("Content-Length")
+        if _REFUSED_TYPES.match(content_type):
+            response.close()
+            raise urllib.error.URLError(f"wrong_content_type: {content_type[:60]}")
+        if length and length.strip().isdigit() and int(length) > self.max_bytes:
+            response.close()
+            raise urllib.error.URLError(f"too_large: {length} bytes")
+        original_read, cap = response.read, self.max_bytes
+
+        def bounded_read(amt: int | None = None) -> bytes:
+            if amt is not None and amt >= 0:
+                return original_read(amt)
+            chunks, total = [], 0
+            while chunk := original_read(min(1 << 20, cap + 1 - total)):
+                chunks.append(chunk)
+                total += len(chunk)
+                if total > cap:
+                    raise ValueError(f"too_large: more than {cap} bytes")
+            return b"".join(chunks)
+
+        response.read = bounded_read
+        response._m3w_guarded = True
+        return response
+
+    https_response = http_response
+
+
+@functools.lru_cache(maxsize=16)
+def guarded_opener(policy: OutboundPolicy, user_agent: str, max_bytes: int) -> urllib.request.OpenerDirector:
+    """An opener with only what image fetching needs: no proxies, no file:/ftp:/data: schemes."""
+    opener = urllib.request.OpenerDirector()
+    for handler in (urllib.request.UnknownHandler(), urllib.request.HTTPDefaultErrorHandler(),
+                    urllib.request.HTTPRedirectHandler(), urllib.request.HTTPErrorProcessor(),
+                    _GuardedHTTPHandler(policy), _GuardedHTTPSHandler(policy), _ResponseGuard(user_agent, max_bytes)):
+        opener.add_handler(handler)
+    opener.addheaders = [("User-agent", user_agent)]
+    return opener
+
+
+_OPENER_SWAP = threading.Condition()
+_OPENER_STATE: dict[str, Any] = {"opener": None, "users": 0, "previous": None}
+
+
+@contextmanager
+def urlopen_through(opener: urllib.request.OpenerDirector) -> Iterator[None]:
+    """Route `urllib.request.urlopen` (what img2dataset calls) through `opener` while the block runs.
+
+    urlopen's opener is process-wide; concurrent users of the same opener share it, a different one
+    waits until the current users are done, and the previous opener comes back afterwards.
+    """
+    with _OPENER_SWAP:
+        while _OPENER_STATE["users"] and _OPENER_STATE["opener"] is not opener:
+            _OPENER_SWAP.wait()
+        if not _OPENER_STATE["users"]:
+            _OPENER_STATE["previous"] = getattr(urllib.request, "_opener", None)
+            urllib.request.install_opener(opener)
+            _OPENER_STATE["opener"] = opener
+        _OPENER_STATE["users"] += 1
+    try:
+        yield
+    finally:
+        with _OPENER_SWAP:
+            _OPENER_STATE["users"] -= 1
+            if not _OPENER_STATE["users"]:
+                urllib.request.install_opener(_OPENER_STATE["previous"])
+                _OPENER_STATE["opener"] = _OPENER_STATE["previous"] = None
+                _OPENER_SWAP.notify_all()
+
+
+# ------------------------------------------------------------------------------------------------
+# What happened to each URL
+# ------------------------------------------------------------------------------------------------
+_HTTP_STATUS = re.compile(r"http error (\d{3})")
+_REASON_MARKERS = (
+    ("unsafe_address", "unsafe_address"),
+    ("wrong_content_type", "wrong_content_type"),
+    ("too_large", "too_large"),
+    ("x-robots-tag", "opted_out_header"),
+    ("timed out", "timeout"),
+    ("timeout", "timeout"),
+    ("unknown url type", "unsupported_scheme"),
+    ("name or service not known", "dns_error"),
+    ("nodename nor servname", "dns_error"),
+    ("temporary failure in name resolution", "dns_error"),
+    ("no address associated", "dns_error"),
+    ("certificate", "tls_error"),
+    ("ssl", "tls_error"),
+    ("redirect", "redirect_error"),
+    ("connection refused", "connection_error"),
+    ("connection reset", "connection_error"),
+    ("remote end closed", "connection_error"),
+    ("broken pipe", "connection_error"),
+    ("incompleteread", "connection_error"),
+    ("network is unreachable", "connection_error"),
+)
+
+
+def download_reason(error_message: str | None) -> str:
+    """img2dataset's per-sample error message → a short, stable drop reason."""
+    message = (error_message or "").lower()
+    status = _HTTP_STATUS.search(message)
+    if status:
+        return f"http_{status.group(1)}"
+    for marker, reason in _REASON_MARKERS:
+        if marker in message:
+            return reason
+    return "download_error"
+
+
+@dataclass
+class ImageResult:
+    """The outcome for one unique image URL: kept (reason "") with stored bytes and meta, or dropped."""
+
+    url: str
+    reason: str = ""
+    stage: str = ""  # the stage that dropped it: "download" or "image_filter" ("" when kept)
+    data: bytes | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+    detail: str = ""
+
+    @property
+    def kept(self) -> bool:
+        return not self.reason
+
+
+RESULT_SCHEMA = pa.schema([
+    pa.field("url", pa.string()),
+    pa.field("reason", pa.string()),
+    pa.field("stage", pa.string()),
+    pa.field("detail", pa.string()),
+    pa.field("meta", pa.string()),
+    pa.field("data", pa.binary()),
+])
+
+
+def results_to_parquet(results: list[ImageResult]) -> bytes:
+    rows = [{"url": r.url, "reason": r.reason, "stage": r.stage, "detail": r.detail,
+             "meta": json.dumps(r.meta, sort_keys=True), "data": r.data} for r in sorted(results, key=lambda r: r.url)]
+    sink = pa.BufferOutputStream()
+    pq.write_table(pa.Table.from_pylist(rows, schema=RESULT_SCHEMA), sink, compression="zstd")
+    return sink.getvalue().to_pybytes()
+
+
+def results_from_parquet(data: bytes) -> list[ImageResult]:
+    table = pq.read_table(pa.BufferReader(data))
+    return [ImageResult(url=row["url"], reason=row["reason"], stage=row["stage"], detail=row["detail"],
+                        meta=json.loads(row["meta"]), data=row["data"]) for row in table.to_pylist()]
+
+
+# ------------------------------------------------------------------------------------------------
+# One shard: img2dataset fetch → checks → NSFW → resize
+# ------------------------------------------------------------------------------------------------
+class ShardDownloader:
+    """Downloads and checks one list of URLs in this process; built once per worker (it loads the NSFW model)."""
+
+    def __init__(self, config: dict[str, Any]):
+        from img2dataset.resizer import Resizer
+
+        self.dl = config["download"]
+        self.filters = config["image_filters"]
+        self.rules = ImageRules.from_config(self.filters)
+        self.policy = OutboundPolicy(bool(self.dl["allow_loopback"]))
+        self.opener = guarded_opener(self.policy, str(self.dl["user_agent"]), int(self.dl["max_bytes"]))
+        nsfw = self.filters["nsfw"]
+        self.nsfw = NsfwScorer.from_config(nsfw) if nsfw["enabled"] else None
+        self.nsfw_threshold = float(nsfw["threshold"])
+        self.resizer = Resizer(
+            image_size=int(self.dl["image_size"]),
+            resize_mode=str(self.dl["resize_mode"]),
+            resize_only_if_bigger=bool(self.dl["resize_only_if_bigger"]),
+            encode_format=str(self.dl["encode_format"]),
+            encode_quality=int(self.dl["encode_quality"]),
+        )
+        # img2dataset only fetches: the bytes come back untouched, checked and resized by us afterwards,
+        # so format and pixel-count checks see the original before any decoder does.
+        self.fetch_only = Resizer(image_size=1, resize_mode="no", resize_only_if_bigger=True,
+                                  disable_all_reencoding=True)
+
+    def run(self, urls: list[str]) -> list[ImageResult]:
+        """Every URL in, exactly one result per URL out (sorted by URL)."""
+        with tempfile.TemporaryDirectory(prefix="m3w-download-") as tmp:
+            fetched = self._fetch(urls, tmp)
+            results = self._process(fetched)
+        by_url = {r.url: r for r in results}
+        for url in urls:
+            if url not in by_url:  # img2dataset lost the sample (an exception inside its loop)
+                by_url[url] = ImageResult(url, "download_error", DOWNLOAD, detail="no result from img2dataset")
+        return [by_url[url] for url in sorted(by_url)]
+
+    def _fetch(self, urls: list[str], tmp: str) -> str:
+        from img2dataset.downloader import Downloader
+        from img2dataset.writer import ParquetSampleWriter
+
+        rewrite_to = self.dl["rewrite_to"]
+        table = pa.table({"source_url": urls, "url": [fetch_url(u, rewrite_to) for u in urls]})
+        shard_file = os.path.join(tmp, "urls.feather")
+        downloader = Downloader(
+            sample_writer_class=ParquetSampleWriter,
+            resizer=self.fetch_only,
+            thread_count=max(1, min(int(self.dl["thread_count"]), len(urls))),
+            save_caption=False,
+            extract_exif=False,
+            output_folder=tmp,
+            column_list=["source_url", "url"],
+            timeout=float(self.dl["timeout_s"]),
+            number_sample_per_shard=max(1, len(urls)),
+            oom_shard_count=5,
+            compute_hash=None,
+            verify_hash_type=None,
+            encode_format="jpg",
+            retries=int(self.dl["retries"]),
+            user_agent_token=str(self.dl["user_agent_token"]),
+            disallowed_header_directives=list(self.dl["disallowed_header_directives"]) or None,
+        )
+        for attempt in range(int(self.dl["shard_retries"]) + 1):
+            with pa.OSFile(shard_file, "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+                writer.write_table(table)
+            with urlopen_through(self.opener):
+                ok, _ = downloader((0, shard_file))
+            if ok:
+                return os.path.join(tmp, "00000.parquet")
+            log.warning("m3w download: img2dataset failed on a shard of %d URLs (attempt %d)", len(urls), attempt + 1)
+        raise RuntimeError(f"img2dataset failed on a shard of {len(urls)} URLs after "
+                           f"{int(self.dl['shard_retries']) + 1} attempts")
+
+    def _process(self, parquet_path: str) -> list[ImageResult]:
+        results: list[ImageResult] = []
+        reader = pq.ParquetFile(parquet_path)
+        for batch in reader.iter_batches(batch_size=64, columns=["source_url", "status", "error_message", "jpg"]):
+            pending: list[tuple[str, bytes, Any, dict[str, Any]]] = []
+            for row in batch.to_pylist():
+                url = row["source_url"]
+                if row["status"] != "success":
+                    results.append(ImageResult(url, download_reason(row["error_message"]), DOWNLOAD,
+                                               detail=(row["error_message"] or "")[:200]))
+                    continue
+                verdict, picture = check_image(row["jpg"], self.rules)
+                if not verdict.keep:
+                    results.append(ImageResult(url, verdict.reason, IMAGE_FILTER, meta=dict(verdict.scores)))
+                    continue
+                pending.append((url, row["jpg"], picture, dict(verdict.scores)))
+            results.extend(self._finish(pending))
+        return results
+
+    def _finish(self, pending: list[tuple[str, bytes, Any, dict[str, Any]]]) -> list[ImageResult]:
+        scores = self.nsfw.scores([p for _, _, p, _ in pending]) if self.nsfw and pending else [None] * len(pending)
+        out: list[ImageResult] = []
+        for (url, original, _, meta), score in zip(pending, scores):
+            if score is not None:
+                verdict = nsfw_verdict(score, self.nsfw_threshold)
+                meta["nsfw_score"] = score
+                if not verdict.keep:
+                    out.append(ImageResult(url, verdict.reason, IMAGE_FILTER, meta=meta))
+                    continue
+            stored, width, height, _, _, error = self.resizer(io.BytesIO(original))
+            if error is not None or stored is None:
+                out.append(ImageResult(url, "resize_error", IMAGE_FILTER, meta=meta, detail=str(error)[:200]))
+                continue
+            meta.update(
+                sha256=hashlib.sha256(stored).hexdigest(),
+                stored_width=int(width),
+                stored_height=int(height),
+                stored_format=str(self.dl["encode_format"]),
+                resize_mode=str(self.dl["resize_mode"]),
+                image_size=int(self.dl["image_size"]),
+            )
+            out.append(ImageResult(url, meta=meta, data=stored))
+        return out
+
+
+# ------------------------------------------------------------------------------------------------
+# Resumable shards in Beam
+# ------------------------------------------------------------------------------------------------
+# Settings that change how a URL is fetched but not what a finished shard holds (a re-run with a new
+# image-host port or more threads still reuses finished shards).
+_TRANSPORT_KEYS = {"rewrite_to", "thread_count", "timeout_s", "retries", "shard_retries", "urls_per_shard",
+                   "user_agent"}
+_NSFW_RUNTIME_KEYS = {"threads", "batch_size"}
+
+
+def results_fingerprint(config: dict[str, Any]) -> str:
+    """Hash of every setting that shapes a shard's stored results."""
+    download = {k: v for k, v in config["download"].items() if k not in _TRANSPORT_KEYS}
+    filters = dict(config["image_filters"])
+    filters["nsfw"] = {k: v for k, v in filters["nsfw"].items() if k not in _NSFW_RUNTIME_KEYS}
+    payload = json.dumps({"download": download, "image_filters": filters}, sort_keys=True, default=str)
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def url_shard(url: str, shards: int) -> int:
+    return int(hashlib.sha1(url.encode("utf-8", "surrogatepass")).hexdigest()[:12], 16) % max(1, shards)
+
+
+def shard_count(unique_urls: int, urls_per_shard: int) -> int:
+    return max(1, -(-int(unique_urls) // max(1, int(urls_per_shard))))
+
+
+def shard_basename(index: int, count: int, urls: list[str], fingerprint: str) -> str:
+    digest = hashlib.sha256(("\n".join([fingerprint, *urls])).encode("utf-8", "surrogatepass")).hexdigest()[:16]
+    return f"shard-{index:05d}-of-{count:05d}-{digest}"
+
+
+class FetchShardsDoFn(beam.DoFn):
+    """((index, count), URLs) → (url, ImageResult) per URL; a shard finished by an earlier run is read back.
+
+    Results go to `{workdir}/shards/<name>.parquet`, then `<name>.done.json` (URL count, sha256 of the
+    results): both written under a temporary name and renamed, the marker last. A shard without a
+    valid marker (a run killed mid-shard) is fetched again from scratch.
+    """
+
+    def __init__(self, config: dict[str, Any], workdir: str):
+        self.config = config
+        self.workdir = workdir.rstrip("/")
+        self.fingerprint = results_fingerprint(config)
+        self.download_counts = StageCounters(DOWNLOAD)
+        self.filter_counts = StageCounters(IMAGE_FILTER)
+        self.downloader: ShardDownloader | None = None
+
+    def setup(self) -> None:
+        self.downloader = ShardDownloader(self.config)
+
+    def process(self, element: tuple[tuple[int, int], Any]) -> Iterator[tuple[str, ImageResult]]:
+        (index, count), urls = element
+        urls = sorted(set(urls))
+        name = shard_basename(index, count, urls, self.fingerprint)
+        results = self._load(name, len(urls))
+        if results is None:
+            results = self.downloader.run(urls)
+            self._store(name, results)
+            self.download_counts.note("urls", "shards_fetched")
+        else:
+            self.download_counts.note("urls", "shards_reused")
+            self.download_counts.note("urls", "from_finished_shards", len(results))
+        self._count(results)
+        for result in results:
+            yield result.url, result
+
+    def _paths(self, name: str) -> tuple[str, str]:
+        folder = FileSystems.join(self.workdir, "shards")
+        return FileSystems.join(folder, name + ".parquet"), FileSystems.join(folder, name + ".done.json")
+
+    def _load(self, name: str, expected: int) -> list[ImageResult] | None:
+        results_path, marker_path = self._paths(name)
+        if not FileSystems.exists(marker_path) or not FileSystems.exists(results_path):
+            return None
+        try:
+            with FileSystems.open(marker_path) as handle:
+                marker = json.loads(handle.read())
+            with FileSystems.open(results_path) as handle:
+                data = handle.read()
+        except (OSError, ValueError) as err:
+            log.warning("m3w download: unreadable finished shard %s (%s): fetching it again", name, err)
+            return None
+        if marker.get("sha256") != hashlib.sha256(data).hexdigest() or marker.get("urls") != expected:
+            log.warning("m3w download: finished shard %s does not match its marker: fetching it again", name)
+            return None
+        return results_from_parquet(data)
+
+    def _store(self, name: str, results: list[ImageResult]) -> None:
+        results_path, marker_path = self._paths(name)
+        data = results_to_parquet(results)
+        write_atomically(results_path, data)
+        marker = {"urls": len(results), "kept": sum(r.kept for r in results),
+                  "sha256": hashlib.sha256(data).hexdigest(), "fingerprint": self.fingerprint}
+        write_atomically(marker_path, json.dumps(marker, sort_keys=True).encode())
+
+    def _count(self, results: list[ImageResult]) -> None:
+        """Per unique URL: `download|urls` and `image_filter|urls` (per use in documents: see pipeline.images)."""
+        self.download_counts.seen("urls", len(results))
+        fetched = 0
+        for result in results:
+            if result.stage == DOWNLOAD:
+                self.download_counts.dropped("urls", result.reason)
+            else:
+                fetched += 1
+                if result.stage == IMAGE_FILTER:
+                    self.filter_counts.dropped("urls", result.reason)
+        self.download_counts.kept("urls", fetched)
+        self.filter_counts.seen("urls", fetched)
+        self.filter_counts.kept("urls", sum(r.kept for r in results))

@@ -1,0 +1,356 @@
+"""Document filtering on Beam: the cheap pre-extraction gate on pages, and the language/safety/quality filters.
+
+- `GatePages` (stage `gate`, unit pages): before trafilatura runs, drops pages whose URL is blocklisted
+  (`url_blocklist`) and pages whose rough plain text is clearly not in a target language (`language`).
+- `FilterDocuments` (stage `filter`, units documents and images; stage `filter_paragraphs`, unit
+  paragraphs): per document, in this order, language ID (metadata `language`, `language_score`), safety
+  (`url_blocklist`, `flagged_words`, `spam`), OBELICS's paragraph rules (failing paragraphs are removed,
+  the document stays), then the document quality rules (OBELICS, Gopher, FineWeb). Kept documents carry
+  the scores the rules measured in `metadata["filter_scores"]`.
+
+The rules themselves are pure functions in `filters/`; `DocumentFilters` composes them without Beam (tests,
+benchmarks), and the DoFns only count and route. Models and lists load once per worker in `setup()`.
+With `output.audit_drops`, dropped pages, documents and paragraphs are written with their reason as JSON
+lines under `<audit_dir>/dropped/` (`gate-*`, `filter-*`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+
+from filters.base import Verdict
+from pipeline.accounting import DROPPED_TAG, StageCounters
+from pipeline.read import Page
+from schemas.document import Document, Node, document_to_dict
+
+log = logging.getLogger(__name__)
+
+GATE_STAGE = "gate"
+FILTER_STAGE = "filter"
+PARAGRAPH_STAGE = "filter_paragraphs"
+FILTER_STAGES = [FILTER_STAGE, PARAGRAPH_STAGE]
+
+
+def _detail(verdict: Verdict) -> str:
+    return json.dumps(verdict.scores, sort_keys=True, ensure_ascii=False, default=str)
+
+
+# -- the gate ----------------------------------------------------------------------------------------
+
+
+class PageGate:
+    """URL blocklist and cheap language check on a raw page (pure; loads its model and lists on creation)."""
+
+    def __init__(self, config: dict[str, Any]):
+        from filters.language import LanguageIdentifier, LanguageRule
+        from filters.safety import UrlBlocklist
+
+        fcfg = config["filters"]
+        gate = fcfg["gate"]
+        self.max_replacement = float(config["read"]["max_replacement_ratio"])
+        self.min_chars = int(gate["min_text_chars"])
+        self.max_chars = int(gate["max_text_chars"])
+        self.min_target_score = float(gate["min_target_score"])
+        block = fcfg["safety"]["url_blocklist"]
+        self.blocklist = UrlBlocklist(block) if gate["url_blocklist"] and block["enabled"] else None
+        lang = fcfg["language"]
+        self.rule = LanguageRule(lang) if gate["language"] and lang["enabled"] and lang["languages"] else None
+        self.identifier = LanguageIdentifier(lang["model"], int(lang["top_k"])) if self.rule else None
+
+    def __call__(self, page: Page) -> Verdict:
+        from filters.language import page_text
+        from pipeline.decode import decode_html, replacement_ratio
+
+        if self.blocklist is not None:
+            verdict = self.blocklist(page.url)
+            if not verdict.keep:
+                return verdict
+        if self.rule is None:
+            return Verdict.ok()
+        html_text, _ = decode_html(page.body, page.charset)
+        if replacement_ratio(html_text) > self.max_replacement:
+            return Verdict.ok(gate="undecodable")  # extraction drops it as `undecodable`, the precise reason
+        text = page_text(html_text, self.max_chars)
+        if len(text) < self.min_chars:
+            return Verdict.ok(gate="too_little_text")
+        return self.rule(self.identifier.predict(text), threshold=self.min_target_score)
+
+
+class GateDoFn(beam.DoFn):
+    def __init__(self, config: dict[str, Any]):
+        self.config = config
+        self.audit = bool(config["output"]["audit_drops"])
+        self.counts = StageCounters(GATE_STAGE)
+        self.gate: PageGate | None = None
+
+    def setup(self) -> None:
+        self.gate = PageGate(self.config)
+
+    def process(self, page: Page):
+        self.counts.seen("pages")
+        try:
+            verdict = self.gate(page)
+        except Exception as err:  # a page the gate cannot judge goes on to extraction, which judges it
+            log.warning("m3w gate: %s on %s: %s", type(err).__name__, page.url, err)
+            self.counts.note("pages", "gate_error")
+            verdict = Verdict.ok()
+        if verdict.keep:
+            self.counts.kept("pages")
+            yield page
+            return
+        self.counts.dropped("pages", verdict.reason)
+        if self.audit:
+            yield beam.pvalue.TaggedOutput(DROPPED_TAG, (GATE_STAGE, verdict.reason, _detail(verdict), page.url))
+
+
+class GatePages(beam.PTransform):
+    """Pages → the pages worth extracting (stage `gate`); a no-op when `filters.gate.enabled` is false."""
+
+    def __init__(self, config: dict[str, Any], audit_dir: str | None = None):
+        super().__init__()
+        self.config = config
+        self.audit_dir = audit_dir
+
+    def expand(self, pages):
+        if not self.config["filters"]["gate"]["enabled"]:
+            return pages
+        results = pages | "Gate pages" >> beam.ParDo(GateDoFn(self.config)).with_outputs(DROPPED_TAG, main="pages")
+        if self.audit_dir and self.config["output"]["audit_drops"]:
+            results[DROPPED_TAG] | "Audit gate drops" >> WriteAuditLines(self.audit_dir, "gate")
+        return results.pages
+
+
+# -- the document filters ----------------------------------------------------------------------------
+
+
+@dataclass
+class Filtered:
+    """What the filters did to one document."""
+
+    document: Document | None = None  # the (paragraph-cleaned) document, None when dropped
+    verdict: Verdict = field(default_factory=Verdict.ok)  # the dropping verdict, or the last kept one
+    paragraphs_in: int = 0
+    paragraph_drops: list[tuple[str, str, Verdict]] = field(default_factory=list)  # (reason, text, verdict)
+
+
+class DocumentFilters:
+    """language → safety → paragraph rules → document quality, on one document (pure; no Beam)."""
+
+    def __init__(self, config: dict[str, Any]):
+        from filters.language import LanguageIdentifier, LanguageRule
+        from filters.safety import TextSafety, UrlBlocklist
+        from filters.text_quality import DocumentQuality, ParagraphRules
+
+        fcfg = config["filters"]
+        lang = fcfg["language"]
+        self.language_enabled = bool(lang["enabled"])
+        self.language_rule = LanguageRule(lang)
+        self.identifier = LanguageIdentifier(lang["model"], int(lang["top_k"]))
+        safety = fcfg["safety"]
+        self.blocklist = UrlBlocklist(safety["url_blocklist"]) if safety["url_blocklist"]["enabled"] else None
+        self.text_safety = TextSafety(safety["flagged_words"], safety["spam"])
+        self.paragraph_rules = ParagraphRules(fcfg["paragraph"]) if fcfg["paragraph"]["enabled"] else None
+        self.quality = DocumentQuality(fcfg["document"])
+
+    def __call__(self, doc: Document) -> Filtered:
+        # Language, on the whole text; the label is stored even when language filtering is off.
+        prediction = self.identifier.predict(doc.text)
+        verdict = self.language_rule(prediction)
+        doc.metadata["language"] = prediction.language
+        doc.metadata["language_score"] = round(prediction.score, 4)
+        if prediction.script:
+            doc.metadata["language_script"] = prediction.script
+        if self.language_enabled and not verdict.keep:
+            return Filtered(verdict=verdict)
+        lang = prediction.language
+        # Safety, on the whole text before any cleaning: a page full of profanity is dropped, not tidied up.
+        if self.blocklist is not None:
+            verdict = self.blocklist(doc.url)
+            if not verdict.keep:
+                return Filtered(verdict=verdict)
+        verdict = self.text_safety(doc.text, lang)
+        if not verdict.keep:
+            return Filtered(verdict=verdict)
+        scores = dict(verdict.scores)
+        out = Filtered()
+        if self.paragraph_rules is not None:
+            self._clean_paragraphs(doc, lang, out)
+        verdict = self.quality(doc.text, len(doc.images), lang)
+        out.verdict = verdict
+        if not verdict.keep:
+            return out
+        scores.update(verdict.scores)
+        doc.metadata["filter_scores"] = scores
+        out.document = doc
+        return out
+
+    def _clean_paragraphs(self, doc: Document, lang: str, out: Filtered) -> None:
+        nodes: list[Node] = []
+        for node in doc.nodes:
+            if node.image is not None:
+                nodes.append(node)
+                continue
+            kept = []
+            for paragraph in (p for p in (node.text or "").split("\n\n") if p.strip()):
+                out.paragraphs_in += 1
+                verdict = self.paragraph_rules(paragraph, lang)
+                if verdict.keep:
+                    kept.append(paragraph)
+                else:
+                    out.paragraph_drops.append((verdict.reason, paragraph, verdict))
+            if kept:
+                nodes.append(Node(text="\n\n".join(kept)))
+        doc.nodes = nodes
+        doc.normalize_nodes()
+
+
+class FilterDoFn(beam.DoFn):
+    """Documents → kept documents; every document, image and paragraph counted by reason."""
+
+    def __init__(self, config: dict[str, Any]):
+        self.config = config
+        self.audit = bool(config["output"]["audit_drops"])
+        self.counts = StageCounters(FILTER_STAGE)
+        self.paragraph_counts = StageCounters(PARAGRAPH_STAGE)
+        self.filters: DocumentFilters | None = None
+
+    def setup(self) -> None:
+        self.filters = DocumentFilters(self.config)
+
+    def process(self, doc: Document):
+        images = len(doc.images)
+        self.counts.seen("documents")
+        self.counts.seen("images", images)
+        try:
+            result = self.filters(doc)
+        except Exception as err:  # one bad document never stops the run: a counted drop
+            log.warning("m3w filter: %s on %s: %s", type(err).__name__, doc.url, err)
+            result = Filtered(verdict=Verdict.drop("filter_error", error=f"{type(err).__name__}: {err}"[:300]))
+        self.paragraph_counts.seen("paragraphs", result.paragraphs_in)
+        self.paragraph_counts.kept("paragraphs", result.paragraphs_in - len(result.paragraph_drops))
+        for reason, n in sorted(Counter(reason for reason, _, _ in result.paragraph_drops).items()):
+            self.paragraph_counts.dropped("paragraphs", reason, n)
+        if self.audit:
+            for reason, text, verdict in result.paragraph_drops:
+                item = {"doc_id": doc.doc_id, "url": doc.url, "paragraph": text}
+                yield beam.pvalue.TaggedOutput(DROPPED_TAG, (PARAGRAPH_STAGE, reason, _detail(verdict), item))
+        if result.document is None:
+            reason = result.verdict.reason
+            self.counts.dropped("documents", reason)
+            self.counts.dropped("images", reason, images)
+            if self.audit:
+                yield beam.pvalue.TaggedOutput(DROPPED_TAG, (FILTER_STAGE, reason, _detail(result.verdict), doc))
+            return
+        self.counts.kept("documents")
+        self.counts.kept("images", images)
+        yield result.document
+
+
+class FilterDocuments(beam.PTransform):
+    """Documents → documents that pass the language, safety and quality filters (paragraphs cleaned)."""
+
+    def __init__(self, config: dict[str, Any], audit_dir: str | None = None):
+        super().__init__()
+        self.config = config
+        self.audit_dir = audit_dir
+
+    def expand(self, docs):
+        results = docs | "Filter documents" >> beam.ParDo(FilterDoFn(self.config)).with_outputs(
+            DROPPED_TAG, main="docs")
+        if self.audit_dir and self.config["output"]["audit_drops"]:
+            results[DROPPED_TAG] | "Audit filter drops" >> WriteAuditLines(self.audit_dir, "filter")
+        return results.docs
+
+
+class WriteAuditLines(beam.PTransform):
+    """(stage, reason, detail, item) → `<directory>/dropped/<prefix>-SSSSS-of-NNNNN.jsonl`.
+
+    The same lines as `pipeline.sinks.WriteDropAudit`, under a file prefix of their own, so the gate's and
+    the filter's audits can share an output directory with the extractor's.
+    """
+
+    def __init__(self, directory: str, prefix: str):
+        super().__init__()
+        self.directory = directory.rstrip("/")
+        self.prefix = prefix
+
+    def expand(self, dropped):
+        def as_json(item: tuple[str, str, str, Any]) -> str:
+            stage, reason, detail, element = item
+            payload = document_to_dict(element) if isinstance(element, Document) else element
+            return json.dumps({"stage": stage, "reason": reason, "detail": detail, "item": payload},
+                              ensure_ascii=False, sort_keys=True, default=str)
+
+        return (
+            dropped
+            | "Audit JSON" >> beam.Map(as_json)
+            | "Write audit" >> beam.io.WriteToText(FileSystems.join(self.directory, "dropped", self.prefix),
+                                                   file_name_suffix=".jsonl")
+        )
+
+
+# -- the `m3w filter` job ----------------------------------------------------------------------------
+
+
+def document_files(inputs: list[str]) -> list[str]:
+    """Parquet files named by each input: a file or glob, a directory of them, or an `m3w extract` output."""
+    files: list[str] = []
+    for item in inputs:
+        item = item.rstrip("/")
+        if item.endswith(".parquet") or any(ch in item for ch in "*?["):
+            patterns = [item]
+        else:
+            patterns = [FileSystems.join(item, "documents", "*.parquet"), FileSystems.join(item, "*.parquet")]
+        found: list[str] = []
+        for pattern in patterns:
+            found = sorted(m.path for m in FileSystems.match([pattern])[0].metadata_list)
+            if found:
+                break
+        if not found:
+            raise FileNotFoundError(f"--input {item} matches no Parquet document file")
+        files.extend(found)
+    return sorted(dict.fromkeys(files))
+
+
+class ReadDocumentFiles(beam.PTransform):
+    """Parquet document files → Documents, one file per element so reading spreads over the workers."""
+
+    def __init__(self, paths: list[str]):
+        super().__init__()
+        self.paths = paths
+
+    def expand(self, pbegin):
+        from pipeline.sinks import read_documents
+
+        return (
+            pbegin
+            | "Files" >> beam.Create(self.paths)
+            | "Spread files" >> beam.Reshuffle()
+            | "Read parquet" >> beam.FlatMap(lambda path: read_documents([path]))
+        )
+
+
+def run_filter(inputs: list[str], output: str, config: dict[str, Any], beam_args: list[str] | None = None):
+    """`m3w filter`: OBELICS Parquet documents → filtered documents + report.json + config.yaml."""
+    from pipeline.jobs import finish_report, write_config
+    from pipeline.runner import make_pipeline
+    from pipeline.sinks import WriteDocuments
+
+    started = time.time()
+    paths = document_files(inputs)
+    write_config(output, config)
+    pipeline = make_pipeline(beam_args, config)
+    docs = pipeline | "Read documents" >> ReadDocumentFiles(paths)
+    docs = docs | "Filter" >> FilterDocuments(config, output)
+    docs | "Write documents" >> WriteDocuments(FileSystems.join(output, "documents"), config)
+    result = pipeline.run()
+    result.wait_until_finish()
+    return finish_report(result, output, FILTER_STAGES, started, {"inputs": paths})

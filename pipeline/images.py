@@ -1,0 +1,236 @@
+"""The image stage: documents with image URLs → documents with image bytes, each image where it stood.
+
+    documents ─ Plan ─┬─ (doc key, document) ───────────────────────────────────┐
+                      └─ (url, (doc key, node index)) per image use ─┐          │
+                           unique URLs → URL shards (GroupByKey)     │          │
+                           → FetchShardsDoFn (img2dataset, checks)   │          │
+                           → (url, result) ── CoGroupByKey on URL ───┘          │
+                                              → (doc key, (node index, result)) ─ CoGroupByKey on doc key
+                                                                                  → rebuilt documents
+
+Nothing is held in one machine's memory: both joins are keyed shuffles, and the fetching is spread
+over the workers by URL shard. Pages that opted out of AI use (`noai` / `noimageai`, recorded at
+extraction) never have an image requested. Counted per stage: `download` (images and documents
+per use; `urls` per unique URL, the network work) and `image_filter` (checks, NSFW); a document
+with an NSFW image is dropped (`nsfw`) and one left without images is dropped (`no_images`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+
+from pipeline.accounting import StageCounters
+from pipeline.download import (
+    DOWNLOAD,
+    IMAGE_FILTER,
+    FetchShardsDoFn,
+    ImageResult,
+    OutboundPolicy,
+    fetch_url,
+    shard_count,
+    url_shard,
+)
+from schemas.document import Document
+
+STAGES = [DOWNLOAD, IMAGE_FILTER]
+USES = "uses"
+
+
+def document_key(doc: Document) -> str:
+    """Join key: the id plus a digest of the node layout, so two different documents never share a key."""
+    layout = "\n".join(n.image.url if n.image is not None else "" for n in doc.nodes)
+    return f"{doc.doc_id}:{hashlib.sha1(layout.encode('utf-8', 'surrogatepass')).hexdigest()[:10]}"
+
+
+def page_opted_out(doc: Document, directives: set[str]) -> bool:
+    return bool(directives.intersection(str(d).lower() for d in doc.metadata.get("opt_out") or []))
+
+
+class PlanDownloadsDoFn(beam.DoFn):
+    """Document → (key, (document, opted-out image count)) and one (url, (key, node index)) per image to fetch.
+
+    Images that must not be requested are removed here, before any URL leaves the document:
+    the page opted out (`opted_out`), the fetch URL's host is a refused address (`unsafe_address`,
+    judged without DNS; names are judged again at connect time), or it is not http(s).
+    """
+
+    def __init__(self, config: dict[str, Any]):
+        self.rewrite_to = config["download"]["rewrite_to"]
+        self.policy = OutboundPolicy(bool(config["download"]["allow_loopback"]))
+        self.opt_out = {str(d).lower() for d in config["download"]["page_opt_out"]}
+        self.counts = StageCounters(DOWNLOAD)
+
+    def process(self, doc: Document) -> Iterator[Any]:
+        self.counts.seen("documents")
+        self.counts.seen("images", len(doc.images))
+        opted_out = page_opted_out(doc, self.opt_out)
+        refused = 0
+        nodes = []
+        for node in doc.nodes:
+            if node.image is not None:
+                reason = "opted_out" if opted_out else self.policy.check_url(fetch_url(node.image.url, self.rewrite_to))
+                if reason:
+                    self.counts.dropped("images", reason)
+                    refused += reason == "opted_out"
+                    continue
+            nodes.append(node)
+        doc.nodes = nodes
+        key = document_key(doc)
+        for index, node in enumerate(nodes):
+            if node.image is not None:
+                yield beam.pvalue.TaggedOutput(USES, (node.image.url, (key, index)))
+        yield key, (doc, refused)
+
+
+def spread_results(item: tuple[str, dict[str, list[Any]]]) -> Iterator[tuple[str, tuple[int, ImageResult]]]:
+    """(url, {results, uses}) → (doc key, (node index, result)) for every use of the URL."""
+    url, grouped = item
+    results = grouped["results"]
+    result = results[0] if results else ImageResult(url, "missing_result", DOWNLOAD)
+    for key, index in grouped["uses"]:
+        yield key, (index, result)
+
+
+class RebuildDocumentsDoFn(beam.DoFn):
+    """(key, {docs, images}) → the document with its surviving images in place, or nothing (counted)."""
+
+    def __init__(self, config: dict[str, Any]):
+        self.download_counts = StageCounters(DOWNLOAD)
+        self.filter_counts = StageCounters(IMAGE_FILTER)
+
+    def process(self, item: tuple[str, dict[str, list[Any]]]) -> Iterator[Document]:
+        _, grouped = item
+        results = dict(grouped["images"])
+        for doc, opted_out in grouped["docs"]:
+            rebuilt = self.rebuild(doc, opted_out, results)
+            if rebuilt is not None:
+                yield rebuilt
+
+    def rebuild(self, doc: Document, opted_out: int, results: dict[int, ImageResult]) -> Document | None:
+        nodes, fetched, filtered, nsfw = [], 0, 0, False
+        for index, node in enumerate(doc.nodes):
+            if node.image is None:
+                nodes.append(node)
+                continue
+            result = results.get(index) or ImageResult(node.image.url, "missing_result", DOWNLOAD)
+            if result.stage == DOWNLOAD:
+                self.download_counts.dropped("images", result.reason)
+                continue
+            fetched += 1
+            if result.stage == IMAGE_FILTER:
+                filtered += 1
+                self.filter_counts.dropped("images", result.reason)
+                nsfw = nsfw or result.reason == "nsfw"
+                continue
+            node.image.data = result.data
+            node.image.meta.update(result.meta)
+            nodes.append(node)
+        kept = fetched - filtered
+        self.download_counts.kept("images", fetched)
+        self.filter_counts.seen("images", fetched)
+        if not fetched:
+            self.download_counts.dropped("documents", "opted_out" if opted_out else "no_images")
+            return None
+        self.download_counts.kept("documents")
+        self.filter_counts.seen("documents")
+        if nsfw:  # OBELICS: one NSFW image and the whole document goes
+            self.filter_counts.dropped("images", "in_nsfw_document", kept)
+            self.filter_counts.dropped("documents", "nsfw")
+            return None
+        self.filter_counts.kept("images", kept)
+        if not kept:
+            self.filter_counts.dropped("documents", "no_images")
+            return None
+        self.filter_counts.kept("documents")
+        doc.nodes = nodes
+        doc.normalize_nodes()
+        return doc
+
+
+def _assign_shard(url: str, unique_urls: int, urls_per_shard: int) -> tuple[tuple[int, int], str]:
+    count = shard_count(unique_urls, urls_per_shard)
+    return (url_shard(url, count), count), url
+
+
+class DownloadImages(beam.PTransform):
+    """Documents → documents whose images carry their (resized) bytes and meta; see the module docstring.
+
+    `workdir` (any Beam filesystem path) keeps finished URL shards, so a re-run fetches only the rest.
+    """
+
+    def __init__(self, config: dict[str, Any], workdir: str):
+        super().__init__()
+        self.config = config
+        self.workdir = workdir
+
+    def expand(self, docs):
+        per_shard = int(self.config["download"]["urls_per_shard"])
+        planned = docs | "Plan downloads" >> beam.ParDo(PlanDownloadsDoFn(self.config)).with_outputs(USES, main="docs")
+        uses = planned[USES]
+        urls = uses | "URLs" >> beam.Keys() | "Unique URLs" >> beam.Distinct()
+        total = urls | "Count URLs" >> beam.combiners.Count.Globally()
+        results = (
+            urls
+            | "Assign URL shards" >> beam.Map(_assign_shard, beam.pvalue.AsSingleton(total), per_shard)
+            | "Group URL shards" >> beam.GroupByKey()
+            | "Fetch URL shards" >> beam.ParDo(FetchShardsDoFn(self.config, self.workdir))
+        )
+        per_use = (
+            {"results": results, "uses": uses}
+            | "Join results by URL" >> beam.CoGroupByKey()
+            | "Spread to uses" >> beam.FlatMap(spread_results)
+        )
+        return (
+            {"docs": planned.docs, "images": per_use}
+            | "Join images by document" >> beam.CoGroupByKey()
+            | "Rebuild documents" >> beam.ParDo(RebuildDocumentsDoFn(self.config))
+        )
+
+
+def document_files(inputs: list[str]) -> list[str]:
+    """Parquet document files from globs or directories (a directory: its *.parquet, else documents/*.parquet)."""
+    from apache_beam.io.filesystem import BeamIOError
+
+    paths: list[str] = []
+    for item in inputs:
+        for pattern in (item, FileSystems.join(item, "*.parquet"), FileSystems.join(item, "documents", "*.parquet")):
+            try:
+                found = [m.path for m in FileSystems.match([pattern])[0].metadata_list if m.path.endswith(".parquet")]
+            except BeamIOError:
+                found = []
+            if found:
+                paths.extend(found)
+                break
+    if not paths:
+        raise FileNotFoundError(f"no Parquet documents found in {', '.join(inputs)}")
+    return sorted(set(paths))
+
+
+def run_download(inputs: list[str], output: str, config: dict[str, Any], beam_args: list[str] | None = None,
+                 workdir: str | None = None) -> dict[str, Any]:
+    """`m3w download`: OBELICS Parquet documents → documents with image bytes + report.json + config.yaml."""
+    from pipeline.jobs import finish_report, write_config
+    from pipeline.runner import make_pipeline
+    from pipeline.sinks import WriteDocuments, read_documents
+
+    started = time.time()
+    files = document_files(inputs)
+    write_config(output, config)
+    pipeline = make_pipeline(beam_args, config)
+    docs = (
+        pipeline
+        | "Document files" >> beam.Create(files)
+        | "Spread files" >> beam.Reshuffle()
+        | "Read documents" >> beam.FlatMap(lambda path: read_documents([path]))
+    )
+    docs = docs | "Download images" >> DownloadImages(config, workdir or FileSystems.join(output, "work", "download"))
+    docs | "Write documents" >> WriteDocuments(FileSystems.join(output, "documents"), config, with_bytes=True)
+    result = pipeline.run()
+    result.wait_until_finish()
+    return finish_report(result, output, STAGES, started)

@@ -1,0 +1,456 @@
+"""Documents with image bytes → webdataset training shards + manifest + tokenizer + document Parquet (Beam).
+
+`WriteShards(output_dir, config)`:
+
+1. the tokenizer: the configured file, or a byte-level BPE trained on a deterministic sample of the
+   run's documents (`pipeline.tokenizer.TrainTokenizer`, a top-k combiner, never all text in one place);
+2. `BuildSamplesDoFn`: each document's images fitted to the slot size, its token stream cut into
+   windows (`pipeline.sequences`), each window encoded as webdataset members (`schemas.shards`);
+3. shard count = `num_shards`, or total sample bytes / `target_shard_bytes`; each sample goes to the
+   shard its key hashes to, so placement depends on nothing but the key;
+4. each shard written sorted by key with fixed tar headers, under a temporary name, then renamed;
+5. last, `tokenizer.json` and `manifest.json` (counts and sha256 of every shard): a reader that finds
+   the manifest finds a complete shard set. Stale shards of an earlier run are removed then.
+
+The same input and config give byte-identical shards and manifest, on any runner and worker count.
+Counts (stage `shard`): documents in = documents with ≥1 sequence + drops; images in = images placed
+in ≥1 sequence + drops; sequences (windows) in = written + drops.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import re
+import time
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import urlsplit
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+
+from pipeline.accounting import StageCounters
+from pipeline.config import ConfigError
+from pipeline.sequences import (
+    IMAGE_FORMATS,
+    RESIZE_MODES,
+    SpecialIds,
+    Window,
+    WindowConfig,
+    build_windows,
+    drop_reason,
+    fit_image,
+    parse_image_size,
+    token_stream,
+)
+from pipeline.sinks import WriteDocuments, read_documents, write_atomically
+from pipeline.tokenizer import TokenizerInfo, TrainTokenizer, tokenizer_from_json
+from schemas.document import Document
+from schemas.shards import (
+    ATTENTION_MASK,
+    DOCS_DIR,
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    IMAGE_EXTENSIONS,
+    INPUT_IDS,
+    INPUT_IDS_DTYPE,
+    MANIFEST_NAME,
+    MASK_DTYPE,
+    METADATA,
+    PHI,
+    PHI_DTYPE,
+    PHI_NEXT,
+    SHARDS_DIR,
+    TOKENIZER_NAME,
+    npy_bytes,
+    sha256_bytes,
+    shard_file_name,
+    tar_bytes,
+)
+
+log = logging.getLogger(__name__)
+
+STAGE = "shard"
+DOCS_TAG = "docs"
+DOC_PARQUET_MODES = ("bytes", "references", "none")
+_KEY_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
+
+SampleRecord = tuple[str, dict[str, bytes]]  # (key, {member suffix: bytes})
+
+
+def check_shard_config(shards: dict[str, Any]) -> None:
+    """Fail before any work when the `shards` section cannot be honoured."""
+    try:
+        WindowConfig.from_config(shards)
+        height, width = parse_image_size(shards["image_size"])
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"shards: {error}") from error
+    if min(height, width) < 1:
+        raise ConfigError(f"shards.image_size must be positive; got {shards['image_size']}")
+    if shards["resize_mode"] not in RESIZE_MODES:
+        raise ConfigError(f"shards.resize_mode must be one of {RESIZE_MODES}; got {shards['resize_mode']!r}")
+    if shards["image_format"] not in IMAGE_FORMATS:
+        raise ConfigError(f"shards.image_format must be one of {tuple(IMAGE_FORMATS)}; got {shards['image_format']!r}")
+    if shards["docs_parquet_images"] not in DOC_PARQUET_MODES:
+        raise ConfigError(f"shards.docs_parquet_images must be one of {DOC_PARQUET_MODES}; "
+                          f"got {shards['docs_parquet_images']!r}")
+    if int(shards["target_shard_bytes"]) < 1 or (shards["num_shards"] is not None and int(shards["num_shards"]) < 1):
+        raise ConfigError("shards.target_shard_bytes and shards.num_shards must be positive")
+
+
+def sample_key(doc_id: str, window: int) -> str:
+    """Webdataset key: no dots (they separate the key from the member suffix), unique per window."""
+    return f"{_KEY_UNSAFE.sub('_', doc_id)}-{window:04d}"
+
+
+def document_parts(doc: Document, kept_images: dict[int, int], tokenizer) -> list[list[int] | int]:
+    """Document nodes → text token lists and image indices, in reading order.
+
+    Neighbouring text nodes form one chunk joined by blank lines (as `Document.text` does); each
+    chunk is stripped, so whitespace around an image never becomes tokens of its own. Images not in
+    `kept_images` (node position → image index) are left out.
+    """
+    pieces: list[list[str] | int] = [[]]
+    for position, node in enumerate(doc.nodes):
+        if node.image is not None:
+            if position in kept_images:
+                pieces += [kept_images[position], []]
+        elif node.text:
+            pieces[-1].append(node.text)
+    chunks = ["\n\n".join(piece).strip() for piece in pieces if not isinstance(piece, int)]
+    encoded = iter(tokenizer.encode_batch(chunks, add_special_tokens=False) if chunks else [])
+    parts: list[list[int] | int] = []
+    for piece in pieces:
+        if isinstance(piece, int):
+            parts.append(piece)
+        else:
+            ids = next(encoded).ids
+            if ids:
+                parts.append(list(ids))
+    return parts
+
+
+class BuildSamplesDoFn(beam.DoFn):
+    """Document → its windows as webdataset sample records; the kept document on the `docs` output."""
+
+    def __init__(self, config: dict[str, Any]):
+        shards = config["shards"]
+        check_shard_config(shards)
+        self.shards = shards
+        self.window_config = WindowConfig.from_config(shards)
+        self.image_size = parse_image_size(shards["image_size"])
+        self.extension = IMAGE_EXTENSIONS[shards["image_format"]]
+        self.counts = StageCounters(STAGE)
+        self._tokenizer = None
+        self._tokenizer_sha = ""
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_tokenizer": None, "_tokenizer_sha": ""}
+
+    def _tokenizer_for(self, info: TokenizerInfo):
+        if info.sha256 != self._tokenizer_sha:
+            self._tokenizer = tokenizer_from_json(info.json)
+            self._tokenizer_sha = info.sha256
+        return self._tokenizer
+
+    def _fit_images(self, doc: Document) -> tuple[dict[int, int], list[tuple[str, bytes]], dict[str, int]]:
+        """Usable images: node position → image index, (url, slot bytes) per image index, drops by reason."""
+        cfg = self.shards
+        index_of: dict[int, int] = {}
+        fitted: list[tuple[str, bytes]] = []
+        drops: dict[str, int] = {}
+        for position, node in enumerate(doc.nodes):
+            if node.image is None:
+                continue
+            if not node.image.data:
+                drops["no_bytes"] = drops.get("no_bytes", 0) + 1
+                continue
+            try:
+                data = fit_image(node.image.data, self.image_size, cfg["resize_mode"], cfg["image_format"],
+                                 int(cfg["image_quality"]))
+            except Exception:  # noqa: BLE001 - any decoder failure is this image's fault: a counted drop
+                drops["undecodable"] = drops.get("undecodable", 0) + 1
+                continue
+            index_of[position] = len(fitted)
+            fitted.append((node.image.url, data))
+        return index_of, fitted, drops
+
+    def process(self, doc: Document, tokenizer: TokenizerInfo) -> Iterator[Any]:
+        counts = self.counts
+        counts.seen("documents")
+        counts.seen("images", len(doc.images))
+        index_of, fitted, image_drops = self._fit_images(doc)
+        for reason, n in sorted(image_drops.items()):
+            counts.dropped("images", reason, n)
+
+        special = SpecialIds(*(tokenizer.id_of(role) for role in ("image", "eoc", "eos", "pad")))
+        parts = document_parts(doc, index_of, self._tokenizer_for(tokenizer))
+        ids, image_at = token_stream(parts, special)
+        windows = build_windows(ids, image_at, self.window_config, special, doc.doc_id)
+        counts.seen("sequences", len(windows))
+        emitted: list[Window] = []
+        window_drops: dict[str, int] = {}
+        for window in windows:
+            reason = drop_reason(window, self.window_config)
+            if reason:
+                window_drops[reason] = window_drops.get(reason, 0) + 1
+                counts.dropped("sequences", reason)
+            else:
+                emitted.append(window)
+
+        placed = {index for window in emitted for index in window.image_indices}
+        counts.kept("images", len(placed))
+        counts.dropped("images", "not_in_sequence", len(fitted) - len(placed))
+        if not emitted:
+            reason = max(sorted(window_drops), key=window_drops.get) if window_drops else "no_sequence"
+            counts.dropped("documents", reason)
+            return
+        counts.kept("documents")
+        counts.note("sequences", "real_tokens", sum(w.n_tokens for w in emitted))
+        counts.note("sequences", "padding_tokens", sum(self.window_config.seq_len - w.n_tokens for w in emitted))
+        for window in emitted:
+            yield self.record(doc, window, len(windows), fitted)
+        yield beam.pvalue.TaggedOutput(DOCS_TAG, without_unusable_images(doc, index_of))
+
+    def record(self, doc: Document, window: Window, n_windows: int, fitted: list[tuple[str, bytes]]) -> SampleRecord:
+        """One window → (key, members), the layout of `schemas.shards`."""
+        cfg = self.shards
+        key = sample_key(doc.doc_id, window.index)
+        slots = [fitted[index] for index in window.image_indices]
+        members: dict[str, bytes] = {
+            INPUT_IDS: npy_bytes(window.input_ids, INPUT_IDS_DTYPE),
+            ATTENTION_MASK: npy_bytes(window.attention_mask, MASK_DTYPE),
+            PHI: npy_bytes(window.phi, PHI_DTYPE),
+            PHI_NEXT: npy_bytes(window.phi_next, PHI_DTYPE),
+        }
+        for slot, (_, data) in enumerate(slots):
+            members[f"img{slot}.{self.extension}"] = data
+        metadata = {
+            "key": key,
+            "doc_id": doc.doc_id,
+            "url": doc.url,
+            "domain": (urlsplit(doc.url).hostname or "").lower(),
+            "language": str(doc.metadata.get("language") or ""),
+            "window": window.index,
+            "n_windows": n_windows,
+            "token_start": window.token_start,
+            "n_tokens": window.n_tokens,
+            "n_targets": window.n_targets,
+            "starts_at_boundary": window.starts_at_boundary,
+            "n_images": len(slots),
+            "max_images": self.window_config.max_images,
+            "image_urls": [url for url, _ in slots],
+            "image_sha256": [sha256_bytes(data) for _, data in slots],
+            "image_size": list(self.image_size),
+            "resize_mode": cfg["resize_mode"],
+            "image_format": cfg["image_format"],
+            "seq_len": self.window_config.seq_len,
+            "mode": "random_window" if self.window_config.random_window else "chunked",
+        }
+        members[METADATA] = json.dumps(metadata, ensure_ascii=False, sort_keys=True).encode("utf-8")
+        return key, members
+
+
+def without_unusable_images(doc: Document, usable_positions: dict[int, int]) -> Document:
+    """The document as the shards saw it: image nodes without bytes or undecodable removed."""
+    if len(usable_positions) == len(doc.images):
+        return doc
+    nodes = [node for position, node in enumerate(doc.nodes) if node.image is None or position in usable_positions]
+    out = Document(doc_id=doc.doc_id, url=doc.url, nodes=nodes, warc_filename=doc.warc_filename,
+                   warc_record_offset=doc.warc_record_offset, warc_record_length=doc.warc_record_length,
+                   warc_date=doc.warc_date, metadata=dict(doc.metadata))
+    out.normalize_nodes()
+    return out
+
+
+def record_bytes(record: SampleRecord) -> int:
+    return sum(len(data) for data in record[1].values())
+
+
+def shard_index(key: str, shards: int) -> int:
+    return int(hashlib.sha256(key.encode("utf-8")).hexdigest()[:16], 16) % shards
+
+
+def shard_count(total_bytes: int, shards: dict[str, Any]) -> int:
+    if shards["num_shards"]:
+        return int(shards["num_shards"])
+    return max(1, math.ceil(total_bytes / int(shards["target_shard_bytes"])))
+
+
+class WriteShardDoFn(beam.DoFn):
+    """(shard index, records) → the tar file under its final name; returns its manifest entry.
+
+    Shards are numbered densely over the indices that received samples (`used`), so no empty tar
+    is written. Two records with one key (the same document given twice) keep one, counted.
+    """
+
+    def __init__(self, shards_dir: str):
+        self.shards_dir = shards_dir
+        self.counts = StageCounters(STAGE)
+
+    def process(self, item: tuple[int, Any], used: list[int]) -> Iterator[dict[str, Any]]:
+        index, records = item
+        ordered = sorted(records, key=lambda r: (r[0], hashlib.sha256(_canonical(r[1])).hexdigest()))
+        unique: list[SampleRecord] = []
+        for record in ordered:
+            if unique and unique[-1][0] == record[0]:
+                self.counts.dropped("sequences", "duplicate_key")
+                continue
+            unique.append(record)
+        self.counts.kept("sequences", len(unique))
+        data = tar_bytes(unique)
+        name = shard_file_name(sorted(used).index(index))
+        write_atomically(FileSystems.join(self.shards_dir, name), data)
+        yield {"file": f"{SHARDS_DIR}/{name}", "samples": len(unique), "bytes": len(data),
+               "sha256": sha256_bytes(data)}
+
+
+def _canonical(members: dict[str, bytes]) -> bytes:
+    return b"".join(suffix.encode() + b"\x00" + hashlib.sha256(members[suffix]).digest() for suffix in sorted(members))
+
+
+def write_manifest(entries: list[dict[str, Any]], output_dir: str, tokenizer: TokenizerInfo, documents: int,
+                   shards: dict[str, Any]) -> str:
+    """Tokenizer file, then removal of stale shards, then the manifest (last: it marks completion)."""
+    write_atomically(FileSystems.join(output_dir, TOKENIZER_NAME), tokenizer.json.encode("utf-8"))
+    entries = sorted(entries, key=lambda e: e["file"])
+    listed = {FileSystems.join(output_dir, entry["file"]) for entry in entries}
+    stale_pattern = FileSystems.join(output_dir, SHARDS_DIR, "*")
+    stale = [m.path for m in FileSystems.match([stale_pattern])[0].metadata_list if m.path not in listed]
+    if stale:
+        FileSystems.delete(stale)
+    window = WindowConfig.from_config(shards)
+    manifest = {
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "seq_len": window.seq_len,
+        "max_images": window.max_images,
+        "image_size": list(parse_image_size(shards["image_size"])),
+        "resize_mode": shards["resize_mode"],
+        "image_format": shards["image_format"],
+        "mode": "random_window" if window.random_window else "chunked",
+        "tokenizer": tokenizer.manifest_entry(TOKENIZER_NAME),
+        "shards": entries,
+        "total_samples": sum(entry["samples"] for entry in entries),
+        "total_documents": documents,
+        "config": shards,
+    }
+    path = FileSystems.join(output_dir, MANIFEST_NAME)
+    write_atomically(path, json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=False).encode("utf-8"))
+    return path
+
+
+class WriteShards(beam.PTransform):
+    """Documents (with image bytes) → `output_dir/{shards/*.tar, tokenizer.json, manifest.json, docs/}`.
+
+    Returns a one-element PCollection with the manifest's path, available once everything is written.
+    """
+
+    def __init__(self, output_dir: str, config: dict[str, Any]):
+        super().__init__()
+        check_shard_config(config["shards"])
+        self.output_dir = output_dir.rstrip("/")
+        self.config = config
+
+    def expand(self, docs):
+        shards = self.config["shards"]
+        output_dir = self.output_dir
+        shards_dir = FileSystems.join(output_dir, SHARDS_DIR)
+
+        tokenizer = docs | "Tokenizer" >> TrainTokenizer(self.config)
+        built = docs | "Build samples" >> beam.ParDo(
+            BuildSamplesDoFn(self.config), tokenizer=beam.pvalue.AsSingleton(tokenizer)
+        ).with_outputs(DOCS_TAG, main="samples")
+        samples = built.samples
+
+        total = samples | "Sample bytes" >> beam.Map(record_bytes) | "Total bytes" >> beam.CombineGlobally(sum)
+        count = total | "Shard count" >> beam.Map(shard_count, shards)
+        keyed = samples | "Assign shard" >> beam.Map(
+            lambda record, n: (shard_index(record[0], n), record), n=beam.pvalue.AsSingleton(count)
+        )
+        used = (
+            keyed
+            | "Shard ids" >> beam.Keys()
+            | "Distinct ids" >> beam.Distinct()
+            | "Used ids" >> beam.combiners.ToList()
+        )
+        entries = (
+            keyed
+            | "Group shards" >> beam.GroupByKey()
+            | "Write shards" >> beam.ParDo(WriteShardDoFn(shards_dir), used=beam.pvalue.AsSingleton(used))
+        )
+        documents = built[DOCS_TAG] | "Count documents" >> beam.combiners.Count.Globally()
+        manifest = (
+            entries
+            | "Collect entries" >> beam.combiners.ToList()
+            | "Write manifest" >> beam.Map(
+                write_manifest, output_dir, beam.pvalue.AsSingleton(tokenizer),
+                beam.pvalue.AsSingleton(documents), shards,
+            )
+        )
+        mode = shards["docs_parquet_images"]
+        if mode != "none":
+            built[DOCS_TAG] | "Write documents" >> WriteDocuments(
+                FileSystems.join(output_dir, DOCS_DIR), self.config, with_bytes=mode == "bytes"
+            )
+        return manifest
+
+
+class ReadDocumentFiles(beam.PTransform):
+    """OBELICS Parquet files → Documents, one file per element (spread over workers by a Reshuffle)."""
+
+    def __init__(self, paths: list[str]):
+        super().__init__()
+        self.paths = sorted(paths)
+
+    def expand(self, pbegin):
+        return (
+            pbegin
+            | "Files" >> beam.Create(self.paths)
+            | "Spread files" >> beam.Reshuffle()
+            | "Read parquet" >> beam.FlatMap(lambda path: read_documents([path]))
+        )
+
+
+def expand_document_inputs(inputs: list[str]) -> list[str]:
+    """Globs, `.parquet` files and directories (their `*.parquet`, or `docs/`/`documents/` inside) → files."""
+    paths: list[str] = []
+    for item in inputs:
+        patterns = [item]
+        if not item.endswith(".parquet") and not any(ch in item for ch in "*?["):
+            patterns = [FileSystems.join(item, "*.parquet"), FileSystems.join(item, DOCS_DIR, "*.parquet"),
+                        FileSystems.join(item, "documents", "*.parquet")]
+        found = []
+        for pattern in patterns:
+            found += [m.path for m in FileSystems.match([pattern])[0].metadata_list]
+        if not found:
+            raise FileNotFoundError(f"no Parquet documents found for --input {item}")
+        paths += found
+    return sorted(set(paths))
+
+
+def run_shard(inputs: list[str], output: str, config: dict[str, Any], beam_args: list[str] | None = None):
+    """`m3w shard`: Parquet documents with image bytes → shards + manifest + tokenizer + docs + report.json."""
+    from pipeline.jobs import finish_report, write_config
+    from pipeline.runner import make_pipeline
+
+    check_shard_config(config["shards"])
+    started = time.time()
+    files = expand_document_inputs(inputs)
+    write_config(output, config)
+    old_manifest = FileSystems.join(output, MANIFEST_NAME)
+    if FileSystems.exists(old_manifest):
+        FileSystems.delete([old_manifest])  # shards are about to change: no manifest until they are complete
+    pipeline = make_pipeline(beam_args, config)
+    docs = pipeline | "Read documents" >> ReadDocumentFiles(files)
+    docs | "Write shards" >> WriteShards(output, config)
+    result = pipeline.run()
+    result.wait_until_finish()
+    with FileSystems.open(old_manifest) as handle:
+        manifest = json.loads(handle.read().decode("utf-8"))
+    summary = {"samples": manifest["total_samples"], "documents": manifest["total_documents"],
+               "shards": len(manifest["shards"]), "manifest": old_manifest}
+    return finish_report(result, output, [STAGE], started, extra={"shards": summary})
