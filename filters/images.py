@@ -68,12 +68,13 @@ def looks_like_text(data: bytes) -> bool:
     return bool(head) and all(32 <= b < 127 or b in (9, 10, 13) for b in head)
 
 
-def check_image(data: bytes | None, rules: ImageRules) -> tuple[Verdict, Image.Image | None]:
-    """Bytes → (verdict, decoded picture when kept).
+def check_image(data: bytes | None, rules: ImageRules, decode: bool = True) -> tuple[Verdict, Image.Image | None]:
+    """Bytes → (verdict, picture when kept: decoded, or only opened when `decode` is false).
 
     Drop reasons: `empty_body`, `not_an_image` (text where an image was expected), `decode_error`,
     `format`, `too_many_pixels`, `min_side`, `aspect_ratio`. Scores: original_width,
-    original_height, original_format (as far as the header told).
+    original_height, original_format (as far as the header told). With `decode=False` only the
+    header is read: the caller decodes later and must treat a failure there as `decode_error`.
     """
     if not data:
         return Verdict.drop("empty_body"), None
@@ -94,6 +95,8 @@ def check_image(data: bytes | None, rules: ImageRules) -> tuple[Verdict, Image.I
         return Verdict.drop("min_side", **scores), None
     if not rules.min_aspect_ratio <= width / height <= rules.max_aspect_ratio:
         return Verdict.drop("aspect_ratio", **scores), None
+    if not decode:
+        return Verdict.ok(**scores), picture
     try:
         picture.load()  # the full decode: truncated and corrupt data fail here
     except Image.DecompressionBombError:

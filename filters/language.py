@@ -40,14 +40,21 @@ def _iso639_3_to_1() -> dict[str, str]:
     return mapping
 
 
+def iso639_1(code: str) -> str:
+    """'eng' → 'en'; codes without a two-letter form (or already two letters) are returned as they are."""
+    return _iso639_3_to_1().get(code, code) if len(code) == 3 else code
+
+
 def normalize_language(label: str) -> tuple[str, str]:
-    """'__label__eng_Latn' / 'eng_Latn' / 'eng' / 'en' → ('en', 'Latn' or '')."""
+    """A model label → (code, script): '__label__eng_Latn' → ('en', 'Latn'), '__label__en' → ('en', '').
+
+    Three-letter codes are mapped to ISO 639-1 only in GlotLID's code_Script form, where they are ISO 639-3;
+    lid.176's few three-letter labels are Wikipedia codes ('als' is Alemannic there, Tosk Albanian in 639-3).
+    """
     code = label[len(LABEL_PREFIX):] if label.startswith(LABEL_PREFIX) else label
-    code, _, script = code.partition("_")
-    code = code.strip().lower()
-    if len(code) == 3:
-        code = _iso639_3_to_1().get(code, code)
-    return code, script
+    code, _, script = code.strip().partition("_")
+    code = code.lower()
+    return (iso639_1(code) if script else code), script
 
 
 @dataclass(frozen=True)
@@ -62,9 +69,13 @@ class LanguageIdentifier:
     """A fastText language-ID model; load it once per worker (`DoFn.setup`), it is not picklable."""
 
     def __init__(self, model_path: str | None = None, top_k: int = 10):
+        import os
+
         import fasttext
 
         self.model_path = model_path or default_model_path()
+        if not os.path.isfile(self.model_path):
+            raise FileNotFoundError(f"filters.language.model: no fastText model at {self.model_path}")
         self.model = fasttext.load_model(self.model_path)
         self.top_k = top_k
 
@@ -90,7 +101,11 @@ class LanguageRule:
     """
 
     def __init__(self, cfg: dict[str, Any]):
-        self.targets = tuple(dict.fromkeys(normalize_language(str(t))[0] for t in cfg["languages"] or ()))
+        targets: list[str] = []
+        for target in cfg["languages"] or ():
+            code = normalize_language(str(target))[0]
+            targets += [code, iso639_1(code)]  # 'eng' must match lid.176's 'en' as well as GlotLID's 'eng_Latn'
+        self.targets = tuple(dict.fromkeys(targets))
         self.threshold = float(cfg["threshold"])
 
     def target_score(self, prediction: Prediction) -> float:
@@ -117,14 +132,37 @@ _TAG = re.compile(r"<[^>]*>")
 _BODY = re.compile(r"<body\b", re.I)
 
 
+_OPENERS = re.compile(r"<(script|style|noscript|head)\b|<!--", re.I)
+
+
+def _cut_cleanly(source: str) -> str:
+    """End a window of HTML before a tag it cuts, and before an invisible element or comment it leaves open."""
+    cut = source.rfind("<")
+    source = source[:cut] if cut > 0 else source
+    openers = list(_OPENERS.finditer(source))
+    if openers:
+        last = openers[-1]
+        closer = "-->" if last.group(0) == "<!--" else f"</{last.group(1).lower()}"
+        if closer not in source[last.end():].lower():
+            source = source[: last.start()]
+    return source
+
+
 def page_text(html_text: str, max_chars: int, max_scan_chars: int = 1_000_000) -> str:
-    """A fast, rough plain-text rendering of a page (what the gate judges): invisible elements and tags removed,
-    entities decoded, whitespace collapsed, capped at `max_chars`. Regexes, no DOM: a small fraction of
-    trafilatura's cost. Only the first `max_scan_chars` of the page are looked at."""
-    source = html_text[:max_scan_chars]
-    body = _BODY.search(source)
-    if body:
-        source = source[body.start():]
-    source = _INVISIBLE.sub(" ", source)
-    text = html.unescape(_TAG.sub(" ", source))
-    return " ".join(text.split())[:max_chars]
+    """A fast, rough plain-text rendering of the start of a page's body (what the gate judges): invisible
+    elements and tags removed, entities decoded, whitespace collapsed, capped at `max_chars`. Regexes, no DOM:
+    a small fraction of trafilatura's cost. The HTML is read in growing windows (most pages need only the
+    first one), never more than `max_scan_chars` after `<body>`."""
+    body = _BODY.search(html_text)
+    start = body.start() if body else 0
+    limit = min(len(html_text), start + max_scan_chars)
+    window = 50_000
+    while True:
+        end = min(start + window, limit)
+        source = html_text[start:end]
+        if end < len(html_text):
+            source = _cut_cleanly(source)
+        text = " ".join(html.unescape(_TAG.sub(" ", _INVISIBLE.sub(" ", source))).split())
+        if len(text) >= max_chars or end >= limit:
+            return text[:max_chars]
+        window *= 4

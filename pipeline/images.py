@@ -1,22 +1,24 @@
 """The image stage: documents with image URLs → documents with image bytes, each image where it stood.
 
-    documents ─ Plan ─┬─ (doc key, document) ───────────────────────────────────┐
-                      └─ (url, (doc key, node index)) per image use ─┐          │
-                           unique URLs → URL shards (GroupByKey)     │          │
-                           → FetchShardsDoFn (img2dataset, checks)   │          │
-                           → (url, result) ── CoGroupByKey on URL ───┘          │
-                                              → (doc key, (node index, result)) ─ CoGroupByKey on doc key
-                                                                                  → rebuilt documents
+    documents ─ Plan ─┬─ (doc key, document) ──────────────────────────────────────┐
+                      └─ (url, (doc key, node index)) per image use                  │
+                         → GroupByKey on URL: each unique URL with its uses          │
+                         → URL shards (hash of the URL; GroupByKey on the shard)     │
+                         → FetchShardsDoFn: img2dataset, checks, NSFW, resize        │
+                         → (doc key, (node index, result)) per use ─── CoGroupByKey on doc key
+                                                                       → rebuilt documents
 
-Nothing is held in one machine's memory: both joins are keyed shuffles, and the fetching is spread
-over the workers by URL shard. Pages that opted out of AI use (`noai` / `noimageai`, recorded at
-extraction) never have an image requested. Counted per stage: `download` (images and documents
-per use; `urls` per unique URL, the network work) and `image_filter` (checks, NSFW); a document
-with an NSFW image is dropped (`nsfw`) and one left without images is dropped (`no_images`).
+Nothing is held in one machine's memory: every step is a keyed shuffle, the fetching is spread over
+the workers by URL shard, and image bytes cross a single shuffle to reach their documents. Pages
+that opted out of AI use (`noai` / `noimageai`, recorded at extraction) never have an image requested.
+Counted per stage: `download` (images and documents per use; `urls` per unique URL, the network
+work) and `image_filter` (checks, NSFW); a document with an NSFW image is dropped (`nsfw`) and one
+left without images is dropped (`no_images`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import time
 from collections.abc import Iterator
@@ -80,7 +82,7 @@ class PlanDownloadsDoFn(beam.DoFn):
                     refused += reason == "opted_out"
                     continue
             nodes.append(node)
-        doc.nodes = nodes
+        doc = dataclasses.replace(doc, nodes=nodes)  # Beam inputs must not be mutated
         key = document_key(doc)
         for index, node in enumerate(nodes):
             if node.image is not None:
@@ -88,19 +90,10 @@ class PlanDownloadsDoFn(beam.DoFn):
         yield key, (doc, refused)
 
 
-def spread_results(item: tuple[str, dict[str, list[Any]]]) -> Iterator[tuple[str, tuple[int, ImageResult]]]:
-    """(url, {results, uses}) → (doc key, (node index, result)) for every use of the URL."""
-    url, grouped = item
-    results = grouped["results"]
-    result = results[0] if results else ImageResult(url, "missing_result", DOWNLOAD)
-    for key, index in grouped["uses"]:
-        yield key, (index, result)
-
-
 class RebuildDocumentsDoFn(beam.DoFn):
     """(key, {docs, images}) → the document with its surviving images in place, or nothing (counted)."""
 
-    def __init__(self, config: dict[str, Any]):
+    def __init__(self):
         self.download_counts = StageCounters(DOWNLOAD)
         self.filter_counts = StageCounters(IMAGE_FILTER)
 
@@ -153,9 +146,10 @@ class RebuildDocumentsDoFn(beam.DoFn):
         return doc
 
 
-def _assign_shard(url: str, unique_urls: int, urls_per_shard: int) -> tuple[tuple[int, int], str]:
+def _assign_shard(item: tuple[str, Any], unique_urls: int, urls_per_shard: int):
+    url, uses = item
     count = shard_count(unique_urls, urls_per_shard)
-    return (url_shard(url, count), count), url
+    return (url_shard(url, count), count), (url, list(uses))
 
 
 class DownloadImages(beam.PTransform):
@@ -172,24 +166,18 @@ class DownloadImages(beam.PTransform):
     def expand(self, docs):
         per_shard = int(self.config["download"]["urls_per_shard"])
         planned = docs | "Plan downloads" >> beam.ParDo(PlanDownloadsDoFn(self.config)).with_outputs(USES, main="docs")
-        uses = planned[USES]
-        urls = uses | "URLs" >> beam.Keys() | "Unique URLs" >> beam.Distinct()
+        urls = planned[USES] | "Uses by URL" >> beam.GroupByKey()
         total = urls | "Count URLs" >> beam.combiners.Count.Globally()
-        results = (
+        per_use = (
             urls
             | "Assign URL shards" >> beam.Map(_assign_shard, beam.pvalue.AsSingleton(total), per_shard)
             | "Group URL shards" >> beam.GroupByKey()
             | "Fetch URL shards" >> beam.ParDo(FetchShardsDoFn(self.config, self.workdir))
         )
-        per_use = (
-            {"results": results, "uses": uses}
-            | "Join results by URL" >> beam.CoGroupByKey()
-            | "Spread to uses" >> beam.FlatMap(spread_results)
-        )
         return (
             {"docs": planned.docs, "images": per_use}
             | "Join images by document" >> beam.CoGroupByKey()
-            | "Rebuild documents" >> beam.ParDo(RebuildDocumentsDoFn(self.config))
+            | "Rebuild documents" >> beam.ParDo(RebuildDocumentsDoFn())
         )
 
 

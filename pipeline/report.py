@@ -142,6 +142,8 @@ def _stage_tables(table: dict[str, Any]) -> str:
     rows = []
     for stage, units in table.items():
         for unit, entry in units.items():
+            if not (entry["in"] or entry["out"] or entry["dropped"]):
+                continue  # an info-only unit (cluster sizes, edges): shown in its own section
             drops = sorted(entry["dropped"].items(), key=lambda kv: -kv[1])
             ok = "✔" if entry["balanced"] else "✘ does not balance"
             rows.append(
@@ -196,6 +198,10 @@ svg text{font-size:12px;font-family:system-ui,sans-serif}.muted{color:#777}
 """
 
 
+def _by_count(counts: dict[str, int]) -> list[tuple[str, int]]:
+    return sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+
+
 def render_html(report: dict[str, Any]) -> str:
     table = report.get("stages", {})
     summary = report.get("summary", {})
@@ -213,8 +219,8 @@ def render_html(report: dict[str, Any]) -> str:
         + _bars(sorted(((k, v) for k, v in summary.get("images_per_document", {}).items()),
                        key=lambda kv: int(kv[0])), "#10b981", 300) + "</div></div>",
         "<h2>Languages and domains</h2><div class=cols><div>"
-        + _bars(list(summary.get("languages", {}).items()), "#8b5cf6", 300) + "</div><div>"
-        + _bars(list(summary.get("domains", {}).items())[:15], "#0ea5e9", 300) + "</div></div>",
+        + _bars(_by_count(summary.get("languages", {})), "#8b5cf6", 300) + "</div><div>"
+        + _bars(_by_count(summary.get("domains", {}))[:15], "#0ea5e9", 300) + "</div></div>",
         "<h2>Dedup clusters</h2>" + _bars(sorted(report.get("dedup_clusters", {}).items()), "#64748b", 300),
         "<h2>Smoke-training verdict</h2>" + _smoke(report.get("smoke")),
         "<h2>Sample documents</h2>" + _samples(report.get("samples", [])),

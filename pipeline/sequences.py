@@ -228,7 +228,9 @@ def fit_image(data: bytes, size: tuple[int, int], mode: str, image_format: str, 
             return data
         if source.format == "JPEG":
             source.draft("RGB", (width, height))  # decode at a reduced scale when the source is much larger
-        image = ImageOps.exif_transpose(source).convert("RGB")
+        image = ImageOps.exif_transpose(source) if source.getexif().get(0x0112) else source
+        image = image.convert("RGB") if image.mode != "RGB" else image
+        image.load()
     resample = PILImage.Resampling.BICUBIC
     if mode == "center_crop":
         image = ImageOps.fit(image, (width, height), method=resample, centering=(0.5, 0.5))

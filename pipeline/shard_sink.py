@@ -8,7 +8,8 @@
    windows (`pipeline.sequences`), each window encoded as webdataset members (`schemas.shards`);
 3. shard count = `num_shards`, or total sample bytes / `target_shard_bytes`; each sample goes to the
    shard its key hashes to, so placement depends on nothing but the key;
-4. each shard written sorted by key with fixed tar headers, under a temporary name, then renamed;
+4. each shard written sorted by key with fixed tar headers, under a temporary name, then renamed (the
+   writer holds one shard in memory: size the workers for `target_shard_bytes`);
 5. last, `tokenizer.json` and `manifest.json` (counts and sha256 of every shard): a reader that finds
    the manifest finds a complete shard set. Stale shards of an earlier run are removed then.
 
@@ -267,7 +268,8 @@ def without_unusable_images(doc: Document, usable_positions: dict[int, int]) -> 
 
 
 def record_bytes(record: SampleRecord) -> int:
-    return sum(len(data) for data in record[1].values())
+    """Bytes the sample takes in a tar: a 512-byte header per member, data padded to 512-byte blocks."""
+    return sum(512 + -(-len(data) // 512) * 512 for data in record[1].values())
 
 
 def shard_index(key: str, shards: int) -> int:

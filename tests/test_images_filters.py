@@ -78,6 +78,18 @@ def test_broken_bytes_get_precise_reasons(rules):
     assert looks_like_text(b'{"error": "missing"}') and not looks_like_text(good)
 
 
+def test_header_only_mode_judges_without_decoding(rules):
+    good = encoded(400, 300)
+    verdict, picture = check_image(good[: len(good) // 2], rules, decode=False)
+    assert verdict.keep and picture.size == (400, 300)  # truncation is left to the caller's decoder
+    assert reason_no_decode(encoded(100, 300), rules) == "min_side"
+    assert reason_no_decode(bomb_png(), rules) == "too_many_pixels"
+
+
+def reason_no_decode(data: bytes, rules: ImageRules) -> str:
+    return check_image(data, rules, decode=False)[0].reason or "keep"
+
+
 def test_invalid_aspect_config_is_a_clear_error():
     section = dict(load_config()["image_filters"], min_aspect_ratio=3.0, max_aspect_ratio=2.0)
     with pytest.raises(ValueError, match="aspect"):
@@ -97,6 +109,8 @@ def test_nsfw_scorer_runs_offline_from_the_wheel_and_is_deterministic():
     assert first == second
     assert all(0.0 <= s <= 1.0 for s in first)
     assert len(set(first)) == 3  # different pictures, different scores: the model really looks at them
+    mixed = scorer.scores([pictures[0], b"not an image", pictures[2]])
+    assert mixed == [first[0], None, first[2]]  # one unreadable picture costs the others nothing
 
 
 def test_generated_pictures_are_deterministic_and_perceptually_distinct():

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import io
 import itertools
+import json
 import re
 import tarfile
 from collections import Counter
@@ -19,8 +20,8 @@ from PIL import Image
 from pipeline.config import load_config
 from pipeline.read import ReadCrawlFiles
 from pipeline.samplecrawl import CANARY_CLASSES, generate_sample_crawl, is_canary_url, render_canary
-from pipeline.samplecrawl.generate import BLOCKLISTED_DOMAIN, FAIL_KINDS, IMG_HOST
 from pipeline.samplecrawl import text as text_module
+from pipeline.samplecrawl.generate import BLOCKLISTED_DOMAIN, FAIL_KINDS, IMG_HOST
 from pipeline.samplecrawl.text import Topic, profanity_words
 
 PAGE_FIELDS = {"url", "kind", "lang", "warc_date", "images", "text_before_image", "excluded_images", "expected",
@@ -29,10 +30,17 @@ IMAGE_FIELDS = {"kind", "class", "duplicate_of", "served", "failure"}
 CONTENT_KINDS = {"photo", "generated", "canary", "logo"}
 
 
+def generated_sample(tmp_path_factory) -> tuple[Path, dict]:
+    """The seed-0 sample crawl, generated once per test session (ground_truth.json is written last)."""
+    out = tmp_path_factory.getbasetemp() / "sample-crawl-seed0"
+    if not (out / "ground_truth.json").exists():
+        generate_sample_crawl(out, seed=0)
+    return out, json.loads((out / "ground_truth.json").read_text(encoding="utf-8"))
+
+
 @pytest.fixture(scope="module")
 def crawl(tmp_path_factory) -> tuple[Path, dict]:
-    out = tmp_path_factory.mktemp("sample")
-    return out, generate_sample_crawl(out, seed=0)
+    return generated_sample(tmp_path_factory)
 
 
 def _tree(root: Path) -> dict[str, str]:
@@ -128,6 +136,9 @@ def test_served_images_exist_decode_and_pass_the_image_filters_unless_planted(cr
         data = path.read_bytes()
         total += len(data)
         assert hashlib.sha256(data).hexdigest() == image["sha256"]
+        if image["format"] == "svg":
+            assert data.startswith(b"<svg") and image["node_rule"] == "bad_format"
+            continue
         with Image.open(io.BytesIO(data)) as decoded:
             size = decoded.size
         assert [size[0], size[1]] == [image["width"], image["height"]], url
@@ -147,8 +158,8 @@ def test_served_images_exist_decode_and_pass_the_image_filters_unless_planted(cr
 def test_distinct_images_are_perceptually_distinct_and_planted_duplicates_are_not(crawl):
     root, truth = crawl
     hashes = {}
-    for url, image in truth["images"].items():
-        if image["served"] and image["kind"] in CONTENT_KINDS and image["pages"]:
+    for url, image in truth["images"].items():  # every served picture, logos and icons too (not 1x1 pixels)
+        if image["served"] and image["format"] != "svg" and min(image["width"], image["height"]) > 1:
             with Image.open(_image_path(root, url)) as decoded:
                 hashes[url] = imagehash.phash(decoded.convert("RGB"))
     planted = {url: image["duplicate_of"] for url, image in truth["images"].items() if image["duplicate_of"]}
@@ -253,7 +264,10 @@ def test_profanity_only_on_the_profane_page(crawl):
             continue
         values = value.values() if isinstance(value, dict) else value if isinstance(value, tuple) else ()
         for item in values:
-            parts = item.nouns + item.adjectives if isinstance(item, Topic) else item if isinstance(item, tuple) else (item,)
+            if isinstance(item, Topic):
+                parts = item.nouns + item.adjectives
+            else:
+                parts = item if isinstance(item, tuple) else (item,)
             vocabulary.update(w for part in parts if isinstance(part, str) for w in re.findall(r"[a-z]+", part.lower()))
     for writer in text_module.FOREIGN_WRITERS.values():
         for options in writer.slots.values():

@@ -239,3 +239,14 @@ def test_fit_image_keeps_bytes_already_at_size_and_rejects_garbage():
         fit_image(b"not an image", (64, 64), "center_crop", "jpeg", 90)
     with pytest.raises(ValueError, match="resize mode"):
         fit_image(once, (64, 64), "squash", "jpeg", 90)
+
+
+def test_fit_image_honours_exif_orientation():
+    pixels = np.zeros((100, 200, 3), dtype=np.uint8)
+    pixels[:, :100] = (255, 0, 0)  # stored: left half red
+    exif = PILImage.Exif()
+    exif[0x0112] = 6  # displayed rotated 90° clockwise: the red half ends up on top
+    out = io.BytesIO()
+    PILImage.fromarray(pixels).save(out, format="JPEG", exif=exif.tobytes(), quality=95)
+    fitted = np.asarray(PILImage.open(io.BytesIO(fit_image(out.getvalue(), (64, 64), "stretch", "jpeg", 95))))
+    assert fitted[:24, :, 0].mean() > 200 and fitted[40:, :, 0].mean() < 40

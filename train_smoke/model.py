@@ -70,15 +70,14 @@ class ConvEncoder(nn.Module):
         layers: list[nn.Module] = []
         in_ch = 3
         for ch in channels:
-            layers += [nn.Conv2d(in_ch, ch, 3, stride=2, padding=1), nn.GELU(),
-                       nn.Conv2d(ch, ch, 3, padding=1), nn.GELU()]
+            layers += [nn.Conv2d(in_ch, ch, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(ch), nn.GELU(),
+                       nn.Conv2d(ch, ch, 3, padding=1, bias=False), nn.BatchNorm2d(ch), nn.GELU()]
             in_ch = ch
         self.body = nn.Sequential(*layers)
-        self.proj = nn.Linear(in_ch, out_dim)
+        self.proj = nn.Linear(in_ch, out_dim, bias=False)
         for layer in self.body:
-            if isinstance(layer, nn.Conv2d):  # keeps the signal's scale through the stack: features depend on pixels
+            if isinstance(layer, nn.Conv2d):
                 nn.init.kaiming_normal_(layer.weight, nonlinearity="relu")
-                nn.init.zeros_(layer.bias)
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         grid = self.body(pixels)  # (M, C, h, w)
@@ -138,17 +137,22 @@ class ViTEncoder(nn.Module):
 class OpenClipEncoder(nn.Module):
     """Frozen open_clip vision tower from a *local* checkpoint (nothing is downloaded); its patch tokens."""
 
-    def __init__(self, arch: str, checkpoint: str, out_dim: int):
+    def __init__(self, arch: str, checkpoint: str, out_dim: int, image_size: int):
         super().__init__()
         try:
             import open_clip
         except ImportError as err:  # an optional extra: the default encoders need nothing beyond torch
-            raise RuntimeError("smoke.model.vision.kind=open_clip needs the open_clip_torch package") from err
-        clip = open_clip.create_model(arch, pretrained=checkpoint)
+            raise ValueError("smoke.model.vision.kind=open_clip needs the open_clip_torch package") from err
+        clip = open_clip.create_model(arch, pretrained=checkpoint)  # a local file path: nothing is downloaded
         self.visual = clip.visual
+        if not hasattr(self.visual, "transformer"):
+            raise ValueError(f"open_clip {arch}: only ViT towers give patch tokens; pick a ViT architecture")
+        expected = self.visual.image_size
+        expected = expected[0] if isinstance(expected, (tuple, list)) else expected
+        if int(expected) != image_size:
+            raise ValueError(f"open_clip {arch} expects {expected} px images; set smoke.data.image_size={expected}")
         self.visual.output_tokens = True
-        width = self.visual.transformer.width
-        self.proj = nn.Linear(width, out_dim)
+        self.proj = nn.Linear(self.visual.transformer.width, out_dim)
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         _, tokens = self.visual(pixels)
@@ -160,7 +164,7 @@ def build_vision_encoder(cfg: ModelConfig) -> nn.Module:
     if vc.kind == "open_clip":
         if not (vc.checkpoint and vc.open_clip_arch):
             raise ValueError("vision.kind=open_clip needs vision.checkpoint (a local file) and vision.open_clip_arch")
-        encoder: nn.Module = OpenClipEncoder(vc.open_clip_arch, vc.checkpoint, cfg.d_model)
+        encoder: nn.Module = OpenClipEncoder(vc.open_clip_arch, vc.checkpoint, cfg.d_model, cfg.image_size)
         for p in encoder.visual.parameters():
             p.requires_grad_(False)
         return encoder
@@ -290,10 +294,12 @@ class FlamingoLM(nn.Module):
 
     @staticmethod
     def _init(module: nn.Module) -> None:
-        if isinstance(module, (nn.Linear, nn.Embedding)):
+        # Fan-in scaled weights (PyTorch's default), not GPT-2's fixed 0.02: at the small widths of a smoke
+        # model 0.02 shrinks every branch so much that the image signal is lost before the gates open.
+        if isinstance(module, nn.Embedding):
             nn.init.normal_(module.weight, std=0.02)
-            if getattr(module, "bias", None) is not None:
-                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
 
     # --- parts, exposed so the trainer can freeze / compile them separately
 

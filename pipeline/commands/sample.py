@@ -15,7 +15,8 @@ HELP = "generate the bundled sample crawl (WARC + images + ground_truth.json)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--output", required=True, help="directory to write crawl.warc.gz, images/ and ground_truth.json")
+    parser.add_argument("--output", required=True,
+                        help="directory to write crawl.warc.gz, images/ and ground_truth.json into")
     parser.add_argument("--seed", type=int, default=0, help="random seed (same seed → byte-identical output)")
     parser.add_argument("--canary-pages", type=int, default=48,
                         help="number of alignment-canary pages (3-5 canary images each)")

@@ -31,7 +31,7 @@ import apache_beam as beam
 
 from filters.dedup_keys import digest, hamming, image_phash, pairwise_hamming, phash_band_keys, sha256_hex
 from pipeline.accounting import StageCounters
-from pipeline.dedup.common import crawl_order_key, size_bucket
+from pipeline.dedup.common import NoteClusterSizes, crawl_order_key
 from pipeline.dedup.components import ConnectedComponents
 from pipeline.dedup.urls import url_normalizer
 from schemas.document import Document, Node
@@ -240,16 +240,12 @@ class _CapCopies(beam.DoFn):
     def process(self, item: tuple[str, Iterable[_Occurrence]]) -> Iterator[tuple[str, tuple[int, str]]]:
         _, occurrences = item
         first_docs: list[str] = []  # the max_copies first distinct documents, sorted
-        size = 0
         for occurrence in occurrences:
-            size += 1
             doc = occurrence.doc
             position = bisect.bisect_left(first_docs, doc)
             if position < self.max_copies and (position == len(first_docs) or first_docs[position] != doc):
                 first_docs.insert(position, doc)
                 del first_docs[self.max_copies:]
-        if size >= 2:
-            self.counts.note("clusters", f"image_size_{size_bucket(size)}")
         kept_docs = set(first_docs)
         kept_bytes = {o.sha256 for o in occurrences if o.doc in kept_docs}
         for occurrence in occurrences:
@@ -295,7 +291,8 @@ class DedupImages(beam.PTransform):
 
     Images: `undecodable`, `duplicate_in_document`, `exact_duplicate`, `perceptual_duplicate`,
     `identical_image_set`; documents: `identical_image_set`, `no_images` (stage `dedup_images`).
-    Image cluster sizes go to `dedup_images|clusters|info|image_size_<bucket>`.
+    Image cluster sizes (occurrences after in-document dedup, before any cross-document removal) go to
+    `dedup_images|clusters|info|image_size_<bucket>`.
     """
 
     def __init__(self, config: dict[str, Any]):
@@ -336,12 +333,15 @@ class DedupImages(beam.PTransform):
             | "Close pairs" >> beam.ParDo(_PhashBucketEdges(self.threshold, self.max_pairwise))
             | "Image clusters" >> ConnectedComponents(self.max_rounds, STAGE)
         )
-        labelled = (
+        labelled_occurrences = (
             {"occurrence": occurrences, "label": labels}
             | "Join clusters" >> beam.CoGroupByKey()
             | "Label occurrences" >> beam.FlatMap(_label_occurrences)
-            | "Group by document" >> beam.GroupByKey()
         )
+        (labelled_occurrences
+         | "Occurrence and label" >> beam.Map(lambda item: (item[1][1], item[1][0]))
+         | "Cluster sizes" >> NoteClusterSizes(STAGE, prefix="image_"))
+        labelled = labelled_occurrences | "Group by document" >> beam.GroupByKey()
         if self.identical_sets:
             sets = (
                 labelled

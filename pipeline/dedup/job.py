@@ -36,9 +36,13 @@ def expand_document_inputs(inputs: list[str]) -> list[str]:
 def has_image_bytes(paths: list[str]) -> bool:
     """Whether the documents carry downloaded images (the `image_bytes` column), from the files' footers."""
     for path in paths:
-        with FileSystems.open(path) as handle:
-            if "image_bytes" in pq.read_schema(handle).names:
-                return True
+        try:
+            with FileSystems.open(path) as handle:
+                names = pq.read_schema(handle).names
+        except Exception as error:
+            raise ValueError(f"cannot read documents from {path}: {type(error).__name__}: {error}") from error
+        if "image_bytes" in names:
+            return True
     return False
 
 

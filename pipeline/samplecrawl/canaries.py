@@ -16,7 +16,7 @@ import random
 from urllib.parse import urlsplit
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFilter
+from PIL import Image, ImageDraw
 
 CANARY_CLASSES = ("circle", "square", "triangle", "star", "cross", "ring", "stripes", "dots")
 CANARY_PAGE_HOST = "canary.sample-web.test"
@@ -48,9 +48,11 @@ def _background(rng: random.Random, size: int) -> Image.Image:
     nprng = np.random.default_rng(rng.getrandbits(63))
     grid = rng.randint(2, 5)
     base = np.array([rng.randint(30, 225) for _ in range(3)], dtype=np.float32)
-    coarse = base + nprng.normal(0, 45, size=(grid, grid, 3))
+    coarse = base + nprng.normal(0, 22, size=(grid, grid, 3))
     field = Image.fromarray(np.clip(coarse, 0, 255).astype(np.uint8), "RGB").resize((size, size), Image.BICUBIC)
-    pixels = np.asarray(field, dtype=np.float32) + nprng.normal(0, rng.uniform(4, 14), size=(size, size, 3))
+    grain = nprng.normal(0, rng.uniform(4, 9), size=(size // 8, size // 8, 3)) + 128
+    grain = Image.fromarray(np.clip(grain, 0, 255).astype(np.uint8), "RGB").resize((size, size), Image.BILINEAR)
+    pixels = np.asarray(field, dtype=np.int16) + np.asarray(grain, dtype=np.int16) - 128
     return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), "RGB")
 
 
@@ -59,7 +61,7 @@ def _contrasting_colour(rng: random.Random, background: Image.Image) -> tuple[in
     mean = float(np.asarray(background, dtype=np.float32).mean())
     for _ in range(50):
         colour = tuple(rng.randint(0, 255) for _ in range(3))
-        if abs(sum(colour) / 3 - mean) > 90 and max(colour) - min(colour) > 60:
+        if abs(sum(colour) / 3 - mean) > 100 and max(colour) - min(colour) > 60:
             return colour
     return (255, 255, 255) if mean < 128 else (0, 0, 0)
 
@@ -78,7 +80,7 @@ def render_canary(cls: str, variant: int, size: int = 256) -> Image.Image:
     image = _background(rng, size)
     colour = _contrasting_colour(rng, image)
     draw = ImageDraw.Draw(image)
-    radius = size * rng.uniform(0.2, 0.36)
+    radius = size * rng.uniform(0.25, 0.4)
     margin = radius + size * 0.04
     cx, cy = rng.uniform(margin, size - margin), rng.uniform(margin, size - margin)
     angle = rng.uniform(0, 2 * math.pi)
@@ -92,8 +94,8 @@ def render_canary(cls: str, variant: int, size: int = 256) -> Image.Image:
         corners = [(cx - half, cy - half), (cx + half, cy - half), (cx + half, cy + half), (cx - half, cy + half)]
         draw.polygon(_rotate(corners, (cx, cy), rng.uniform(-0.3, 0.3)), fill=colour)
     elif cls == "triangle":
-        points = [(cx + radius * math.cos(angle + k * 2 * math.pi / 3), cy + radius * math.sin(angle + k * 2 * math.pi / 3))
-                  for k in range(3)]
+        corners = [angle + k * 2 * math.pi / 3 for k in range(3)]
+        points = [(cx + radius * math.cos(a), cy + radius * math.sin(a)) for a in corners]
         draw.polygon(points, fill=colour)
     elif cls == "star":
         points = []
@@ -122,4 +124,4 @@ def render_canary(cls: str, variant: int, size: int = 256) -> Image.Image:
         for _ in range(count):
             dx, dy = rng.uniform(-radius, radius), rng.uniform(-radius, radius)
             draw.ellipse((cx + dx - dot, cy + dy - dot, cx + dx + dot, cy + dy + dot), fill=colour)
-    return image.filter(ImageFilter.GaussianBlur(radius=0.6))
+    return image

@@ -21,6 +21,24 @@ Expected fates (`page["expected"]`), in pipeline order; a stage after the one th
   `duplicate_of` names the page that is kept);
 - `images`: `keep` | `no_images` (every content image failed to download, was filtered, or the page
   opted out of AI use so nothing may be requested).
+
+Other page fields: `images` (absolute URLs extraction must yield, in order), `text_before_image` (the
+last words of the text block before each, "" if none), `excluded_images` (URLs on the page that must
+not come out), `images_after_download` (the content images left after download and image filters,
+and after the before-download URL-frequency rule), `canary_classes`, `shared_paragraphs` (boilerplate
+paragraphs repeated across the site), `tags` (the planted cases: `srcset_w`, `picture`, `lazy`,
+`base_href`, `latin1`, `opt_out_meta`, `frequent_image`, ...), `title`, `content_type`.
+
+`images[url]`: `kind` (photo, generated, canary, logo, icon, pixel, placeholder, diagram, animation,
+alternative_source), `class` (canary class), `duplicate_of` + `duplicate_kind` (`exact_bytes` or
+`perceptual`), `served` (a file exists under `images/`), `failure` (what `/fail/<kind>/` URLs must
+produce), `filter` (image filter expected to drop it after download: `min_side`, `aspect_ratio`),
+`node_rule` (node-level rule expected to drop it where it appears in content), `frequent` (used by
+more than 10 documents), `never_requested` (opted-out pages, unchosen srcset/`<picture>` candidates),
+`pages`, `format`, `width`, `height`, `sha256`, `source`.
+
+Top level: `shared_paragraphs` [{text, pages}], `other_records` (non-HTML, 404 and redirect responses
+with the reader's expected verdict), `canary_classes`, `blocklisted_domain`, `seed`.
 """
 
 from __future__ import annotations
@@ -33,7 +51,7 @@ import shutil
 import unicodedata
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urljoin, urlsplit
@@ -42,7 +60,7 @@ import numpy as np
 from PIL import Image
 
 from pipeline.samplecrawl import canaries, images, text
-from pipeline.samplecrawl.pages import Layout, PageBuilder, attrs, esc, figure, img_tag
+from pipeline.samplecrawl.pages import Layout, PageBuilder, esc, figure, img_tag
 
 IMG_HOST = "https://img.sample-web.test"
 STATIC_HOST = "https://static.sample-web.test"
@@ -52,12 +70,12 @@ FAIL_KINDS = ("404", "500", "timeout", "corrupt", "bomb", "wrong_type", "noai")
 # (assets/url_filterblacklistsv0_3_0.tar.gz, member `domains`); a test checks it is still listed.
 BLOCKLISTED_DOMAIN = "00sex.com"
 FREQUENT_IMAGE_PAGES = 12  # pages carrying the shared site emblem inside their content (> 10: URL-frequency dedup)
-MIN_PHASH_DISTANCE = 12  # every distinct served image differs from all others by at least this many pHash bits
+MIN_PHASH_DISTANCE = 14  # every distinct served image differs from all others by at least this many pHash bits
 CANARY_SIZE = 256
 PLACEHOLDER_DATA_URI = "data:image/gif;base64,R0lGODlhAQABAIAAAP///wAAACH5BAEAAAAALAAAAAABAAEAAAICRAEAOw=="
 
-SHARED_BYLINE = ("Written by the Sample Web editorial desk. Our writers travel to the places they describe, "
-                 "pay for their own tickets and check every fact with the people they meet.")
+SHARED_BYLINE = ("This story was written by the people at the Sample Web desk, who travel to the places they "
+                 "describe, pay for their own tickets and check every fact with the people they meet.")
 COOKIE_NOTICE = ("We use cookies to remember your settings and to count how many people read each story. "
                  "You can change your choice at any time on the privacy page of this site.")
 
@@ -166,7 +184,7 @@ def _slug(title: str) -> str:
 
 
 class SampleWeb:
-    """Builds the whole sample web in memory; `write` puts it on disk."""
+    """Builds the whole sample web in memory (`build`); `write_warc`, `write_images` and `ground_truth` output it."""
 
     def __init__(self, seed: int, n_canary_pages: int):
         self.seed = seed
@@ -174,10 +192,10 @@ class SampleWeb:
         self.n_canary_pages = n_canary_pages
         self.assets: dict[str, ImageAsset] = {}
         self.pages: list[PageRecord] = []
-        self.hashes: list[np.ndarray] = []
+        self.hashes = np.zeros((0, 64), dtype=bool)  # pHash bits of every distinct image so far
         self.photo_cycle: list[str] = []
         self.topic_cycle: list[text.Topic] = []
-        self.base_date = datetime(2024, 1, 8, tzinfo=timezone.utc) + timedelta(days=self.rng.randint(0, 60))
+        self.base_date = datetime(2024, 1, 8, tzinfo=UTC) + timedelta(days=self.rng.randint(0, 60))
         self.slugs: set[str] = set()
 
     # -- helpers ---------------------------------------------------------------------------
@@ -212,17 +230,19 @@ class SampleWeb:
     def _distinct(self, make, attempts: int = 16) -> tuple[Image.Image, np.ndarray]:
         """Draw images until one differs from every image so far by ≥ MIN_PHASH_DISTANCE bits."""
         best: tuple[int, Image.Image, np.ndarray] | None = None
-        stack = np.stack(self.hashes) if self.hashes else None
         for _ in range(attempts):
             image = make()
             bits = self._phash(image)
-            distance = int((stack != bits).sum(axis=1).min()) if stack is not None else 64
+            distance = int((self.hashes != bits).sum(axis=1).min()) if len(self.hashes) else 64
             if distance >= MIN_PHASH_DISTANCE:
                 return image, bits
             if best is None or distance > best[0]:
                 best = (distance, image, bits)
         assert best is not None
         return best[1], best[2]
+
+    def remember(self, bits: np.ndarray) -> None:
+        self.hashes = np.vstack([self.hashes, bits[None, :]])
 
     def add_asset(self, url: str, kind: str, image: Image.Image | None = None, fmt: str = "", *,
                   data: bytes | None = None, track: bool = False, **fields: Any) -> ImageAsset:
@@ -232,11 +252,14 @@ class SampleWeb:
             data = images.encode(image, fmt)
         size = image.size if image is not None else None
         if size is None and data is not None:
-            with Image.open(io.BytesIO(data)) as decoded:
-                size = decoded.size
+            try:
+                with Image.open(io.BytesIO(data)) as decoded:
+                    size = decoded.size
+            except OSError:  # SVG and other formats Pillow does not read
+                size = None
         asset = ImageAsset(url=url, kind=kind, fmt=fmt, data=data, size=size, **fields)
         if track and image is not None:
-            self.hashes.append(self._phash(image))
+            self.remember(self._phash(image))
         self.assets[url] = asset
         return asset
 
@@ -249,7 +272,7 @@ class SampleWeb:
         source = self.photo_cycle.pop()
         rng = random.Random(self.rng.getrandbits(64))
         image, bits = self._distinct(lambda: images.photo_variant(source, rng, long_side))
-        self.hashes.append(bits)
+        self.remember(bits)
         url = f"{host}/{directory}/{name or self.hexname()}.{fmt}"
         return self.add_asset(url, "photo", image, fmt, source=f"skimage.data.{source}")
 
@@ -266,7 +289,7 @@ class SampleWeb:
             return images.generated_image(rng, w, h)
 
         image, bits = self._distinct(make)
-        self.hashes.append(bits)
+        self.remember(bits)
         return self.add_asset(f"{host}/{directory}/{self.hexname()}.{fmt}", "generated", image, fmt, source="generated")
 
     def content_image(self, fmt: str | None = None, directory: str | None = None) -> ImageAsset:
@@ -291,7 +314,8 @@ class SampleWeb:
         logos = {
             "www": f"{static}/brand/logo.png", "blog": "https://blog.sample-web.test/assets/logo-blog.png",
             "photos": f"{static}/brand/photos-logo.png", "news": f"{static}/brand/news-logo.png",
-            "de": f"{static}/brand/de/logo.png", "fr": f"{static}/brand/fr/logo.png", "es": f"{static}/brand/es/logo.png",
+            "de": f"{static}/brand/de/logo.png", "fr": f"{static}/brand/fr/logo.png",
+            "es": f"{static}/brand/es/logo.png",
             "canary": f"{static}/brand/notes-logo.png", "shop": f"{static}/brand/shop-logo.png",
             "forum": f"{static}/brand/forum-logo.png", "adult": f"{static}/brand/night-logo.png",
         }
@@ -351,7 +375,8 @@ class SampleWeb:
         markup = builder.render(layout, base_href=base_href, charset=meta_charset, meta_robots=meta_robots,
                                 byline=byline)
         record = PageRecord(url=builder.url, kind=kind, lang=lang, warc_date=date or self.date(),
-                            body=markup.encode(encoding, "xmlcharrefreplace"), content_type=content_type, builder=builder,
+                            body=markup.encode(encoding, "xmlcharrefreplace"), content_type=content_type,
+                            builder=builder,
                             extra_headers=extra_headers or [], expected=expected or _expect(),
                             duplicate_of=duplicate_of, tags=tags or [], title=builder.title, **fields)
         for url in builder.images:
@@ -380,7 +405,8 @@ class SampleWeb:
         """Markup for a content image in one of the common shapes; returns (html, expected URL)."""
         alt = writer.alt_text()
         if style == "figure":
-            return figure(img_tag(asset.url, alt, width=asset.size[0], height=asset.size[1]), writer.caption()), asset.url
+            tag = img_tag(asset.url, alt, width=asset.size[0], height=asset.size[1])
+            return figure(tag, writer.caption()), asset.url
         if style == "plain":
             return f"<p>{img_tag(asset.url, alt)}</p>", asset.url
         if style == "linked":
@@ -417,10 +443,21 @@ class SampleWeb:
             title = writer.title()
             url = f"https://www.sample-web.test/articles/{self.unique_slug(title)}.html"
             b = PageBuilder(url, title)
-            figures = []
+            figures, styles = [], set()
             for k in range(self.rng.randint(2, 4)):
                 style = self.rng.choice(("figure", "figure", "figure", "plain", "linked", "protocol_relative"))
+                if index == 0 and k == 0:
+                    style = "protocol_relative"
+                styles.add(style)
                 figures.append(self.figure_markup(self.content_image(), writer, style))
+            if index % 4 == 3:  # a vector diagram and an animated GIF: formats the node rules refuse
+                svg = self.junk(f"{IMG_HOST}/diagrams/{self.hexname()}.svg", "diagram", "bad_format", data=_svg(),
+                                fmt="svg")
+                gif = self.junk(f"{IMG_HOST}/animations/{self.hexname()}.gif", "animation", "bad_format",
+                                images.generated_image(random.Random(self.rng.getrandbits(64)), 320, 240), "gif")
+                figures.insert(1, (figure(img_tag(svg, "diagram"), writer.caption()), None))
+                figures.append((f"<p>{img_tag(gif, 'animation')}</p>", None))
+                b.exclude(svg, gif)
             if index % 4 == 1:  # a share bar inside the article: icons the node rules must drop
                 icon = layout.sidebar_icons[1][1]
                 figures.insert(1, (f'<p class="share">{img_tag(icon, "print", width=24, height=24)}</p>', None))
@@ -431,9 +468,12 @@ class SampleWeb:
                 beacon = self.junk(f"{TRACK_HOST}/beacon/{self.hexname()}.png", "pixel", "tiny_declared",
                                    Image.new("RGB", (1, 1)), "png")
                 figures.insert(0, (img_tag(beacon, "", width=1, height=1), None))
-                b.exclude(beacon)
+                thumb = self.generated("thumbs", "jpg", size=(200, 150))  # declared as a 100 px thumbnail
+                figures.append((f"<p>{img_tag(thumb.url, 'thumbnail', width=100, height=75)}</p>", None))
+                thumb.node_rule = "tiny_declared"
+                b.exclude(beacon, thumb.url)
             self.article_body(b, writer, self.rng.randint(6, 8), figures)
-            tags = ["boilerplate_layout", "shared_paragraphs"]
+            tags = ["boilerplate_layout", "shared_paragraphs"] + sorted(styles & {"protocol_relative", "linked"})
             if index < FREQUENT_IMAGE_PAGES:
                 b.image(figure(img_tag(self.crest.url, "Sample Web crest", width=320, height=320),
                                "The Sample Web Magazine crest."), self.crest.url)
@@ -559,7 +599,10 @@ class SampleWeb:
             b.paragraph(writer.paragraph((3, 5)))
             cells = []
             for _ in range(self.rng.randint(5, 7)):
-                asset = self.photo("galleries", "jpg") if self.rng.random() < 0.75 else self.generated("galleries", "jpg")
+                if self.rng.random() < 0.75:
+                    asset = self.photo("galleries", "jpg")
+                else:
+                    asset = self.generated("galleries", "jpg")
                 cells.append(asset)
                 b.expect_image(asset.url)
             grid = "".join(figure(img_tag(a.url, writer.alt_text(), width=a.size[0], height=a.size[1]),
@@ -576,18 +619,18 @@ class SampleWeb:
         body = original.body  # byte for byte, canonical link included
         self.pages.append(PageRecord(
             url=copy_url, kind="duplicate", lang="en", warc_date=later, body=body, content_type=original.content_type,
-            builder=_copy_builder(original.builder, copy_url), expected=_expect(dedup="duplicate"),
+            builder=original.builder.copy(copy_url), expected=_expect(dedup="duplicate"),
             duplicate_of=original.url, tags=["exact_duplicate"], title=original.title))
         original.tags.append("has_exact_duplicate")
         # Near duplicate: a printer-friendly copy with a few words changed, crawled later.
         source = magazine[1]
         near_url = source.url.replace("/articles/", "/print/")
         html_text = source.body.decode("utf-8")
-        edited = _small_edits(html_text, source.builder.text_blocks, random.Random(self.rng.getrandbits(64)), 2)
+        edited, edits = _small_edits(html_text, source.builder.text_blocks, random.Random(self.rng.getrandbits(64)), 2)
         self.pages.append(PageRecord(
             url=near_url, kind="near_duplicate", lang="en", warc_date=self.later(source.warc_date),
             body=edited.encode("utf-8"), content_type=source.content_type,
-            builder=_copy_builder(source.builder, near_url), expected=_expect(dedup="duplicate"),
+            builder=source.builder.copy(near_url, edits), expected=_expect(dedup="duplicate"),
             duplicate_of=source.url, tags=["near_duplicate"] + [t for t in source.tags if t == "frequent_image"],
             title=source.title, shared_paragraphs=list(source.shared_paragraphs)))
         source.tags.append("has_near_duplicate")
@@ -599,16 +642,16 @@ class SampleWeb:
         current = magazine[2]
         old_date = self.earlier(current.warc_date)
         old_text = current.body.decode("utf-8")
-        old_text = _small_edits(old_text, current.builder.text_blocks, random.Random(self.rng.getrandbits(64)), 3)
+        edit_rng = random.Random(self.rng.getrandbits(64))
+        old_text, edits = _small_edits(old_text, current.builder.text_blocks, edit_rng, 3)
         self.pages.append(PageRecord(
             url=current.url, kind="old_crawl", lang="en", warc_date=old_date, body=old_text.encode("utf-8"),
-            content_type=current.content_type, builder=_copy_builder(current.builder, current.url),
+            content_type=current.content_type, builder=current.builder.copy(current.url, edits),
             expected=_expect(dedup="duplicate"), duplicate_of=current.url, tags=["older_crawl_of_same_url"],
             title=current.title, shared_paragraphs=list(current.shared_paragraphs)))
         current.tags.append("recrawled")
         # The same photograph re-encoded and resized at another URL, on another page.
-        photo_page = magazine[4]
-        first = next(u for u in photo_page.builder.images if self.assets[u].kind == "photo")
+        first = next(u for page in magazine[4:] for u in page.builder.images if self.assets[u].kind == "photo")
         reencoded = self.assets[first]
         image = Image.open(io.BytesIO(reencoded.data)).convert("RGB")
         small = images.fit_within(image, round(max(image.size) * 0.7))
@@ -640,7 +683,7 @@ class SampleWeb:
     def special_pages(self, layouts: dict[str, Layout]) -> None:
         www = layouts["www"]
         # Pages without any <img>: the cheap gate drops them before extraction.
-        for index in range(3):
+        for _ in range(3):
             writer = self.writer()
             title = writer.title()
             b = PageBuilder(f"https://www.sample-web.test/columns/{self.unique_slug(title)}.html", title)
@@ -653,7 +696,8 @@ class SampleWeb:
         b = PageBuilder(f"https://www.sample-web.test/columns/{self.unique_slug(title)}.html", title)
         for index in range(5):
             b.paragraph(writer.opening() if index == 0 else writer.paragraph())
-        self.add_page(b, "boilerplate_only", www, expected=_expect(extract="no_images"), tags=["boilerplate_images_only"])
+        self.add_page(b, "boilerplate_only", www, expected=_expect(extract="no_images"),
+                      tags=["boilerplate_images_only"])
         # An English page in ISO-8859-1 with its charset declared in the HTTP header and a meta tag.
         writer = self.writer(text.TOPICS[1])
         title = "Caf\u00e9 notes: " + writer.title()
@@ -755,11 +799,13 @@ class SampleWeb:
         self.add_page(b, "image_filters", layout, tags=["image_filters"])
 
     def foreign(self, layouts: dict[str, Layout]) -> None:
+        sections = {"de": "artikel", "fr": "articles", "es": "articulos"}
         for lang, writer_class in text.FOREIGN_WRITERS.items():
             for _ in range(2):
                 writer = writer_class(random.Random(self.rng.getrandbits(64)))
                 title = writer.title()
-                b = PageBuilder(f"https://{lang}.sample-web.test/artikel/{self.unique_slug(title)}.html", title, lang)
+                url = f"https://{lang}.sample-web.test/{sections[lang]}/{self.unique_slug(title)}.html"
+                b = PageBuilder(url, title, lang)
                 figures = [(figure(img_tag(a.url, writer.alt_text()), writer.caption()), a.url)
                            for a in (self.content_image(), self.content_image())]
                 self.article_body(b, writer, 6, figures, headings=True)
@@ -791,7 +837,7 @@ class SampleWeb:
                     return canaries.render_canary(cls, variant, CANARY_SIZE)
 
                 image, bits = self._distinct(make)
-                self.hashes.append(bits)
+                self.remember(bits)
                 asset_url = f"{IMG_HOST}{canaries.CANARY_IMAGE_PREFIX}{index:03d}/{self.hexname()}.jpg"
                 self.add_asset(asset_url, "canary", image, "jpg", cls=cls, source="generated")
                 inner = img_tag(asset_url, writer.alt_text() if self.rng.random() < 0.5 else "")
@@ -861,7 +907,8 @@ class SampleWeb:
             writer.write_record(writer.create_warc_record(
                 "", "warcinfo", payload=io.BytesIO(info), length=len(info),
                 warc_content_type="application/warc-fields",
-                warc_headers_dict={"WARC-Record-ID": record_id(), "WARC-Date": self.base_date.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                warc_headers_dict={"WARC-Record-ID": record_id(),
+                                   "WARC-Date": self.base_date.strftime("%Y-%m-%dT%H:%M:%SZ"),
                                    "WARC-Filename": path.name}))
             for record in records:
                 parts = urlsplit(record.url)
@@ -925,23 +972,26 @@ class SampleWeb:
         }
 
 
-def _copy_builder(builder: PageBuilder, url: str) -> PageBuilder:
-    return PageBuilder(url, builder.title, builder.lang, list(builder.blocks), list(builder.images),
-                       list(builder.text_before_image), list(builder.excluded_images))
-
-
-def _small_edits(html_text: str, blocks: list[str], rng: random.Random, n_sentences: int = 1) -> str:
-    """Change a couple of words and rewrite a sentence in the middle paragraphs (a near copy)."""
+def _small_edits(html_text: str, blocks: list[str], rng: random.Random, n_blocks: int = 1) -> tuple[str, dict]:
+    """Change two words in each of a few middle paragraphs (a near copy); returns the HTML and the edits."""
     candidates = [b for b in blocks[1:-1] if len(b.split()) > 30 and b not in (SHARED_BYLINE, COOKIE_NOTICE)]
     rng.shuffle(candidates)
-    for block in candidates[:n_sentences]:
+    edits = {}
+    for block in candidates[:n_blocks]:
         words = block.split()
         for position in rng.sample(range(3, len(words) - 3), 2):
-            if words[position].isalpha() and words[position].islower():
-                words[position] = rng.choice(("quite", "really", "simply", "perhaps"))
+            words[position] = rng.choice(("quite", "really", "simply", "perhaps"))
         edited = " ".join(words)
+        assert html_text.count(esc(block)) == 1
         html_text = html_text.replace(esc(block), esc(edited), 1)
-    return html_text
+        edits[block] = edited
+    return html_text, edits
+
+
+def _svg() -> bytes:
+    return (b'<svg xmlns="http://www.w3.org/2000/svg" width="320" height="200"><rect width="320" height="200" '
+            b'fill="#eee"/><path d="M20 180 L120 60 L200 120 L300 30" stroke="#246" fill="none" stroke-width="6"/>'
+            b'</svg>\n')
 
 
 def _tiny_pdf() -> bytes:
@@ -959,7 +1009,7 @@ def generate_sample_crawl(out_dir: str | Path, seed: int = 0, n_canary_pages: in
     image_root = out / "images"
     if image_root.exists():
         if not (out / "ground_truth.json").exists():
-            raise FileExistsError(f"{image_root} exists and is not from a previous sample crawl; refusing to replace it")
+            raise FileExistsError(f"{image_root} exists and is not from a previous sample crawl; not replacing it")
         shutil.rmtree(image_root)
     web = SampleWeb(seed, n_canary_pages)
     web.build()

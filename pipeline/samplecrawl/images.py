@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import io
 import random
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
@@ -27,7 +27,7 @@ MAX_SIDE = 640
 SOURCE_MAX_SIDE = 800  # bundled photos are scaled down once to this, so crops are cheap to make
 
 
-@lru_cache(maxsize=None)
+@cache
 def load_photo(name: str) -> Image.Image:
     """One bundled scikit-image photograph as an RGB PIL image."""
     import skimage.data
@@ -73,7 +73,7 @@ def photo_variant(name: str, rng: random.Random, long_side: int | None = None) -
     image = photo.crop((round(x0), round(y0), round(x0 + crop_w), round(y0 + crop_h)))
     if rng.random() < 0.5:
         image = image.transpose(Image.FLIP_LEFT_RIGHT)
-    return fit_within(image, long_side or rng.randint(320, 512))
+    return fit_within(image, long_side or rng.randint(320, 480))
 
 
 def fit_within(image: Image.Image, long_side: int) -> Image.Image:
@@ -89,25 +89,25 @@ def generated_image(rng: random.Random, width: int, height: int) -> Image.Image:
     nprng = np.random.default_rng(rng.getrandbits(63))
     grid = (rng.randint(2, 6), rng.randint(2, 6))
     coarse = nprng.uniform(0, 255, size=(grid[1], grid[0], 3))
-    image = Image.fromarray(coarse.astype(np.uint8), "RGB").resize((width, height), Image.BICUBIC)
+    half = (max(1, width // 2), max(1, height // 2))  # drawn and blurred at half size: cheap, and soft anyway
+    image = Image.fromarray(coarse.astype(np.uint8), "RGB").resize(half, Image.BICUBIC)
     draw = ImageDraw.Draw(image)
     for _ in range(rng.randint(3, 8)):
-        x0, y0 = rng.uniform(-0.2, 1.0) * width, rng.uniform(-0.2, 1.0) * height
-        x1, y1 = x0 + rng.uniform(0.1, 0.6) * width, y0 + rng.uniform(0.1, 0.6) * height
+        x0, y0 = rng.uniform(-0.2, 1.0) * half[0], rng.uniform(-0.2, 1.0) * half[1]
+        x1, y1 = x0 + rng.uniform(0.1, 0.6) * half[0], y0 + rng.uniform(0.1, 0.6) * half[1]
         colour = tuple(rng.randint(0, 255) for _ in range(3))
         if rng.random() < 0.5:
             draw.ellipse((x0, y0, x1, y1), fill=colour)
         else:
             draw.rectangle((x0, y0, x1, y1), fill=colour)
-    image = image.filter(ImageFilter.GaussianBlur(radius=rng.uniform(0.5, 3)))
-    pixels = np.asarray(image, dtype=np.float32) + nprng.normal(0, 6, size=(height, width, 3))
-    return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), "RGB")
+    image = image.filter(ImageFilter.GaussianBlur(radius=rng.uniform(0.3, 1.5))).resize((width, height), Image.BILINEAR)
+    noise = nprng.integers(-1, 2, size=(height, width, 1), dtype=np.int16) * 3
+    return Image.fromarray(np.clip(np.asarray(image, dtype=np.int16) + noise, 0, 255).astype(np.uint8), "RGB")
 
 
 def logo_image(rng: random.Random, text: str, width: int = 180, height: int = 56) -> Image.Image:
-    """A site mark: coloured plate, a circle and the site's initials."""
-    colour = tuple(rng.randint(20, 200) for _ in range(3))
-    image = Image.new("RGB", (width, height), colour)
+    """A site mark: a coloured plate of its own, a circle and the site's initials."""
+    image = generated_image(rng, width, height)
     draw = ImageDraw.Draw(image)
     draw.ellipse((6, 6, height - 6, height - 6), fill=(255, 255, 255))
     draw.text((height + 4, height // 2 - 6), text, fill=(255, 255, 255))
@@ -120,14 +120,16 @@ def brand_mark(rng: random.Random, size: int = 320) -> Image.Image:
     image = Image.new("RGB", (size, size), colour)
     draw = ImageDraw.Draw(image)
     draw.ellipse((size * 0.15, size * 0.15, size * 0.85, size * 0.85), outline=(255, 255, 255), width=size // 16)
-    draw.polygon([(size * 0.5, size * 0.25), (size * 0.75, size * 0.7), (size * 0.25, size * 0.7)], fill=(255, 255, 255))
+    triangle = [(size * 0.5, size * 0.25), (size * 0.75, size * 0.7), (size * 0.25, size * 0.7)]
+    draw.polygon(triangle, fill=(255, 255, 255))
     return image
 
 
 def icon_image(rng: random.Random, size: int = 32) -> Image.Image:
+    """A small square glyph: a rounded frame over a picture of its own (no two icons alike)."""
+    image = generated_image(rng, size, size)
     colour = tuple(rng.randint(0, 255) for _ in range(3))
-    image = Image.new("RGB", (size, size), (255, 255, 255))
-    ImageDraw.Draw(image).rounded_rectangle((2, 2, size - 3, size - 3), radius=size // 4, fill=colour)
+    ImageDraw.Draw(image).rounded_rectangle((1, 1, size - 2, size - 2), radius=size // 4, outline=colour, width=2)
     return image
 
 

@@ -64,6 +64,7 @@ class PageBuilder:
     head_extra: list[str] = field(default_factory=list)
     last_text: str = ""
     text_blocks: list[str] = field(default_factory=list)
+    blocks_before_image: list[str] = field(default_factory=list)  # the full text block each snippet comes from
 
     def heading(self, text: str, level: int = 2) -> None:
         self.blocks.append(f"<h{level}>{esc(text)}</h{level}>")
@@ -85,13 +86,22 @@ class PageBuilder:
         """An image in the main content; `expected_url` is where it must resolve to (None: must be dropped)."""
         self.blocks.append(markup)
         if expected_url is not None:
-            self.images.append(expected_url)
-            self.text_before_image.append(snippet(self.last_text))
+            self.expect_image(expected_url)
 
     def expect_image(self, url: str) -> None:
         """An image whose markup the caller writes itself (e.g. inside a gallery grid)."""
         self.images.append(url)
         self.text_before_image.append(snippet(self.last_text))
+        self.blocks_before_image.append(self.last_text)
+
+    def copy(self, url: str, edits: dict[str, str] | None = None) -> PageBuilder:
+        """The same page at another URL, its text blocks rewritten by `edits` (old block → new block)."""
+        edits = edits or {}
+        before = [edits.get(block, block) for block in self.blocks_before_image]
+        return PageBuilder(url, self.title, self.lang, list(self.blocks), list(self.images),
+                           [snippet(block) for block in before], list(self.excluded_images),
+                           text_blocks=[edits.get(block, block) for block in self.text_blocks],
+                           blocks_before_image=before)
 
     def exclude(self, *urls: str) -> None:
         self.excluded_images.extend(u for u in urls if u not in self.excluded_images)
@@ -108,7 +118,7 @@ class PageBuilder:
         head.extend(self.head_extra)
         article = [f"<h1>{esc(self.title)}</h1>"]
         if byline:
-            article.append(f'<p class="byline">{esc(byline)}</p>')
+            article.append(f'<p class="intro">{esc(byline)}</p>')
         article.extend(self.blocks)
         body = "\n".join(article)
         if layout is None:
@@ -128,7 +138,8 @@ def _wrap(layout: Layout, article: str) -> str:
               f'<nav class="main-nav"><ul>{nav}</ul></nav></header>')
     sidebar = ""
     if layout.sidebar_icons or layout.sidebar_links:
-        links = "".join(f'<li><a href="/topics/{i}">{esc(text)}</a></li>' for i, text in enumerate(layout.sidebar_links))
+        links = "".join(f'<li><a href="/topics/{i}">{esc(text)}</a></li>'
+                        for i, text in enumerate(layout.sidebar_links))
         icons = "".join(f'<a href="/share/{i}"><img src="{esc(src)}" width="24" height="24" alt="share"></a>'
                         for i, (src, _) in enumerate(layout.sidebar_icons))
         sidebar = (f'<aside class="sidebar"><div class="widget"><h3>Popular</h3><ul>{links}</ul></div>'

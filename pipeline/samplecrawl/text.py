@@ -225,6 +225,8 @@ def plural(noun: str) -> str:
 
 
 def article(word: str) -> str:
+    if word.split()[-1] in UNCOUNTABLE:
+        return "some"
     return "an" if word[:1].lower() in "aeiou" and not word.lower().startswith(("uni", "use", "eu")) else "a"
 
 
@@ -256,6 +258,11 @@ class EnglishWriter:
         if self.topic.adjectives and self.rng.random() < 0.25:
             return self.pick(self.topic.adjectives)
         return self.pick(ADJECTIVES)
+
+    @staticmethod
+    def a(phrase: str) -> str:
+        """'A'/'An'/'Some' + phrase, capitalised (a title's first word)."""
+        return capitalize(f"{article(phrase)} {phrase}")
 
     def place_name(self) -> str:
         return self.pick(PLACE_HEADS) + self.pick(PLACE_TAILS)
@@ -357,7 +364,8 @@ class EnglishWriter:
         elif roll < 0.78:
             be = self.pick(("is", "was"))
             noun = self.noun()
-            text = f"there {be} {article(noun)} {noun} {self.place_phrase()} which {self.pick(TRANSITIVE_VERBS)[1]} {self.noun_phrase()}"
+            verb = self.pick(TRANSITIVE_VERBS)[1]
+            text = f"there {be} {article(noun)} {noun} {self.place_phrase()} which {verb} {self.noun_phrase()}"
         elif roll < 0.84:
             verb = self.pick(TRANSITIVE_VERBS)[0]
             text = (f"why did {self.noun_phrase()} {verb} {self.noun_phrase()}"
@@ -382,7 +390,6 @@ class EnglishWriter:
             f"It was {self.pick(TIME_PHRASES)} when we first went to see {np1} {self.place_phrase()}.",
             f"We have written about {np1} before, but there is still a lot more to say about {np2}.",
             f"There are not many places where you can see {np1} as well as you can {self.place_phrase()}.",
-            f"For those of us who live {self.place_phrase()}, {np1} has always been a part of the week.",
             f"Here is what we found when we went back to {np1} {self.pick(TIME_PHRASES)}.",
             f"It is hard to say why {np1} means so much to the people who live {self.place_phrase()}.",
             f"Most of the people we asked about {np1} had a story of their own to tell us.",
@@ -397,14 +404,16 @@ class EnglishWriter:
 
     def title(self) -> str:
         noun, other = self.noun(), self.noun()
+        while other == noun:
+            other = self.noun()
         patterns = (
             f"The {self.adjective()} {noun} of {self.place}",
             f"Notes on {plural(noun)} and {plural(other)}",
             f"What we learned about the {noun}",
-            f"A {self.adjective()} {noun} near {self.place}",
+            f"{self.a(self.adjective() + ' ' + noun)} near {self.place}",
             f"How the {noun} {self.pick(TRANSITIVE_VERBS)[1]} the {other}",
             f"{capitalize(self.pick(TIME_PHRASES))} at the {noun}",
-            f"{capitalize(plural(noun))}, {plural(other)} and a {self.adjective()} {self.noun()}",
+            f"{capitalize(plural(noun))}, {plural(other)} and {self.a(self.adjective() + ' ' + self.noun()).lower()}",
             f"In praise of the {self.adjective()} {noun}",
         )
         return capitalize(self.pick(patterns))
@@ -413,7 +422,7 @@ class EnglishWriter:
         noun = self.noun()
         patterns = (
             f"The {noun}", f"About the {self.adjective()} {noun}", f"{capitalize(plural(noun))} {self.place_phrase()}",
-            f"Back {self.pick(PREPOSITIONS)} the {noun}", f"A {self.adjective()} {self.pick(GENERAL_NOUNS)}",
+            f"Back {self.pick(PREPOSITIONS)} the {noun}", self.a(f"{self.adjective()} {self.pick(GENERAL_NOUNS)}"),
             f"What happened {self.pick(TIME_PHRASES)}",
         )
         return capitalize(self.pick(patterns))
@@ -460,27 +469,6 @@ class _ForeignWriter:
 
     def paragraph(self, sentences: tuple[int, int] = (3, 6)) -> str:
         return " ".join(self.sentence() for _ in range(self.rng.randint(*sentences)))
-
-    def lead(self) -> str:
-        """An opening sentence dense in function words: a page's first words read as plain English."""
-        np1, np2 = self.noun_phrase(False), self.noun_phrase(False)
-        patterns = (
-            f"This is the story of {np1} and of the people who have looked after it for so long.",
-            f"It was {self.pick(TIME_PHRASES)} when we first went to see {np1} {self.place_phrase()}.",
-            f"We have written about {np1} before, but there is still a lot more to say about {np2}.",
-            f"There are not many places where you can see {np1} as well as you can {self.place_phrase()}.",
-            f"For those of us who live {self.place_phrase()}, {np1} has always been a part of the week.",
-            f"Here is what we found when we went back to {np1} {self.pick(TIME_PHRASES)}.",
-            f"It is hard to say why {np1} means so much to the people who live {self.place_phrase()}.",
-            f"Most of the people we asked about {np1} had a story of their own to tell us.",
-            f"All of this began with {np1}, and it is not over yet.",
-            f"You may not have heard of {np1}, but it is well worth a visit if you are ever {self.place_phrase()}.",
-        )
-        return self.pick(patterns)
-
-    def opening(self, sentences: tuple[int, int] = (3, 5)) -> str:
-        """The first paragraph of an article: a lead sentence, then ordinary prose."""
-        return self.lead() + " " + self.paragraph(sentences)
 
     opening = paragraph
 

@@ -1,0 +1,109 @@
+"""Smoke-trainer throughput: tokens/s, model FLOPs utilisation and the share of step time spent waiting on data.
+
+    python benchmarks/smoke.py [--profile tiny|gpu] [--device cpu|cuda] [--shards DIR ...] [--steps N]
+                               [--set smoke.KEY=VALUE ...] [--full]
+
+Without --shards it builds a canary shard set (600 documents, written through the project's shard writer)
+in a temporary directory. It trains the profile's main model for --steps steps and prints:
+- tokens/s (every position of every batch) and real tokens/s (padding excluded), s/step;
+- model FLOPs per step (torch's FlopCounterMode on one eager forward+backward), achieved TFLOP/s and MFU
+  against the device's peak: the vendor's dense bf16 figure on a known GPU, else a measured matmul peak
+  (fp32 on CPU), so the CPU figure says how far the small kernels are from what the cores can do;
+- the share of wall time spent waiting for the next batch (timed around the loader; on CUDA the step end
+  is synchronised at each log interval, so queued kernels are not mistaken for data waits).
+With --full it also runs the whole `m3w smoke` (control run, ablations, verdict) and prints its run time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+import tempfile
+import time
+
+
+def matmul_peak_tflops(device, dtype, size: int = 2048, repeats: int = 10) -> float:
+    """Measured dense matmul throughput: an achievable peak for devices without a vendor figure here."""
+    import torch
+
+    a = torch.randn(size, size, device=device, dtype=dtype)
+    b = torch.randn(size, size, device=device, dtype=dtype)
+    for _ in range(2):
+        a @ b
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    started = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return 2 * size**3 * repeats / (time.perf_counter() - started) / 1e12
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--profile", default="tiny")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"))
+    parser.add_argument("--shards", nargs="+", help="shard sets (default: a generated canary set)")
+    parser.add_argument("--docs", type=int, default=600, help="canary documents of the generated set")
+    parser.add_argument("--steps", type=int, default=100)
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--full", action="store_true", help="also run the whole smoke verdict")
+    args = parser.parse_args()
+
+    import torch
+
+    from train_smoke.canary_shards import build_canary_shards
+    from train_smoke.config import resolve_config
+    from train_smoke.run import SmokeRun, run_smoke
+    from train_smoke.train import peak_tflops
+
+    overrides = list(args.set) + ([f"smoke.device={args.device}"] if args.device else [])
+    config = resolve_config(None, overrides, profile=args.profile)
+    with tempfile.TemporaryDirectory() as tmp:
+        sources = args.shards
+        build_seconds = None
+        if not sources:
+            started = time.perf_counter()
+            sources = [build_canary_shards(f"{tmp}/canary", n_docs=args.docs,
+                                           classes=("circle", "ring", "stripes", "dots"))]
+            build_seconds = time.perf_counter() - started
+        started = time.perf_counter()
+        run = SmokeRun(sources, config, progress=True)
+        load_seconds = time.perf_counter() - started
+        _, history = run.train_model("benchmark", False, args.steps, count_flops=True)
+        device = run.device
+        vendor = peak_tflops(device)
+        measured = matmul_peak_tflops(device, torch.bfloat16 if device.type == "cuda" else torch.float32)
+        summary = history.summary(vendor or measured)
+        full_seconds = None
+        if args.full:
+            started = time.perf_counter()
+            report = run_smoke(sources, f"{tmp}/out", config, progress=True)
+            full_seconds = time.perf_counter() - started
+
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
+    print(f"command: python benchmarks/smoke.py {shlex.join(sys.argv[1:])}")
+    print(f"device: {name}   profile: {config['smoke']['profile']}   bf16: "
+          f"{device.type == 'cuda' and config['smoke']['train']['bf16']}   compile: "
+          f"{device.type == 'cuda' and config['smoke']['train']['compile']}")
+    if build_seconds is not None:
+        print(f"canary shards built in {build_seconds:.1f} s ({args.docs} documents)")
+    print(f"data loaded and decoded in {load_seconds:.1f} s")
+    steps = summary["steps"]
+    print(f"steps: {steps} in {summary['seconds']:.2f} s ({summary['seconds'] / max(1, steps) * 1000:.1f} ms/step)")
+    print(f"tokens/s: {summary['tokens_per_s']:.0f}   real tokens/s: {summary['real_tokens_per_s']:.0f}")
+    print(f"model FLOPs/step: {summary['model_tflops_per_step'] * 1e3:.2f} GFLOP   achieved: "
+          f"{summary['achieved_tflops'] * 1e3:.2f} GFLOP/s")
+    peak_kind = "vendor dense bf16 peak" if vendor else "measured matmul peak"
+    print(f"MFU: {summary['mfu']:.2%} of {summary['peak_tflops'] * 1e3:.1f} GFLOP/s ({peak_kind})")
+    print(f"waiting on data: {summary['data_wait_share']:.2%} of step time")
+    if full_seconds is not None:
+        print(f"full smoke run (main + control + verdict): {full_seconds:.1f} s, verdict "
+              f"{report['verdict']['status']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,63 @@
+"""Re-attaching fetched images to their documents (pipeline/images.py), without running a pipeline."""
+
+from __future__ import annotations
+
+import copy
+
+from pipeline.config import load_config
+from pipeline.download import DOWNLOAD, IMAGE_FILTER, ImageResult
+from pipeline.images import USES, PlanDownloadsDoFn, RebuildDocumentsDoFn, document_key
+from schemas.document import Document, Image, Node
+
+
+def doc_with(urls: list[str], **metadata) -> Document:
+    nodes = [Node(text="intro")]
+    for i, url in enumerate(urls):
+        nodes += [Node(image=Image(url=url)), Node(text=f"after {i}")]
+    return Document("ab" * 10, "https://site.example/p", nodes, metadata=metadata)
+
+
+def ok(url: str) -> ImageResult:
+    return ImageResult(url, data=b"jpeg:" + url.encode(), meta={"sha256": "x", "nsfw_score": 0.01})
+
+
+def shape(doc: Document) -> list[str]:
+    return [f"img:{n.image.url}" if n.image else f"txt:{n.text}" for n in doc.nodes]
+
+
+def test_failed_images_leave_the_sequence_and_neighbouring_texts_merge():
+    doc = doc_with(["https://a.test/1.jpg", "https://a.test/2.jpg", "https://a.test/3.jpg"])
+    results = {1: ok("https://a.test/1.jpg"), 3: ImageResult("https://a.test/2.jpg", "http_404", DOWNLOAD),
+               5: ImageResult("https://a.test/3.jpg", "min_side", IMAGE_FILTER)}
+    rebuilt = RebuildDocumentsDoFn().rebuild(copy.deepcopy(doc), 0, results)
+    assert shape(rebuilt) == ["txt:intro", "img:https://a.test/1.jpg", "txt:after 0\n\nafter 1\n\nafter 2"]
+    assert rebuilt.images[0].data == b"jpeg:https://a.test/1.jpg" and rebuilt.images[0].meta["sha256"] == "x"
+
+
+def test_document_fates():
+    doc = doc_with(["https://a.test/1.jpg", "https://a.test/2.jpg"])
+    rebuild = RebuildDocumentsDoFn().rebuild
+    nothing = {1: ImageResult("u", "timeout", DOWNLOAD), 3: ImageResult("v", "http_500", DOWNLOAD)}
+    assert rebuild(copy.deepcopy(doc), 0, nothing) is None
+    nsfw = {1: ok("https://a.test/1.jpg"), 3: ImageResult("https://a.test/2.jpg", "nsfw", IMAGE_FILTER)}
+    assert rebuild(copy.deepcopy(doc), 0, nsfw) is None
+    filtered = {1: ImageResult("u", "aspect_ratio", IMAGE_FILTER), 3: ImageResult("v", "format", IMAGE_FILTER)}
+    assert rebuild(copy.deepcopy(doc), 0, filtered) is None
+    both = {1: ok("https://a.test/1.jpg"), 3: ok("https://a.test/2.jpg")}
+    assert len(rebuild(copy.deepcopy(doc), 0, both).images) == 2
+
+
+def test_plan_never_emits_an_opted_out_or_unsafe_url_and_does_not_touch_its_input():
+    config = load_config(overrides=["download.allow_loopback=false"])
+    plan = PlanDownloadsDoFn(config)
+    opted = doc_with(["https://a.test/1.jpg"], opt_out=["noai"])
+    outputs = list(plan.process(opted))
+    assert [o for o in outputs if getattr(o, "tag", None) == USES] == []
+    key, (planned, refused) = outputs[-1]
+    assert refused == 1 and planned.images == [] and len(opted.images) == 1
+    mixed = doc_with(["http://169.254.169.254/latest/meta-data/x.jpg", "https://a.test/2.jpg", "ftp://a.test/3.jpg"])
+    outputs = list(plan.process(mixed))
+    uses = [o.value for o in outputs if getattr(o, "tag", None) == USES]
+    key, (planned, refused) = outputs[-1]
+    assert uses == [("https://a.test/2.jpg", (key, 2))] and key == document_key(planned)
+    assert shape(planned)[2] == "img:https://a.test/2.jpg" and refused == 0 and len(mixed.images) == 3

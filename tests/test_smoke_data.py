@@ -1,0 +1,234 @@
+"""Smoke trainer plumbing: config profiles, shard loading and splitting, bad samples, dataset mixing."""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+
+import numpy as np
+import pytest
+import torch
+
+from pipeline.config import ConfigError
+from schemas.shards import iter_tar_groups, shard_paths
+from train_smoke.canary_shards import build_records, canary_documents, mutate, shard_config, write_shard_set
+from train_smoke.config import SmokeSettings, resolve_config
+from train_smoke.data import (
+    ShardSet,
+    ShardSetError,
+    StreamingSequences,
+    TableBatches,
+    held_out,
+    load_tables,
+    open_shard_sets,
+)
+from train_smoke.model import FlamingoLM
+from train_smoke.train import Trainer, mean_loss
+
+CLASSES = ("circle", "ring", "stripes", "dots")
+
+
+@pytest.fixture(scope="module")
+def canary_set(tmp_path_factory):
+    config = shard_config(seq_len=48, max_images=3, image_size=32)
+    docs = canary_documents(40, images_per_doc=(2, 3), classes=CLASSES, image_size=32, seed=3)
+    records, tokenizer = build_records(docs, config)
+    root = tmp_path_factory.mktemp("smoke-data")
+    good = write_shard_set(records, tokenizer, config, str(root / "good"), len(docs))
+    return {"good": good, "records": records, "tokenizer": tokenizer, "config": config, "root": root,
+            "docs": len(docs)}
+
+
+def settings(*overrides: str) -> SmokeSettings:
+    return SmokeSettings.from_config(resolve_config(None, ["smoke.data.image_size=16", *overrides], profile="tiny"))
+
+
+def test_profile_applies_under_user_overrides():
+    base = resolve_config(None, [], profile="gpu")
+    assert base["smoke"]["profile"] == "gpu" and base["smoke"]["device"] == "cuda"
+    tiny = resolve_config(None, [], profile="tiny")
+    steps = tiny["smoke"]["train"]["steps"]
+    mine = resolve_config(None, [f"smoke.train.steps={steps + 7}", "smoke.train.lr=1e-3"], profile="tiny")
+    assert mine["smoke"]["train"]["steps"] == steps + 7  # the user beats the profile
+    assert SmokeSettings.from_config(mine).train.lr == pytest.approx(1e-3)  # YAML's "1e-3" string → float
+    with pytest.raises(ConfigError, match="unknown smoke profile"):
+        resolve_config(None, [], profile="huge")
+    with pytest.raises(ConfigError, match="unknown config key"):
+        resolve_config(None, ["smoke.train.stepz=3"])
+    with pytest.raises(ConfigError, match="freeze_lm"):
+        SmokeSettings.from_config(resolve_config(None, ["smoke.train.freeze_lm=true",
+                                                        "smoke.train.lm_pretrain_steps=0"]))
+
+
+def test_split_is_by_document_and_counts_balance(canary_set):
+    shard_set = ShardSet.open(canary_set["good"])
+    assert shard_set.max_images == 3 and shard_set.seq_len == 48
+    train, held, counts = load_tables(shard_set, 16, None, 0.25, 1000, None)
+    assert counts.read == len(canary_set["records"])
+    assert counts.read == counts.train + counts.eval + sum(counts.dropped.values())
+    assert set(train.doc_ids).isdisjoint(held.doc_ids)
+    assert all(held_out(d, 0.25) for d in held.doc_ids) and not any(held_out(d, 0.25) for d in train.doc_ids)
+    assert bool(held.is_canary.all())
+    assert held.images.shape[1:] == (3, 16, 16)
+    # Every filled slot has an <image> token, in order, and φ is what the shards stored.
+    image_id = shard_set.special.image
+    assert torch.equal((held.slots >= 0).sum(1), (held.input_ids == image_id).sum(1))
+    _, again, _ = load_tables(shard_set, 16, None, 0.25, 1000, None, load_train=False)
+    assert again.keys == held.keys and torch.equal(again.input_ids, held.input_ids)
+
+
+def test_crop_keeps_only_images_inside_and_recomputes_targets(canary_set):
+    shard_set = ShardSet.open(canary_set["good"])
+    _, full, _ = load_tables(shard_set, 16, None, 0.5, 1000, None, load_train=False)
+    _, cropped, _ = load_tables(shard_set, 16, 12, 0.5, 1000, None, load_train=False)
+    assert cropped.input_ids.shape[1] == 12
+    image_id = shard_set.special.image
+    assert torch.equal((cropped.slots >= 0).sum(1), (cropped.input_ids == image_id).sum(1))
+    assert (cropped.phi_next <= (cropped.slots >= 0).sum(1, keepdim=True)).all()
+    assert torch.equal(cropped.targets, full.targets[:, :12])
+
+
+def test_a_corrupt_sample_is_counted_not_fatal(canary_set, tmp_path):
+    records = [(key, dict(members)) for key, members in canary_set["records"]]
+    records[0][1]["phi.npy"] = b"not an npy file"
+    out = write_shard_set(records, canary_set["tokenizer"], canary_set["config"], str(tmp_path / "bad"),
+                          canary_set["docs"])
+    shard_set = ShardSet.open(out)
+    _, _, counts = load_tables(shard_set, 16, None, 0.5, 1000, None)
+    assert counts.dropped == {"unreadable_sample:ValueError": 1}
+    assert counts.read == counts.train + counts.eval + 1
+
+
+def test_a_truncated_shard_keeps_what_was_readable(canary_set, tmp_path):
+    out = write_shard_set(canary_set["records"], canary_set["tokenizer"], canary_set["config"],
+                          str(tmp_path / "cut"), canary_set["docs"])
+    path = shard_paths(out)[0]
+    whole = sum(1 for _ in iter_tar_groups(path))
+    data = open(path, "rb").read()
+    with open(path, "wb") as handle:
+        handle.write(data[: len(data) // 2])
+    _, _, counts = load_tables(ShardSet.open(out), 16, None, 0.5, 1000, None)
+    assert any(reason.startswith("unreadable_shard") for reason in counts.dropped)
+    assert 0 < counts.train + counts.eval < len(canary_set["records"])
+    assert whole > 0
+
+
+def test_shard_sets_must_share_a_tokenizer(canary_set, tmp_path):
+    config = shard_config(seq_len=48, max_images=3, image_size=32, vocab_size=300)
+    docs = canary_documents(6, classes=CLASSES, image_size=32, seed=9)
+    records, tokenizer = build_records(docs, config)
+    other = write_shard_set(records, tokenizer, config, str(tmp_path / "other"), len(docs))
+    with pytest.raises(ShardSetError, match="different tokenizers"):
+        open_shard_sets([canary_set["good"], other], None)
+    with pytest.raises(ShardSetError, match="2 weights for 1"):
+        open_shard_sets([canary_set["good"]], [1.0, 2.0])
+    with pytest.raises(ShardSetError, match="no manifest"):
+        ShardSet.open(str(tmp_path))
+
+
+def test_streaming_yields_every_training_document_once_per_epoch(canary_set):
+    shard_set = ShardSet.open(canary_set["good"])
+    train, _, _ = load_tables(shard_set, 16, None, 0.25, 1000, None)
+    stream = iter(StreamingSequences(shard_set, 16, None, 0.25, shuffle_buffer=8, seed=1))
+    first_epoch = [next(stream).key for _ in range(len(train))]
+    assert sorted(first_epoch) == sorted(train.keys)
+    assert first_epoch != sorted(first_epoch)  # shuffled
+
+
+def test_weighted_mixing_accumulates_the_weighted_gradient(canary_set, tmp_path):
+    """One step over two shard sets equals one backward pass of Σ λ_m loss_m / Σ λ_m."""
+    mutated = mutate(canary_set["records"], "shuffle_images", canary_set["tokenizer"].id_of("image"))
+    other = write_shard_set(mutated, canary_set["tokenizer"], canary_set["config"], str(tmp_path / "b"),
+                            canary_set["docs"])
+    s = settings("smoke.train.lr=0.0", "smoke.train.gate_lr=0.0", "smoke.train.batch_size=4",
+                 "smoke.train.phi_next_prob=0.0", "smoke.train.grad_clip=1000000.0", "smoke.train.log_every=1")
+    sets = open_shard_sets([canary_set["good"], other], [3.0, 1.0])
+    tables = {x.name: load_tables(x, 16, None, 0.25, 1000, None)[0] for x in sets}
+    s.model.vocab_size = sets[0].vocab_size
+
+    def fresh() -> FlamingoLM:
+        torch.manual_seed(0)
+        model = FlamingoLM(s.model)
+        with torch.no_grad():
+            for block in model.xattn.values():
+                block.alpha_xattn.fill_(0.5)
+        return model
+
+    batches = {name: next(TableBatches(table, 4, seed=5)) for name, table in tables.items()}
+    expected = fresh().train()
+    total = sum((w * mean_loss(expected(b.input_ids, b.phi, b.images, b.filled), b)
+                 for w, b in zip((3.0, 1.0), batches.values())), torch.zeros(())) / 4.0
+    total.backward()
+
+    model = fresh()
+    trainer = Trainer(model, s, torch.device("cpu"), "mix", progress=False)
+    streams = {name: iter([batches[name]]) for name in tables}
+    captured = {}
+    original_step = torch.optim.AdamW.step
+
+    def capture(self, *args, **kwargs):
+        captured.update({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+        return original_step(self, *args, **kwargs)
+
+    torch.optim.AdamW.step = capture
+    try:
+        history = trainer.train(streams, {x.name: x.weight for x in sets}, steps=1)
+    finally:
+        torch.optim.AdamW.step = original_step
+    assert set(history.loss) == set(tables)
+    for name, param in expected.named_parameters():
+        if param.grad is not None:
+            assert torch.allclose(captured[name], param.grad, atol=1e-6), name
+
+
+def test_a_zero_weight_set_is_not_trained(canary_set):
+    sets = open_shard_sets([canary_set["good"], canary_set["good"]], [1.0, 0.0])
+    assert [x.name for x in sets] == ["good#0", "good#1"]
+    s = settings("smoke.train.batch_size=4", "smoke.train.log_every=1")
+    s.model.vocab_size = sets[0].vocab_size
+    table = load_tables(sets[0], 16, None, 0.25, 1000, None)[0]
+    streams = {x.name: TableBatches(table, 4, seed=0) for x in sets}
+    history = Trainer(FlamingoLM(s.model), s, torch.device("cpu"), "zero", progress=False).train(
+        streams, {x.name: x.weight for x in sets}, steps=2)
+    assert list(history.loss) == ["good#0"] and len(history.loss["good#0"]) == 2
+    with pytest.raises(ShardSetError, match="weight 0"):
+        open_shard_sets([canary_set["good"]], [0.0])
+
+
+def test_mutations_change_what_they_name(canary_set):
+    image_id = canary_set["tokenizer"].id_of("image")
+    records = canary_set["records"]
+
+    def arrays(recs, member):
+        return [np.load(io.BytesIO(m[member])) for _, m in recs]
+
+    shifted = mutate(records, "phi_shift", image_id)
+    for before, after in zip(arrays(records, "phi.npy"), arrays(shifted, "phi.npy")):
+        assert after[0] == 0 and np.array_equal(after[1:][before[1:] > 0], before[:-1][before[1:] > 0])
+    exclusive = mutate(records, "phi_exclusive", image_id)
+    for (_, m), before, after in zip(records, arrays(records, "phi.npy"), arrays(exclusive, "phi.npy")):
+        ids = np.load(io.BytesIO(m["input_ids.npy"]))
+        assert np.array_equal(after[ids == image_id], before[ids == image_id] - 1)
+        assert np.array_equal(after[ids != image_id], before[ids != image_id])
+    permuted = mutate(records, "permute_images", image_id)
+    rotated = 0
+    for (_, a), (_, b) in zip(records, permuted):
+        slots = sorted(k for k in a if k.startswith("img"))
+        if len(slots) >= 2:
+            assert [b[k] for k in slots] == [a[k] for k in slots[1:] + slots[:1]]
+            rotated += 1
+    assert rotated > 0
+    shuffled = mutate(records, "shuffle_images", image_id)
+    own = {key.rsplit("-", 1)[0]: {v for k, v in m.items() if k.startswith("img")} for key, m in records}
+    moved = [v not in own[key.rsplit("-", 1)[0]] for key, m in shuffled for k, v in m.items() if k.startswith("img")]
+    assert all(moved)
+
+
+def test_tar_written_by_the_builder_is_plain_webdataset(canary_set):
+    path = shard_paths(canary_set["good"])[0]
+    with tarfile.open(path) as tar:
+        names = tar.getnames()
+    assert names == sorted(names) and all(n.count(".") >= 1 for n in names)
+    meta = [json.loads(m["json"]) for _, m in iter_tar_groups(path)]
+    assert all(item["url"].startswith("https://canary.sample-web.test/") for item in meta)

@@ -1,0 +1,432 @@
+"""Shards → batches for the smoke trainer: held-out split, decoding, cropping, and weighted mixing of shard sets.
+
+A *shard set* is one `m3w shard` output (a directory, its `manifest.json`, or a `.tar` inside it); several
+sets are mixed with Flamingo's per-dataset weights λ_m (one batch of each set per step, gradients
+accumulated). Sequences are split into training and held-out parts by a hash of their document id, so
+every window of a document lands on the same side and the verdict only sees documents never trained on.
+
+Two ways to feed the trainer:
+- in memory (`data.cache: true`): every sequence decoded once into stacked tensors (`SequenceTable`),
+  batches are index lookups: the right choice for CI-sized shard sets, and the only form the verdict uses;
+- streaming (`cache: false`): a `torch.utils.data.IterableDataset` over the shards (worker processes,
+  a seeded shuffle buffer), for shard sets that do not fit in memory.
+
+Bad input never stops the run silently: a sample that cannot be read or decoded is skipped and counted
+under its reason (`DataCounts`), reported in the smoke report.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import io
+import random
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from pipeline.samplecrawl.canaries import is_canary_url
+from schemas.shards import (
+    SpecialTokens,
+    iter_tar_groups,
+    join_path,
+    loss_target_mask,
+    manifest_path,
+    parent_dir,
+    read_manifest,
+    sample_from_members,
+    shard_paths,
+)
+
+
+class ShardSetError(ValueError):
+    """A shard set the trainer cannot use (no manifest, no samples, tokenizers that disagree)."""
+
+
+@dataclass
+class ShardSet:
+    """One shard set as the trainer sees it: where, how much it weighs, and what its ids mean."""
+
+    source: str
+    weight: float
+    name: str
+    special: SpecialTokens
+    seq_len: int
+    max_images: int
+    vocab_size: int
+    tokenizer_path: str
+    tokenizer_sha256: str
+    shards: list[str]
+
+    @classmethod
+    def open(cls, source: str, weight: float = 1.0) -> ShardSet:
+        found = manifest_path(source)
+        if found is None:
+            raise ShardSetError(f"{source}: no manifest.json found (the shard set is incomplete or not m3w shards)")
+        manifest = read_manifest(found)
+        shards = shard_paths(source)
+        if not shards:
+            raise ShardSetError(f"{source}: the shard set lists no shard files")
+        tok = manifest["tokenizer"]
+        name = source.rstrip("/").rsplit("/", 1)[-1] or source
+        return cls(source=source, weight=float(weight), name=name, special=SpecialTokens.from_manifest(manifest),
+                   seq_len=int(manifest["seq_len"]), max_images=int(manifest["max_images"]),
+                   vocab_size=int(tok["vocab_size"]), tokenizer_path=join_path(parent_dir(found), tok["file"]),
+                   tokenizer_sha256=str(tok["sha256"]), shards=shards)
+
+
+def open_shard_sets(sources: list[str], weights: list[float] | None) -> list[ShardSet]:
+    """All sets must share one tokenizer: the model has one vocabulary."""
+    if weights is not None and len(weights) != len(sources):
+        raise ShardSetError(f"{len(weights)} weights for {len(sources)} shard sets; give one λ per set")
+    sets = [ShardSet.open(src, 1.0 if weights is None else float(w)) for src, w in zip(sources, weights or sources)]
+    if len({s.tokenizer_sha256 for s in sets}) > 1:
+        raise ShardSetError("the shard sets were built with different tokenizers; one smoke run needs one vocabulary")
+    if not any(s.weight > 0 for s in sets):
+        raise ShardSetError("every shard set has weight 0: nothing to train on")
+    names = Counter(s.name for s in sets)
+    for index, s in enumerate(sets):
+        if names[s.name] > 1:
+            s.name = f"{s.name}#{index}"
+    return sets
+
+
+def held_out(doc_id: str, fraction: float) -> bool:
+    """Deterministic document-level split (no seed: the same documents are held out whatever the run)."""
+    return held_out_rank(doc_id) < fraction
+
+
+def held_out_rank(doc_id: str) -> float:
+    digest = hashlib.sha256(f"m3w-smoke-split\x00{doc_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") / float(1 << 64)
+
+
+def decode_resized(data: bytes, size: int) -> np.ndarray:
+    """Encoded image → uint8 [3, size, size]; JPEG decodes at a reduced scale first (much cheaper)."""
+    from PIL import Image as PILImage
+
+    with PILImage.open(io.BytesIO(data)) as image:
+        if image.format == "JPEG":
+            image.draft("RGB", (size, size))
+        rgb = image.convert("RGB")
+        if rgb.size != (size, size):
+            rgb = rgb.resize((size, size), PILImage.Resampling.BILINEAR, reducing_gap=2.0)
+        return np.asarray(rgb, dtype=np.uint8).transpose(2, 0, 1).copy()
+
+
+@dataclass
+class DecodedSequence:
+    """One training sequence, cropped and decoded, as numpy arrays (what both feeding paths build)."""
+
+    key: str
+    doc_id: str
+    url: str
+    input_ids: np.ndarray  # int64 [L]
+    attention_mask: np.ndarray  # bool [L]
+    phi: np.ndarray  # int64 [L]
+    phi_next: np.ndarray  # int64 [L]
+    targets: np.ndarray  # bool [L]: token l is a next-token target
+    images: list[np.ndarray]  # uint8 [3, S, S] per filled slot, in slot order
+
+
+@dataclass
+class DataCounts:
+    """Sequences read per shard set, where they went, and why any was dropped (in = train + eval + drops)."""
+
+    read: int = 0
+    train: int = 0
+    eval: int = 0
+    dropped: Counter = field(default_factory=Counter)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"in": self.read, "train": self.train, "eval": self.eval, "dropped": dict(sorted(self.dropped.items()))}
+
+
+def decode_sample(key: str, members: dict[str, bytes], shard: str, special: SpecialTokens, image_size: int,
+                  max_seq_len: int | None) -> DecodedSequence:
+    """Raw members → a `DecodedSequence`; raises (KeyError/ValueError/OSError) on a malformed sample."""
+    sample = sample_from_members(key, members, shard=shard)
+    ids = sample.input_ids.astype(np.int64)
+    mask = sample.attention_mask.astype(bool)
+    phi = sample.phi.astype(np.int64)
+    phi_next = sample.phi_next.astype(np.int64)
+    if not (ids.shape == mask.shape == phi.shape == phi_next.shape) or ids.ndim != 1:
+        raise ValueError("arrays of different lengths")
+    n_images = len(sample.image_bytes)
+    if max_seq_len is not None and len(ids) > max_seq_len:
+        ids, mask, phi, phi_next = (a[:max_seq_len] for a in (ids, mask, phi, phi_next))
+        # Slots are in <image> order: the crop keeps the images whose <image> token survived.
+        n_images = min(n_images, int((ids[mask] == special.image).sum()))
+        phi_next = np.where(phi_next > n_images, 0, phi_next)
+    images = [decode_resized(data, image_size) for data in sample.image_bytes[:n_images]]
+    targets = loss_target_mask(ids, mask, special.image, special.pad)
+    return DecodedSequence(key=key, doc_id=str(sample.metadata.get("doc_id") or key),
+                           url=str(sample.metadata.get("url") or ""), input_ids=ids, attention_mask=mask, phi=phi,
+                           phi_next=phi_next, targets=targets, images=images)
+
+
+def iter_decoded(shard_set: ShardSet, shards: list[str], image_size: int, max_seq_len: int | None,
+                 counts: DataCounts, keep: Any = None) -> Iterator[DecodedSequence]:
+    """Decoded sequences of `shards` in stored order; `keep(doc_id)` filters before the (costly) decode."""
+    for path in shards:
+        try:
+            for key, members in iter_tar_groups(path):
+                counts.read += 1
+                try:
+                    if keep is not None and not keep(_doc_id_of(key, members)):
+                        counts.dropped["not_in_this_split"] += 1
+                        continue
+                    decoded = decode_sample(key, members, path, shard_set.special, image_size, max_seq_len)
+                except Exception as error:  # noqa: BLE001 - a malformed sample is counted, not fatal
+                    counts.dropped[f"unreadable_sample:{type(error).__name__}"] += 1
+                    continue
+                if not decoded.targets.any():
+                    counts.dropped["no_target"] += 1
+                    continue
+                yield decoded
+        except Exception as error:  # noqa: BLE001 - a truncated/corrupt tar: what was read so far is kept
+            counts.dropped[f"unreadable_shard:{type(error).__name__}"] += 1
+
+
+def _doc_id_of(key: str, members: dict[str, bytes]) -> str:
+    import json
+
+    return str(json.loads(members["json"].decode("utf-8")).get("doc_id") or key)
+
+
+# ----------------------------------------------------------------------------------------- in-memory tables
+
+
+@dataclass
+class Batch:
+    """A batch on one device. `slots`/`filled` describe image slots; `images` is uint8 [B, N, 3, S, S]."""
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    phi: torch.Tensor
+    phi_next: torch.Tensor
+    targets: torch.Tensor
+    images: torch.Tensor
+    filled: torch.Tensor
+
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> Batch:
+        return Batch(**{name: getattr(self, name).to(device, non_blocking=non_blocking)
+                        for name in self.__dataclass_fields__})
+
+    def pin_memory(self) -> Batch:
+        return Batch(**{name: getattr(self, name).pin_memory() for name in self.__dataclass_fields__})
+
+    @property
+    def real_tokens(self) -> int:
+        return int(self.attention_mask.sum())
+
+
+class SequenceTable:
+    """Decoded sequences of one shard set stacked into tensors; images in one pool addressed by `slots`.
+
+    The pool makes the verdict's ablations cheap and exact: shuffling images across documents or permuting
+    them within a sequence only rewrites `slots`.
+    """
+
+    def __init__(self, sequences: list[DecodedSequence], max_images: int, image_size: int):
+        if not sequences:
+            raise ShardSetError("no sequences")
+        length = max(len(s.input_ids) for s in sequences)
+        m = len(sequences)
+
+        def stack(name: str, dtype: torch.dtype) -> torch.Tensor:
+            out = torch.zeros(m, length, dtype=dtype)
+            for row, s in enumerate(sequences):
+                values = getattr(s, name)
+                out[row, : len(values)] = torch.from_numpy(np.asarray(values))
+            return out
+
+        self.input_ids = stack("input_ids", torch.long)
+        self.attention_mask = stack("attention_mask", torch.bool)
+        self.phi = stack("phi", torch.long)
+        self.phi_next = stack("phi_next", torch.long)
+        self.targets = stack("targets", torch.bool)
+        self.max_images = max_images
+        self.slots = torch.full((m, max_images), -1, dtype=torch.long)
+        pool: list[np.ndarray] = []
+        for row, s in enumerate(sequences):
+            for slot, image in enumerate(s.images[:max_images]):
+                self.slots[row, slot] = len(pool)
+                pool.append(image)
+        self.images = (torch.from_numpy(np.stack(pool)) if pool
+                       else torch.zeros(0, 3, image_size, image_size, dtype=torch.uint8))
+        self.keys = [s.key for s in sequences]
+        self.doc_ids = [s.doc_id for s in sequences]
+        self.urls = [s.url for s in sequences]
+        self.is_canary = torch.tensor([is_canary_url(s.url) for s in sequences], dtype=torch.bool)
+
+    def __len__(self) -> int:
+        return self.input_ids.shape[0]
+
+    def subset(self, rows: list[int]) -> SequenceTable:
+        """The given rows as a table of their own (sharing the image pool)."""
+        index = torch.tensor(rows, dtype=torch.long)
+        out = object.__new__(SequenceTable)
+        for name in ("input_ids", "attention_mask", "phi", "phi_next", "targets", "slots", "is_canary"):
+            setattr(out, name, getattr(self, name)[index])
+        out.images, out.max_images = self.images, self.max_images
+        for name in ("keys", "doc_ids", "urls"):
+            setattr(out, name, [getattr(self, name)[i] for i in rows])
+        return out
+
+    def batch(self, rows: torch.Tensor, slots: torch.Tensor | None = None, phi: torch.Tensor | None = None) -> Batch:
+        """Rows → a Batch; `slots` (same shape as self.slots[rows]) and `phi` replace the stored ones (ablations)."""
+        slots = self.slots[rows] if slots is None else slots
+        filled = slots >= 0
+        images = torch.zeros(*slots.shape, *self.images.shape[1:], dtype=torch.uint8)
+        if filled.any():
+            images[filled] = self.images[slots[filled]]
+        return Batch(input_ids=self.input_ids[rows], attention_mask=self.attention_mask[rows],
+                     phi=self.phi[rows] if phi is None else phi, phi_next=self.phi_next[rows],
+                     targets=self.targets[rows], images=images, filled=filled)
+
+
+def load_tables(shard_set: ShardSet, image_size: int, max_seq_len: int | None, eval_fraction: float,
+                max_eval: int, max_train: int | None, load_train: bool = True
+                ) -> tuple[SequenceTable | None, SequenceTable | None, DataCounts]:
+    """(train table or None, eval table or None, counts): one pass over the shards, split by document.
+
+    With `load_train` False (streaming) only held-out sequences are decoded, and reading stops once
+    `max_eval` of them are found, so a large shard set is not read in full before training starts.
+    """
+    counts = DataCounts()
+    train: list[DecodedSequence] = []
+    held: list[DecodedSequence] = []
+    keep = None if load_train else (lambda doc_id: held_out(doc_id, eval_fraction))
+    for seq in iter_decoded(shard_set, shard_set.shards, image_size, max_seq_len, counts, keep=keep):
+        if held_out(seq.doc_id, eval_fraction):
+            held.append(seq)
+            if not load_train and len(held) >= max_eval:
+                break  # streaming: the held-out sample is complete; no need to read every shard for it
+        elif max_train is None or len(train) < max_train:
+            train.append(seq)
+        else:
+            counts.dropped["over_max_train_sequences"] += 1
+    held.sort(key=lambda s: (held_out_rank(s.doc_id), s.key))
+    if len(held) > max_eval:
+        counts.dropped["over_max_eval_sequences"] += len(held) - max_eval
+        held = held[:max_eval]
+    held.sort(key=lambda s: s.key)
+    counts.train, counts.eval = len(train), len(held)
+    n_slots = shard_set.max_images
+    train_table = SequenceTable(train, n_slots, image_size) if train else None
+    eval_table = SequenceTable(held, n_slots, image_size) if held else None
+    return train_table, eval_table, counts
+
+
+class TableBatches:
+    """Endless seeded batches from an in-memory table (a fresh permutation each epoch)."""
+
+    def __init__(self, table: SequenceTable, batch_size: int, seed: int):
+        self.table = table
+        self.batch_size = min(batch_size, len(table))
+        self.generator = torch.Generator().manual_seed(seed)
+        self._order = torch.empty(0, dtype=torch.long)
+        self._cursor = 0
+
+    def __iter__(self) -> Iterator[Batch]:
+        return self
+
+    def __next__(self) -> Batch:
+        if self._cursor + self.batch_size > len(self._order):
+            self._order = torch.randperm(len(self.table), generator=self.generator)
+            self._cursor = 0
+        rows = self._order[self._cursor: self._cursor + self.batch_size]
+        self._cursor += self.batch_size
+        return self.table.batch(rows)
+
+
+# --------------------------------------------------------------------------------------------------- streaming
+
+
+def collate(items: list[DecodedSequence], max_images: int, image_size: int) -> Batch:
+    length = max(len(s.input_ids) for s in items)
+    b = len(items)
+
+    def stack(name: str, dtype: torch.dtype) -> torch.Tensor:
+        out = torch.zeros(b, length, dtype=dtype)
+        for row, s in enumerate(items):
+            values = getattr(s, name)
+            out[row, : len(values)] = torch.from_numpy(np.asarray(values))
+        return out
+
+    images = torch.zeros(b, max_images, 3, image_size, image_size, dtype=torch.uint8)
+    filled = torch.zeros(b, max_images, dtype=torch.bool)
+    for row, s in enumerate(items):
+        for slot, image in enumerate(s.images[:max_images]):
+            images[row, slot] = torch.from_numpy(image)
+            filled[row, slot] = True
+    return Batch(input_ids=stack("input_ids", torch.long), attention_mask=stack("attention_mask", torch.bool),
+                 phi=stack("phi", torch.long), phi_next=stack("phi_next", torch.long),
+                 targets=stack("targets", torch.bool), images=images, filled=filled)
+
+
+class StreamingSequences(torch.utils.data.IterableDataset):
+    """Training sequences straight from the shards: shards split over DataLoader workers, a seeded shuffle
+    buffer, endless epochs (each with its own shard order). Held-out documents are skipped before decoding."""
+
+    def __init__(self, shard_set: ShardSet, image_size: int, max_seq_len: int | None, eval_fraction: float,
+                 shuffle_buffer: int, seed: int):
+        super().__init__()
+        self.shard_set = shard_set
+        self.image_size = image_size
+        self.max_seq_len = max_seq_len
+        self.eval_fraction = eval_fraction
+        self.shuffle_buffer = max(1, shuffle_buffer)
+        self.seed = seed
+        self.counts = DataCounts()  # of the main process only when workers are used
+
+    def __iter__(self) -> Iterator[DecodedSequence]:
+        info = torch.utils.data.get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info else (0, 1)
+        epoch = 0
+        while True:
+            rng = random.Random(f"{self.seed}:{epoch}:{worker}")
+            shards = list(self.shard_set.shards)
+            random.Random(f"{self.seed}:{epoch}").shuffle(shards)
+            mine = shards[worker::workers] or shards[worker % len(shards)::len(shards)]
+            buffer: list[DecodedSequence] = []
+            produced = 0
+            for seq in iter_decoded(self.shard_set, mine, self.image_size, self.max_seq_len, self.counts,
+                                    keep=lambda doc_id: not held_out(doc_id, self.eval_fraction)):
+                produced += 1
+                if len(buffer) < self.shuffle_buffer:
+                    buffer.append(seq)
+                    continue
+                index = rng.randrange(len(buffer))
+                yield buffer[index]
+                buffer[index] = seq
+            rng.shuffle(buffer)
+            yield from buffer
+            if produced == 0:
+                raise ShardSetError(f"{self.shard_set.source}: no training sequences left after the held-out split")
+            epoch += 1
+
+
+def streaming_batches(shard_set: ShardSet, image_size: int, max_seq_len: int | None, eval_fraction: float,
+                      batch_size: int, shuffle_buffer: int, seed: int, num_workers: int, prefetch_factor: int,
+                      pin_memory: bool) -> Iterator[Batch]:
+    dataset = StreamingSequences(shard_set, image_size, max_seq_len, eval_fraction, shuffle_buffer, seed)
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=batch_size, num_workers=num_workers, pin_memory=pin_memory,
+        collate_fn=functools.partial(collate, max_images=shard_set.max_images, image_size=image_size),
+        prefetch_factor=prefetch_factor if num_workers > 0 else None,
+        persistent_workers=num_workers > 0,
+        worker_init_fn=_seed_worker,
+    )
+    return iter(loader)
+
+
+def _seed_worker(worker_id: int) -> None:
+    seed = torch.initial_seed() % (1 << 32)
+    np.random.seed(seed)
+    random.seed(seed)
