@@ -25,7 +25,8 @@ def tree_digest(root: Path) -> dict[str, str]:
 
 
 def overrides(host: ImageHost, mode: str) -> list[str]:
-    return ["download.allow_loopback=true", f"download.rewrite_to={host.base_url}", f"runner.direct_running_mode={mode}"]
+    return ["download.allow_loopback=true", f"download.rewrite_to={host.base_url}",
+            f"runner.direct_running_mode={mode}"]
 
 
 def build_args(crawl: Path, out: Path, host: ImageHost, mode: str) -> list[str]:

@@ -174,6 +174,8 @@ def test_vision_checkpoint_loads_and_freezes(tmp_path):
     for (name, a), (_, b) in zip(source.vision.state_dict().items(), model.vision.state_dict().items()):
         assert torch.equal(a, b), name
     assert not any(p.requires_grad for p in model.vision.parameters())
+    model.train()  # a frozen encoder keeps its BatchNorm statistics
+    assert not model.vision.training and model.layers.training
 
 
 def test_open_clip_needs_a_local_checkpoint():

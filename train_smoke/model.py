@@ -63,7 +63,13 @@ def _mlp(dim: int, mult: int, dropout: float = 0.0) -> nn.Sequential:
 
 
 class ConvEncoder(nn.Module):
-    """Stride-2 conv stages with GroupNorm (batch-independent, deterministic): pixels → a grid of feature tokens."""
+    """Stride-2 conv stages → a grid of feature tokens.
+
+    BatchNorm, not GroupNorm/LayerNorm: early in training the text loss pushes the visual tokens towards a
+    constant (noise to a model that cannot use them yet), and a per-image norm lets the features grow a
+    shared offset that drowns the image-specific part; batch statistics remove any such offset. In eval
+    mode BatchNorm uses its running statistics, so no sequence ever depends on another one's images.
+    """
 
     def __init__(self, channels: list[int], out_dim: int):
         super().__init__()
@@ -300,6 +306,15 @@ class FlamingoLM(nn.Module):
             nn.init.normal_(module.weight, std=0.02)
         elif isinstance(module, nn.Linear) and module.bias is not None:
             nn.init.zeros_(module.bias)
+
+    def train(self, mode: bool = True) -> FlamingoLM:
+        """A frozen vision tower stays in eval mode: its BatchNorm statistics and dropout must not move."""
+        super().train(mode)
+        frozen = getattr(self.vision, "visual", None) if self.cfg.vision.kind == "open_clip" else (
+            self.vision if self.cfg.vision.freeze else None)
+        if frozen is not None:
+            frozen.eval()
+        return self
 
     # --- parts, exposed so the trainer can freeze / compile them separately
 

@@ -325,6 +325,10 @@ class Trainer:
 def _progress(iterable, desc: str, enabled: bool):
     if not enabled:
         return iterable
+    import sys
+
     from tqdm.auto import tqdm
 
-    return tqdm(iterable, desc=desc, leave=False, dynamic_ncols=True, mininterval=0.5)
+    # In a terminal the bar redraws twice a second; in a log file (CI) one line every 30 s is enough.
+    interval = 0.5 if sys.stderr.isatty() else 30.0
+    return tqdm(iterable, desc=desc, leave=False, dynamic_ncols=True, mininterval=interval)

@@ -23,7 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--weights", type=float, nargs="+", metavar="λ",
                         help="mixing weight of each shard set, in order (default: 1 each)")
     parser.add_argument("--output", default="smoke-out", help="directory for the report and plots")
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), help="default: smoke.device (auto)")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), help="default: the profile's smoke.device")
     parser.add_argument("--profile", help="config profile: tiny (CPU, CI) or gpu; default: smoke.profile")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     add_config_flags(parser)
