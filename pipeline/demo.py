@@ -72,4 +72,4 @@ def run_demo(output: str, seed: int, user_config: str | None, overrides: list[st
 def run_smoke_for_demo(shards: str, output: str, profile: str, config: dict[str, Any]) -> dict[str, Any]:
     from train_smoke.run import run_smoke
 
-    return run_smoke([shards], output=output, profile=profile, config=config)
+    return run_smoke([shards], output=output, profile=profile, config=config)["verdict"]
