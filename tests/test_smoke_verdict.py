@@ -16,6 +16,8 @@ import pytest
 from pipeline.cli import main
 from train_smoke.canary_shards import MUTATIONS, build_records, canary_documents, mutate, shard_config, write_shard_set
 
+pytestmark = pytest.mark.slow  # about three minutes of CPU training in all (CI runs it)
+
 CLASSES = ("circle", "ring", "stripes", "dots")
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
