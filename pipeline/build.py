@@ -25,7 +25,7 @@ from pipeline.accounting import query_counts, stage_table, unbalanced, write_jso
 from pipeline.config import dump_config
 from pipeline.jobs import extract_documents, write_config
 from pipeline.runner import make_pipeline
-from pipeline.sinks import WriteDocuments, read_documents
+from pipeline.sinks import ReadDocumentFiles, WriteDocuments
 from pipeline.summary import WriteSummary
 
 log = logging.getLogger(__name__)
@@ -55,22 +55,6 @@ def _parquet_files(directory: str) -> list[str]:
     return sorted(m.path for m in FileSystems.match([pattern])[0].metadata_list)
 
 
-class ReadParquetDocuments(beam.PTransform):
-    """Parquet document files → Documents, one file per element so reading spreads over workers."""
-
-    def __init__(self, paths: list[str]):
-        super().__init__()
-        self.paths = paths
-
-    def expand(self, pbegin):
-        return (
-            pbegin
-            | "Files" >> beam.Create(self.paths)
-            | "Spread files" >> beam.Reshuffle()
-            | "Read parquet" >> beam.FlatMap(lambda path: read_documents([path]))
-        )
-
-
 def _run(pipeline: beam.Pipeline) -> dict[str, int]:
     result = pipeline.run()
     result.wait_until_finish()
@@ -97,7 +81,7 @@ def images_stage(ctx: BuildContext, out: str) -> beam.Pipeline:
     from pipeline.images import DownloadImages
 
     pipeline = make_pipeline(ctx.beam_args, ctx.config)
-    docs = pipeline | "Read documents" >> ReadParquetDocuments(_parquet_files(ctx.stage_dir("documents")))
+    docs = pipeline | "Read documents" >> ReadDocumentFiles(_parquet_files(ctx.stage_dir("documents")))
     docs = docs | "Download images" >> DownloadImages(ctx.config, FileSystems.join(ctx.output, "work", "download"))
     docs = docs | "Dedup images" >> DedupImages(ctx.config)
     docs | "Write documents" >> WriteDocuments(out, ctx.config, with_bytes=True)
@@ -110,7 +94,7 @@ def shards_stage(ctx: BuildContext, out: str) -> beam.Pipeline:
     from pipeline.shard_sink import WriteShards
 
     pipeline = make_pipeline(ctx.beam_args, ctx.config)
-    docs = pipeline | "Read documents" >> ReadParquetDocuments(_parquet_files(ctx.stage_dir("images")))
+    docs = pipeline | "Read documents" >> ReadDocumentFiles(_parquet_files(ctx.stage_dir("images")))
     docs | "Write shards" >> WriteShards(out, ctx.config)
     return pipeline
 

@@ -327,29 +327,11 @@ def document_files(inputs: list[str]) -> list[str]:
     return sorted(dict.fromkeys(files))
 
 
-class ReadDocumentFiles(beam.PTransform):
-    """Parquet document files → Documents, one file per element so reading spreads over the workers."""
-
-    def __init__(self, paths: list[str]):
-        super().__init__()
-        self.paths = paths
-
-    def expand(self, pbegin):
-        from pipeline.sinks import read_documents
-
-        return (
-            pbegin
-            | "Files" >> beam.Create(self.paths)
-            | "Spread files" >> beam.Reshuffle()
-            | "Read parquet" >> beam.FlatMap(lambda path: read_documents([path]))
-        )
-
-
 def run_filter(inputs: list[str], output: str, config: dict[str, Any], beam_args: list[str] | None = None):
     """`m3w filter`: OBELICS Parquet documents → filtered documents + report.json + config.yaml."""
     from pipeline.jobs import finish_report, write_config
     from pipeline.runner import make_pipeline
-    from pipeline.sinks import WriteDocuments
+    from pipeline.sinks import ReadDocumentFiles, WriteDocuments
 
     started = time.time()
     paths = document_files(inputs)

@@ -102,6 +102,22 @@ class WriteDropAudit(beam.PTransform):
         )
 
 
+class ReadDocumentFiles(beam.PTransform):
+    """Parquet document files → Documents, one file per element so reading spreads over the workers."""
+
+    def __init__(self, paths: list[str]):
+        super().__init__()
+        self.paths = paths
+
+    def expand(self, pbegin):
+        return (
+            pbegin
+            | "Files" >> beam.Create(self.paths)
+            | "Spread files" >> beam.Reshuffle()
+            | "Read parquet" >> beam.FlatMap(lambda path: read_documents([path]))
+        )
+
+
 def read_documents(paths: list[str]) -> list[Document]:
     """Load documents back from Parquet (tests, inspection, later stages run locally)."""
     from schemas.document import row_to_document
