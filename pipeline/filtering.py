@@ -30,7 +30,8 @@ from apache_beam.io.filesystems import FileSystems
 from filters.base import Verdict
 from pipeline.accounting import DROPPED_TAG, StageCounters
 from pipeline.read import Page
-from schemas.document import Document, Node, document_to_dict
+from pipeline.sinks import WriteDropAudit
+from schemas.document import Document, Node
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +128,7 @@ class GatePages(beam.PTransform):
             return pages
         results = pages | "Gate pages" >> beam.ParDo(GateDoFn(self.config)).with_outputs(DROPPED_TAG, main="pages")
         if self.audit_dir and self.config["output"]["audit_drops"]:
-            results[DROPPED_TAG] | "Audit gate drops" >> WriteAuditLines(self.audit_dir, "gate")
+            results[DROPPED_TAG] | "Audit gate drops" >> WriteDropAudit(self.audit_dir, "gate")
         return results.pages
 
 
@@ -273,35 +274,8 @@ class FilterDocuments(beam.PTransform):
         results = docs | "Filter documents" >> beam.ParDo(FilterDoFn(self.config)).with_outputs(
             DROPPED_TAG, main="docs")
         if self.audit_dir and self.config["output"]["audit_drops"]:
-            results[DROPPED_TAG] | "Audit filter drops" >> WriteAuditLines(self.audit_dir, "filter")
+            results[DROPPED_TAG] | "Audit filter drops" >> WriteDropAudit(self.audit_dir, "filter")
         return results.docs
-
-
-class WriteAuditLines(beam.PTransform):
-    """(stage, reason, detail, item) → `<directory>/dropped/<prefix>-SSSSS-of-NNNNN.jsonl`.
-
-    The same lines as `pipeline.sinks.WriteDropAudit`, under a file prefix of their own, so the gate's and
-    the filter's audits can share an output directory with the extractor's.
-    """
-
-    def __init__(self, directory: str, prefix: str):
-        super().__init__()
-        self.directory = directory.rstrip("/")
-        self.prefix = prefix
-
-    def expand(self, dropped):
-        def as_json(item: tuple[str, str, str, Any]) -> str:
-            stage, reason, detail, element = item
-            payload = document_to_dict(element) if isinstance(element, Document) else element
-            return json.dumps({"stage": stage, "reason": reason, "detail": detail, "item": payload},
-                              ensure_ascii=False, sort_keys=True, default=str)
-
-        return (
-            dropped
-            | "Audit JSON" >> beam.Map(as_json)
-            | "Write audit" >> beam.io.WriteToText(FileSystems.join(self.directory, "dropped", self.prefix),
-                                                   file_name_suffix=".jsonl")
-        )
 
 
 # -- the `m3w filter` job ----------------------------------------------------------------------------

@@ -81,11 +81,15 @@ class WriteDocuments(beam.PTransform):
 
 
 class WriteDropAudit(beam.PTransform):
-    """(stage, reason, detail, element) → JSON lines under `{directory}/dropped/`, for threshold audits."""
+    """(stage, reason, detail, element) → `{directory}/dropped/{prefix}-SSSSS-of-NNNNN.jsonl`, for threshold audits.
 
-    def __init__(self, directory: str):
+    Each stage writes under its own file prefix, so several stages' audits share one output directory.
+    """
+
+    def __init__(self, directory: str, prefix: str = "dropped"):
         super().__init__()
         self.directory = directory.rstrip("/")
+        self.prefix = prefix
 
     def expand(self, dropped):
         def as_json(item: tuple[str, str, str, Any]) -> str:
@@ -97,7 +101,7 @@ class WriteDropAudit(beam.PTransform):
         return (
             dropped
             | "Audit JSON" >> beam.Map(as_json)
-            | "Write audit" >> beam.io.WriteToText(FileSystems.join(self.directory, "dropped", "dropped"),
+            | "Write audit" >> beam.io.WriteToText(FileSystems.join(self.directory, "dropped", self.prefix),
                                                    file_name_suffix=".jsonl")
         )
 
