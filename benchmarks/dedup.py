@@ -24,9 +24,12 @@ import random
 import string
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _proctree import ProcessTreeSampler  # noqa: E402
 
 DOCS_PER_SHARD = 2000
 DOCS_PER_DOMAIN = 50
@@ -101,7 +104,7 @@ def run_one(size: int, workers: int, with_images: bool, mode: str) -> dict:
     """One measured pipeline (in this process); returns its counts."""
     import apache_beam as beam
 
-    from pipeline.accounting import StageCounters, query_counts, stage_table, unbalanced
+    from pipeline.accounting import StageCounters, broken_links, query_counts, stage_table, unbalanced
     from pipeline.config import load_config
     from pipeline.dedup import DedupDocuments, DedupImages, DropFrequentImageUrls
     from pipeline.runner import make_pipeline
@@ -130,70 +133,28 @@ def run_one(size: int, workers: int, with_images: bool, mode: str) -> dict:
     result = pipeline.run()
     result.wait_until_finish()
     table = stage_table(query_counts(result))
-    return {"stages": table, "unbalanced": unbalanced(table), "broken_links": broken_links(table)}
+    return {"stages": table, "unbalanced": unbalanced(table), "broken_links": broken_links(table, FLOW)}
 
 
-def broken_links(table: dict) -> list[str]:
-    """Documents that vanished *between* stages: each stage's input must be the previous stage's output."""
-    order = ["dedup_url", "dedup_exact", "dedup_near", "dedup_paragraphs", "dedup_image_urls", "dedup_images",
-             "bench_output"]
-    present = [stage for stage in order if stage in table]
-    problems = []
-    for before, after in zip(present, present[1:]):
-        out, into = table[before]["documents"]["out"], table[after]["documents"]["in"]
-        if out != into:
-            problems.append(f"{before} out={out} but {after} in={into}")
-    return problems
-
-
-def _tree_rss(root: int) -> int:
-    """Resident bytes of a process and all its descendants, from /proc (Linux)."""
-    children: dict[int, list[int]] = {}
-    rss: dict[int, int] = {}
-    page = os.sysconf("SC_PAGE_SIZE")
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as handle:
-                fields = handle.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        children.setdefault(int(fields[1]), []).append(int(entry))
-        rss[int(entry)] = int(fields[21]) * page
-    total, stack = 0, [root]
-    while stack:
-        pid = stack.pop()
-        total += rss.get(pid, 0)
-        stack.extend(children.get(pid, []))
-    return total
+FLOW = [(stage, "documents") for stage in ("dedup_url", "dedup_exact", "dedup_near", "dedup_paragraphs",
+                                           "dedup_image_urls", "dedup_images", "bench_output")]
 
 
 def measure(size: int, workers: int, with_images: bool, mode: str) -> dict:
     command = [sys.executable, __file__, "--run-one", str(size), "--workers", str(workers), "--mode", mode]
     if with_images:
         command.append("--images")
-    peak = 0
     started = time.perf_counter()
     process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
-    done = threading.Event()
-
-    def sample() -> None:
-        nonlocal peak
-        while not done.is_set():
-            peak = max(peak, _tree_rss(process.pid))
-            time.sleep(0.1)
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
+    sampler = ProcessTreeSampler(process.pid).start()
     output, _ = process.communicate()
     seconds = time.perf_counter() - started
-    done.set()
-    sampler.join()
+    sampler.stop()
     if process.returncode:
         raise SystemExit(f"size {size} failed with exit code {process.returncode}")
     report = json.loads(output.strip().splitlines()[-1])
-    return {"size": size, "seconds": seconds, "peak_rss": peak, **report}
+    return {"size": size, "seconds": seconds, "peak_rss": sampler.peak_rss,
+            "peak_worker_rss": sampler.peak_worker_rss, **report}
 
 
 def main() -> None:
@@ -215,15 +176,17 @@ def main() -> None:
                         str(args.workers), *(["--images"] if args.images else []),
                         *(["--mode", args.mode] if args.mode != "multi_processing" else [])])
     print(f"command: {command}   (local runner, {args.mode}, {args.workers} workers, {os.cpu_count()} cores)")
-    print("| documents | seconds | documents/s | µs/document | peak RSS (tree) | dropped: url / exact / near "
-          "| boilerplate paragraphs | frequent image URLs |" + (" image dups |" if args.images else ""))
-    print("|---:|---:|---:|---:|---:|---|---:|---:|" + ("---:|" if args.images else ""))
+    print("| documents | seconds | documents/s | µs/document | peak RSS (tree) | peak RSS per worker "
+          "| dropped: url / exact / near | boilerplate paragraphs | frequent image URLs |"
+          + (" image dups |" if args.images else ""))
+    print("|---:|---:|---:|---:|---:|---:|---|---:|---:|" + ("---:|" if args.images else ""))
     for row in rows:
         def dropped(stage: str, unit: str = "documents", stages: dict = row["stages"]) -> int:
             return sum(stages.get(stage, {}).get(unit, {}).get("dropped", {}).values())
 
         line = (f"| {row['size']:,} | {row['seconds']:.1f} | {row['size'] / row['seconds']:,.0f} "
                 f"| {1e6 * row['seconds'] / row['size']:,.0f} | {row['peak_rss'] / 2**20:,.0f} MiB "
+                f"| {row['peak_worker_rss'] / 2**20:,.0f} MiB "
                 f"| {dropped('dedup_url')} / {dropped('dedup_exact')} / {dropped('dedup_near')} "
                 f"| {dropped('dedup_paragraphs', 'paragraphs')} | {dropped('dedup_image_urls', 'images')} |")
         if args.images:

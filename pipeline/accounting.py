@@ -137,6 +137,21 @@ def unbalanced(table: dict[str, Any]) -> list[str]:
     return [f"{stage}/{unit}" for stage, units in table.items() for unit, e in units.items() if not e["balanced"]]
 
 
+def broken_links(table: dict[str, Any], flow: Iterable[tuple[str, str]]) -> list[str]:
+    """Items lost *between* stages: each stage's input must be the output of the stage before it in `flow`.
+
+    Every stage balancing on its own does not prove nothing vanished on the way from one to the next (a
+    runner losing a bundle, a sink dropping rows); this check does. Stages absent from `table` are skipped.
+    """
+    present = [(stage, unit) for stage, unit in flow if unit in table.get(stage, {})]
+    problems = []
+    for (before, unit_before), (after, unit_after) in zip(present, present[1:]):
+        out, into = table[before][unit_before]["out"], table[after][unit_after]["in"]
+        if out != into:
+            problems.append(f"{before}/{unit_before} out={out} but {after}/{unit_after} in={into}")
+    return problems
+
+
 def write_json(path: str, payload: dict[str, Any]) -> None:
     from apache_beam.io.filesystems import FileSystems
 

@@ -21,7 +21,7 @@ from typing import Any
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
-from pipeline.accounting import query_counts, stage_table, unbalanced, write_json
+from pipeline.accounting import broken_links, query_counts, stage_table, unbalanced, write_json
 from pipeline.config import dump_config
 from pipeline.jobs import extract_documents, write_config
 from pipeline.runner import make_pipeline
@@ -36,6 +36,13 @@ STAGE_ORDER = [
     "read", "gate", "extract", "filter_paragraphs", "filter", "filter_language", "filter_quality", "filter_safety",
     "dedup_url", "dedup_exact", "dedup_near", "dedup_paragraphs", "dedup_image_urls", "download", "image_filter",
     "dedup_images", "shard",
+]
+# Where each page/document goes next: what one stage emits, the next one must receive (`broken_links`).
+DOCUMENT_FLOW = [
+    ("read", "records"), ("gate", "pages"), ("extract", "pages"), ("filter", "documents"), ("dedup_url", "documents"),
+    ("dedup_exact", "documents"), ("dedup_near", "documents"), ("dedup_paragraphs", "documents"),
+    ("dedup_image_urls", "documents"), ("download", "documents"), ("image_filter", "documents"),
+    ("dedup_images", "documents"), ("shard", "documents"),
 ]
 
 
@@ -137,6 +144,15 @@ def _clear(directory: str) -> None:
     FileSystems.mkdirs(directory)
 
 
+def _lost_on_the_way(before: dict[str, int], stage_counts: dict[str, int]) -> list[str]:
+    """Broken links that appear once this stage's counts join those of the stages before it."""
+    after = dict(before)
+    for counter, value in stage_counts.items():
+        after[counter] = after.get(counter, 0) + value
+    known = set(broken_links(stage_table(before), DOCUMENT_FLOW))
+    return [problem for problem in broken_links(stage_table(after), DOCUMENT_FLOW) if problem not in known]
+
+
 def run_build(inputs: list[str], output: str, config: dict[str, Any], beam_args: list[str] | None = None,
               only: list[str] | None = None) -> dict[str, Any]:
     """Run (or resume) every stage, then write report.json and report.html in OUTPUT."""
@@ -145,23 +161,29 @@ def run_build(inputs: list[str], output: str, config: dict[str, Any], beam_args:
     counts: dict[str, int] = {}
     timings: dict[str, float] = {}
     resumed: list[str] = []
+    redoing = False  # once a stage runs, every later one runs too: its input may have changed
     for name, job in STAGES:
         directory = ctx.stage_dir(name)
         marker = _read_marker(directory)
         key = fingerprint(ctx, name)
-        if marker is not None and marker.get("fingerprint") == key:
+        if not redoing and marker is not None and marker.get("fingerprint") == key:
             log.warning("m3w build: stage '%s' already complete, skipped", name)
             resumed.append(name)
             stage_counts, seconds = marker["counts"], marker["seconds"]
         else:
             if only is not None and name not in only:
                 break
+            redoing = True
             _clear(directory)
             started = time.time()
             stage_counts = _run(job(ctx, directory))
             seconds = round(time.time() - started, 3)
-            write_json(FileSystems.join(directory, MARKER),
-                       {"fingerprint": key, "counts": stage_counts, "seconds": seconds})
+            lost = _lost_on_the_way(counts, stage_counts)
+            if lost:  # not marked complete: a re-run redoes this stage instead of trusting its output
+                log.error("m3w build: stage '%s' lost items between stages: %s", name, "; ".join(lost))
+            else:
+                write_json(FileSystems.join(directory, MARKER),
+                           {"fingerprint": key, "counts": stage_counts, "seconds": seconds})
         timings[name] = seconds
         for counter, value in stage_counts.items():
             counts[counter] = counts.get(counter, 0) + value
@@ -171,6 +193,7 @@ def run_build(inputs: list[str], output: str, config: dict[str, Any], beam_args:
         "inputs": inputs,
         "stages": table,
         "unbalanced": unbalanced(table),
+        "broken_links": broken_links(table, DOCUMENT_FLOW),
         "timings_s": timings,
         "resumed_stages": resumed,
     }

@@ -59,20 +59,24 @@ def run_demo(output: str, seed: int, user_config: str | None, overrides: list[st
         print(f"    {problem}")
 
     started = _step(f"m3w smoke {shards} (profile {smoke_profile}, CPU)")
-    verdict = run_smoke_for_demo(shards, os.path.join(output, "smoke"), smoke_profile, config)
+    verdict = run_smoke_for_demo(shards, os.path.join(output, "smoke"), smoke_profile, user_config, overrides)
     status = str(verdict.get("status", "pass" if verdict.get("passed") else "fail")).upper()
     _done(started, f"smoke verdict: {status}: {verdict.get('summary', '')}")
     add_smoke_verdict(build_dir, verdict)
 
     # The demo fails on a broken pipeline, broken shards or a failing verdict. An "inconclusive" verdict
     # (too few held-out canary words to judge) is reported as such: raise --canary-pages to decide it.
-    ok = result.ok and not report["unbalanced"] and status != "FAIL"
+    ok = result.ok and not report["unbalanced"] and not report["broken_links"] and status != "FAIL"
     print(f"\nreport: {os.path.abspath(os.path.join(build_dir, 'report.html'))}")
     print("demo " + ("succeeded" if ok else "FAILED") + (f" (smoke verdict {status})" if status != "PASS" else ""))
     return 0 if ok else 1
 
 
-def run_smoke_for_demo(shards: str, output: str, profile: str, config: dict[str, Any]) -> dict[str, Any]:
+def run_smoke_for_demo(shards: str, output: str, profile: str, user_config: str | None,
+                       overrides: list[str]) -> dict[str, Any]:
+    """The CPU smoke run, configured like `m3w smoke --profile P`: the user's `smoke.*` settings beat the profile's."""
+    from train_smoke.config import resolve_config
     from train_smoke.run import run_smoke
 
-    return run_smoke([shards], output=output, profile=profile, config=config)["verdict"]
+    config = resolve_config(user_config, overrides, profile=profile)
+    return run_smoke([shards], output=output, config=config)["verdict"]

@@ -207,6 +207,9 @@ def render_html(report: dict[str, Any]) -> str:
     summary = report.get("summary", {})
     status = ("<span class='badge pass'>counts balance</span>" if not report.get("unbalanced")
               else f"<span class='badge fail'>unbalanced: {html.escape(', '.join(report['unbalanced']))}</span>")
+    status += (" <span class='badge pass'>nothing lost between stages</span>" if not report.get("broken_links")
+               else " <span class='badge fail'>lost between stages: "
+               f"{html.escape('; '.join(report['broken_links']))}</span>")
     image_rows = [(f"{stage}: {reason}", n) for stage, units in table.items()
                   for reason, n in units.get("images", {}).get("dropped", {}).items()]
     sections = [

@@ -33,3 +33,5 @@ def print_report_summary(report: dict) -> None:
             print(f"{stage:>14} {unit:<11} in={entry['in']:<7} out={entry['out']:<7} {drops}")
     if report.get("unbalanced"):
         print(f"COUNTS DO NOT BALANCE: {report['unbalanced']}", file=sys.stderr)
+    if report.get("broken_links"):
+        print(f"ITEMS LOST BETWEEN STAGES: {'; '.join(report['broken_links'])}", file=sys.stderr)

@@ -820,16 +820,16 @@ class SampleWeb:
             title = writer.title()
             url = f"https://{canaries.CANARY_PAGE_HOST}/notes/{self.unique_slug(title)}.html"
             b = PageBuilder(url, title)
-            n_images = self.rng.randint(3, 5)
+            n_images = self.rng.randint(4, 6)
             page_classes = []
             for _ in range(n_images):
                 if not classes:
                     classes = list(canaries.CANARY_CLASSES)
                     self.rng.shuffle(classes)
                 page_classes.append(classes.pop())
-            b.paragraph(writer.opening((3, 5)))
-            if self.rng.random() < 0.5:
-                b.paragraph(writer.paragraph((3, 5)))
+            # Dense on purpose: a short lead, then each picture with one sentence that opens with its class word,
+            # so a training window of a hundred-odd tokens holds several canaries (the CPU smoke run needs them).
+            b.paragraph(writer.opening((1, 2)))
             for cls in page_classes:
                 def make(cls=cls):
                     nonlocal variant
@@ -842,10 +842,8 @@ class SampleWeb:
                 self.add_asset(asset_url, "canary", image, "jpg", cls=cls, source="generated")
                 inner = img_tag(asset_url, writer.alt_text() if self.rng.random() < 0.5 else "")
                 b.image(f"<figure>{inner}</figure>" if self.rng.random() < 0.6 else f"<p>{inner}</p>", asset_url)
-                b.paragraph(f"{cls.capitalize()}. {writer.paragraph((2, 4))}")
-                if self.rng.random() < 0.6:
-                    b.paragraph(writer.paragraph((3, 5)))
-            b.paragraph(writer.paragraph((3, 5)))
+                b.paragraph(f"{cls.capitalize()}. {writer.paragraph((1, 2))}")
+            b.paragraph(writer.paragraph((2, 3)))
             self.add_page(b, "canary", layout, tags=["canary"], canary_classes=page_classes)
 
     def other_records(self) -> None:

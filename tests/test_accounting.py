@@ -1,0 +1,64 @@
+"""Nothing disappears silently: per-stage balance, continuity between stages, and what a build does when it breaks."""
+
+from __future__ import annotations
+
+import json
+
+import pipeline.build as build
+from pipeline.accounting import broken_links, stage_table, unbalanced
+from pipeline.config import load_config
+
+FLOW = [("read", "records"), ("extract", "pages"), ("filter", "documents"), ("shard", "documents")]
+
+
+def counts(**stages: tuple[int, int, dict[str, int]]) -> dict[str, int]:
+    """{'filter': (in, out, drops)} → Beam-style counter names (unit taken from FLOW)."""
+    units = dict(FLOW)
+    out: dict[str, int] = {}
+    for stage, (seen, kept, drops) in stages.items():
+        unit = units[stage]
+        out[f"{stage}|{unit}|in"] = seen
+        out[f"{stage}|{unit}|out"] = kept
+        for reason, n in drops.items():
+            out[f"{stage}|{unit}|drop|{reason}"] = n
+    return out
+
+
+def test_a_gap_between_balanced_stages_is_reported():
+    table = stage_table(counts(read=(10, 9, {"not_html": 1}), extract=(9, 7, {"no_text": 2}),
+                               filter=(6, 6, {}), shard=(6, 6, {})))
+    assert unbalanced(table) == []  # each stage balances on its own...
+    assert broken_links(table, FLOW) == ["extract/pages out=7 but filter/documents in=6"]  # ...one went missing
+
+
+def test_absent_stages_are_skipped_and_a_continuous_run_is_clean():
+    table = stage_table(counts(read=(10, 9, {"not_html": 1}), filter=(9, 8, {"spam": 1}), shard=(8, 8, {})))
+    assert broken_links(table, FLOW) == []
+
+
+def fake_stages(monkeypatch, stage_counts: dict[str, dict[str, int]]) -> None:
+    """Replace the three Beam jobs by ones that only report counters (what `_run` returns)."""
+    monkeypatch.setattr(build, "STAGES", [(name, lambda ctx, out, name=name: name) for name in stage_counts])
+    monkeypatch.setattr(build, "_run", lambda name: stage_counts[name])
+    monkeypatch.setattr(build, "DOCUMENT_FLOW", FLOW)
+
+
+def test_a_stage_that_loses_documents_is_not_marked_complete(monkeypatch, tmp_path):
+    stage_counts = {"documents": counts(read=(10, 9, {"not_html": 1}), extract=(9, 7, {"no_text": 2})),
+                    "images": counts(filter=(6, 6, {})),  # one document lost on the way in
+                    "shards": counts(shard=(6, 6, {}))}
+    fake_stages(monkeypatch, stage_counts)
+    report = build.run_build(["in.warc.gz"], str(tmp_path), load_config())
+    assert report["broken_links"] == ["extract/pages out=7 but filter/documents in=6"]
+    assert (tmp_path / "stages" / "documents" / build.MARKER).exists()
+    assert not (tmp_path / "stages" / "images" / build.MARKER).exists()  # a re-run redoes it
+    assert (tmp_path / "stages" / "shards" / build.MARKER).exists()
+    saved = json.loads((tmp_path / "report.json").read_text())
+    assert saved["broken_links"] == report["broken_links"]
+    assert "lost between stages" in (tmp_path / "report.html").read_text()
+
+    # The re-run trusts the completed prefix only: the stage after the redone one is redone as well.
+    stage_counts["images"], stage_counts["shards"] = counts(filter=(7, 7, {})), counts(shard=(7, 7, {}))
+    again = build.run_build(["in.warc.gz"], str(tmp_path), load_config())
+    assert again["resumed_stages"] == ["documents"] and again["broken_links"] == []
+    assert (tmp_path / "stages" / "images" / build.MARKER).exists()
