@@ -15,6 +15,11 @@ log = logging.getLogger(__name__)
 
 # What the demo changes from the defaults: it fetches from the local image host only.
 DEMO_OVERRIDES = ["download.allow_loopback=true"]
+# Enough canary evidence for the CPU smoke run to decide within a few hundred tiny steps: four shapes
+# (eight need several times the steps on two cores) on enough pages that memorising the text cannot
+# stand in for looking at the pictures.
+DEMO_CANARY_PAGES = 400
+DEMO_CANARY_CLASSES = ("circle", "ring", "stripes", "dots")
 
 
 def _step(message: str) -> float:
@@ -27,7 +32,8 @@ def _done(started: float, detail: str = "") -> None:
 
 
 def run_demo(output: str, seed: int, user_config: str | None, overrides: list[str], beam_args: list[str],
-             smoke_profile: str = "tiny", canary_pages: int = 48) -> int:
+             smoke_profile: str = "tiny", canary_pages: int = DEMO_CANARY_PAGES,
+             canary_classes: tuple[str, ...] = DEMO_CANARY_CLASSES) -> int:
     from pipeline.build import run_build
     from pipeline.config import load_config
     from pipeline.imagehost import ImageHost
@@ -39,7 +45,7 @@ def run_demo(output: str, seed: int, user_config: str | None, overrides: list[st
     build_dir = os.path.join(output, "build")
 
     started = _step(f"generating the sample crawl (seed {seed}) in {sample_dir}")
-    truth = generate_sample_crawl(sample_dir, seed=seed, n_canary_pages=canary_pages)
+    truth = generate_sample_crawl(sample_dir, seed=seed, n_canary_pages=canary_pages, canary_classes=canary_classes)
     _done(started, f"({len(truth['pages'])} pages, {len(truth['images'])} image URLs)")
 
     with ImageHost(os.path.join(sample_dir, "images")) as host:

@@ -303,7 +303,7 @@ def test_canary_pages_and_urls(crawl):
     per_class = Counter()
     for page in canary_pages:
         assert is_canary_url(page["url"])
-        assert 3 <= len(page["images"]) <= 5
+        assert 4 <= len(page["images"]) <= 6
         assert [truth["images"][u]["class"] for u in page["images"]] == page["canary_classes"]
         for url in page["images"]:
             assert is_canary_url(url) and truth["images"][url]["kind"] == "canary"
@@ -313,6 +313,15 @@ def test_canary_pages_and_urls(crawl):
     others = [p for p in truth["pages"] if p["kind"] != "canary"]
     assert not any(is_canary_url(p["url"]) or any(is_canary_url(u) for u in p["images"]) for p in others)
     assert not is_canary_url("not a url") and not is_canary_url(f"{IMG_HOST}/photos/x.jpg")
+
+
+def test_canary_classes_can_be_chosen(tmp_path):
+    truth = generate_sample_crawl(tmp_path / "two", seed=3, n_canary_pages=4, canary_classes=("ring", "dots"))
+    assert truth["canary_classes"] == ["ring", "dots"]
+    drawn = {truth["images"][u]["class"] for p in truth["pages"] if p["kind"] == "canary" for u in p["images"]}
+    assert drawn == {"ring", "dots"}
+    with pytest.raises(ValueError, match="canary classes"):
+        generate_sample_crawl(tmp_path / "bad", n_canary_pages=1, canary_classes=("hexagon",))
 
 
 def test_sample_command_writes_a_crawl(tmp_path, capsys):

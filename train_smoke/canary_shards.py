@@ -24,7 +24,13 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.samplecrawl.canaries import CANARY_CLASSES, CANARY_IMAGE_HOST, CANARY_IMAGE_PREFIX, CANARY_PAGE_HOST
+from pipeline.samplecrawl.canaries import (
+    CANARY_CLASSES,
+    CANARY_IMAGE_HOST,
+    CANARY_IMAGE_PREFIX,
+    CANARY_PAGE_HOST,
+    canary_note,
+)
 from schemas.document import Document, Image, Node
 from schemas.shards import (
     ATTENTION_MASK,
@@ -42,16 +48,6 @@ from schemas.shards import (
 )
 
 MUTATIONS = ("phi_shift", "phi_exclusive", "shuffle_images", "permute_images")
-
-_WORDS = ("the", "a", "small", "note", "about", "this", "figure", "shows", "one", "of", "our", "study", "notes",
-          "drawn", "by", "hand", "for", "class", "today", "we", "look", "at", "shape", "again", "and", "its",
-          "colour", "on", "paper", "with", "some", "care", "is", "here", "in", "page", "book", "reader", "sketch")
-
-
-def _sentence(rng: random.Random, low: int, high: int) -> str:
-    words = [rng.choice(_WORDS) for _ in range(rng.randint(low, high))]
-    return " ".join(words).capitalize() + "."
-
 
 def _jpeg(image) -> bytes:
     """JPEG as the shard writer encodes slots, so a picture already at slot size passes through unchanged."""
@@ -75,14 +71,14 @@ def canary_documents(n_docs: int, images_per_doc: tuple[int, int] = (3, 3), clas
     docs = []
     variant = seed * 1_000_000
     for index in range(n_docs):
-        nodes = [Node(text=_sentence(rng, 4, 8))]
+        nodes = [Node(text=canary_note(rng, 4, 8))]
         for _ in range(rng.randint(*images_per_doc)):
             cls = rng.choice(classes)
             variant += 1
             image_host = CANARY_IMAGE_HOST if page_host == CANARY_PAGE_HOST else f"img.{page_host}"
             url = f"https://{image_host}{CANARY_IMAGE_PREFIX}{index:04d}/{variant}.jpg"
             nodes.append(Node(image=Image(url=url, data=_jpeg(render_canary(cls, variant, image_size)))))
-            nodes.append(Node(text=f"{cls.capitalize()}. {_sentence(rng, *words_after)}"))
+            nodes.append(Node(text=f"{cls.capitalize()}. {canary_note(rng, *words_after)}"))
         docs.append(Document(doc_id=f"canary{seed:02d}{index:05d}", url=f"https://{page_host}/notes/{index}.html",
                              nodes=nodes, metadata={"language": "en"}))
     return docs

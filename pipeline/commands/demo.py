@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 
 from pipeline.commands import add_config_flags
+from pipeline.demo import DEMO_CANARY_CLASSES, DEMO_CANARY_PAGES
+from pipeline.samplecrawl.canaries import CANARY_CLASSES
 
 NAME = "demo"
 ORDER = 1
@@ -15,13 +17,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", default="demo-out", help="output directory (default: demo-out)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the generated sample crawl")
     parser.add_argument("--smoke-profile", default="tiny", help="smoke-trainer profile (tiny runs on CPU)")
-    parser.add_argument("--canary-pages", type=int, default=48,
+    parser.add_argument("--canary-pages", type=int, default=DEMO_CANARY_PAGES,
                         help="alignment-canary pages in the sample crawl (more give the smoke verdict more evidence)")
+    parser.add_argument("--canary-classes", nargs="+", default=list(DEMO_CANARY_CLASSES), choices=CANARY_CLASSES,
+                        metavar="CLASS", help="canary shapes (default: four; all eight need a longer smoke run)")
     add_config_flags(parser)
 
 
 def run(args: argparse.Namespace, beam_args: list[str]) -> int:
     from pipeline.demo import run_demo
 
+    if args.canary_pages < 0:
+        raise SystemExit("m3w demo: --canary-pages must be >= 0")
     return run_demo(args.output, args.seed, args.config, args.set, beam_args, args.smoke_profile,
-                    args.canary_pages)
+                    args.canary_pages, tuple(args.canary_classes))

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 
+from pipeline.samplecrawl.canaries import CANARY_CLASSES
+
 NAME = "sample"
 ORDER = 5
 HELP = "generate the bundled sample crawl (WARC + images + ground_truth.json)"
@@ -19,7 +21,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="directory to write crawl.warc.gz, images/ and ground_truth.json into")
     parser.add_argument("--seed", type=int, default=0, help="random seed (same seed → byte-identical output)")
     parser.add_argument("--canary-pages", type=int, default=48,
-                        help="number of alignment-canary pages (3-5 canary images each)")
+                        help="number of alignment-canary pages (4-6 canary images each)")
+    parser.add_argument("--canary-classes", nargs="+", default=list(CANARY_CLASSES), choices=CANARY_CLASSES,
+                        metavar="CLASS", help=f"canary shapes to draw (default: all of {', '.join(CANARY_CLASSES)})")
 
 
 def run(args: argparse.Namespace, beam_args: list[str]) -> int:
@@ -31,7 +35,8 @@ def run(args: argparse.Namespace, beam_args: list[str]) -> int:
         raise SystemExit(f"m3w sample: unknown arguments {' '.join(beam_args)}")
     if args.canary_pages < 0:
         raise SystemExit("m3w sample: --canary-pages must be >= 0")
-    truth = generate_sample_crawl(args.output, seed=args.seed, n_canary_pages=args.canary_pages)
+    truth = generate_sample_crawl(args.output, seed=args.seed, n_canary_pages=args.canary_pages,
+                                  canary_classes=tuple(args.canary_classes))
     kinds = Counter(page["kind"] for page in truth["pages"])
     served = sum(1 for image in truth["images"].values() if image["served"])
     print(f"{len(truth['pages'])} HTML pages ({', '.join(f'{k}={n}' for k, n in sorted(kinds.items()))}), "

@@ -36,6 +36,19 @@ def is_canary_url(url: str) -> bool:
     return host == CANARY_IMAGE_HOST and parts.path.startswith(CANARY_IMAGE_PREFIX)
 
 
+# The words of the short note after each canary picture: plain English function words and a few nouns, so
+# the note passes the text filters while most of what a model has to predict near the picture is its class.
+NOTE_WORDS = ("the", "a", "small", "note", "about", "this", "figure", "shows", "one", "of", "our", "study", "notes",
+              "drawn", "by", "hand", "for", "class", "today", "we", "look", "at", "shape", "again", "and", "its",
+              "colour", "on", "paper", "with", "some", "care", "is", "here", "in", "page", "book", "reader", "sketch")
+
+
+def canary_note(rng: random.Random, low: int, high: int) -> str:
+    """A sentence of `low`..`high` note words ("Small sketch of the page.")."""
+    words = [rng.choice(NOTE_WORDS) for _ in range(rng.randint(low, high))]
+    return " ".join(words).capitalize() + "."
+
+
 def canary_class_of_text(text: str) -> str | None:
     """The class word a text starts with ("Circle. The ..." → "circle"), or None."""
     first = text.strip().split(maxsplit=1)[0] if text.strip() else ""

@@ -186,10 +186,14 @@ def _slug(title: str) -> str:
 class SampleWeb:
     """Builds the whole sample web in memory (`build`); `write_warc`, `write_images` and `ground_truth` output it."""
 
-    def __init__(self, seed: int, n_canary_pages: int):
+    def __init__(self, seed: int, n_canary_pages: int, canary_classes: tuple[str, ...] = canaries.CANARY_CLASSES):
+        unknown = set(canary_classes) - set(canaries.CANARY_CLASSES)
+        if unknown or not canary_classes:
+            raise ValueError(f"canary classes must be some of {canaries.CANARY_CLASSES}; got {canary_classes}")
         self.seed = seed
         self.rng = random.Random(f"m3w-sample:{seed}")
         self.n_canary_pages = n_canary_pages
+        self.canary_classes = tuple(canary_classes)
         self.assets: dict[str, ImageAsset] = {}
         self.pages: list[PageRecord] = []
         self.hashes = np.zeros((0, 64), dtype=bool)  # pHash bits of every distinct image so far
@@ -824,11 +828,11 @@ class SampleWeb:
             page_classes = []
             for _ in range(n_images):
                 if not classes:
-                    classes = list(canaries.CANARY_CLASSES)
+                    classes = list(self.canary_classes)
                     self.rng.shuffle(classes)
                 page_classes.append(classes.pop())
-            # Dense on purpose: a short lead, then each picture with one sentence that opens with its class word,
-            # so a training window of a hundred-odd tokens holds several canaries (the CPU smoke run needs them).
+            # Dense on purpose: a short lead, then each picture with a short note that opens with its class word,
+            # so the class words are a fair share of a training window (the CPU smoke run needs that to learn).
             b.paragraph(writer.opening((1, 2)))
             for cls in page_classes:
                 def make(cls=cls):
@@ -842,7 +846,7 @@ class SampleWeb:
                 self.add_asset(asset_url, "canary", image, "jpg", cls=cls, source="generated")
                 inner = img_tag(asset_url, writer.alt_text() if self.rng.random() < 0.5 else "")
                 b.image(f"<figure>{inner}</figure>" if self.rng.random() < 0.6 else f"<p>{inner}</p>", asset_url)
-                b.paragraph(f"{cls.capitalize()}. {writer.paragraph((1, 2))}")
+                b.paragraph(f"{cls.capitalize()}. {canaries.canary_note(self.rng, 4, 7)}")
             b.paragraph(writer.paragraph((2, 3)))
             self.add_page(b, "canary", layout, tags=["canary"], canary_classes=page_classes)
 
@@ -959,7 +963,7 @@ class SampleWeb:
             "generator": "pipeline.samplecrawl",
             "warc": "crawl.warc.gz",
             "image_host": IMG_HOST,
-            "canary_classes": list(canaries.CANARY_CLASSES),
+            "canary_classes": list(self.canary_classes),
             "blocklisted_domain": BLOCKLISTED_DOMAIN,
             "shared_paragraphs": [
                 {"text": p, "pages": sorted(r.url for r in records if r.is_html_page and p in r.shared_paragraphs)}
@@ -997,10 +1001,12 @@ def _tiny_pdf() -> bytes:
             b"2 0 obj << /Type /Pages /Kids [] /Count 0 >> endobj\ntrailer << /Root 1 0 R >>\n%%EOF\n")
 
 
-def generate_sample_crawl(out_dir: str | Path, seed: int = 0, n_canary_pages: int = 48) -> dict[str, Any]:
+def generate_sample_crawl(out_dir: str | Path, seed: int = 0, n_canary_pages: int = 48,
+                          canary_classes: tuple[str, ...] = canaries.CANARY_CLASSES) -> dict[str, Any]:
     """Write the sample crawl (WARC, images, ground truth) into `out_dir`; return the ground truth.
 
-    Deterministic: the same seed and canary count give byte-identical files.
+    Deterministic: the same seed, canary count and canary classes give byte-identical files. Fewer
+    canary classes are easier to learn (the demo's CPU smoke run uses four).
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -1009,7 +1015,7 @@ def generate_sample_crawl(out_dir: str | Path, seed: int = 0, n_canary_pages: in
         if not (out / "ground_truth.json").exists():
             raise FileExistsError(f"{image_root} exists and is not from a previous sample crawl; not replacing it")
         shutil.rmtree(image_root)
-    web = SampleWeb(seed, n_canary_pages)
+    web = SampleWeb(seed, n_canary_pages, tuple(canary_classes))
     web.build()
     records = web.ordered_records()
     web.write_warc(out / "crawl.warc.gz", records)
