@@ -14,7 +14,8 @@ every 0.1 s and prints, per stage: wall seconds, CPU seconds of the tree, and th
 CPU-second (= per core when the cores are busy): input pages for the documents stage, images fetched for
 the images stage, sequences written for the shards stage; then peak resident memory per worker and on
 the driver side. Running two sizes shows what grows with the input (the driver, which holds the local
-runner's data between steps) and what does not (a worker).
+runner's data between steps) and what does not (a worker), and gives the steady-state page rate (the
+difference of the two runs, where start-up and model loading cancel out).
 """
 
 from __future__ import annotations
@@ -140,6 +141,11 @@ def main() -> None:
               f"CPU x{last['cpu_total'] / first['cpu_total']:.2f}, "
               f"peak per worker x{last['peak_worker'] / first['peak_worker']:.2f}, "
               f"driver side x{last['peak_driver'] / first['peak_driver']:.2f}")
+        # Fixed costs (Beam start-up, loading fastText and the NSFW model once per worker) cancel out here.
+        pages = last["pages"] - first["pages"]
+        cpu = last["rows"]["documents"]["cpu"] - first["rows"]["documents"]["cpu"]
+        print(f"steady state, documents stage: {_rate(pages, cpu)} input pages per CPU-second "
+              f"({pages:,} more pages cost {cpu:.1f} more CPU-seconds)")
 
 
 if __name__ == "__main__":

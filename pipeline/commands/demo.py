@@ -21,6 +21,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="alignment-canary pages in the sample crawl (more give the smoke verdict more evidence)")
     parser.add_argument("--canary-classes", nargs="+", default=list(DEMO_CANARY_CLASSES), choices=CANARY_CLASSES,
                         metavar="CLASS", help="canary shapes (default: four; all eight need a longer smoke run)")
+    parser.add_argument("--strict-verdict", action="store_true",
+                        help="exit 1 unless the smoke verdict is PASS (default: only a broken pipeline or shards fail)")
     add_config_flags(parser)
 
 
@@ -30,4 +32,4 @@ def run(args: argparse.Namespace, beam_args: list[str]) -> int:
     if args.canary_pages < 0:
         raise SystemExit("m3w demo: --canary-pages must be >= 0")
     return run_demo(args.output, args.seed, args.config, args.set, beam_args, args.smoke_profile,
-                    args.canary_pages, tuple(args.canary_classes))
+                    args.canary_pages, tuple(args.canary_classes), args.strict_verdict)
