@@ -41,10 +41,14 @@ def _snapshot() -> dict[int, _Proc]:
     return procs
 
 
-def _descendants(procs: dict[int, _Proc], root: int) -> list[int]:
+def _children(procs: dict[int, _Proc]) -> dict[int, list[int]]:
     children: dict[int, list[int]] = {}
     for pid, proc in procs.items():
         children.setdefault(proc.parent, []).append(pid)
+    return children
+
+
+def _descendants(procs: dict[int, _Proc], children: dict[int, list[int]], root: int) -> list[int]:
     out, stack = [], [root]
     while stack:
         pid = stack.pop()
@@ -96,7 +100,8 @@ class ProcessTreeSampler:
 
     def sample(self) -> None:
         procs = _snapshot()
-        tree = _descendants(procs, self.root)
+        children = _children(procs)
+        tree = _descendants(procs, children, self.root)
         for pid in tree:
             self._cpu_by_pid[pid] = max(self._cpu_by_pid.get(pid, 0), procs[pid].cpu_ticks)
         total = sum(procs[pid].rss for pid in tree)
@@ -104,7 +109,7 @@ class ProcessTreeSampler:
         for pid in tree:
             if self.worker_marker in procs[pid].command:
                 self._workers.add(pid)
-                rss = sum(procs[p].rss for p in _descendants(procs, pid))
+                rss = sum(procs[p].rss for p in _descendants(procs, children, pid))
                 self.peak_worker_rss = max(self.peak_worker_rss, rss)
                 worker_rss += rss
         self.workers_seen = len(self._workers)

@@ -281,31 +281,11 @@ class FilterDocuments(beam.PTransform):
 # -- the `m3w filter` job ----------------------------------------------------------------------------
 
 
-def document_files(inputs: list[str]) -> list[str]:
-    """Parquet files named by each input: a file or glob, a directory of them, or an `m3w extract` output."""
-    files: list[str] = []
-    for item in inputs:
-        item = item.rstrip("/")
-        if item.endswith(".parquet") or any(ch in item for ch in "*?["):
-            patterns = [item]
-        else:
-            patterns = [FileSystems.join(item, "documents", "*.parquet"), FileSystems.join(item, "*.parquet")]
-        found: list[str] = []
-        for pattern in patterns:
-            found = sorted(m.path for m in FileSystems.match([pattern])[0].metadata_list)
-            if found:
-                break
-        if not found:
-            raise FileNotFoundError(f"--input {item} matches no Parquet document file")
-        files.extend(found)
-    return sorted(dict.fromkeys(files))
-
-
 def run_filter(inputs: list[str], output: str, config: dict[str, Any], beam_args: list[str] | None = None):
     """`m3w filter`: OBELICS Parquet documents → filtered documents + report.json + config.yaml."""
     from pipeline.jobs import finish_report, write_config
     from pipeline.runner import make_pipeline
-    from pipeline.sinks import ReadDocumentFiles, WriteDocuments
+    from pipeline.sinks import ReadDocumentFiles, WriteDocuments, document_files
 
     started = time.time()
     paths = document_files(inputs)

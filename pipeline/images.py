@@ -181,31 +181,12 @@ class DownloadImages(beam.PTransform):
         )
 
 
-def document_files(inputs: list[str]) -> list[str]:
-    """Parquet document files from globs or directories (a directory: its *.parquet, else documents/*.parquet)."""
-    from apache_beam.io.filesystem import BeamIOError
-
-    paths: list[str] = []
-    for item in inputs:
-        for pattern in (item, FileSystems.join(item, "*.parquet"), FileSystems.join(item, "documents", "*.parquet")):
-            try:
-                found = [m.path for m in FileSystems.match([pattern])[0].metadata_list if m.path.endswith(".parquet")]
-            except BeamIOError:
-                found = []
-            if found:
-                paths.extend(found)
-                break
-    if not paths:
-        raise FileNotFoundError(f"no Parquet documents found in {', '.join(inputs)}")
-    return sorted(set(paths))
-
-
 def run_download(inputs: list[str], output: str, config: dict[str, Any], beam_args: list[str] | None = None,
                  workdir: str | None = None) -> dict[str, Any]:
     """`m3w download`: OBELICS Parquet documents → documents with image bytes + report.json + config.yaml."""
     from pipeline.jobs import finish_report, write_config
     from pipeline.runner import make_pipeline
-    from pipeline.sinks import WriteDocuments, read_documents
+    from pipeline.sinks import ReadDocumentFiles, WriteDocuments, document_files
 
     started = time.time()
     files = document_files(inputs)
@@ -213,9 +194,7 @@ def run_download(inputs: list[str], output: str, config: dict[str, Any], beam_ar
     pipeline = make_pipeline(beam_args, config)
     docs = (
         pipeline
-        | "Document files" >> beam.Create(files)
-        | "Spread files" >> beam.Reshuffle()
-        | "Read documents" >> beam.FlatMap(lambda path: read_documents([path]))
+        | "Read documents" >> ReadDocumentFiles(files)
     )
     docs = docs | "Download images" >> DownloadImages(config, workdir or FileSystems.join(output, "work", "download"))
     docs | "Write documents" >> WriteDocuments(FileSystems.join(output, "documents"), config, with_bytes=True)

@@ -47,7 +47,7 @@ from pipeline.sequences import (
     parse_image_size,
     token_stream,
 )
-from pipeline.sinks import WriteDocuments, read_documents, write_atomically
+from pipeline.sinks import ReadDocumentFiles, WriteDocuments, document_files, write_atomically
 from pipeline.tokenizer import TokenizerInfo, TrainTokenizer, tokenizer_from_json
 from schemas.document import Document
 from schemas.shards import (
@@ -401,39 +401,6 @@ class WriteShards(beam.PTransform):
         return manifest
 
 
-class ReadDocumentFiles(beam.PTransform):
-    """OBELICS Parquet files → Documents, one file per element (spread over workers by a Reshuffle)."""
-
-    def __init__(self, paths: list[str]):
-        super().__init__()
-        self.paths = sorted(paths)
-
-    def expand(self, pbegin):
-        return (
-            pbegin
-            | "Files" >> beam.Create(self.paths)
-            | "Spread files" >> beam.Reshuffle()
-            | "Read parquet" >> beam.FlatMap(lambda path: read_documents([path]))
-        )
-
-
-def expand_document_inputs(inputs: list[str]) -> list[str]:
-    """Globs, `.parquet` files and directories (their `*.parquet`, or `docs/`/`documents/` inside) → files."""
-    paths: list[str] = []
-    for item in inputs:
-        patterns = [item]
-        if not item.endswith(".parquet") and not any(ch in item for ch in "*?["):
-            patterns = [FileSystems.join(item, "*.parquet"), FileSystems.join(item, DOCS_DIR, "*.parquet"),
-                        FileSystems.join(item, "documents", "*.parquet")]
-        found = []
-        for pattern in patterns:
-            found += [m.path for m in FileSystems.match([pattern])[0].metadata_list]
-        if not found:
-            raise FileNotFoundError(f"no Parquet documents found for --input {item}")
-        paths += found
-    return sorted(set(paths))
-
-
 def run_shard(inputs: list[str], output: str, config: dict[str, Any], beam_args: list[str] | None = None):
     """`m3w shard`: Parquet documents with image bytes → shards + manifest + tokenizer + docs + report.json."""
     from pipeline.jobs import finish_report, write_config
@@ -441,7 +408,7 @@ def run_shard(inputs: list[str], output: str, config: dict[str, Any], beam_args:
 
     check_shard_config(config["shards"])
     started = time.time()
-    files = expand_document_inputs(inputs)
+    files = document_files(inputs)
     write_config(output, config)
     old_manifest = FileSystems.join(output, MANIFEST_NAME)
     if FileSystems.exists(old_manifest):

@@ -106,29 +106,81 @@ class WriteDropAudit(beam.PTransform):
         )
 
 
+def document_files(inputs: list[str]) -> list[str]:
+    """Parquet document files named by each input: a file or glob, or a directory holding them directly or in
+    `documents/` (an `m3w extract`/`filter`/`dedup` output) or `docs/` (a shard output). An input that names
+    no document file is an error, never a silent gap."""
+    files: set[str] = set()
+    for item in inputs:
+        item = item.rstrip("/")
+        if item.endswith(".parquet") or any(ch in item for ch in "*?["):
+            patterns = [item]
+        else:
+            patterns = [FileSystems.join(item, sub, "*.parquet") for sub in ("documents", "docs")]
+            patterns.insert(0, FileSystems.join(item, "*.parquet"))
+        found = {m.path for result in FileSystems.match(patterns) for m in result.metadata_list
+                 if m.path.endswith(".parquet")}
+        if not found:
+            raise FileNotFoundError(f"no Parquet document files found for --input {item} (it matches no Parquet "
+                                    "document file, directly or in documents/ or docs/)")
+        files |= found
+    return sorted(files)
+
+
+class _ReadDocumentFile(beam.DoFn):
+    """One Parquet file → its documents. With a stage name, rows are counted and one that does not parse is a
+    counted drop (`bad_row`); without, it fails the bundle (files this pipeline wrote itself)."""
+
+    def __init__(self, stage: str | None):
+        from pipeline.accounting import StageCounters
+
+        self.counts = StageCounters(stage) if stage else None
+
+    def process(self, path: str):
+        from schemas.document import row_to_document
+
+        for row in _read_rows(path):
+            if self.counts is None:
+                yield row_to_document(row)
+                continue
+            self.counts.seen("documents")
+            try:
+                doc = row_to_document(row)
+            except (KeyError, TypeError, ValueError):
+                self.counts.dropped("documents", "bad_row")
+                continue
+            self.counts.kept("documents")
+            yield doc
+
+
 class ReadDocumentFiles(beam.PTransform):
     """Parquet document files → Documents, one file per element so reading spreads over the workers."""
 
-    def __init__(self, paths: list[str]):
+    def __init__(self, paths: list[str], stage: str | None = None):
         super().__init__()
-        self.paths = paths
+        self.paths = sorted(paths)
+        self.stage = stage
 
     def expand(self, pbegin):
         return (
             pbegin
             | "Files" >> beam.Create(self.paths)
             | "Spread files" >> beam.Reshuffle()
-            | "Read parquet" >> beam.FlatMap(lambda path: read_documents([path]))
+            | "Read parquet" >> beam.ParDo(_ReadDocumentFile(self.stage))
         )
+
+
+def _read_rows(path: str) -> list[dict[str, Any]]:
+    try:
+        with FileSystems.open(path) as handle:
+            table = pq.read_table(handle)
+    except Exception as error:
+        raise ValueError(f"cannot read documents from {path}: {type(error).__name__}: {error}") from error
+    return table.to_pylist()
 
 
 def read_documents(paths: list[str]) -> list[Document]:
     """Load documents back from Parquet (tests, inspection, later stages run locally)."""
     from schemas.document import row_to_document
 
-    docs: list[Document] = []
-    for path in paths:
-        with FileSystems.open(path) as handle:
-            table = pq.read_table(handle)
-        docs.extend(row_to_document(row) for row in table.to_pylist())
-    return docs
+    return [row_to_document(row) for path in paths for row in _read_rows(path)]

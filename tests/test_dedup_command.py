@@ -10,8 +10,7 @@ import pytest
 import yaml
 
 from pipeline.cli import main as m3w
-from pipeline.dedup.job import expand_document_inputs
-from pipeline.sinks import parquet_bytes, read_documents
+from pipeline.sinks import document_files, parquet_bytes, read_documents
 from schemas.document import Document, Image, Node
 
 FAST = ["--set", "runner.direct_running_mode=in_memory", "--set", "dedup.near.max_rounds=4"]
@@ -69,11 +68,11 @@ def test_dedup_command_writes_documents_report_and_config_deterministically(inpu
 
 def test_inputs_are_files_globs_or_directories(input_dir):
     files = sorted(str(p) for p in (input_dir / "documents").glob("*.parquet"))
-    assert expand_document_inputs([str(input_dir)]) == files  # an `m3w extract` output directory
-    assert expand_document_inputs([str(input_dir / "documents")]) == files
-    assert expand_document_inputs([str(input_dir / "documents" / "*-00001-*.parquet")]) == files[1:]
+    assert document_files([str(input_dir)]) == files  # an `m3w extract` output directory
+    assert document_files([str(input_dir / "documents")]) == files
+    assert document_files([str(input_dir / "documents" / "*-00001-*.parquet")]) == files[1:]
     with pytest.raises(FileNotFoundError, match="no Parquet"):
-        expand_document_inputs([str(input_dir / "missing")])
+        document_files([str(input_dir / "missing")])
 
 
 def test_missing_input_is_a_clear_error(tmp_path, capsys):

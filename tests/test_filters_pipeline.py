@@ -9,8 +9,8 @@ import json
 import pytest
 
 from pipeline.config import load_config
-from pipeline.filtering import DocumentFilters, document_files, run_filter
-from pipeline.sinks import parquet_bytes, read_documents
+from pipeline.filtering import DocumentFilters, run_filter
+from pipeline.sinks import document_files, parquet_bytes, read_documents
 from schemas.document import Document, Image, Node
 
 # Hand-written for these tests: ordinary English prose that passes every default rule.
