@@ -225,6 +225,15 @@ class Batch:
         return int(self.attention_mask.sum())
 
 
+def _stack_padded(sequences: list[DecodedSequence], name: str, dtype: torch.dtype) -> torch.Tensor:
+    """One per-token field of every sequence → [len(sequences), longest] tensor, zero-padded on the right."""
+    out = torch.zeros(len(sequences), max(len(s.input_ids) for s in sequences), dtype=dtype)
+    for row, s in enumerate(sequences):
+        values = getattr(s, name)
+        out[row, : len(values)] = torch.from_numpy(np.asarray(values))
+    return out
+
+
 class SequenceTable:
     """Decoded sequences of one shard set stacked into tensors; images in one pool addressed by `slots`.
 
@@ -235,15 +244,9 @@ class SequenceTable:
     def __init__(self, sequences: list[DecodedSequence], max_images: int, image_size: int):
         if not sequences:
             raise ShardSetError("no sequences")
-        length = max(len(s.input_ids) for s in sequences)
-        m = len(sequences)
 
         def stack(name: str, dtype: torch.dtype) -> torch.Tensor:
-            out = torch.zeros(m, length, dtype=dtype)
-            for row, s in enumerate(sequences):
-                values = getattr(s, name)
-                out[row, : len(values)] = torch.from_numpy(np.asarray(values))
-            return out
+            return _stack_padded(sequences, name, dtype)
 
         self.input_ids = stack("input_ids", torch.long)
         self.attention_mask = stack("attention_mask", torch.bool)
@@ -251,7 +254,7 @@ class SequenceTable:
         self.phi_next = stack("phi_next", torch.long)
         self.targets = stack("targets", torch.bool)
         self.max_images = max_images
-        self.slots = torch.full((m, max_images), -1, dtype=torch.long)
+        self.slots = torch.full((len(sequences), max_images), -1, dtype=torch.long)
         pool: list[np.ndarray] = []
         for row, s in enumerate(sequences):
             for slot, image in enumerate(s.images[:max_images]):
@@ -349,15 +352,10 @@ class TableBatches:
 
 
 def collate(items: list[DecodedSequence], max_images: int, image_size: int) -> Batch:
-    length = max(len(s.input_ids) for s in items)
     b = len(items)
 
     def stack(name: str, dtype: torch.dtype) -> torch.Tensor:
-        out = torch.zeros(b, length, dtype=dtype)
-        for row, s in enumerate(items):
-            values = getattr(s, name)
-            out[row, : len(values)] = torch.from_numpy(np.asarray(values))
-        return out
+        return _stack_padded(items, name, dtype)
 
     images = torch.zeros(b, max_images, 3, image_size, image_size, dtype=torch.uint8)
     filled = torch.zeros(b, max_images, dtype=torch.bool)
