@@ -21,7 +21,7 @@ from typing import Any
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
-from pipeline.accounting import broken_links, query_counts, stage_table, unbalanced, write_json
+from pipeline.accounting import DOCUMENT_FLOW, broken_links, query_counts, stage_table, unbalanced, write_json
 from pipeline.config import dump_config
 from pipeline.jobs import extract_documents, write_config
 from pipeline.runner import make_pipeline
@@ -36,13 +36,6 @@ STAGE_ORDER = [
     "read", "gate", "extract", "filter_paragraphs", "filter", "filter_language", "filter_quality", "filter_safety",
     "dedup_url", "dedup_exact", "dedup_near", "dedup_paragraphs", "dedup_image_urls", "download", "image_filter",
     "dedup_images", "shard",
-]
-# Where each page/document goes next: what one stage emits, the next one must receive (`broken_links`).
-DOCUMENT_FLOW = [
-    ("read", "records"), ("gate", "pages"), ("extract", "pages"), ("filter", "documents"), ("dedup_url", "documents"),
-    ("dedup_exact", "documents"), ("dedup_near", "documents"), ("dedup_paragraphs", "documents"),
-    ("dedup_image_urls", "documents"), ("download", "documents"), ("image_filter", "documents"),
-    ("dedup_images", "documents"), ("shard", "documents"),
 ]
 
 

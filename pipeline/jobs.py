@@ -9,7 +9,7 @@ from typing import Any
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
-from pipeline.accounting import DROPPED_TAG, query_counts, stage_table, unbalanced, write_json
+from pipeline.accounting import DROPPED_TAG, broken_links, flow_of, query_counts, stage_table, unbalanced, write_json
 from pipeline.config import dump_config
 from pipeline.extract import ExtractDoFn
 from pipeline.filtering import GatePages
@@ -43,12 +43,15 @@ def finish_report(result, output: str, stages: list[str], started: float, extra:
     report = {
         "stages": table,
         "unbalanced": unbalanced(table),
+        "broken_links": broken_links(table, flow_of(stages)),
         "seconds": round(time.time() - started, 3),
         **(extra or {}),
     }
     write_json(FileSystems.join(output, "report.json"), report)
     if report["unbalanced"]:
         log.error("m3w: counts do not balance for %s", report["unbalanced"])
+    if report["broken_links"]:
+        log.error("m3w: items lost between stages: %s", "; ".join(report["broken_links"]))
     return report
 
 

@@ -62,3 +62,30 @@ def test_a_stage_that_loses_documents_is_not_marked_complete(monkeypatch, tmp_pa
     again = build.run_build(["in.warc.gz"], str(tmp_path), load_config())
     assert again["resumed_stages"] == ["documents"] and again["broken_links"] == []
     assert (tmp_path / "stages" / "images" / build.MARKER).exists()
+
+
+def test_each_stage_job_checks_the_links_it_runs():
+    from pipeline.accounting import flow_of
+
+    assert flow_of(["dedup_read", "dedup_url", "dedup_exact", "dedup_near", "dedup_paragraphs"]) == [
+        ("dedup_read", "documents"), ("dedup_url", "documents"), ("dedup_exact", "documents"),
+        ("dedup_near", "documents"), ("dedup_paragraphs", "documents")]
+    assert flow_of(["filter", "filter_paragraphs"]) == [("filter", "documents")]  # paragraphs are not documents
+    assert flow_of(["read", "gate", "extract"]) == [("read", "records"), ("gate", "pages"), ("extract", "pages")]
+
+
+def test_a_stage_command_exits_1_when_its_runner_loses_documents(monkeypatch, tmp_path):
+    """`m3w dedup` (and every stage command) reports documents lost between its steps and fails."""
+    import pipeline.jobs as jobs
+    from pipeline.commands import exit_status
+
+    lost = {"dedup_read|documents|in": 10, "dedup_read|documents|out": 10,
+            "dedup_url|documents|in": 10, "dedup_url|documents|out": 9, "dedup_url|documents|drop|duplicate_url": 1,
+            "dedup_exact|documents|in": 7, "dedup_exact|documents|out": 7}  # two vanished on the way
+    monkeypatch.setattr(jobs, "query_counts", lambda result: lost)
+    report = jobs.finish_report(None, str(tmp_path), ["dedup_read", "dedup_url", "dedup_exact"], 0.0)
+    assert report["unbalanced"] == []
+    assert report["broken_links"] == ["dedup_url/documents out=9 but dedup_exact/documents in=7"]
+    assert json.loads((tmp_path / "report.json").read_text())["broken_links"] == report["broken_links"]
+    assert exit_status(report) == 1
+    assert exit_status({"unbalanced": [], "broken_links": []}) == 0

@@ -35,3 +35,8 @@ def print_report_summary(report: dict) -> None:
         print(f"COUNTS DO NOT BALANCE: {report['unbalanced']}", file=sys.stderr)
     if report.get("broken_links"):
         print(f"ITEMS LOST BETWEEN STAGES: {'; '.join(report['broken_links'])}", file=sys.stderr)
+
+
+def exit_status(report: dict) -> int:
+    """1 when anything vanished (a stage that does not balance, or items lost between stages), else 0."""
+    return 1 if report.get("unbalanced") or report.get("broken_links") else 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from pipeline.commands import add_config_flags, print_report_summary
+from pipeline.commands import add_config_flags, exit_status, print_report_summary
 
 NAME = "build"
 ORDER = 5
@@ -27,4 +27,4 @@ def run(args: argparse.Namespace, beam_args: list[str]) -> int:
     if report.get("resumed_stages"):
         print(f"resumed: skipped completed stages {', '.join(report['resumed_stages'])}")
     print(f"report: {args.output}/report.html (and report.json); shards: {args.output}/stages/shards")
-    return 1 if report["unbalanced"] or report["broken_links"] else 0
+    return exit_status(report)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from pipeline.commands import add_config_flags, print_report_summary
+from pipeline.commands import add_config_flags, exit_status, print_report_summary
 
 NAME = "dedup"
 ORDER = 30
@@ -27,4 +27,4 @@ def run(args: argparse.Namespace, beam_args: list[str]) -> int:
     print_report_summary(report)
     images = "with image content dedup" if report["image_dedup"] else "no image bytes: image content dedup skipped"
     print(f"documents ({images}), report.json and config.yaml written to {args.output}")
-    return 1 if report["unbalanced"] else 0
+    return exit_status(report)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from pipeline.commands import add_config_flags, print_report_summary
+from pipeline.commands import add_config_flags, exit_status, print_report_summary
 
 NAME = "extract"
 ORDER = 10
@@ -25,4 +25,4 @@ def run(args: argparse.Namespace, beam_args: list[str]) -> int:
     report = run_extract(args.input, args.output, load_config(args.config, args.set), beam_args)
     print_report_summary(report)
     print(f"documents, report.json and config.yaml written to {args.output}")
-    return 1 if report["unbalanced"] else 0
+    return exit_status(report)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from pipeline.commands import add_config_flags, print_report_summary
+from pipeline.commands import add_config_flags, exit_status, print_report_summary
 
 NAME = "shard"
 ORDER = 60
@@ -31,4 +31,4 @@ def run(args: argparse.Namespace, beam_args: list[str]) -> int:
     print(f"{summary['samples']} sequences from {summary['documents']} documents in {summary['shards']} shard(s); "
           f"manifest: {summary['manifest']}")
     print(f"check them with: m3w inspect validate {args.output}")
-    return 1 if report["unbalanced"] else 0
+    return exit_status(report)

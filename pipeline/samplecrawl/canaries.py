@@ -36,16 +36,22 @@ def is_canary_url(url: str) -> bool:
     return host == CANARY_IMAGE_HOST and parts.path.startswith(CANARY_IMAGE_PREFIX)
 
 
-# The words of the short note after each canary picture: plain English function words and a few nouns, so
-# the note passes the text filters while most of what a model has to predict near the picture is its class.
-NOTE_WORDS = ("the", "a", "small", "note", "about", "this", "figure", "shows", "one", "of", "our", "study", "notes",
-              "drawn", "by", "hand", "for", "class", "today", "we", "look", "at", "shape", "again", "and", "its",
-              "colour", "on", "paper", "with", "some", "care", "is", "here", "in", "page", "book", "reader", "sketch")
+# The words of the short note after each canary picture: English function words alternating with a few nouns,
+# so that at least 40% of a note of four or more words (class word included) are stop words and the note passes
+# the paragraph filters (OBELICS's stop-word share), while most of what a model has to predict near the picture
+# is its class.
+NOTE_FUNCTION_WORDS = ("the", "a", "about", "this", "one", "of", "our", "by", "for", "we", "at", "again", "and",
+                       "its", "on", "with", "some", "is", "here", "in")
+NOTE_CONTENT_WORDS = ("small", "note", "figure", "shows", "study", "notes", "drawn", "hand", "class", "today",
+                      "look", "shape", "colour", "paper", "care", "page", "book", "reader", "sketch")
 
 
 def canary_note(rng: random.Random, low: int, high: int) -> str:
-    """A sentence of `low`..`high` note words ("Small sketch of the page.")."""
-    words = [rng.choice(NOTE_WORDS) for _ in range(rng.randint(low, high))]
+    """A sentence of `low`..`high` words, function words and nouns in turn, none twice ("The sketch of paper.")."""
+    count = rng.randint(low, high)
+    function_words = rng.sample(NOTE_FUNCTION_WORDS, (count + 1) // 2)
+    content_words = rng.sample(NOTE_CONTENT_WORDS, count // 2)
+    words = [function_words[k // 2] if k % 2 == 0 else content_words[k // 2] for k in range(count)]
     return " ".join(words).capitalize() + "."
 
 

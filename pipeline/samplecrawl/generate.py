@@ -817,7 +817,6 @@ class SampleWeb:
                               tags=["non_english"])
 
     def canary_pages(self, layout: Layout) -> None:
-        classes: list[str] = []
         variant = self.seed * 100_000
         for index in range(self.n_canary_pages):
             writer = self.writer()
@@ -825,12 +824,9 @@ class SampleWeb:
             url = f"https://{canaries.CANARY_PAGE_HOST}/notes/{self.unique_slug(title)}.html"
             b = PageBuilder(url, title)
             n_images = self.rng.randint(4, 6)
-            page_classes = []
-            for _ in range(n_images):
-                if not classes:
-                    classes = list(self.canary_classes)
-                    self.rng.shuffle(classes)
-                page_classes.append(classes.pop())
+            # Drawn independently: with a balanced cycle the classes already seen on a page would hint at the next
+            # one, and the text before a picture must say nothing about it (the shuffled-image control relies on it).
+            page_classes = [self.rng.choice(self.canary_classes) for _ in range(n_images)]
             # Dense on purpose: a short lead, then each picture with a short note that opens with its class word,
             # so the class words are a fair share of a training window (the CPU smoke run needs that to learn).
             b.paragraph(writer.opening((1, 2)))
