@@ -72,6 +72,8 @@ BLOCKLISTED_DOMAIN = "00sex.com"
 FREQUENT_IMAGE_PAGES = 12  # pages carrying the shared site emblem inside their content (> 10: URL-frequency dedup)
 MIN_PHASH_DISTANCE = 14  # every distinct served image differs from all others by at least this many pHash bits
 CANARY_SIZE = 256
+CANARY_IMAGES_PER_PAGE = (4, 6)
+CANARY_NOTE_WORDS = (4, 7)   # words of the note after the class word
 PLACEHOLDER_DATA_URI = "data:image/gif;base64,R0lGODlhAQABAIAAAP///wAAACH5BAEAAAAALAAAAAABAAEAAAICRAEAOw=="
 
 SHARED_BYLINE = ("This story was written by the people at the Sample Web desk, who travel to the places they "
@@ -823,7 +825,7 @@ class SampleWeb:
             title = writer.title()
             url = f"https://{canaries.CANARY_PAGE_HOST}/notes/{self.unique_slug(title)}.html"
             b = PageBuilder(url, title)
-            n_images = self.rng.randint(4, 6)
+            n_images = self.rng.randint(*CANARY_IMAGES_PER_PAGE)
             # Drawn independently: with a balanced cycle the classes already seen on a page would hint at the next
             # one, and the text before a picture must say nothing about it (the shuffled-image control relies on it).
             page_classes = [self.rng.choice(self.canary_classes) for _ in range(n_images)]
@@ -842,8 +844,8 @@ class SampleWeb:
                 self.add_asset(asset_url, "canary", image, "jpg", cls=cls, source="generated")
                 inner = img_tag(asset_url, writer.alt_text() if self.rng.random() < 0.5 else "")
                 b.image(f"<figure>{inner}</figure>" if self.rng.random() < 0.6 else f"<p>{inner}</p>", asset_url)
-                b.paragraph(f"{cls.capitalize()}. {canaries.canary_note(self.rng, 4, 7)}")
-            b.paragraph(writer.paragraph((2, 3)))
+                b.paragraph(f"{cls.capitalize()}. {canaries.canary_note(self.rng, *CANARY_NOTE_WORDS)}")
+            b.paragraph(writer.paragraph((2, 3)))  # the page needs words beyond the notes to pass the document filters
             self.add_page(b, "canary", layout, tags=["canary"], canary_classes=page_classes)
 
     def other_records(self) -> None:
