@@ -133,11 +133,14 @@ def run_one(size: int, workers: int, with_images: bool, mode: str) -> dict:
     result = pipeline.run()
     result.wait_until_finish()
     table = stage_table(query_counts(result))
-    return {"stages": table, "unbalanced": unbalanced(table), "broken_links": broken_links(table, FLOW)}
+    return {"stages": table, "unbalanced": unbalanced(table), "broken_links": broken_links(table, _flow())}
 
 
-FLOW = [(stage, "documents") for stage in ("dedup_url", "dedup_exact", "dedup_near", "dedup_paragraphs",
-                                           "dedup_image_urls", "dedup_images", "bench_output")]
+def _flow() -> list[tuple[str, str]]:
+    from pipeline.accounting import flow_of
+    from pipeline.dedup import STAGES
+
+    return [*flow_of(STAGES), ("bench_output", "documents")]
 
 
 def measure(size: int, workers: int, with_images: bool, mode: str) -> dict:

@@ -137,11 +137,17 @@ def _clear(directory: str) -> None:
     FileSystems.mkdirs(directory)
 
 
+def _merged(counts: dict[str, int], more: dict[str, int]) -> dict[str, int]:
+    """Counter totals of two runs (stages) added up."""
+    total = dict(counts)
+    for counter, value in more.items():
+        total[counter] = total.get(counter, 0) + value
+    return total
+
+
 def _lost_on_the_way(before: dict[str, int], stage_counts: dict[str, int]) -> list[str]:
     """Broken links that appear once this stage's counts join those of the stages before it."""
-    after = dict(before)
-    for counter, value in stage_counts.items():
-        after[counter] = after.get(counter, 0) + value
+    after = _merged(before, stage_counts)
     known = set(broken_links(stage_table(before), DOCUMENT_FLOW))
     return [problem for problem in broken_links(stage_table(after), DOCUMENT_FLOW) if problem not in known]
 
@@ -178,8 +184,7 @@ def run_build(inputs: list[str], output: str, config: dict[str, Any], beam_args:
                 write_json(FileSystems.join(directory, MARKER),
                            {"fingerprint": key, "counts": stage_counts, "seconds": seconds})
         timings[name] = seconds
-        for counter, value in stage_counts.items():
-            counts[counter] = counts.get(counter, 0) + value
+        counts = _merged(counts, stage_counts)
     table = stage_table(counts, STAGE_ORDER)
     report = {
         "output": output,

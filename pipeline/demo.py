@@ -15,9 +15,9 @@ log = logging.getLogger(__name__)
 
 # What the demo changes from the defaults: it fetches from the local image host only.
 DEMO_OVERRIDES = ["download.allow_loopback=true"]
-# Enough canary evidence for the CPU smoke run to decide within a few hundred tiny steps: four shapes
-# (eight need several times the steps on two cores) on enough pages that memorising the text cannot
-# stand in for looking at the pictures.
+# Canary evidence for the smoke verdict: four shapes (eight need several times the steps on two cores) on
+# enough pages that memorising the text cannot stand in for looking at the pictures. (The tiny CPU run does
+# not yet learn them next to the crawl's other pages: README, "Two commands".)
 DEMO_CANARY_PAGES = 400
 DEMO_CANARY_CLASSES = ("circle", "ring", "stripes", "dots")
 

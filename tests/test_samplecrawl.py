@@ -302,13 +302,13 @@ def test_canary_notes_pass_the_paragraph_rules():
     import random
 
     from filters.text_quality import ParagraphRules
-    from pipeline.samplecrawl.canaries import canary_note
+    from pipeline.samplecrawl.canaries import canary_paragraph
     from pipeline.samplecrawl.generate import CANARY_NOTE_WORDS
 
     rules = ParagraphRules(load_config()["filters"]["paragraph"])
     rng = random.Random(0)
     for _ in range(500):
-        paragraph = f"{rng.choice(CANARY_CLASSES).capitalize()}. {canary_note(rng, *CANARY_NOTE_WORDS)}"
+        paragraph = canary_paragraph(rng.choice(CANARY_CLASSES), rng, *CANARY_NOTE_WORDS)
         verdict = rules(paragraph, "en")
         assert verdict.keep, (paragraph, verdict)
 

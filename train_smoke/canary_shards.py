@@ -30,6 +30,7 @@ from pipeline.samplecrawl.canaries import (
     CANARY_IMAGE_PREFIX,
     CANARY_PAGE_HOST,
     canary_note,
+    canary_paragraph,
 )
 from schemas.document import Document, Image, Node
 from schemas.shards import (
@@ -78,7 +79,7 @@ def canary_documents(n_docs: int, images_per_doc: tuple[int, int] = (3, 3), clas
             image_host = CANARY_IMAGE_HOST if page_host == CANARY_PAGE_HOST else f"img.{page_host}"
             url = f"https://{image_host}{CANARY_IMAGE_PREFIX}{index:04d}/{variant}.jpg"
             nodes.append(Node(image=Image(url=url, data=_jpeg(render_canary(cls, variant, image_size)))))
-            nodes.append(Node(text=f"{cls.capitalize()}. {canary_note(rng, *words_after)}"))
+            nodes.append(Node(text=canary_paragraph(cls, rng, *words_after)))
         docs.append(Document(doc_id=f"canary{seed:02d}{index:05d}", url=f"https://{page_host}/notes/{index}.html",
                              nodes=nodes, metadata={"language": "en"}))
     return docs

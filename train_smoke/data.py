@@ -244,9 +244,7 @@ class SequenceTable:
     def __init__(self, sequences: list[DecodedSequence], max_images: int, image_size: int):
         if not sequences:
             raise ShardSetError("no sequences")
-
-        def stack(name: str, dtype: torch.dtype) -> torch.Tensor:
-            return _stack_padded(sequences, name, dtype)
+        stack = functools.partial(_stack_padded, sequences)
 
         self.input_ids = stack("input_ids", torch.long)
         self.attention_mask = stack("attention_mask", torch.bool)
@@ -353,9 +351,7 @@ class TableBatches:
 
 def collate(items: list[DecodedSequence], max_images: int, image_size: int) -> Batch:
     b = len(items)
-
-    def stack(name: str, dtype: torch.dtype) -> torch.Tensor:
-        return _stack_padded(items, name, dtype)
+    stack = functools.partial(_stack_padded, items)
 
     images = torch.zeros(b, max_images, 3, image_size, image_size, dtype=torch.uint8)
     filled = torch.zeros(b, max_images, dtype=torch.bool)

@@ -55,6 +55,11 @@ def canary_note(rng: random.Random, low: int, high: int) -> str:
     return " ".join(words).capitalize() + "."
 
 
+def canary_paragraph(cls: str, rng: random.Random, low: int, high: int) -> str:
+    """The paragraph after a canary picture: its class word, then a note ("Circle. The sketch of paper.")."""
+    return f"{cls.capitalize()}. {canary_note(rng, low, high)}"
+
+
 def canary_class_of_text(text: str) -> str | None:
     """The class word a text starts with ("Circle. The ..." → "circle"), or None."""
     first = text.strip().split(maxsplit=1)[0] if text.strip() else ""

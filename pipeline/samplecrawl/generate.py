@@ -844,7 +844,7 @@ class SampleWeb:
                 self.add_asset(asset_url, "canary", image, "jpg", cls=cls, source="generated")
                 inner = img_tag(asset_url, writer.alt_text() if self.rng.random() < 0.5 else "")
                 b.image(f"<figure>{inner}</figure>" if self.rng.random() < 0.6 else f"<p>{inner}</p>", asset_url)
-                b.paragraph(f"{cls.capitalize()}. {canaries.canary_note(self.rng, *CANARY_NOTE_WORDS)}")
+                b.paragraph(canaries.canary_paragraph(cls, self.rng, *CANARY_NOTE_WORDS))
             b.paragraph(writer.paragraph((2, 3)))  # the page needs words beyond the notes to pass the document filters
             self.add_page(b, "canary", layout, tags=["canary"], canary_classes=page_classes)
 
