@@ -64,6 +64,26 @@ def test_gates_start_closed_so_the_untrained_model_is_the_text_only_lm():
     assert torch.equal(logits(model, batch), text_only)
 
 
+@pytest.mark.parametrize("d_model", [32, 64, 256])
+def test_residual_stream_starts_at_the_scale_of_the_gated_blocks_output(d_model):
+    """A gate that opens must add the image to the token, not drown it: at init the first gated block's
+    cross-attention output is no larger than the token embedding it is added to (with GPT-2's σ = 0.02
+    embeddings it was 10-18x larger and the demo's gates closed for good), and the logits are unit-scale."""
+    model = tiny_model(d_model=d_model, lm_heads=2, xattn_heads=2, resampler_heads=2)
+    batch = example_batch(torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        tokens = model.embed(batch.input_ids)
+        visual = model.encode_images(batch.images, batch.filled)
+        slots = visual.shape[1] // model.cfg.resampler_latents
+        mask = xattn_mask(batch.phi, slots, model.cfg.resampler_latents)
+        block = model.xattn["0"]
+        attended = block.attn(block.norm(tokens), visual, mask=mask)[batch.phi > 0]
+        out = logits(model, batch)
+    ratio = attended.pow(2).mean().sqrt() / tokens.pow(2).mean().sqrt()
+    assert 0.05 < ratio < 1.0, ratio
+    assert 0.3 < out.std() < 3.0, out.std()
+
+
 def test_no_leak_where_phi_is_zero_and_images_matter_elsewhere():
     model = tiny_model()
     open_gates(model)

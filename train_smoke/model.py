@@ -302,8 +302,12 @@ class FlamingoLM(nn.Module):
     def _init(module: nn.Module) -> None:
         # Fan-in scaled weights (PyTorch's default), not GPT-2's fixed 0.02: at the small widths of a smoke
         # model 0.02 shrinks every branch so much that the image signal is lost before the gates open.
+        # Unit-variance token embeddings for the same reason: the residual stream starts at the scale of the
+        # gated blocks' output (unit-norm visual tokens through fan-in projections). With GPT-2's 0.02 the
+        # first block's cross-attention output is ≥10x the token embedding it is added to, so any opening of
+        # a gate drowns the token identity at every position after an image, and the gates close for good.
         if isinstance(module, nn.Embedding):
-            nn.init.normal_(module.weight, std=0.02)
+            nn.init.normal_(module.weight, std=1.0)
         elif isinstance(module, nn.Linear) and module.bias is not None:
             nn.init.zeros_(module.bias)
 
@@ -352,7 +356,8 @@ class FlamingoLM(nn.Module):
             if block is not None and visual is not None:
                 x = block(x, visual, mask, has_image.to(x.dtype))
             x = layer(x, rotary)
-        return F.linear(self.norm(x), self.embed.weight)  # tied output head
+        # Tied output head, scaled by 1/sqrt(d) so that unit-variance embeddings give unit-scale logits at init.
+        return F.linear(self.norm(x), self.embed.weight) * self.cfg.d_model ** -0.5
 
     def gates(self) -> dict[str, tuple[float, float]]:
         """|tanh α| of each block: (cross-attention, dense)."""

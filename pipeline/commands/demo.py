@@ -21,8 +21,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="alignment-canary pages in the sample crawl (more give the smoke verdict more evidence)")
     parser.add_argument("--canary-classes", nargs="+", default=list(DEMO_CANARY_CLASSES), choices=CANARY_CLASSES,
                         metavar="CLASS", help="canary shapes (default: four; all eight need a longer smoke run)")
-    parser.add_argument("--strict-verdict", action="store_true",
-                        help="exit 1 unless the smoke verdict is PASS (default: only a broken pipeline or shards fail)")
+    parser.add_argument("--strict-verdict", action=argparse.BooleanOptionalAction, default=True,
+                        help="exit 1 unless the smoke verdict is PASS (default); --no-strict-verdict: only a broken "
+                             "pipeline or broken shards fail the demo (e.g. when trying a smoke config of your own)")
     add_config_flags(parser)
 
 
