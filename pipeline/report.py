@@ -95,11 +95,27 @@ def enrich_report(report: dict[str, Any], ctx: Any) -> None:
     report["summary"] = _read_json(FileSystems.join(images_dir, "summary.json")) or {}
     manifest = _read_json(FileSystems.join(ctx.stage_dir("shards"), "manifest.json"))
     if manifest:
-        report["shards"] = {k: manifest[k] for k in ("num_samples", "num_shards", "tokenizer_sha256")
-                            if k in manifest}
+        from pipeline.shard_sink import manifest_summary
+
+        report["shards"] = manifest_summary(manifest)
     report["dedup_clusters"] = {k: v for stage in ("dedup_near", "dedup_images")
                                 for k, v in table.get(stage, {}).get("clusters", {}).get("info", {}).items()}
-    report["samples"] = _sample_documents(images_dir) if FileSystems.exists(images_dir) else []
+    report["samples"] = build_samples(ctx.output)
+
+
+def _shards(summary: dict[str, Any] | None) -> str:
+    if not summary:
+        return "<p class=muted>no shards written</p>"
+    rows = "".join(f"<tr><td>{html.escape(k.replace('_', ' '))}</td><td>{html.escape(str(v))}</td></tr>"
+                   for k, v in summary.items())
+    return f"<table>{rows}</table>"
+
+
+def build_samples(output: str) -> list[dict[str, Any]]:
+    """The sample documents of a build directory, read again at each rendering (report.json leaves them out:
+    thumbnails are bulky)."""
+    images_dir = FileSystems.join(output, "stages", "images")
+    return _sample_documents(images_dir) if FileSystems.exists(images_dir) else []
 
 
 def write_report(report: dict[str, Any], output: str) -> None:
@@ -113,11 +129,7 @@ def add_smoke_verdict(output: str, verdict: dict[str, Any]) -> None:
     path = FileSystems.join(output, "report.json")
     report = _read_json(path) or {}
     report["smoke"] = verdict
-    html_path = FileSystems.join(output, "report.html")
-    report.setdefault("samples", [])
-    write_json(path, {k: v for k, v in report.items() if k != "samples"})
-    with FileSystems.create(html_path) as handle:
-        handle.write(render_html(report).encode("utf-8"))
+    write_report({**report, "samples": build_samples(output)}, output)
 
 
 # -- rendering ----------------------------------------------------------------------------------
@@ -174,8 +186,8 @@ def _samples(samples: list[dict[str, Any]]) -> str:
 def _smoke(verdict: dict[str, Any] | None) -> str:
     if not verdict:
         return "<p class=muted>not run (run <code>m3w smoke</code> on the shards)</p>"
-    passed = verdict.get("passed")
-    badge = '<span class="badge pass">PASS</span>' if passed else '<span class="badge fail">FAIL</span>'
+    status = str(verdict.get("status") or ("pass" if verdict.get("passed") else "fail"))
+    badge = f'<span class="badge {"pass" if status == "pass" else "fail"}">{html.escape(status.upper())}</span>'
     checks = verdict.get("checks", {})
     rows = "".join(
         f"<tr><td>{html.escape(name)}</td><td>{'✔' if (c.get('passed') if isinstance(c, dict) else c) else '✘'}"
@@ -225,6 +237,7 @@ def render_html(report: dict[str, Any]) -> str:
         + _bars(_by_count(summary.get("languages", {})), "#8b5cf6", 300) + "</div><div>"
         + _bars(_by_count(summary.get("domains", {}))[:15], "#0ea5e9", 300) + "</div></div>",
         "<h2>Dedup clusters</h2>" + _bars(sorted(report.get("dedup_clusters", {}).items()), "#64748b", 300),
+        "<h2>Training shards</h2>" + _shards(report.get("shards")),
         "<h2>Smoke-training verdict</h2>" + _smoke(report.get("smoke")),
         "<h2>Sample documents</h2>" + _samples(report.get("samples", [])),
         "<h2>Timings</h2>" + _bars([(k, int(v)) for k, v in report.get("timings_s", {}).items()], "#94a3b8", 300)

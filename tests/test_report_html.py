@@ -10,7 +10,10 @@ import numpy as np
 from PIL import Image
 
 from pipeline.accounting import stage_table
-from pipeline.report import _thumbnail, funnel, render_html
+from pipeline.report import _thumbnail, add_smoke_verdict, funnel, render_html, write_report
+from pipeline.sinks import parquet_bytes
+from schemas.document import Document, Node
+from schemas.document import Image as DocImage
 
 
 def _jpeg(colour: tuple[int, int, int]) -> bytes:
@@ -45,3 +48,21 @@ def test_report_renders_funnel_and_sample_images_in_chromium(tmp_path):
     assert share((37, 99, 235)) > 0.001  # the funnel's bars (#2563eb)
     assert share((239, 68, 68)) > 0.0005  # drop-reason bars (#ef4444)
     assert share((0, 200, 0), 40) > 0.002  # the sample document's image, loaded from its data URI
+
+
+def test_adding_the_smoke_verdict_keeps_the_sample_documents(tmp_path):
+    """The demo re-renders the build's report with the verdict; the sample documents and their images stay."""
+    images = tmp_path / "stages" / "images"
+    images.mkdir(parents=True)
+    doc = Document(doc_id="d1", url="https://a.example/page", nodes=[
+        Node(text="Before the picture."), Node(image=DocImage(url="https://a.example/x.jpg", data=_jpeg((0, 200, 0))))])
+    (images / "part-00000.parquet").write_bytes(parquet_bytes([doc], with_bytes=True, compression="zstd"))
+    table = stage_table({"shard|sequences|in": 1, "shard|sequences|out": 1}, ["shard"])
+    write_report({"output": str(tmp_path), "stages": table, "unbalanced": [], "funnel": funnel(table),
+                  "samples": []}, str(tmp_path))
+    add_smoke_verdict(str(tmp_path), {"status": "inconclusive", "passed": False, "summary": "too few canaries",
+                                      "checks": {}})
+    page = (tmp_path / "report.html").read_text()
+    assert "https://a.example/page" in page and page.count("data:image/jpeg;base64,") == 1
+    assert ">INCONCLUSIVE</span> too few canaries" in page
+    assert "samples" not in (tmp_path / "report.json").read_text()
