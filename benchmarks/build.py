@@ -1,10 +1,11 @@
 """End to end: `m3w build` on a WARC built from the real fixture pages, every stage, local Beam runner.
 
-    python benchmarks/build.py [--repeat 1 4] [--workers 2]
+    python benchmarks/build.py [--repeat 1 4] [--workers 2] [--set KEY=VALUE ...]
 
 For each `--repeat` R, the 291 real fixture pages (article benchmark + trafilatura cache) are written R
 times under distinct URLs into one WARC (temp dir), next to the two real Common Crawl / ClueWeb WARCs of
-the fixtures, and one fresh process runs `run_build` on them with the default config. Images are fetched
+the fixtures, and one fresh process runs `run_build` on them with the default config (plus any `--set`,
+e.g. `extract.fast=true`). Images are fetched
 from the local image host on 127.0.0.1 (`download.rewrite_to`), which serves a distinct generated photo
 for every URL, so no traffic leaves the machine; the host runs in this (parent) process, outside what is
 measured.
@@ -37,7 +38,7 @@ from _proctree import ProcessTreeSampler  # noqa: E402
 REAL_WARCS = ("warcfile.warc.gz", "clueweb-quirk.warc.gz")
 
 
-def run_one(repeat: int, workers: int, rewrite_to: str, workdir: str) -> dict:
+def run_one(repeat: int, workers: int, rewrite_to: str, workdir: str, overrides: list[str]) -> dict:
     """The measured build (in this process); returns its report's figures."""
     from pipeline.build import run_build
     from pipeline.config import load_config
@@ -46,7 +47,7 @@ def run_one(repeat: int, workers: int, rewrite_to: str, workdir: str) -> dict:
     pages = write_fixture_warc(warc, repeat)
     inputs = [str(warc)] + [str(FIXTURES / "warc" / name) for name in REAL_WARCS]
     config = load_config(overrides=[f"runner.direct_num_workers={workers}", "download.allow_loopback=true",
-                                    f"download.rewrite_to={rewrite_to}"])
+                                    f"download.rewrite_to={rewrite_to}", *overrides])
     started = time.time()
     report = run_build(inputs, str(Path(workdir) / "out"), config)
     return {"started": started, "fixture_pages": pages, "timings_s": report["timings_s"], "stages": report["stages"],
@@ -57,12 +58,12 @@ def _count(stages: dict, stage: str, unit: str, kind: str) -> int:
     return int(stages.get(stage, {}).get(unit, {}).get(kind, 0))
 
 
-def measure(repeat: int, workers: int) -> dict:
+def measure(repeat: int, workers: int, overrides: list[str]) -> dict:
     from pipeline.imagehost import ImageHost
 
     with ImageHost() as host, tempfile.TemporaryDirectory() as workdir:
         command = [sys.executable, __file__, "--run-one", str(repeat), "--workers", str(workers),
-                   "--rewrite-to", host.base_url, "--workdir", workdir]
+                   "--rewrite-to", host.base_url, "--workdir", workdir, *(f"--set={item}" for item in overrides)]
         clock = time.time()
         process = subprocess.Popen(command)
         sampler = ProcessTreeSampler(process.pid).start()
@@ -99,17 +100,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeat", type=int, nargs="+", default=[1, 4], help="copies of the fixture pages, per run")
     parser.add_argument("--workers", type=int, default=2, help="local runner worker processes")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
     parser.add_argument("--run-one", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--rewrite-to", help=argparse.SUPPRESS)
     parser.add_argument("--workdir", help=argparse.SUPPRESS)
     args = parser.parse_args()
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     if args.run_one:
-        result = run_one(args.run_one, args.workers, args.rewrite_to, args.workdir)
+        result = run_one(args.run_one, args.workers, args.rewrite_to, args.workdir, args.set)
         (Path(args.workdir) / "result.json").write_text(json.dumps(result))
         return
-    runs = [measure(repeat, args.workers) for repeat in args.repeat]
-    print(f"command: python benchmarks/build.py --repeat {' '.join(map(str, args.repeat))} --workers {args.workers}"
+    runs = [measure(repeat, args.workers, args.set) for repeat in args.repeat]
+    extra = "".join(f" --set {item}" for item in args.set)
+    repeats = " ".join(map(str, args.repeat))
+    print(f"command: python benchmarks/build.py --repeat {repeats} --workers {args.workers}{extra}"
           f"   (local multi-process runner, {os.cpu_count()} cores; rates per CPU-second of the whole process tree)")
     print("| input pages | stage | wall s | CPU s | rate per CPU-second |")
     print("|---:|---|---:|---:|---|")

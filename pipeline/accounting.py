@@ -8,7 +8,7 @@ The run report is built from those metrics and checks `in = out + Σ drops` for 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -61,36 +61,6 @@ class StageCounters:
         """An informational count that is neither in, out nor a drop (e.g. `decode_fallback`)."""
         if n:
             self._counter(SEP.join((self.stage, unit, "info", name))).inc(n)
-
-
-class CountedDoFn(beam.DoFn):
-    """One document in; the document (possibly changed) or a `Drop` out, counted either way.
-
-    Subclasses implement `apply`. Dropped documents go to the `dropped` tagged output when the
-    config asks for an audit (`output.audit_drops`), so a person can see what a threshold removed.
-    """
-
-    stage: str = "stage"
-    unit: str = "documents"
-
-    def __init__(self, config: dict[str, Any]):
-        self.config = config
-        self.audit = bool(config.get("output", {}).get("audit_drops", False))
-        self.counts = StageCounters(self.stage)
-
-    def apply(self, element: Any) -> Any:
-        raise NotImplementedError
-
-    def process(self, element: Any) -> Iterator[Any]:
-        self.counts.seen(self.unit)
-        result = self.apply(element)
-        if isinstance(result, Drop):
-            self.counts.dropped(self.unit, result.reason)
-            if self.audit:
-                yield beam.pvalue.TaggedOutput(DROPPED_TAG, (self.stage, result.reason, result.detail, element))
-            return
-        self.counts.kept(self.unit)
-        yield result
 
 
 def query_counts(result: beam.runners.runner.PipelineResult) -> dict[str, int]:

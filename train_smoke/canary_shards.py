@@ -17,7 +17,6 @@ benchmark gets shards in seconds.
 from __future__ import annotations
 
 import io
-import json
 import os
 import random
 from typing import Any
@@ -189,10 +188,3 @@ def build_canary_shards(out_dir: str, n_docs: int = 300, mutation: str | None = 
     if mutation:
         records = mutate(records, mutation, tokenizer.id_of("image"), seed)
     return write_shard_set(records, tokenizer, config, out_dir, len(docs))
-
-
-def describe(out_dir: str) -> dict[str, Any]:
-    with open(os.path.join(out_dir, "manifest.json"), encoding="utf-8") as handle:
-        manifest = json.load(handle)
-    return {"samples": manifest["total_samples"], "documents": manifest["total_documents"],
-            "shards": len(manifest["shards"])}

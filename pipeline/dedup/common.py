@@ -49,10 +49,6 @@ def crawl_order_key(doc: Document) -> str:
     return f"{stamp}|{doc.doc_id}"
 
 
-def doc_id_of(order_key: str) -> str:
-    return order_key.split("|", 1)[1]
-
-
 def doc_order(doc: Document) -> tuple:
     """The deterministic "first" document: earliest crawl, then lowest doc_id, then the record it came from."""
     return (crawl_order_key(doc), doc.warc_filename, doc.warc_record_offset, doc.url)

@@ -36,10 +36,6 @@ class ShardSet:
     special: SpecialTokens | None
 
     @property
-    def base_dir(self) -> str | None:
-        return parent_dir(self.manifest_file) if self.manifest_file else None
-
-    @property
     def whole_manifest(self) -> bool:
         """True when the source is the manifest's full shard set (not one shard picked from it)."""
         return self.manifest is not None and not self.source.endswith(SHARD_SUFFIX)
