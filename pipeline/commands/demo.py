@@ -20,7 +20,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--canary-pages", type=int, default=DEMO_CANARY_PAGES,
                         help="alignment-canary pages in the sample crawl (more give the smoke verdict more evidence)")
     parser.add_argument("--canary-classes", nargs="+", default=list(DEMO_CANARY_CLASSES), choices=CANARY_CLASSES,
-                        metavar="CLASS", help="canary shapes (default: four; all eight need a longer smoke run)")
+                        metavar="CLASS", help="canary shapes (default: four; all eight pass with a 3x longer "
+                                              "smoke run: --set smoke.train.steps=900)")
     parser.add_argument("--strict-verdict", action=argparse.BooleanOptionalAction, default=True,
                         help="exit 1 unless the smoke verdict is PASS (default); --no-strict-verdict: only a broken "
                              "pipeline or broken shards fail the demo (e.g. when trying a smoke config of your own)")
