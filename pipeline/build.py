@@ -39,6 +39,11 @@ STAGE_ORDER = [
 ]
 
 
+def stage_dir(output: str, name: str) -> str:
+    """Where a build under `output` keeps stage `name`'s results (documents, images, shards)."""
+    return FileSystems.join(output, "stages", name)
+
+
 @dataclass
 class BuildContext:
     inputs: list[str]
@@ -47,7 +52,7 @@ class BuildContext:
     beam_args: list[str]
 
     def stage_dir(self, name: str) -> str:
-        return FileSystems.join(self.output, "stages", name)
+        return stage_dir(self.output, name)
 
 
 def _parquet_files(directory: str) -> list[str]:

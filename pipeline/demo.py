@@ -33,7 +33,7 @@ def _done(started: float, detail: str = "") -> None:
 def run_demo(output: str, seed: int, user_config: str | None, overrides: list[str], beam_args: list[str],
              smoke_profile: str = "tiny", canary_pages: int = DEMO_CANARY_PAGES,
              canary_classes: tuple[str, ...] = DEMO_CANARY_CLASSES, strict_verdict: bool = True) -> int:
-    from pipeline.build import run_build
+    from pipeline.build import run_build, stage_dir
     from pipeline.config import load_config
     from pipeline.imagehost import ImageHost
     from pipeline.inspect.validate import validate
@@ -56,7 +56,7 @@ def run_demo(output: str, seed: int, user_config: str | None, overrides: list[st
 
     print_report_summary(report)
 
-    shards = os.path.join(build_dir, "stages", "shards")
+    shards = stage_dir(build_dir, "shards")
     started = _step(f"m3w inspect validate {shards}")
     result = validate(shards)
     _done(started, f"({result.samples} sequences in {result.shards} shards, {len(result.problems)} problems)")
@@ -65,7 +65,7 @@ def run_demo(output: str, seed: int, user_config: str | None, overrides: list[st
 
     started = _step(f"m3w smoke {shards} (profile {smoke_profile}, CPU)")
     verdict = run_smoke_for_demo(shards, os.path.join(output, "smoke"), smoke_profile, user_config, overrides)
-    status = str(verdict.get("status", "pass" if verdict.get("passed") else "fail")).upper()
+    status = verdict["status"].upper()
     _done(started, f"smoke verdict: {status}: {verdict.get('summary', '')}")
     add_smoke_verdict(build_dir, verdict)
 

@@ -15,6 +15,7 @@ from typing import Any
 from apache_beam.io.filesystems import FileSystems
 
 from pipeline.accounting import write_json
+from schemas.shards import MANIFEST_NAME, manifest_summary
 
 FUNNEL = [
     ("records read", "read", "records", "in"),
@@ -93,28 +94,20 @@ def enrich_report(report: dict[str, Any], ctx: Any) -> None:
     report["funnel"] = funnel(table)
     images_dir = ctx.stage_dir("images")
     report["summary"] = _read_json(FileSystems.join(images_dir, "summary.json")) or {}
-    manifest = _read_json(FileSystems.join(ctx.stage_dir("shards"), "manifest.json"))
+    manifest = _read_json(FileSystems.join(ctx.stage_dir("shards"), MANIFEST_NAME))
     if manifest:
-        from pipeline.shard_sink import manifest_summary
-
         report["shards"] = manifest_summary(manifest)
     report["dedup_clusters"] = {k: v for stage in ("dedup_near", "dedup_images")
                                 for k, v in table.get(stage, {}).get("clusters", {}).get("info", {}).items()}
     report["samples"] = build_samples(ctx.output)
 
 
-def _shards(summary: dict[str, Any] | None) -> str:
-    if not summary:
-        return "<p class=muted>no shards written</p>"
-    rows = "".join(f"<tr><td>{html.escape(k.replace('_', ' '))}</td><td>{html.escape(str(v))}</td></tr>"
-                   for k, v in summary.items())
-    return f"<table>{rows}</table>"
-
-
 def build_samples(output: str) -> list[dict[str, Any]]:
     """The sample documents of a build directory, read again at each rendering (report.json leaves them out:
     thumbnails are bulky)."""
-    images_dir = FileSystems.join(output, "stages", "images")
+    from pipeline.build import stage_dir
+
+    images_dir = stage_dir(output, "images")
     return _sample_documents(images_dir) if FileSystems.exists(images_dir) else []
 
 
@@ -183,10 +176,18 @@ def _samples(samples: list[dict[str, Any]]) -> str:
     return "".join(out) or "<p class=muted>no documents</p>"
 
 
+def _shards(summary: dict[str, Any] | None) -> str:
+    if not summary:
+        return "<p class=muted>no shards written</p>"
+    rows = "".join(f"<tr><td>{html.escape(k.replace('_', ' '))}</td><td>{html.escape(str(v))}</td></tr>"
+                   for k, v in summary.items())
+    return f"<table>{rows}</table>"
+
+
 def _smoke(verdict: dict[str, Any] | None) -> str:
     if not verdict:
         return "<p class=muted>not run (run <code>m3w smoke</code> on the shards)</p>"
-    status = str(verdict.get("status") or ("pass" if verdict.get("passed") else "fail"))
+    status = verdict["status"]
     badge = f'<span class="badge {"pass" if status == "pass" else "fail"}">{html.escape(status.upper())}</span>'
     checks = verdict.get("checks", {})
     rows = "".join(

@@ -66,7 +66,9 @@ from schemas.shards import (
     PHI_NEXT,
     SHARDS_DIR,
     TOKENIZER_NAME,
+    manifest_summary,
     npy_bytes,
+    read_manifest,
     sha256_bytes,
     shard_file_name,
     tar_bytes,
@@ -401,15 +403,6 @@ class WriteShards(beam.PTransform):
         return manifest
 
 
-def manifest_summary(manifest: dict[str, Any]) -> dict[str, Any]:
-    """What reports say about a written shard set, from its manifest."""
-    tokenizer = manifest.get("tokenizer") or {}
-    return {"samples": manifest["total_samples"], "documents": manifest["total_documents"],
-            "shards": len(manifest["shards"]), "seq_len": manifest.get("seq_len"),
-            "max_images": manifest.get("max_images"), "image_size": manifest.get("image_size"),
-            "vocab_size": tokenizer.get("vocab_size"), "tokenizer_sha256": tokenizer.get("sha256")}
-
-
 def run_shard(inputs: list[str], output: str, config: dict[str, Any], beam_args: list[str] | None = None):
     """`m3w shard`: Parquet documents with image bytes → shards + manifest + tokenizer + docs + report.json."""
     from pipeline.jobs import finish_report, write_config
@@ -427,7 +420,5 @@ def run_shard(inputs: list[str], output: str, config: dict[str, Any], beam_args:
     docs | "Write shards" >> WriteShards(output, config)
     result = pipeline.run()
     result.wait_until_finish()
-    with FileSystems.open(old_manifest) as handle:
-        manifest = json.loads(handle.read().decode("utf-8"))
-    summary = {**manifest_summary(manifest), "manifest": old_manifest}
+    summary = {**manifest_summary(read_manifest(old_manifest)), "manifest": old_manifest}
     return finish_report(result, output, [STAGE], started, extra={"shards": summary})

@@ -312,6 +312,15 @@ def read_manifest(path: str) -> dict[str, Any]:
         return json.loads(handle.read().decode("utf-8"))
 
 
+def manifest_summary(manifest: dict[str, Any]) -> dict[str, Any]:
+    """What reports say about a written shard set, from its manifest."""
+    tokenizer = manifest.get("tokenizer") or {}
+    return {"samples": manifest["total_samples"], "documents": manifest["total_documents"],
+            "shards": len(manifest["shards"]), "seq_len": manifest.get("seq_len"),
+            "max_images": manifest.get("max_images"), "image_size": manifest.get("image_size"),
+            "vocab_size": tokenizer.get("vocab_size"), "tokenizer_sha256": tokenizer.get("sha256")}
+
+
 def manifest_path(source: str) -> str | None:
     """The manifest that describes `source` (a manifest, a shard directory, or a shard inside one), if any."""
     if source.endswith(".json"):
