@@ -1,6 +1,6 @@
 """Document filter cost relative to extraction, and what the cheap language gate saves on a mixed-language WARC.
 
-    python benchmarks/filters.py [--repeat 1]
+    python benchmarks/filter_rules.py [--repeat 1]
 
 (a) On the real fixture pages (article-benchmark + trafilatura-cache; English, German, French...), in one
     process: extraction time per page (`extract_page`, trafilatura), the gate's time per page, and the
@@ -108,7 +108,7 @@ def main() -> None:
     ms = 1000.0
     per_page_extract = costs["t_extract"] / costs["pages"] * ms
     per_doc_filter = costs["t_filter"] / costs["docs"] * ms
-    print(f"command: python benchmarks/filters.py --repeat {args.repeat} --rounds {args.rounds}   (CPU time, 1 core)")
+    print(f"command: python benchmarks/filter_rules.py --repeat {args.repeat} --rounds {args.rounds}   (CPU time, 1 core)")
     print(f"(a) {costs['pages']} real pages -> {costs['docs']} documents (mean {costs['words']:.0f} words), "
           f"{costs['kept']} kept by all rules with every language admitted")
     print(f"    extraction (trafilatura + images)   : {per_page_extract:6.1f} ms per page")
