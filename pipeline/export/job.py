@@ -1,0 +1,231 @@
+"""The `m3w export` Beam job: Parquet documents → samples of one layout → webdataset tars, sizes.json, manifest.json.
+
+Output directory::
+
+    00000.tar, 00001.tar ...   webdataset shards (members sorted, fixed tar headers), named densely so one brace
+                               pattern (`{00000..0000N}.tar`, in the manifest) names them all
+    sizes.json                 {shard file: samples}, which open_clip's and OpenFlamingo's get_dataset_size read
+    manifest.json              written last: format, shards with samples/bytes/sha256, total, brace pattern, config
+    report.json, config.yaml   the run's counts (stages `export_read` and `export_mmc4` / `export_pairs`)
+
+Each sample goes to the shard its key hashes to, so the same documents and config give the same bytes on any
+runner. Counts: documents, images (and, for pairs, candidate texts) in = out + drops; `samples` in = written +
+`duplicate_key` (the same document given twice).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+
+from pipeline.accounting import StageCounters, broken_links
+from pipeline.config import ConfigError
+from pipeline.export.mmc4 import mmc4_sample
+from pipeline.export.pairs import PairRules, document_pairs
+from pipeline.shard_sink import record_bytes, sample_key, shard_count, shard_index
+from pipeline.sinks import ReadDocumentFiles, document_files, write_atomically
+from schemas.document import Document
+from schemas.shards import MANIFEST_NAME, read_manifest, sha256_bytes, tar_bytes
+
+KINDS = ("mmc4", "pairs")
+READ_STAGE = "export_read"
+SIZES_NAME = "sizes.json"
+FORMAT_VERSION = 1
+
+SampleRecord = tuple[str, dict[str, bytes]]
+
+
+def stage_of(kind: str) -> str:
+    return f"export_{kind}"
+
+
+def check_export_config(kind: str, config: dict[str, Any]) -> None:
+    """Fail before any work when the `export` section cannot be honoured."""
+    if kind not in KINDS:
+        raise ConfigError(f"unknown export kind {kind!r} (known: {', '.join(KINDS)})")
+    cfg = config["export"]
+    if int(cfg["target_shard_bytes"]) < 1 or (cfg["num_shards"] is not None and int(cfg["num_shards"]) < 1):
+        raise ConfigError("export.target_shard_bytes and export.num_shards must be positive")
+    if kind == "pairs":
+        PairRules.from_config(cfg["pairs"])
+
+
+class Mmc4DoFn(beam.DoFn):
+    """Document → its MMC4 sample (key, {"json": ...}); counts documents, images and samples."""
+
+    def __init__(self, cfg: dict[str, Any]):
+        self.min_images = int(cfg["min_images"])
+        self.small_bytes = int(cfg["consumer_min_image_bytes"])
+        self.counts = StageCounters(stage_of("mmc4"))
+
+    def process(self, doc: Document) -> Iterator[SampleRecord]:
+        counts = self.counts
+        result = mmc4_sample(doc, sample_key(doc.doc_id, 0), self.min_images, self.small_bytes)
+        counts.seen("documents")
+        counts.seen("images", result.images_in)
+        for reason, n in sorted(result.image_drops.items()):
+            counts.dropped("images", reason, n)
+        counts.kept("images", result.images_kept)
+        if result.sample is None:
+            counts.dropped("documents", result.document_drop)
+            return
+        counts.kept("documents")
+        counts.note("images", "under_consumer_min_bytes", result.small_images)
+        counts.seen("samples")
+        yield result.key, result.members()
+
+
+class PairsDoFn(beam.DoFn):
+    """Document → its image-text pairs; counts documents, images, candidate texts and samples."""
+
+    def __init__(self, cfg: dict[str, Any]):
+        self.cfg = cfg
+        self.rules = PairRules.from_config(cfg)
+        self.counts = StageCounters(stage_of("pairs"))
+        self._language = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_language": None}
+
+    def setup(self) -> None:
+        if self.rules.languages:
+            from filters.language import LanguageIdentifier, LanguageRule
+
+            identifier = LanguageIdentifier()
+            rule = LanguageRule({"languages": self.rules.languages, "threshold": self.rules.language_threshold})
+            self._language = lambda text: rule(identifier.predict(text)).reason or None
+
+    def process(self, doc: Document) -> Iterator[SampleRecord]:
+        counts = self.counts
+        result = document_pairs(doc, self.rules, functools.partial(sample_key, doc.doc_id), self._language)
+        counts.seen("documents")
+        counts.seen("images", result.images_in)
+        counts.seen("texts", result.texts_in)
+        for reason, n in sorted(result.image_drops.items()):
+            counts.dropped("images", reason, n)
+        for reason, n in sorted(result.text_drops.items()):
+            counts.dropped("texts", reason, n)
+        counts.kept("images", len(result.pairs))
+        counts.kept("texts", result.texts_kept)
+        if not result.pairs:
+            counts.dropped("documents", "no_pairs")
+            return
+        counts.kept("documents")
+        counts.seen("samples", len(result.pairs))
+        yield from result.pairs
+
+
+def export_shard_name(index: int) -> str:
+    return f"{index:05d}.tar"
+
+
+class WriteExportShardDoFn(beam.DoFn):
+    """(shard index, records) → `{dense index:05d}.tar` under its final name; yields its manifest entry."""
+
+    def __init__(self, output_dir: str, stage: str):
+        self.output_dir = output_dir
+        self.counts = StageCounters(stage)
+
+    def process(self, item: tuple[int, Any], used: list[int]) -> Iterator[dict[str, Any]]:
+        index, records = item
+        ordered = sorted(records, key=lambda r: (r[0], hashlib.sha256(b"".join(r[1][s] for s in sorted(r[1])))
+                                                .hexdigest()))
+        unique = [record for n, record in enumerate(ordered) if n == 0 or ordered[n - 1][0] != record[0]]
+        self.counts.dropped("samples", "duplicate_key", len(ordered) - len(unique))
+        self.counts.kept("samples", len(unique))
+        data = tar_bytes(unique)
+        name = export_shard_name(sorted(used).index(index))
+        write_atomically(FileSystems.join(self.output_dir, name), data)
+        yield {"file": name, "samples": len(unique), "bytes": len(data), "sha256": sha256_bytes(data)}
+
+
+def write_index(entries: list[dict[str, Any]], output_dir: str, kind: str, cfg: dict[str, Any]) -> str:
+    """Stale shards of an earlier run removed, then sizes.json, then the manifest (last: it marks completion)."""
+    entries = sorted(entries, key=lambda e: e["file"])
+    listed = {FileSystems.join(output_dir, e["file"]) for e in entries}
+    found = FileSystems.match([FileSystems.join(output_dir, "*.tar")])[0].metadata_list
+    stale = [m.path for m in found if m.path not in listed]
+    if stale:
+        FileSystems.delete(stale)
+    write_atomically(FileSystems.join(output_dir, SIZES_NAME),
+                     json.dumps({e["file"]: e["samples"] for e in entries}, indent=2).encode("utf-8"))
+    manifest = {
+        "format": f"m3w-export-{kind}",
+        "format_version": FORMAT_VERSION,
+        "kind": kind,
+        "shards": entries,
+        "total_samples": sum(e["samples"] for e in entries),
+        "shard_pattern": f"{{00000..{len(entries) - 1:05d}}}.tar" if entries else None,
+        "config": cfg,
+    }
+    path = FileSystems.join(output_dir, MANIFEST_NAME)
+    write_atomically(path, json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=False).encode("utf-8"))
+    return path
+
+
+class WriteExport(beam.PTransform):
+    """Sample records → the shards, sizes.json and manifest.json of `output_dir`."""
+
+    def __init__(self, output_dir: str, kind: str, cfg: dict[str, Any]):
+        super().__init__()
+        self.output_dir = output_dir.rstrip("/")
+        self.kind = kind
+        self.cfg = cfg
+
+    def expand(self, records):
+        cfg, kind, output_dir = self.cfg, self.kind, self.output_dir
+        total = records | "Sample bytes" >> beam.Map(record_bytes) | "Total bytes" >> beam.CombineGlobally(sum)
+        count = total | "Shard count" >> beam.Map(shard_count, cfg)
+        keyed = records | "Assign shard" >> beam.Map(
+            lambda record, n: (shard_index(record[0], n), record), n=beam.pvalue.AsSingleton(count))
+        used = (keyed | "Shard ids" >> beam.Keys() | "Distinct ids" >> beam.Distinct()
+                | "Used ids" >> beam.combiners.ToList())
+        return (
+            keyed
+            | "Group shards" >> beam.GroupByKey()
+            | "Write shards" >> beam.ParDo(WriteExportShardDoFn(output_dir, stage_of(kind)),
+                                           used=beam.pvalue.AsSingleton(used))
+            | "Collect entries" >> beam.combiners.ToList()
+            | "Write manifest" >> beam.Map(write_index, output_dir, kind, cfg)
+        )
+
+
+def run_export(kind: str, inputs: list[str], output: str, config: dict[str, Any],
+               beam_args: list[str] | None = None) -> dict[str, Any]:
+    """`m3w export KIND`: Parquet documents with image bytes → KIND's shards + manifest + report.json."""
+    from pipeline.files import write_json
+    from pipeline.jobs import finish_report, write_config
+    from pipeline.runner import make_pipeline
+
+    check_export_config(kind, config)
+    started = time.time()
+    files = document_files(inputs)
+    write_config(output, config)
+    manifest_path = FileSystems.join(output, MANIFEST_NAME)
+    if FileSystems.exists(manifest_path):
+        FileSystems.delete([manifest_path])  # the shards are about to change: no manifest until they are complete
+    cfg = config["export"]
+    settings = {"num_shards": cfg["num_shards"], "target_shard_bytes": cfg["target_shard_bytes"], **cfg[kind]}
+    build = Mmc4DoFn(cfg["mmc4"]) if kind == "mmc4" else PairsDoFn(cfg["pairs"])
+    pipeline = make_pipeline(beam_args, config)
+    docs = pipeline | "Read documents" >> ReadDocumentFiles(files, stage=READ_STAGE)
+    records = docs | "Build samples" >> beam.ParDo(build)
+    records | "Write export" >> WriteExport(output, kind, settings)
+    result = pipeline.run()
+    result.wait_until_finish()
+    manifest = read_manifest(manifest_path)
+    summary = {"kind": kind, "samples": manifest["total_samples"], "shards": len(manifest["shards"]),
+               "shard_pattern": manifest["shard_pattern"], "manifest": manifest_path}
+    report = finish_report(result, output, [READ_STAGE, stage_of(kind)], started, extra={"export": summary})
+    lost = broken_links(report["stages"], [(READ_STAGE, "documents"), (stage_of(kind), "documents")])
+    if lost:
+        report["broken_links"] = [*report["broken_links"], *lost]
+        write_json(FileSystems.join(output, "report.json"), report)
+    return report
