@@ -45,14 +45,17 @@ class Mmc4Result:
         return {"json": json.dumps(self.sample, ensure_ascii=False, sort_keys=True).encode("utf-8")}
 
 
-def text_blocks_and_images(doc: Document) -> list[str | int]:
-    """Reading order as text blocks (neighbouring text nodes joined by a blank line) and image node positions."""
+def text_blocks_and_images(doc: Document, images: set[int] | None = None) -> list[str | int]:
+    """Reading order as text blocks and image node positions. Only the images in `images` (default: all)
+    separate blocks; neighbouring text nodes join with a blank line, as in m3w's own token stream."""
     parts: list[str | int] = []
     pending: list[str] = []
     for position, node in enumerate(doc.nodes):
         if node.image is None:
             if node.text and node.text.strip():
                 pending.append(node.text.strip())
+            continue
+        if images is not None and position not in images:
             continue
         if pending:
             parts.append("\n\n".join(pending))
@@ -63,32 +66,41 @@ def text_blocks_and_images(doc: Document) -> list[str | int]:
     return parts
 
 
+def usable_images(doc: Document, drops: Counter) -> dict[int, tuple[bytes, tuple[int, int, str]]]:
+    """Image node position → (bytes, (width, height, format)) for the images that have bytes and decode; the
+    others counted in `drops`."""
+    usable: dict[int, tuple[bytes, tuple[int, int, str]]] = {}
+    for position, node in enumerate(doc.nodes):
+        if node.image is None:
+            continue
+        data = image_bytes(node.image)
+        if data is None:
+            drops["no_bytes"] += 1
+            continue
+        try:
+            usable[position] = (data, picture_info(data))
+        except Exception:  # noqa: BLE001 - any decoder failure is this image's fault: a counted drop
+            drops["undecodable"] += 1
+    return usable
+
+
 def mmc4_sample(doc: Document, key: str, min_images: int, small_image_bytes: int) -> Mmc4Result:
     """The MMC4 sample of `doc` (images without bytes or that do not decode are left out, counted)."""
-    result = Mmc4Result(key=key)
+    result = Mmc4Result(key=key, images_in=len(doc.images))
+    usable = usable_images(doc, result.image_drops)
     texts: list[str] = []
     image_info: list[dict[str, Any]] = []
     waiting: list[dict[str, Any]] = []  # images whose following text block is not seen yet
-    for part in text_blocks_and_images(doc):
+    for part in text_blocks_and_images(doc, set(usable)):
         if isinstance(part, str):
             texts.append(part)
             for info in waiting:
                 info["matched_text_index"] = len(texts) - 1
             waiting = []
             continue
-        result.images_in += 1
-        image = doc.nodes[part].image
-        data = image_bytes(image)
-        if data is None:
-            result.image_drops["no_bytes"] += 1
-            continue
-        try:
-            _, _, image_format = picture_info(data)
-        except Exception:  # noqa: BLE001 - any decoder failure is this image's fault: a counted drop
-            result.image_drops["undecodable"] += 1
-            continue
+        data, (_, _, image_format) = usable[part]
         extension = MEMBER_EXTENSIONS.get(image_format, image_format or "bin")
-        info = {"image_name": f"{key}-{len(image_info):03d}.{extension}", "raw_url": image.url,
+        info = {"image_name": f"{key}-{len(image_info):03d}.{extension}", "raw_url": doc.nodes[part].image.url,
                 "matched_text_index": -1, "matched_sim": 1.0,
                 "image_base64": base64.b64encode(data).decode("ascii")}
         image_info.append(info)

@@ -25,8 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline.config import ConfigError
-from pipeline.export import image_bytes, picture_info
-from pipeline.export.mmc4 import MEMBER_EXTENSIONS, text_blocks_and_images
+from pipeline.export.mmc4 import MEMBER_EXTENSIONS, text_blocks_and_images, usable_images
 from schemas.document import Document
 
 SOURCES = ("caption", "alt", "adjacent")
@@ -127,20 +126,12 @@ class PairsResult:
 
 def document_pairs(doc: Document, rules: PairRules, key_of, language_of=None) -> PairsResult:
     """Every image of `doc` with bytes and a qualifying text → one pair; `key_of(position)` names its sample."""
-    result = PairsResult()
+    result = PairsResult(images_in=len(doc.images))
+    usable = usable_images(doc, result.image_drops)
     for position, texts in candidates(doc).items():
-        result.images_in += 1
         ordered = [(source, texts[source]) for source in rules.sources if source in texts]
         result.texts_in += len(ordered)
-        data = image_bytes(doc.nodes[position].image)
-        if data is None:
-            result.image_drops["no_bytes"] += 1
-            result.text_drops["image_dropped"] += len(ordered)
-            continue
-        try:
-            width, height, image_format = picture_info(data)
-        except Exception:  # noqa: BLE001 - any decoder failure is this image's fault: a counted drop
-            result.image_drops["undecodable"] += 1
+        if position not in usable:
             result.text_drops["image_dropped"] += len(ordered)
             continue
         chosen: tuple[str, str] | None = None
@@ -162,14 +153,19 @@ def document_pairs(doc: Document, rules: PairRules, key_of, language_of=None) ->
             result.image_drops["no_qualifying_text"] += 1
             continue
         result.texts_kept += 1
-        source, text = chosen
-        key = key_of(position)
-        image = doc.nodes[position].image
-        metadata = {"key": key, "url": image.url, "caption": text, "source": source, "doc_id": doc.doc_id,
-                    "page_url": doc.url, "language": str(doc.metadata.get("language") or ""),
-                    "width": width, "height": height, "sha256": hashlib.sha256(data).hexdigest(),
-                    "status": "success"}
-        extension = MEMBER_EXTENSIONS.get(image_format, image_format or "bin")
-        result.pairs.append((key, {extension: data, "txt": text.encode("utf-8"),
-                                   "json": json.dumps(metadata, ensure_ascii=False, sort_keys=True).encode("utf-8")}))
+        result.pairs.append(pair_record(doc, position, usable[position], chosen, key_of(position)))
     return result
+
+
+def pair_record(doc: Document, position: int, picture: tuple[bytes, tuple[int, int, str]], chosen: tuple[str, str],
+                key: str) -> tuple[str, dict[str, bytes]]:
+    """One pair as webdataset members: the image, its text and img2dataset-style metadata."""
+    data, (width, height, image_format) = picture
+    source, text = chosen
+    image = doc.nodes[position].image
+    metadata = {"key": key, "url": image.url, "caption": text, "source": source, "doc_id": doc.doc_id,
+                "page_url": doc.url, "language": str(doc.metadata.get("language") or ""),
+                "width": width, "height": height, "sha256": hashlib.sha256(data).hexdigest(), "status": "success"}
+    extension = MEMBER_EXTENSIONS.get(image_format, image_format or "bin")
+    return key, {extension: data, "txt": text.encode("utf-8"),
+                 "json": json.dumps(metadata, ensure_ascii=False, sort_keys=True).encode("utf-8")}
