@@ -7,7 +7,6 @@ The run report is built from those metrics and checks `in = out + Σ drops` for 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -15,6 +14,8 @@ from typing import Any
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 from apache_beam.metrics.metric import MetricsFilter
+
+from pipeline import progress
 
 NAMESPACE = "m3w"
 DROPPED_TAG = "dropped"
@@ -39,44 +40,63 @@ class StageCounters:
     def __getstate__(self) -> dict[str, Any]:
         return {"stage": self.stage, "_cache": {}}
 
-    def _counter(self, name: str):
+    def _inc(self, name: str, n: int) -> None:
         counter = self._cache.get(name)
         if counter is None:
             counter = self._cache[name] = Metrics.counter(NAMESPACE, name)
-        return counter
+        counter.inc(n)
+        progress.count(name, n)
 
     def seen(self, unit: str, n: int = 1) -> None:
         if n:
-            self._counter(SEP.join((self.stage, unit, "in"))).inc(n)
+            self._inc(SEP.join((self.stage, unit, "in")), n)
 
     def kept(self, unit: str, n: int = 1) -> None:
         if n:
-            self._counter(SEP.join((self.stage, unit, "out"))).inc(n)
+            self._inc(SEP.join((self.stage, unit, "out")), n)
 
     def dropped(self, unit: str, reason: str, n: int = 1) -> None:
         if n:
-            self._counter(SEP.join((self.stage, unit, "drop", reason))).inc(n)
+            self._inc(SEP.join((self.stage, unit, "drop", reason)), n)
 
     def note(self, unit: str, name: str, n: int = 1) -> None:
         """An informational count that is neither in, out nor a drop (e.g. `decode_fallback`)."""
         if n:
-            self._counter(SEP.join((self.stage, unit, "info", name))).inc(n)
+            self._inc(SEP.join((self.stage, unit, "info", name)), n)
+
+
+def _counter_value(counter: Any) -> tuple[int, str]:
+    """A counter's committed value where the runner reports one, else its attempted value.
+
+    Runners that retry bundles (Dataflow) count a retried bundle's increments again in the attempted
+    value; only the committed value balances `in = out + Σ drops`.
+    """
+    try:
+        committed = counter.committed
+    except Exception:  # noqa: BLE001 - runners without committed metrics raise (UnsupportedError and others)
+        committed = None
+    if committed is not None:
+        return int(committed), "committed"
+    return int(counter.attempted or 0), "attempted"
+
+
+def _m3w_counters(result: beam.runners.runner.PipelineResult) -> list[Any]:
+    return result.metrics().query(MetricsFilter().with_namespace(NAMESPACE))["counters"]
 
 
 def query_counts(result: beam.runners.runner.PipelineResult) -> dict[str, int]:
-    """All m3w counters of a finished pipeline as {name: value}."""
-    counters = result.metrics().query(MetricsFilter().with_namespace(NAMESPACE))["counters"]
+    """All m3w counters of a finished pipeline as {name: value}, committed values where reported."""
     out: dict[str, int] = {}
-    for counter in counters:
+    for counter in _m3w_counters(result):
         name = counter.key.metric.name
-        try:
-            value = counter.committed
-        except Exception:  # some runners only report attempted values
-            value = None
-        if value is None:
-            value = counter.attempted
-        out[name] = out.get(name, 0) + int(value or 0)
+        out[name] = out.get(name, 0) + _counter_value(counter)[0]
     return out
+
+
+def metric_kind(result: beam.runners.runner.PipelineResult) -> str:
+    """Which values the balance check used: `committed`, `attempted` (may overcount retried bundles), `mixed`."""
+    kinds = {_counter_value(counter)[1] for counter in _m3w_counters(result)}
+    return kinds.pop() if len(kinds) == 1 else ("mixed" if kinds else "none")
 
 
 def stage_table(counts: dict[str, int], stage_order: Iterable[str] = ()) -> dict[str, Any]:
@@ -142,10 +162,3 @@ def broken_links(table: dict[str, Any], flow: Iterable[tuple[str, str]]) -> list
         if out != into:
             problems.append(f"{before}/{unit_before} out={out} but {after}/{unit_after} in={into}")
     return problems
-
-
-def write_json(path: str, payload: dict[str, Any]) -> None:
-    from apache_beam.io.filesystems import FileSystems
-
-    with FileSystems.create(path) as handle:
-        handle.write(json.dumps(payload, indent=2, sort_keys=False, ensure_ascii=False).encode("utf-8"))

@@ -12,6 +12,7 @@ import sys
 
 from pipeline.commands import discover
 from pipeline.config import ConfigError
+from pipeline.failures import SystematicFailure
 
 QUIET_LOGGERS = ("apache_beam", "trafilatura", "htmldate", "root", "courlan", "justext", "img2dataset")
 
@@ -41,6 +42,21 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, FileNotFoundError) as err:
         print(f"m3w: {err}", file=sys.stderr)
         return 2
+    except Exception as err:  # noqa: BLE001 - a systematic failure is named in one line; anything else re-raised
+        cause = systematic_cause(err)
+        if cause is None:
+            raise
+        print(f"m3w: stopped, {cause}", file=sys.stderr)
+        return 1
+
+
+def systematic_cause(error: BaseException) -> str | None:
+    """The `SystematicFailure` message in `error`, also when a Beam runner re-raised it as its own exception."""
+    if isinstance(error, SystematicFailure):
+        return str(error)
+    marker = f"{SystematicFailure.__name__}: "
+    lines = [line for line in str(error).splitlines() if marker in line]
+    return lines[-1].split(marker, 1)[1].strip() if lines else None
 
 
 if __name__ == "__main__":

@@ -54,7 +54,9 @@ class FailureBreaker:
         if isinstance(error, SystematicFailure):
             raise error
         if isinstance(error, NOT_ABOUT_THE_ITEM):
-            raise SystematicFailure(f"{self.stage}: {kind}: {error} (an environment or code error, not a bad item)") from error
+            raise SystematicFailure(
+                f"{self.stage}: {kind}: {error} (an environment or code error, not a bad item)"
+            ) from error
         self.items += 1
         self.failures[kind] += 1
         if self.items >= self.min_items and self.failures[kind] >= self.max_failure_share * self.items:

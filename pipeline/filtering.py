@@ -29,6 +29,9 @@ from apache_beam.io.filesystems import FileSystems
 
 from filters.base import Verdict
 from pipeline.accounting import DROPPED_TAG, StageCounters
+from pipeline.failures import FailureBreaker
+from pipeline.preflight import preflight
+from pipeline.progress import run_pipeline
 from pipeline.read import Page
 from pipeline.sinks import WriteDropAudit
 from schemas.document import Document, Node
@@ -91,6 +94,7 @@ class GateDoFn(beam.DoFn):
         self.config = config
         self.audit = bool(config["output"]["audit_drops"])
         self.counts = StageCounters(GATE_STAGE)
+        self.breaker = FailureBreaker.from_config(GATE_STAGE, config["runner"]["circuit_breaker"])
         self.gate: PageGate | None = None
 
     def setup(self) -> None:
@@ -100,7 +104,9 @@ class GateDoFn(beam.DoFn):
         self.counts.seen("pages")
         try:
             verdict = self.gate(page)
+            self.breaker.succeeded()
         except Exception as err:  # a page the gate cannot judge goes on to extraction, which judges it
+            self.breaker.failed(err)  # ...unless the gate itself is broken: then the run stops
             log.warning("m3w gate: %s on %s: %s", type(err).__name__, page.url, err)
             self.counts.note("pages", "gate_error")
             verdict = Verdict.ok()
@@ -227,6 +233,7 @@ class FilterDoFn(beam.DoFn):
         self.audit = bool(config["output"]["audit_drops"])
         self.counts = StageCounters(FILTER_STAGE)
         self.paragraph_counts = StageCounters(PARAGRAPH_STAGE)
+        self.breaker = FailureBreaker.from_config(FILTER_STAGE, config["runner"]["circuit_breaker"])
         self.filters: DocumentFilters | None = None
 
     def setup(self) -> None:
@@ -238,7 +245,9 @@ class FilterDoFn(beam.DoFn):
         self.counts.seen("images", images)
         try:
             result = self.filters(doc)
+            self.breaker.succeeded()
         except Exception as err:  # one bad document never stops the run: a counted drop
+            self.breaker.failed(err)  # a filter that fails on (nearly) every document does
             log.warning("m3w filter: %s on %s: %s", type(err).__name__, doc.url, err)
             result = Filtered(verdict=Verdict.drop("filter_error", error=f"{type(err).__name__}: {err}"[:300]))
         self.paragraph_counts.seen("paragraphs", result.paragraphs_in)
@@ -289,11 +298,11 @@ def run_filter(inputs: list[str], output: str, config: dict[str, Any], beam_args
 
     started = time.time()
     paths = document_files(inputs)
+    preflight(["filter"], config)
     write_config(output, config)
     pipeline = make_pipeline(beam_args, config)
     docs = pipeline | "Read documents" >> ReadDocumentFiles(paths)
     docs = docs | "Filter" >> FilterDocuments(config, output)
     docs | "Write documents" >> WriteDocuments(FileSystems.join(output, "documents"), config)
-    result = pipeline.run()
-    result.wait_until_finish()
+    result = run_pipeline(pipeline, config["output"]["progress_interval_s"])
     return finish_report(result, output, FILTER_STAGES, started, {"inputs": paths})

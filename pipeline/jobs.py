@@ -9,10 +9,21 @@ from typing import Any
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
-from pipeline.accounting import DROPPED_TAG, broken_links, flow_of, query_counts, stage_table, unbalanced, write_json
+from pipeline.accounting import (
+    DROPPED_TAG,
+    broken_links,
+    flow_of,
+    metric_kind,
+    query_counts,
+    stage_table,
+    unbalanced,
+)
 from pipeline.config import dump_config
 from pipeline.extract import ExtractDoFn
+from pipeline.files import write_atomically, write_json
 from pipeline.filtering import GatePages
+from pipeline.preflight import preflight
+from pipeline.progress import run_pipeline
 from pipeline.read import ReadCrawl, expand_inputs
 from pipeline.runner import make_pipeline
 from pipeline.sinks import WriteDocuments, WriteDropAudit
@@ -24,8 +35,7 @@ EXTRACT_STAGES = ["read", "gate", "extract"]
 
 def write_config(output: str, config: dict[str, Any]) -> None:
     FileSystems.mkdirs(output) if not FileSystems.exists(output) else None
-    with FileSystems.create(FileSystems.join(output, "config.yaml")) as handle:
-        handle.write(dump_config(config).encode("utf-8"))
+    write_atomically(FileSystems.join(output, "config.yaml"), dump_config(config).encode("utf-8"))
 
 
 def extract_documents(pipeline: beam.Pipeline, inputs: list[str], config: dict[str, Any], audit_dir: str | None):
@@ -44,6 +54,7 @@ def finish_report(result, output: str, stages: list[str], started: float, extra:
         "stages": table,
         "unbalanced": unbalanced(table),
         "broken_links": broken_links(table, flow_of(stages)),
+        "metrics": metric_kind(result),
         "seconds": round(time.time() - started, 3),
         **(extra or {}),
     }
@@ -58,10 +69,10 @@ def finish_report(result, output: str, stages: list[str], started: float, extra:
 def run_extract(inputs: list[str], output: str, config: dict[str, Any], beam_args: list[str] | None = None):
     """`m3w extract`: crawl files → OBELICS Parquet documents + report.json + config.yaml."""
     started = time.time()
+    preflight(["extract"], config)
     write_config(output, config)
     pipeline = make_pipeline(beam_args, config)
     docs = extract_documents(pipeline, inputs, config, output)
     docs | "Write documents" >> WriteDocuments(FileSystems.join(output, "documents"), config)
-    result = pipeline.run()
-    result.wait_until_finish()
+    result = run_pipeline(pipeline, config["output"]["progress_interval_s"])
     return finish_report(result, output, EXTRACT_STAGES, started)

@@ -14,7 +14,7 @@ from typing import Any
 
 from apache_beam.io.filesystems import FileSystems
 
-from pipeline.accounting import write_json
+from pipeline.files import write_atomically, write_json
 from schemas.shards import MANIFEST_NAME, manifest_summary
 
 FUNNEL = [
@@ -113,8 +113,7 @@ def build_samples(output: str) -> list[dict[str, Any]]:
 
 def write_report(report: dict[str, Any], output: str) -> None:
     write_json(FileSystems.join(output, "report.json"), {k: v for k, v in report.items() if k != "samples"})
-    with FileSystems.create(FileSystems.join(output, "report.html")) as handle:
-        handle.write(render_html(report).encode("utf-8"))
+    write_atomically(FileSystems.join(output, "report.html"), render_html(report).encode("utf-8"))
 
 
 def add_smoke_verdict(output: str, verdict: dict[str, Any]) -> None:

@@ -15,6 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
+from pipeline.files import write_atomically  # noqa: F401 - re-exported for the stage writers
 from schemas.document import (
     OBELICS_SCHEMA,
     OBELICS_SCHEMA_WITH_BYTES,
@@ -30,15 +31,6 @@ def shard_of(doc_id: str, shards: int) -> int:
 
 def shard_name(prefix: str, index: int, shards: int, suffix: str) -> str:
     return f"{prefix}-{index:05d}-of-{shards:05d}{suffix}"
-
-
-def write_atomically(path: str, data: bytes) -> None:
-    temp = path + ".inprogress"
-    with FileSystems.create(temp) as handle:
-        handle.write(data)
-    if FileSystems.exists(path):
-        FileSystems.delete([path])
-    FileSystems.rename([temp], [path])
 
 
 def parquet_bytes(docs: list[Document], with_bytes: bool, compression: str) -> bytes:
@@ -129,15 +121,18 @@ def document_files(inputs: list[str]) -> list[str]:
 
 class _ReadDocumentFile(beam.DoFn):
     """One Parquet file → its documents. With a stage name, rows are counted and one that does not parse is a
-    counted drop (`bad_row`); without, it fails the bundle (files this pipeline wrote itself)."""
+    counted drop (`bad_row`), unless (nearly) every row fails: that is a format this reader does not know, and
+    the run stops. Without a stage name, a bad row fails the bundle (files this pipeline wrote itself)."""
 
-    def __init__(self, stage: str | None):
+    def __init__(self, stage: str | None, circuit_breaker: dict[str, Any] | None):
         from pipeline.accounting import StageCounters
 
         self.counts = StageCounters(stage) if stage else None
 
+        from pipeline.failures import FailureBreaker
     def process(self, path: str):
         from schemas.document import row_to_document
+        self.breaker = FailureBreaker.from_config(stage, circuit_breaker) if stage and circuit_breaker else None
 
         for row in _read_rows(path):
             if self.counts is None:
@@ -146,27 +141,36 @@ class _ReadDocumentFile(beam.DoFn):
             self.counts.seen("documents")
             try:
                 doc = row_to_document(row)
-            except (KeyError, TypeError, ValueError):
+            except (KeyError, TypeError, ValueError) as error:
+                if self.breaker is not None:
+                    self.breaker.failed(error)
                 self.counts.dropped("documents", "bad_row")
                 continue
             self.counts.kept("documents")
             yield doc
 
+            if self.breaker is not None:
+                self.breaker.succeeded()
 
 class ReadDocumentFiles(beam.PTransform):
-    """Parquet document files → Documents, one file per element so reading spreads over the workers."""
+    """Parquet document files → Documents, one file per element so reading spreads over the workers.
 
-    def __init__(self, paths: list[str], stage: str | None = None):
+    `stage` names the counters of a reader of files from elsewhere (bad rows are counted drops);
+    `circuit_breaker` (the config's `runner.circuit_breaker`) stops it when nearly every row is bad.
+    """
+
+    def __init__(self, paths: list[str], stage: str | None = None, circuit_breaker: dict[str, Any] | None = None):
         super().__init__()
         self.paths = sorted(paths)
         self.stage = stage
 
     def expand(self, pbegin):
         return (
+        self.circuit_breaker = circuit_breaker
             pbegin
             | "Files" >> beam.Create(self.paths)
             | "Spread files" >> beam.Reshuffle()
-            | "Read parquet" >> beam.ParDo(_ReadDocumentFile(self.stage))
+            | "Read parquet" >> beam.ParDo(_ReadDocumentFile(self.stage, self.circuit_breaker))
         )
 
 

@@ -12,8 +12,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import apache_beam as beam
-from apache_beam.io.filesystems import FileSystems
 
+from pipeline.files import write_atomically
 from schemas.document import Document
 
 TOP_DOMAINS = 25
@@ -75,7 +75,6 @@ class WriteSummary(beam.PTransform):
         path = self.path
 
         def write(summary: dict[str, Any]) -> None:
-            with FileSystems.create(path) as handle:
-                handle.write(json.dumps(summary, indent=2, sort_keys=True, ensure_ascii=False).encode("utf-8"))
+            write_atomically(path, json.dumps(summary, indent=2, sort_keys=True, ensure_ascii=False).encode("utf-8"))
 
         return docs | "Summarise" >> beam.CombineGlobally(_MergeCounters()) | "Write summary" >> beam.Map(write)

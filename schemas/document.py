@@ -136,14 +136,16 @@ _IMAGE_KEYS = {"src", "alt_text", "caption", "title", "width", "height"}
 
 
 def row_to_document(row: dict[str, Any]) -> Document:
-    general = json.loads(row["general_metadata"])
+    """Also reads OBELICS-layout rows written by other tools: without m3w's `doc_id`, a stable one is derived
+    (from url + WARC position as m3w does, or from the content when there is no url)."""
+    general = json.loads(row.get("general_metadata") or "{}") or {}
     byte_list = row.get("image_bytes") or [None] * len(row["images"])
     nodes: list[Node] = []
     for url, meta_json, text, data in zip(row["images"], row["metadata"], row["texts"], byte_list):
         if url is None:
             nodes.append(Node(text=text))
             continue
-        meta = json.loads(meta_json) if meta_json else {}
+        meta = (json.loads(meta_json) if meta_json else None) or {}
         nodes.append(
             Node(
                 image=Image(
@@ -159,8 +161,8 @@ def row_to_document(row: dict[str, Any]) -> Document:
             )
         )
     return Document(
-        doc_id=general["doc_id"],
-        url=general["url"],
+        doc_id=general.get("doc_id") or derived_doc_id(general, row),
+        url=general.get("url"),
         nodes=nodes,
         warc_filename=general.get("warc_filename", ""),
         warc_record_offset=general.get("warc_record_offset", -1),
@@ -171,6 +173,16 @@ def row_to_document(row: dict[str, Any]) -> Document:
 
 
 def document_to_dict(doc: Document) -> dict[str, Any]:
+def derived_doc_id(general: dict[str, Any], row: dict[str, Any]) -> str:
+    """The id of a row from another tool: m3w's own rule where the row names its url, else a content hash."""
+    if general.get("url"):
+        offset = general.get("warc_record_offset")
+        return make_doc_id(str(general["url"]), str(general.get("warc_filename") or ""),
+                           -1 if offset is None else int(offset))
+    content = json.dumps([row.get("images"), row.get("texts")], ensure_ascii=False).encode("utf-8", "surrogatepass")
+    return hashlib.sha1(content).hexdigest()[:20]
+
+
     """Plain-JSON view (for audit files and reports); image bytes are left out."""
     out = asdict(doc)
     for node in out["nodes"]:

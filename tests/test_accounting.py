@@ -39,7 +39,7 @@ def test_absent_stages_are_skipped_and_a_continuous_run_is_clean():
 def fake_stages(monkeypatch, stage_counts: dict[str, dict[str, int]]) -> None:
     """Replace the three Beam jobs by ones that only report counters (what `_run` returns)."""
     monkeypatch.setattr(build, "STAGES", [(name, lambda ctx, out, name=name: name) for name in stage_counts])
-    monkeypatch.setattr(build, "_run", lambda name: stage_counts[name])
+    monkeypatch.setattr(build, "_run", lambda name, config: (stage_counts[name], "committed"))
     monkeypatch.setattr(build, "DOCUMENT_FLOW", FLOW)
 
 
@@ -83,6 +83,7 @@ def test_a_stage_command_exits_1_when_its_runner_loses_documents(monkeypatch, tm
             "dedup_url|documents|in": 10, "dedup_url|documents|out": 9, "dedup_url|documents|drop|duplicate_url": 1,
             "dedup_exact|documents|in": 7, "dedup_exact|documents|out": 7}  # two vanished on the way
     monkeypatch.setattr(jobs, "query_counts", lambda result: lost)
+    monkeypatch.setattr(jobs, "metric_kind", lambda result: "committed")
     report = jobs.finish_report(None, str(tmp_path), ["dedup_read", "dedup_url", "dedup_exact"], 0.0)
     assert report["unbalanced"] == []
     assert report["broken_links"] == ["dedup_url/documents out=9 but dedup_exact/documents in=7"]

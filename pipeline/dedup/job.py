@@ -9,6 +9,8 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
 from pipeline.dedup import STAGES, DedupDocuments, DedupImages, DropFrequentImageUrls
+from pipeline.preflight import preflight
+from pipeline.progress import run_pipeline
 from pipeline.sinks import ReadDocumentFiles, document_files
 
 READ_STAGE = "dedup_read"
@@ -37,18 +39,19 @@ def run_dedup(inputs: list[str], output: str, config: dict[str, Any], beam_args:
     started = time.time()
     paths = document_files(inputs)
     with_bytes = has_image_bytes(paths)
+    preflight(["dedup_images"] if with_bytes else [], config)
     write_config(output, config)
     pipeline = make_pipeline(beam_args, config)
     docs = (
         pipeline
-        | "Read documents" >> ReadDocumentFiles(paths, stage=READ_STAGE)
+        | "Read documents" >> ReadDocumentFiles(paths, stage=READ_STAGE,
+                                                     circuit_breaker=config["runner"]["circuit_breaker"])
         | "Dedup documents" >> DedupDocuments(config)
         | "Drop frequent image URLs" >> DropFrequentImageUrls(config)
     )
     if with_bytes:
         docs = docs | "Dedup images" >> DedupImages(config)
     docs | "Write documents" >> WriteDocuments(FileSystems.join(output, "documents"), config, with_bytes=with_bytes)
-    result = pipeline.run()
-    result.wait_until_finish()
+    result = run_pipeline(pipeline, config["output"]["progress_interval_s"])
     return finish_report(result, output, [READ_STAGE, *STAGES], started,
                          {"inputs": paths, "image_dedup": with_bytes})

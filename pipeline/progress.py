@@ -1,0 +1,185 @@
+"""Progress of a long local run on the console: the stage running, items done, items/s, drops so far.
+
+Beam's local runner reports metrics only when a pipeline ends, so a 100,000-page build would otherwise
+be silent for an hour. Every `StageCounters` increment also lands in a per-process tally, which a
+daemon thread in each worker process writes to `<progress dir>/<pid>.json` every second; the driver
+sums those files and prints one line per interval: plain log lines when stderr is not a terminal (a
+CI log gets one line every `interval_s`), one line rewritten in place when it is. The progress dir
+reaches the worker processes (multi-process mode starts them from the driver) through the
+`M3W_PROGRESS_DIR` environment variable. Remote runners (Dataflow) show their counters in their own UI.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from typing import Any, TextIO
+
+import apache_beam as beam
+
+from pipeline.files import write_atomically
+
+ENV = "M3W_PROGRESS_DIR"
+SEP = "|"
+
+# -- worker side -----------------------------------------------------------------------------------------
+
+_lock = threading.Lock()
+_tally: Counter[str] = Counter()
+_tally_dir: str | None = None
+_writer: threading.Thread | None = None
+
+
+def count(name: str, n: int) -> None:
+    """Add `n` to counter `name` of this process's tally (a no-op unless a progress dir is set)."""
+    directory = os.environ.get(ENV)
+    if not directory:
+        return
+    global _tally_dir, _writer
+    with _lock:
+        if directory != _tally_dir:  # a new run in this process (in-memory mode runs every stage here)
+            _tally.clear()
+            _tally_dir = directory
+        _tally[name] += n
+        if _writer is None or not _writer.is_alive():
+            _writer = threading.Thread(target=_write_tally_forever, name="m3w-progress-tally", daemon=True)
+            _writer.start()
+
+
+def _write_tally_forever(period_s: float = 1.0) -> None:
+    while True:
+        time.sleep(period_s)
+        with _lock:
+            directory, snapshot = _tally_dir, dict(_tally)
+        if directory and os.path.isdir(directory):
+            try:
+                write_atomically(os.path.join(directory, f"{os.getpid()}.json"), json.dumps(snapshot).encode())
+            except OSError:  # the run ended and its progress dir is gone: nothing left to report
+                pass
+
+
+# -- driver side -----------------------------------------------------------------------------------------
+
+
+def read_tallies(directory: str) -> Counter[str]:
+    """The sum of every worker's last written tally."""
+    total: Counter[str] = Counter()
+    for name in os.listdir(directory):
+        if name.endswith(".json"):
+            try:
+                with open(os.path.join(directory, name), encoding="utf-8") as handle:
+                    total.update(json.load(handle))
+            except (OSError, ValueError):  # replaced while read: the next interval reads it
+                continue
+    return total
+
+
+def describe(now: Counter[str], before: Counter[str], seconds: float, elapsed_s: float) -> str | None:
+    """One progress line for the stages whose counters moved since `before`, or None when nothing moved."""
+    stages: dict[str, dict[str, Any]] = {}
+    for name, value in now.items():
+        parts = name.split(SEP)
+        if len(parts) < 3:
+            continue
+        stage, unit, kind = parts[0], parts[1], parts[2]
+        entry = stages.setdefault(stage, {"unit": None, "in": 0, "before": 0, "drops": Counter(), "moved": False})
+        if value != before.get(name, 0):
+            entry["moved"] = True
+        if kind == "in" and (entry["unit"] is None or unit == _main_unit(stage, now)):
+            entry["unit"], entry["in"], entry["before"] = unit, value, before.get(name, 0)
+        elif kind == "drop" and len(parts) > 3 and unit == _main_unit(stage, now):
+            entry["drops"][parts[3]] += value
+    moving = [(stage, e) for stage, e in stages.items() if e["moved"] and e["unit"]]
+    if not moving:
+        return None
+    pieces = []
+    for stage, e in moving:
+        rate = (e["in"] - e["before"]) / seconds if seconds > 0 else 0.0
+        piece = f"{stage}: {e['in']:,} {e['unit']} ({rate:,.1f}/s)"
+        if e["drops"]:
+            top = ", ".join(f"{reason} {n:,}" for reason, n in e["drops"].most_common(3))
+            more = len(e["drops"]) - 3
+            piece += f", dropped {sum(e['drops'].values()):,} ({top}{f', +{more} more' if more > 0 else ''})"
+        pieces.append(piece)
+    return f"m3w progress {_clock(elapsed_s)} | " + " | ".join(pieces)
+
+
+_UNIT_ORDER = ("pages", "documents", "records", "images", "files", "paragraphs")
+
+
+def _main_unit(stage: str, counts: Counter[str]) -> str | None:
+    """The unit a stage is about: the first of `_UNIT_ORDER` it counts inputs of."""
+    units = {name.split(SEP)[1] for name in counts if name.startswith(stage + SEP) and name.split(SEP)[2:3] == ["in"]}
+    for unit in _UNIT_ORDER:
+        if unit in units:
+            return unit
+    return min(units) if units else None
+
+
+def _clock(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    return f"{minutes}m{secs:02d}s"
+
+
+class ProgressReporter:
+    """While a pipeline runs: prints a progress line every `interval_s` (0 turns it off)."""
+
+    def __init__(self, interval_s: float, stream: TextIO | None = None):
+        self.interval_s = float(interval_s)
+        self.stream = stream
+        self.directory: str | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._previous_env: str | None = None
+
+    def __enter__(self) -> ProgressReporter:
+        if self.interval_s <= 0:
+            return self
+        self.directory = tempfile.mkdtemp(prefix="m3w-progress-")
+        self._previous_env = os.environ.get(ENV)
+        os.environ[ENV] = self.directory
+        self._thread = threading.Thread(target=self._report_forever, name="m3w-progress", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        if self._thread is None:
+            return
+        self._stop.set()
+        self._thread.join()
+        if self._previous_env is None:
+            os.environ.pop(ENV, None)
+        else:
+            os.environ[ENV] = self._previous_env
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+    def _report_forever(self) -> None:
+        started = last_time = time.monotonic()
+        before: Counter[str] = Counter()
+        stream = self.stream or sys.stderr
+        in_place = stream.isatty()
+        while not self._stop.wait(self.interval_s):
+            now_time = time.monotonic()
+            now = read_tallies(self.directory)
+            line = describe(now, before, now_time - last_time, now_time - started)
+            before, last_time = now, now_time
+            if line is None:
+                continue
+            stream.write(("\r\033[K" + line) if in_place else (line + "\n"))
+            stream.flush()
+        if in_place:
+            stream.write("\n")
+
+
+def run_pipeline(pipeline: beam.Pipeline, progress_interval_s: float) -> Any:
+    """Run a pipeline to the end, printing progress meanwhile; returns the finished result."""
+    with ProgressReporter(progress_interval_s):
+        result = pipeline.run()
+        result.wait_until_finish()
+    return result
