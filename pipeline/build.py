@@ -21,12 +21,9 @@ from typing import Any
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
-from pipeline.accounting import DOCUMENT_FLOW, broken_links, metric_kind, query_counts, stage_table, unbalanced
+from pipeline.accounting import DOCUMENT_FLOW, broken_links, query_counts, stage_table, unbalanced, write_json
 from pipeline.config import dump_config
-from pipeline.files import write_json
 from pipeline.jobs import extract_documents, write_config
-from pipeline.preflight import preflight
-from pipeline.progress import run_pipeline
 from pipeline.runner import make_pipeline
 from pipeline.sinks import ReadDocumentFiles, WriteDocuments
 from pipeline.summary import WriteSummary
@@ -63,9 +60,10 @@ def _parquet_files(directory: str) -> list[str]:
     return sorted(m.path for m in FileSystems.match([pattern])[0].metadata_list)
 
 
-def _run(pipeline: beam.Pipeline, config: dict[str, Any]) -> tuple[dict[str, int], str]:
-    result = run_pipeline(pipeline, config["output"]["progress_interval_s"])
-    return query_counts(result), metric_kind(result)
+def _run(pipeline: beam.Pipeline) -> dict[str, int]:
+    result = pipeline.run()
+    result.wait_until_finish()
+    return query_counts(result)
 
 
 def documents_stage(ctx: BuildContext, out: str) -> beam.Pipeline:
@@ -175,24 +173,21 @@ def run_build(inputs: list[str], output: str, config: dict[str, Any], beam_args:
         if not redoing and marker is not None and marker.get("fingerprint") == key:
             log.warning("m3w build: stage '%s' already complete, skipped", name)
             resumed.append(name)
-    preflight(["extract", "filter", "images"], config)
             stage_counts, seconds = marker["counts"], marker["seconds"]
         else:
             if only is not None and name not in only:
-    kinds: dict[str, str] = {}  # per stage: the metric values (committed or attempted) its balance check used
                 break
             redoing = True
             _clear(directory)
             started = time.time()
-            stage_counts, kinds[name] = _run(job(ctx, directory), config)
+            stage_counts = _run(job(ctx, directory))
             seconds = round(time.time() - started, 3)
             lost = _lost_on_the_way(counts, stage_counts)
             if lost:  # not marked complete: a re-run redoes this stage instead of trusting its output
                 log.error("m3w build: stage '%s' lost items between stages: %s", name, "; ".join(lost))
             else:
-            kinds[name] = marker.get("metrics", "unknown")  # markers of older versions do not say
                 write_json(FileSystems.join(directory, MARKER),
-                           {"fingerprint": key, "counts": stage_counts, "seconds": seconds, "metrics": kinds[name]})
+                           {"fingerprint": key, "counts": stage_counts, "seconds": seconds})
         timings[name] = seconds
         counts = _merged(counts, stage_counts)
     table = stage_table(counts, STAGE_ORDER)
@@ -210,4 +205,3 @@ def run_build(inputs: list[str], output: str, config: dict[str, Any], beam_args:
     enrich_report(report, ctx)
     write_report(report, output)
     return report
-        "metrics": kinds,
