@@ -4,7 +4,7 @@ PYTHON ?= python3
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.m3w-installed
 
-.PHONY: demo test install system-deps lint bench
+.PHONY: demo test install system-deps lint bench interop-venv
 
 $(STAMP): setup.cfg setup.py pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,7 +21,12 @@ system-deps:
 demo: $(STAMP)
 	$(VENV)/bin/m3w demo --output demo-out
 
-test: $(STAMP) system-deps
+# OpenFlamingo's real code for the interop tests, in a venv of its own (torch 2.14.1 + torchvision; ~5.7 GB);
+# reused while tests/interop/requirements.txt is unchanged, else made anew. The tests make it too when it is missing.
+interop-venv:
+	PYTHON=$(PYTHON) bash tests/interop/make_venv.sh .venv-interop
+
+test: $(STAMP) system-deps interop-venv
 	$(PY) -m pytest -q -p no:cacheprovider
 
 lint: $(STAMP)

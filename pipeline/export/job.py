@@ -63,11 +63,12 @@ class Mmc4DoFn(beam.DoFn):
     def __init__(self, cfg: dict[str, Any]):
         self.min_images = int(cfg["min_images"])
         self.small_bytes = int(cfg["consumer_min_image_bytes"])
+        self.similarity = float(cfg["similarity"])
         self.counts = StageCounters(stage_of("mmc4"))
 
     def process(self, doc: Document) -> Iterator[SampleRecord]:
         counts = self.counts
-        result = mmc4_sample(doc, sample_key(doc.doc_id, 0), self.min_images, self.small_bytes)
+        result = mmc4_sample(doc, sample_key(doc.doc_id, 0), self.min_images, self.small_bytes, self.similarity)
         counts.seen("documents")
         counts.seen("images", result.images_in)
         for reason, n in sorted(result.image_drops.items()):

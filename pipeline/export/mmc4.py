@@ -6,9 +6,9 @@ places each image before the text it is most similar to. m3w knows where each im
 
 - `text_list` holds the document's text blocks in reading order (neighbouring text nodes joined by a blank
   line, as m3w's own token stream joins them);
-- an image is matched to the text block that follows it (`matched_sim` 1.0, its similarity row one-hot
-  there); images after the last text block are matched to an empty block appended at the end, so their
-  `<image>` tokens stay at the end, after the text, as in m3w's token stream.
+- an image is matched to the text block that follows it (`matched_sim` = `export.mmc4.similarity`, 1.0 by
+  default, its similarity row one-hot there); images after the last text block are matched to an empty block
+  appended at the end, so their `<image>` tokens stay at the end, after the text, as in m3w's token stream.
 
 OpenFlamingo then writes `<|endofchunk|><image>` before each matched block, drops the first
 `<|endofchunk|>` and ends with `<|endofchunk|>` + EOS: the same token stream m3w builds
@@ -84,8 +84,10 @@ def usable_images(doc: Document, drops: Counter) -> dict[int, tuple[bytes, tuple
     return usable
 
 
-def mmc4_sample(doc: Document, key: str, min_images: int, small_image_bytes: int) -> Mmc4Result:
-    """The MMC4 sample of `doc` (images without bytes or that do not decode are left out, counted)."""
+def mmc4_sample(doc: Document, key: str, min_images: int, small_image_bytes: int,
+                similarity: float = 1.0) -> Mmc4Result:
+    """The MMC4 sample of `doc` (images without bytes or that do not decode are left out, counted); each image's
+    `matched_sim` and similarity-row peak is `similarity`."""
     result = Mmc4Result(key=key, images_in=len(doc.images))
     usable = usable_images(doc, result.image_drops)
     texts: list[str] = []
@@ -101,7 +103,7 @@ def mmc4_sample(doc: Document, key: str, min_images: int, small_image_bytes: int
         data, (_, _, image_format) = usable[part]
         extension = MEMBER_EXTENSIONS.get(image_format, image_format or "bin")
         info = {"image_name": f"{key}-{len(image_info):03d}.{extension}", "raw_url": doc.nodes[part].image.url,
-                "matched_text_index": -1, "matched_sim": 1.0,
+                "matched_text_index": -1, "matched_sim": similarity,
                 "image_base64": base64.b64encode(data).decode("ascii")}
         image_info.append(info)
         waiting.append(info)
@@ -116,9 +118,9 @@ def mmc4_sample(doc: Document, key: str, min_images: int, small_image_bytes: int
         result.small_images = 0
         return result
     result.images_kept = len(image_info)
-    similarity = [[1.0 if column == info["matched_text_index"] else 0.0 for column in range(len(texts))]
-                  for info in image_info]
+    matrix = [[similarity if column == info["matched_text_index"] else 0.0 for column in range(len(texts))]
+              for info in image_info]
     result.sample = {"key": key, "doc_id": doc.doc_id, "url": doc.url,
                      "language": str(doc.metadata.get("language") or ""), "text_list": texts,
-                     "image_info": image_info, "similarity_matrix": similarity}
+                     "image_info": image_info, "similarity_matrix": matrix}
     return result
