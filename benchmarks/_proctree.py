@@ -130,3 +130,15 @@ class ProcessTreeSampler:
         while not self._done.is_set():
             self.sample()
             self._done.wait(self.interval)
+
+
+def run_sampled(command: list[str], interval: float = 0.1) -> tuple[int, float, float, ProcessTreeSampler]:
+    """Run `command` as a child process while sampling its tree; returns (exit code, start time, wall s, sampler)."""
+    import subprocess
+
+    clock = time.time()
+    process = subprocess.Popen(command)
+    sampler = ProcessTreeSampler(process.pid, interval=interval).start()
+    process.wait()
+    sampler.stop()
+    return process.returncode, clock, time.time() - clock, sampler

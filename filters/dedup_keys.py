@@ -238,7 +238,9 @@ def sha256_hex(data: bytes) -> str:
 def image_phash(data: bytes, hash_size: int = 8) -> int:
     """Perceptual hash (imagehash's pHash: DCT of a 32x32 grey image) as an int of hash_size^2 bits.
 
-    Raises `ValueError` when the bytes do not decode (the caller counts that as a drop).
+    Raises `ValueError` when the bytes do not decode (the caller counts that as a drop). Only the decoder's
+    errors on these bytes are the image's: pHash itself (imagehash, its lazy scipy import) raising is a broken
+    environment and propagates, so a run never turns every image into "undecodable".
     """
     import imagehash
     from PIL import Image as PILImage
@@ -246,9 +248,10 @@ def image_phash(data: bytes, hash_size: int = 8) -> int:
     try:
         with PILImage.open(io.BytesIO(data)) as image:
             image.load()
-            bits = imagehash.phash(image, hash_size=hash_size).hash.flatten()
+            grey = image.convert("L")
     except Exception as error:  # PIL raises many types (OSError, DecompressionBombError, SyntaxError...)
         raise ValueError(f"undecodable image: {type(error).__name__}: {error}") from error
+    bits = imagehash.phash(grey, hash_size=hash_size).hash.flatten()
     value = 0
     for bit in bits:
         value = (value << 1) | int(bit)

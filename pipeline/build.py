@@ -54,6 +54,17 @@ class BuildContext:
     def stage_dir(self, name: str) -> str:
         return stage_dir(self.output, name)
 
+    @property
+    def download_dir(self) -> str:
+        """The resumable download shards and, beside them, the image store."""
+        return FileSystems.join(self.output, "work", "download")
+
+    @property
+    def image_store(self):
+        from pipeline.imagestore import ImageStore
+
+        return ImageStore.in_workdir(self.download_dir)
+
 
 def _parquet_files(directory: str) -> list[str]:
     pattern = FileSystems.join(directory, "*.parquet")
@@ -87,9 +98,10 @@ def images_stage(ctx: BuildContext, out: str) -> beam.Pipeline:
 
     pipeline = make_pipeline(ctx.beam_args, ctx.config)
     docs = pipeline | "Read documents" >> ReadDocumentFiles(_parquet_files(ctx.stage_dir("documents")))
-    docs = docs | "Download images" >> DownloadImages(ctx.config, FileSystems.join(ctx.output, "work", "download"))
-    docs = docs | "Dedup images" >> DedupImages(ctx.config)
-    docs | "Write documents" >> WriteDocuments(out, ctx.config, with_bytes=True)
+    docs = docs | "Download images" >> DownloadImages(ctx.config, ctx.download_dir)
+    # Image bytes stay in the store; only the last writer reads them back (pipeline/imagestore.py).
+    docs = docs | "Dedup images" >> DedupImages(ctx.config, ctx.image_store)
+    docs | "Write documents" >> WriteDocuments(out, ctx.config, with_bytes=True, image_store=ctx.image_store)
     docs | "Summary" >> WriteSummary(FileSystems.join(out, "summary.json"))
     return pipeline
 
@@ -100,7 +112,7 @@ def shards_stage(ctx: BuildContext, out: str) -> beam.Pipeline:
 
     pipeline = make_pipeline(ctx.beam_args, ctx.config)
     docs = pipeline | "Read documents" >> ReadDocumentFiles(_parquet_files(ctx.stage_dir("images")))
-    docs | "Write shards" >> WriteShards(out, ctx.config)
+    docs | "Write shards" >> WriteShards(out, ctx.config, ctx.image_store)
     return pipeline
 
 

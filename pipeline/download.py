@@ -52,7 +52,10 @@ from apache_beam.io.filesystems import FileSystems  # noqa: E402
 from filters.images import ImageRules, check_image  # noqa: E402
 from filters.nsfw import NsfwScorer, nsfw_verdict  # noqa: E402
 from pipeline.accounting import StageCounters  # noqa: E402
-from pipeline.sinks import write_atomically  # noqa: E402
+from pipeline.failures import FailureBreaker  # noqa: E402
+from pipeline.files import write_atomically  # noqa: E402
+from pipeline.imagestore import ImageStore  # noqa: E402
+from pipeline.preflight import preflight  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -348,6 +351,22 @@ _REASON_MARKERS = (
 )
 
 
+# Failures of our own side or of the transport, not an answer about the image: they may be retried by the next
+# run, and when (nearly) every URL of a worker fails with one of them the run stops (`FailureBreaker`).
+TRANSPORT_ERRORS = frozenset({"connection_error", "timeout", "dns_error", "tls_error", "download_error"})
+# Failures of our processing of fetched bytes: one is the image's, (nearly) all of them a broken environment.
+PROCESSING_ERRORS = frozenset({"decode_error", "resize_error"})
+
+
+class ItemFailure(Exception):
+    """One URL's failure, typed by its drop reason so the breaker tells "all the same error" apart."""
+
+
+@functools.cache
+def failure_type(stage: str, reason: str) -> type[ItemFailure]:
+    return type(f"{stage}:{reason}", (ItemFailure,), {})
+
+
 def download_reason(error_message: str | None) -> str:
     """img2dataset's per-sample error message → a short, stable drop reason."""
     message = (error_message or "").lower()
@@ -362,7 +381,10 @@ def download_reason(error_message: str | None) -> str:
 
 @dataclass
 class ImageResult:
-    """The outcome for one unique image URL: kept (reason "") with stored bytes and meta, or dropped."""
+    """The outcome for one unique image URL: kept (reason "") with stored bytes and meta, or dropped.
+
+    `data` holds the bytes only between the fetch and the image store; after that `meta["sha256"]` is the
+    reference (`pipeline.imagestore`)."""
 
     url: str
     reason: str = ""
@@ -537,16 +559,16 @@ class ShardDownloader:
 # ------------------------------------------------------------------------------------------------
 # Resumable shards in Beam
 # ------------------------------------------------------------------------------------------------
-# Settings that change how a URL is fetched but not what a finished shard holds (a re-run with a new
-# image-host port or more threads still reuses finished shards).
-_TRANSPORT_KEYS = {"rewrite_to", "thread_count", "timeout_s", "retries", "shard_retries", "urls_per_shard",
-                   "user_agent"}
+# Settings that only say how much runs at once or when to try again, never what a URL's answer is. Everything
+# else (where a URL is fetched from, `rewrite_to`; who asks, `user_agent`; timeouts and retries, which decide
+# whether a slow host counts as failed) is part of the results fingerprint: a change fetches again.
+_RUNTIME_KEYS = {"thread_count", "shard_retries", "urls_per_shard", "retry_next_run"}
 _NSFW_RUNTIME_KEYS = {"threads", "batch_size"}
 
 
 def results_fingerprint(config: dict[str, Any]) -> str:
     """Hash of every setting that shapes a shard's stored results."""
-    download = {k: v for k, v in config["download"].items() if k not in _TRANSPORT_KEYS}
+    download = {k: v for k, v in config["download"].items() if k not in _RUNTIME_KEYS}
     filters = dict(config["image_filters"])
     filters["nsfw"] = {k: v for k, v in filters["nsfw"].items() if k not in _NSFW_RUNTIME_KEYS}
     payload = json.dumps({"download": download, "image_filters": filters}, sort_keys=True, default=str)
@@ -569,25 +591,34 @@ def shard_basename(index: int, count: int, urls: list[str], fingerprint: str) ->
 class FetchShardsDoFn(beam.DoFn):
     """((index, count), [(url, uses)]) → results per use; a shard finished by an earlier run is read back.
 
+    Kept images go into the image store (`{workdir}/images/`, by sha256) and travel on by reference.
     Results go to `{workdir}/shards/<name>.parquet`, then `<name>.done.json` (URL count, sha256 of the
     results): both written under a temporary name and renamed, the marker last. A shard without a
-    valid marker (a run killed mid-shard) is fetched again from scratch.
+    valid marker (a run killed mid-shard), or whose kept images are missing from the store, is fetched
+    again from scratch. A finished shard is final only for URLs with a final answer: those that failed
+    with a transient reason (`download.retry_next_run`: no connection, timeout, 5xx...) are fetched again
+    by the next run, and the shard is rewritten with their new answers.
     """
 
     def __init__(self, config: dict[str, Any], workdir: str):
         self.config = config
         self.workdir = workdir.rstrip("/")
+        self.store = ImageStore.in_workdir(self.workdir)
         self.fingerprint = results_fingerprint(config)
+        self.retry_reasons = frozenset(config["download"]["retry_next_run"])
         self.download_counts = StageCounters(DOWNLOAD)
         self.filter_counts = StageCounters(IMAGE_FILTER)
         self.downloader: ShardDownloader | None = None
+        self.breaker: FailureBreaker | None = None
 
     def setup(self) -> None:
+        preflight(["images"], self.config)  # img2dataset, the NSFW model: a broken install fails here, named
         self.downloader = ShardDownloader(self.config)
+        self.breaker = FailureBreaker.from_config(DOWNLOAD, self.config["runner"]["circuit_breaker"])
 
     def process(self, element: tuple[tuple[int, int], Any]) -> Iterator[tuple[str, tuple[int, ImageResult]]]:
-        """Yields (doc key, (node index, result)) for every use of every URL of the shard: the bytes go
-        straight to their documents, through a single shuffle."""
+        """Yields (doc key, (node index, result)) for every use of every URL of the shard: only references
+        go on to the documents, through a single shuffle."""
         (index, count), url_uses = element
         uses: dict[str, list[tuple[str, int]]] = {}
         for url, url_use_list in url_uses:
@@ -596,16 +627,35 @@ class FetchShardsDoFn(beam.DoFn):
         name = shard_basename(index, count, urls, self.fingerprint)
         results = self._load(name, len(urls))
         if results is None:
-            results = self.downloader.run(urls)
+            results = self._fetch(urls)
             self._store(name, results)
             self.download_counts.note("urls", "shards_fetched")
         else:
             self.download_counts.note("urls", "shards_reused")
-            self.download_counts.note("urls", "from_finished_shards", len(results))
+            retry = [r.url for r in results if r.reason in self.retry_reasons]
+            self.download_counts.note("urls", "from_finished_shards", len(results) - len(retry))
+            if retry:  # transient failures of an earlier run are not answers: ask again
+                self.download_counts.note("urls", "retried_from_earlier_run", len(retry))
+                fresh = {r.url: r for r in self._fetch(retry)}
+                results = [fresh.get(r.url, r) for r in results]
+                self._store(name, results)
         self._count(results)
         for result in results:
             for key, node_index in uses.get(result.url, ()):
                 yield key, (node_index, result)
+
+    def _fetch(self, urls: list[str]) -> list[ImageResult]:
+        """Fetch and check `urls`; kept bytes go into the store; systematic failures stop the stage."""
+        results = self.downloader.run(urls)
+        for result in results:
+            if result.reason in TRANSPORT_ERRORS or result.reason in PROCESSING_ERRORS:
+                self.breaker.failed(failure_type(result.stage, result.reason)(result.detail or result.reason))
+            else:
+                self.breaker.succeeded()
+            if result.data is not None:
+                result.meta["sha256"] = self.store.put(result.data)
+                result.data = None
+        return results
 
     def _paths(self, name: str) -> tuple[str, str]:
         folder = FileSystems.join(self.workdir, "shards")
@@ -626,13 +676,23 @@ class FetchShardsDoFn(beam.DoFn):
         if marker.get("sha256") != hashlib.sha256(data).hexdigest() or marker.get("urls") != expected:
             log.warning("m3w download: finished shard %s does not match its marker: fetching it again", name)
             return None
-        return results_from_parquet(data)
+        results = results_from_parquet(data)
+        for result in results:
+            if result.data is not None:  # a shard written before the image store: its bytes move there
+                result.meta["sha256"] = self.store.put(result.data)
+                result.data = None
+        if any(r.kept and not self.store.has(r.meta.get("sha256") or "") for r in results):
+            log.warning("m3w download: finished shard %s refers to images no longer in %s: fetching it again",
+                        name, self.store.root)
+            return None
+        return results
 
     def _store(self, name: str, results: list[ImageResult]) -> None:
         results_path, marker_path = self._paths(name)
         data = results_to_parquet(results)
         write_atomically(results_path, data)
         marker = {"urls": len(results), "kept": sum(r.kept for r in results),
+                  "retry_next_run": sum(r.reason in self.retry_reasons for r in results),
                   "sha256": hashlib.sha256(data).hexdigest(), "fingerprint": self.fingerprint}
         write_atomically(marker_path, json.dumps(marker, sort_keys=True).encode())
 

@@ -1,4 +1,4 @@
-"""The image stage: documents with image URLs → documents with image bytes, each image where it stood.
+"""The image stage: documents with image URLs → documents with stored images, each image where it stood.
 
     documents ─ Plan ─┬─ (doc key, document) ──────────────────────────────────────┐
                       └─ (url, (doc key, node index)) per image use                  │
@@ -9,7 +9,9 @@
                                                                        → rebuilt documents
 
 Nothing is held in one machine's memory: every step is a keyed shuffle, the fetching is spread over
-the workers by URL shard, and image bytes cross a single shuffle to reach their documents. Pages
+the workers by URL shard, and image bytes never cross a shuffle: each kept image is written once to the
+image store in the work folder (`pipeline.imagestore`, by sha256) and documents carry that reference
+(`Image.stored`); the final writer reads the bytes back. Pages
 that opted out of AI use (`noai` / `noimageai`, recorded at extraction) never have an image requested.
 Counted per stage: `download` (images and documents per use; `urls` per unique URL, the network
 work) and `image_filter` (checks, NSFW); a document with an NSFW image is dropped (`nsfw`) and one
@@ -38,6 +40,8 @@ from pipeline.download import (
     shard_count,
     url_shard,
 )
+from pipeline.imagestore import ImageStore
+from pipeline.preflight import preflight
 from schemas.document import Document
 
 STAGES = [DOWNLOAD, IMAGE_FILTER]
@@ -121,7 +125,8 @@ class RebuildDocumentsDoFn(beam.DoFn):
                 self.filter_counts.dropped("images", result.reason)
                 nsfw = nsfw or result.reason == "nsfw"
                 continue
-            node.image.data = result.data
+            node.image.data = None  # the bytes stay in the image store; the document carries their sha256
+            node.image.stored = result.meta["sha256"]
             node.image.meta.update(result.meta)
             nodes.append(node)
         kept = fetched - filtered
@@ -153,15 +158,18 @@ def _assign_shard(item: tuple[str, Any], unique_urls: int, urls_per_shard: int):
 
 
 class DownloadImages(beam.PTransform):
-    """Documents → documents whose images carry their (resized) bytes and meta; see the module docstring.
+    """Documents → documents whose images refer to their (resized) bytes in the image store, with meta.
 
-    `workdir` (any Beam filesystem path) keeps finished URL shards, so a re-run fetches only the rest.
+    `workdir` (any Beam filesystem path) keeps finished URL shards and the image store
+    (`ImageStore.in_workdir(workdir)`), so a re-run fetches only the rest. Heavy dependencies are loaded
+    here, in the driver, so a broken install fails before any document is read.
     """
 
     def __init__(self, config: dict[str, Any], workdir: str):
         super().__init__()
         self.config = config
         self.workdir = workdir
+        preflight(["images"], config)
 
     def expand(self, docs):
         per_shard = int(self.config["download"]["urls_per_shard"])
@@ -183,7 +191,11 @@ class DownloadImages(beam.PTransform):
 
 def run_download(inputs: list[str], output: str, config: dict[str, Any], beam_args: list[str] | None = None,
                  workdir: str | None = None) -> dict[str, Any]:
-    """`m3w download`: OBELICS Parquet documents → documents with image bytes + report.json + config.yaml."""
+    """`m3w download`: OBELICS Parquet documents → documents with image bytes + report.json + config.yaml.
+
+    The image store lives in the work folder (`--workdir`, default `OUTPUT/work/download/images`); the
+    written documents carry their image bytes inline, so `m3w shard` and `m3w inspect` read them alone.
+    """
     from pipeline.jobs import finish_report, write_config
     from pipeline.runner import make_pipeline
     from pipeline.sinks import ReadDocumentFiles, WriteDocuments, document_files
@@ -196,8 +208,10 @@ def run_download(inputs: list[str], output: str, config: dict[str, Any], beam_ar
         pipeline
         | "Read documents" >> ReadDocumentFiles(files)
     )
-    docs = docs | "Download images" >> DownloadImages(config, workdir or FileSystems.join(output, "work", "download"))
-    docs | "Write documents" >> WriteDocuments(FileSystems.join(output, "documents"), config, with_bytes=True)
+    workdir = workdir or FileSystems.join(output, "work", "download")
+    docs = docs | "Download images" >> DownloadImages(config, workdir)
+    docs | "Write documents" >> WriteDocuments(FileSystems.join(output, "documents"), config, with_bytes=True,
+                                               image_store=ImageStore.in_workdir(workdir))
     result = pipeline.run()
     result.wait_until_finish()
     return finish_report(result, output, STAGES, started)

@@ -1,17 +1,68 @@
-"""Choosing the Beam runner: the in-process/multi-process Python runner locally, any Beam runner by flag.
+"""Choosing the Beam runner: the in-process portable runner locally, any Beam runner by flag.
 
 Beam >= 2.68 tries its Prism runner first when none is named, and Prism downloads a binary: offline
-that fails. So when the user names no `--runner`, m3w builds the portable FnApiRunner itself, in
-multi-process mode so every core works. `--runner DataflowRunner` (Flink, Spark...) with the
-standard Beam options takes over unchanged.
+that fails. So when the user names no `--runner`, m3w builds the portable FnApiRunner itself.
+`--runner DataflowRunner` (Flink, Spark...) with the standard Beam options takes over unchanged.
+
+The local default is `in_memory` (one process, no gRPC data plane), not `multi_processing`: the
+multi-process mode feeds each stage to a worker as one bundle over gRPC, and past about 512 MB-1 GB per
+bundle that data plane loses elements or stalls while the run still exits 0 (docs/runner.md, reproduced
+by `benchmarks/runner_bundles.py`). Whatever the mode, an m3w run treats the data plane's "buffer size
+exceeds" warning as an error (`DataPlaneOverflow`): a run that may have lost data never counts as done.
 """
 
 from __future__ import annotations
 
+import logging
+import threading
 from typing import Any
 
 import apache_beam as beam
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, SetupOptions, StandardOptions
+
+RUNNING_MODES = ("in_memory", "multi_processing", "multi_threading")
+# What Beam's data plane logs (apache_beam.runners.worker.data_plane) just before the multi-process runner
+# drops or stalls a bundle; workers' copies reach the driver through the Fn API logging service.
+DATA_PLANE_WARNINGS = ("Data output stream buffer size", "exceeds GRPC limit")
+
+
+class DataPlaneOverflow(RuntimeError):
+    """The local runner's data plane carried a bundle past the size at which it is known to lose elements."""
+
+
+class _DataPlaneWatch(logging.Handler):
+    """Remembers the first data-plane overflow warning logged anywhere in this process while a run lasts."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.seen: str | None = None
+        self._lock_seen = threading.Lock()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if any(marker in message for marker in DATA_PLANE_WARNINGS):
+            with self._lock_seen:
+                self.seen = self.seen or message[:300]
+
+
+class M3wPipeline(beam.Pipeline):
+    """A Beam pipeline whose `run()` fails (rather than returns) when the data plane overflowed."""
+
+    def run(self, test_runner_api: Any = "AUTO"):
+        watch = _DataPlaneWatch()
+        root = logging.getLogger()
+        root.addHandler(watch)
+        try:
+            result = super().run(test_runner_api)
+            result.wait_until_finish()
+        finally:
+            root.removeHandler(watch)
+        if watch.seen:
+            raise DataPlaneOverflow(
+                f"the local runner's data plane overflowed ({watch.seen}); the multi-process runner loses "
+                "elements past this size, so the run is not trusted. Use runner.direct_running_mode=in_memory "
+                "(the default) or a distributed runner (docs/runner.md).")
+        return result
 
 
 def pipeline_options(beam_args: list[str] | None, config: dict[str, Any]) -> PipelineOptions:
@@ -22,10 +73,12 @@ def pipeline_options(beam_args: list[str] | None, config: dict[str, Any]) -> Pip
     options.view_as(SetupOptions).save_main_session = False
     if options.view_as(StandardOptions).runner is None:
         direct = options.view_as(DirectOptions)
-        direct.direct_running_mode = config["runner"]["direct_running_mode"]
+        mode = config["runner"]["direct_running_mode"]
+        if mode not in RUNNING_MODES:
+            raise ValueError(f"runner.direct_running_mode must be one of {RUNNING_MODES}; got {mode!r}")
+        direct.direct_running_mode = mode
         # One worker is all the in-memory mode can use (Beam warns otherwise).
-        in_memory = direct.direct_running_mode == "in_memory"
-        direct.direct_num_workers = 1 if in_memory else int(config["runner"]["direct_num_workers"])
+        direct.direct_num_workers = 1 if mode == "in_memory" else int(config["runner"]["direct_num_workers"])
     return options
 
 
@@ -34,5 +87,5 @@ def make_pipeline(beam_args: list[str] | None, config: dict[str, Any]) -> beam.P
     if options.view_as(StandardOptions).runner is None:
         from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
-        return beam.Pipeline(runner=FnApiRunner(), options=options)
-    return beam.Pipeline(options=options)
+        return M3wPipeline(runner=FnApiRunner(), options=options)
+    return M3wPipeline(options=options)

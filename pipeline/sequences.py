@@ -198,6 +198,10 @@ def build_sequences(parts: Sequence[list[int] | int], config: WindowConfig, spec
 # ------------------------------------------------------------------------------------------------------ images
 
 
+class UndecodableImage(OSError):
+    """The decoder refused an image's own bytes: that image's fault, a counted drop (never a broken run)."""
+
+
 def parse_image_size(value: int | Sequence[int]) -> tuple[int, int]:
     """Config `image_size` (an int for square, or [height, width]) → (height, width)."""
     if isinstance(value, int):
@@ -212,7 +216,8 @@ def fit_image(data: bytes, size: tuple[int, int], mode: str, image_format: str, 
     center_crop: scale so the short side fits, crop the middle (CLIP / OpenFlamingo preprocessing);
     pad: scale to fit inside, pad with black; stretch: resize ignoring the aspect ratio.
     Bytes already of the right size, mode and format pass through unchanged (no second lossy encode).
-    Raises on undecodable input.
+    Raises `UndecodableImage` when the decoder refuses the bytes; any other error (resizing, encoding, a
+    broken Pillow) is not about the image and propagates as it is.
     """
     from PIL import Image as PILImage
     from PIL import ImageOps
@@ -221,16 +226,19 @@ def fit_image(data: bytes, size: tuple[int, int], mode: str, image_format: str, 
         raise ValueError(f"unknown resize mode {mode!r} (known: {', '.join(RESIZE_MODES)})")
     pil_format = IMAGE_FORMATS[image_format]
     height, width = size
-    with PILImage.open(io.BytesIO(data)) as source:
-        if source.format == pil_format and source.size == (width, height) and source.mode == "RGB" \
-                and not source.getexif().get(0x0112):
-            source.load()  # fully decodable, not only a valid header
-            return data
-        if source.format == "JPEG":
-            source.draft("RGB", (width, height))  # decode at a reduced scale when the source is much larger
-        image = ImageOps.exif_transpose(source) if source.getexif().get(0x0112) else source
-        image = image.convert("RGB") if image.mode != "RGB" else image
-        image.load()
+    try:
+        with PILImage.open(io.BytesIO(data)) as source:
+            if source.format == pil_format and source.size == (width, height) and source.mode == "RGB" \
+                    and not source.getexif().get(0x0112):
+                source.load()  # fully decodable, not only a valid header
+                return data
+            if source.format == "JPEG":
+                source.draft("RGB", (width, height))  # decode at a reduced scale when the source is much larger
+            image = ImageOps.exif_transpose(source) if source.getexif().get(0x0112) else source
+            image = image.convert("RGB") if image.mode != "RGB" else image
+            image.load()
+    except (OSError, SyntaxError, ValueError, PILImage.DecompressionBombError) as error:  # what decoders raise
+        raise UndecodableImage(f"undecodable image: {type(error).__name__}: {error}") from error
     resample = PILImage.Resampling.BICUBIC
     if mode == "center_crop":
         image = ImageOps.fit(image, (width, height), method=resample, centering=(0.5, 0.5))

@@ -1,4 +1,4 @@
-"""Documents with image bytes → webdataset training shards + manifest + tokenizer + document Parquet (Beam).
+"""Documents with images → webdataset training shards + manifest + tokenizer + document Parquet (Beam).
 
 `WriteShards(output_dir, config)`:
 
@@ -13,6 +13,9 @@
 5. last, `tokenizer.json` and `manifest.json` (counts and sha256 of every shard): a reader that finds
    the manifest finds a complete shard set. Stale shards of an earlier run are removed then.
 
+Image bytes never ride through the shuffles: documents come with inline bytes or a reference into the
+run's image store (`pipeline.imagestore`); the fitted slots go into that store and samples carry
+`StoredMember` references, which the shard writer reads back last (as the document writer does).
 The same input and config give byte-identical shards and manifest, on any runner and worker count.
 Counts (stage `shard`): documents in = documents with ≥1 sequence + drops; images in = images placed
 in ≥1 sequence + drops; sequences (windows) in = written + drops.
@@ -20,6 +23,7 @@ in ≥1 sequence + drops; sequences (windows) in = written + drops.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -35,10 +39,13 @@ from apache_beam.io.filesystems import FileSystems
 
 from pipeline.accounting import StageCounters
 from pipeline.config import ConfigError
+from pipeline.failures import FailureBreaker
+from pipeline.imagestore import STORE_DIR, ImageStore
 from pipeline.sequences import (
     IMAGE_FORMATS,
     RESIZE_MODES,
     SpecialIds,
+    UndecodableImage,
     Window,
     WindowConfig,
     build_windows,
@@ -81,7 +88,16 @@ DOCS_TAG = "docs"
 DOC_PARQUET_MODES = ("bytes", "references", "none")
 _KEY_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 
-SampleRecord = tuple[str, dict[str, bytes]]  # (key, {member suffix: bytes})
+
+@dataclasses.dataclass(frozen=True)
+class StoredMember:
+    """A tar member's bytes left in the image store: what a sample carries through the shuffle instead."""
+
+    sha256: str
+    size: int
+
+
+SampleRecord = tuple[str, dict[str, "bytes | StoredMember"]]  # (key, {member suffix: bytes or a reference})
 
 
 def check_shard_config(shards: dict[str, Any]) -> None:
@@ -139,9 +155,12 @@ def document_parts(doc: Document, kept_images: dict[int, int], tokenizer) -> lis
 class BuildSamplesDoFn(beam.DoFn):
     """Document → its windows as webdataset sample records; the kept document on the `docs` output."""
 
-    def __init__(self, config: dict[str, Any]):
+    def __init__(self, config: dict[str, Any], store: ImageStore):
         shards = config["shards"]
         check_shard_config(shards)
+        self.store = store
+        self.circuit_breaker = config["runner"]["circuit_breaker"]
+        self.breaker: FailureBreaker | None = None
         self.shards = shards
         self.window_config = WindowConfig.from_config(shards)
         self.image_size = parse_image_size(shards["image_size"])
@@ -153,32 +172,42 @@ class BuildSamplesDoFn(beam.DoFn):
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_tokenizer": None, "_tokenizer_sha": ""}
 
+    def setup(self) -> None:
+        self.breaker = FailureBreaker.from_config(STAGE, self.circuit_breaker)
+
     def _tokenizer_for(self, info: TokenizerInfo):
         if info.sha256 != self._tokenizer_sha:
             self._tokenizer = tokenizer_from_json(info.json)
             self._tokenizer_sha = info.sha256
         return self._tokenizer
 
-    def _fit_images(self, doc: Document) -> tuple[dict[int, int], list[tuple[str, bytes]], dict[str, int]]:
-        """Usable images: node position → image index, (url, slot bytes) per image index, drops by reason."""
+    def _fit_images(self, doc: Document) -> tuple[dict[int, int], list[tuple[str, StoredMember]], dict[str, int]]:
+        """Usable images: node position → image index, (url, stored slot) per image index, drops by reason.
+
+        Only the decoder refusing an image's own bytes is that image's fault (`undecodable`); any other error
+        of fitting (resizing, encoding, the store) stops the run, and so does (nearly) every image of a worker
+        being undecodable (`FailureBreaker`)."""
         cfg = self.shards
         index_of: dict[int, int] = {}
-        fitted: list[tuple[str, bytes]] = []
+        fitted: list[tuple[str, StoredMember]] = []
         drops: dict[str, int] = {}
         for position, node in enumerate(doc.nodes):
             if node.image is None:
                 continue
-            if not node.image.data:
+            source = self.store.bytes_of(node.image)
+            if not source:
                 drops["no_bytes"] = drops.get("no_bytes", 0) + 1
                 continue
             try:
-                data = fit_image(node.image.data, self.image_size, cfg["resize_mode"], cfg["image_format"],
+                data = fit_image(source, self.image_size, cfg["resize_mode"], cfg["image_format"],
                                  int(cfg["image_quality"]))
-            except Exception:  # noqa: BLE001 - any decoder failure is this image's fault: a counted drop
+            except UndecodableImage as error:
+                self.breaker.failed(error)
                 drops["undecodable"] = drops.get("undecodable", 0) + 1
                 continue
+            self.breaker.succeeded()
             index_of[position] = len(fitted)
-            fitted.append((node.image.url, data))
+            fitted.append((node.image.url, StoredMember(self.store.put(data), len(data))))
         return index_of, fitted, drops
 
     def process(self, doc: Document, tokenizer: TokenizerInfo) -> Iterator[Any]:
@@ -216,14 +245,15 @@ class BuildSamplesDoFn(beam.DoFn):
         counts.note("sequences", "padding_tokens", sum(self.window_config.seq_len - w.n_tokens for w in emitted))
         for window in emitted:
             yield self.record(doc, window, len(windows), fitted)
-        yield beam.pvalue.TaggedOutput(DOCS_TAG, without_unusable_images(doc, index_of))
+        yield beam.pvalue.TaggedOutput(DOCS_TAG, self.store.by_reference(without_unusable_images(doc, index_of)))
 
-    def record(self, doc: Document, window: Window, n_windows: int, fitted: list[tuple[str, bytes]]) -> SampleRecord:
+    def record(self, doc: Document, window: Window, n_windows: int,
+               fitted: list[tuple[str, StoredMember]]) -> SampleRecord:
         """One window → (key, members), the layout of `schemas.shards`."""
         cfg = self.shards
         key = sample_key(doc.doc_id, window.index)
         slots = [fitted[index] for index in window.image_indices]
-        members: dict[str, bytes] = {
+        members: dict[str, bytes | StoredMember] = {
             INPUT_IDS: npy_bytes(window.input_ids, INPUT_IDS_DTYPE),
             ATTENTION_MASK: npy_bytes(window.attention_mask, MASK_DTYPE),
             PHI: npy_bytes(window.phi, PHI_DTYPE),
@@ -246,7 +276,7 @@ class BuildSamplesDoFn(beam.DoFn):
             "n_images": len(slots),
             "max_images": self.window_config.max_images,
             "image_urls": [url for url, _ in slots],
-            "image_sha256": [sha256_bytes(data) for _, data in slots],
+            "image_sha256": [stored.sha256 for _, stored in slots],
             "image_size": list(self.image_size),
             "resize_mode": cfg["resize_mode"],
             "image_format": cfg["image_format"],
@@ -269,9 +299,13 @@ def without_unusable_images(doc: Document, usable_positions: dict[int, int]) -> 
     return out
 
 
+def _size(data: bytes | StoredMember) -> int:
+    return data.size if isinstance(data, StoredMember) else len(data)
+
+
 def record_bytes(record: SampleRecord) -> int:
     """Bytes the sample takes in a tar: a 512-byte header per member, data padded to 512-byte blocks."""
-    return sum(512 + -(-len(data) // 512) * 512 for data in record[1].values())
+    return sum(512 + -(-_size(data) // 512) * 512 for data in record[1].values())
 
 
 def shard_index(key: str, shards: int) -> int:
@@ -291,19 +325,21 @@ class WriteShardDoFn(beam.DoFn):
     is written. Two records with one key (the same document given twice) keep one, counted.
     """
 
-    def __init__(self, shards_dir: str):
+    def __init__(self, shards_dir: str, store: ImageStore):
         self.shards_dir = shards_dir
+        self.store = store
         self.counts = StageCounters(STAGE)
 
     def process(self, item: tuple[int, Any], used: list[int]) -> Iterator[dict[str, Any]]:
         index, records = item
         ordered = sorted(records, key=lambda r: (r[0], hashlib.sha256(_canonical(r[1])).hexdigest()))
         unique: list[SampleRecord] = []
-        for record in ordered:
-            if unique and unique[-1][0] == record[0]:
+        for key, members in ordered:
+            if unique and unique[-1][0] == key:
                 self.counts.dropped("sequences", "duplicate_key")
                 continue
-            unique.append(record)
+            unique.append((key, {suffix: self.store.get(data.sha256) if isinstance(data, StoredMember) else data
+                                 for suffix, data in members.items()}))
         self.counts.kept("sequences", len(unique))
         data = tar_bytes(unique)
         name = shard_file_name(sorted(used).index(index))
@@ -312,8 +348,12 @@ class WriteShardDoFn(beam.DoFn):
                "sha256": sha256_bytes(data)}
 
 
-def _canonical(members: dict[str, bytes]) -> bytes:
-    return b"".join(suffix.encode() + b"\x00" + hashlib.sha256(members[suffix]).digest() for suffix in sorted(members))
+def _digest(data: bytes | StoredMember) -> bytes:
+    return bytes.fromhex(data.sha256) if isinstance(data, StoredMember) else hashlib.sha256(data).digest()
+
+
+def _canonical(members: dict[str, bytes | StoredMember]) -> bytes:
+    return b"".join(suffix.encode() + b"\x00" + _digest(members[suffix]) for suffix in sorted(members))
 
 
 def write_manifest(entries: list[dict[str, Any]], output_dir: str, tokenizer: TokenizerInfo, documents: int,
@@ -350,14 +390,17 @@ def write_manifest(entries: list[dict[str, Any]], output_dir: str, tokenizer: To
 class WriteShards(beam.PTransform):
     """Documents (with image bytes) → `output_dir/{shards/*.tar, tokenizer.json, manifest.json, docs/}`.
 
+    `image_store` holds the bytes of images that travel by reference and receives the fitted slots (a
+    build passes its own; default: `output_dir/work/images`, scratch that `m3w shard` removes when done).
     Returns a one-element PCollection with the manifest's path, available once everything is written.
     """
 
-    def __init__(self, output_dir: str, config: dict[str, Any]):
+    def __init__(self, output_dir: str, config: dict[str, Any], image_store: ImageStore | None = None):
         super().__init__()
         check_shard_config(config["shards"])
         self.output_dir = output_dir.rstrip("/")
         self.config = config
+        self.store = image_store or scratch_store(self.output_dir)
 
     def expand(self, docs):
         shards = self.config["shards"]
@@ -366,7 +409,7 @@ class WriteShards(beam.PTransform):
 
         tokenizer = docs | "Tokenizer" >> TrainTokenizer(self.config)
         built = docs | "Build samples" >> beam.ParDo(
-            BuildSamplesDoFn(self.config), tokenizer=beam.pvalue.AsSingleton(tokenizer)
+            BuildSamplesDoFn(self.config, self.store), tokenizer=beam.pvalue.AsSingleton(tokenizer)
         ).with_outputs(DOCS_TAG, main="samples")
         samples = built.samples
 
@@ -384,7 +427,7 @@ class WriteShards(beam.PTransform):
         entries = (
             keyed
             | "Group shards" >> beam.GroupByKey()
-            | "Write shards" >> beam.ParDo(WriteShardDoFn(shards_dir), used=beam.pvalue.AsSingleton(used))
+            | "Write shards" >> beam.ParDo(WriteShardDoFn(shards_dir, self.store), used=beam.pvalue.AsSingleton(used))
         )
         documents = built[DOCS_TAG] | "Count documents" >> beam.combiners.Count.Globally()
         manifest = (
@@ -398,9 +441,14 @@ class WriteShards(beam.PTransform):
         mode = shards["docs_parquet_images"]
         if mode != "none":
             built[DOCS_TAG] | "Write documents" >> WriteDocuments(
-                FileSystems.join(output_dir, DOCS_DIR), self.config, with_bytes=mode == "bytes"
+                FileSystems.join(output_dir, DOCS_DIR), self.config, with_bytes=mode == "bytes", image_store=self.store
             )
         return manifest
+
+
+def scratch_store(output_dir: str) -> ImageStore:
+    """The image store of a standalone shard run: inside its output, removed once the run is done."""
+    return ImageStore(FileSystems.join(output_dir, "work", STORE_DIR))
 
 
 def run_shard(inputs: list[str], output: str, config: dict[str, Any], beam_args: list[str] | None = None):
@@ -420,5 +468,8 @@ def run_shard(inputs: list[str], output: str, config: dict[str, Any], beam_args:
     docs | "Write shards" >> WriteShards(output, config)
     result = pipeline.run()
     result.wait_until_finish()
+    scratch = scratch_store(output).root
+    if FileSystems.exists(scratch):  # every byte now lives in the shards and docs/: the scratch store goes
+        FileSystems.delete([scratch])
     summary = {**manifest_summary(read_manifest(old_manifest)), "manifest": old_manifest}
     return finish_report(result, output, [STAGE], started, extra={"shards": summary})

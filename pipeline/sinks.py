@@ -45,19 +45,22 @@ def parquet_bytes(docs: list[Document], with_bytes: bool, compression: str) -> b
 class WriteDocuments(beam.PTransform):
     """Documents → `{directory}/docs-SSSSS-of-NNNNN.parquet`; returns the written paths."""
 
-    def __init__(self, directory: str, config: dict[str, Any], with_bytes: bool = False):
+    def __init__(self, directory: str, config: dict[str, Any], with_bytes: bool = False, image_store=None):
         super().__init__()
         self.directory = directory.rstrip("/")
         self.shards = int(config["output"]["doc_shards"])
         self.compression = config["output"]["parquet_compression"]
         self.with_bytes = with_bytes
+        self.image_store = image_store  # documents carry image references; bytes are read back here, last
 
     def expand(self, docs):
         shards, directory, compression, with_bytes = self.shards, self.directory, self.compression, self.with_bytes
+        store = self.image_store if with_bytes else None
 
         def write(item: tuple[int, dict[str, Any]]) -> str:
             index, grouped = item
             batch = sorted(grouped["docs"], key=lambda d: d.doc_id)
+            batch = [store.with_bytes(d) for d in batch] if store is not None else batch
             path = FileSystems.join(directory, shard_name("docs", index, shards, ".parquet"))
             write_atomically(path, parquet_bytes(batch, with_bytes, compression))
             return path

@@ -26,6 +26,7 @@ class Image:
     width: int | None = None  # from the HTML attributes, not the pixels
     height: int | None = None
     data: bytes | None = None  # encoded (resized) image once downloaded
+    stored: str | None = None  # sha256 of those bytes in the run's image store while they travel by reference
     meta: dict[str, Any] = field(default_factory=dict)  # sha256, phash, nsfw score, pixel size...
 
     def node_metadata(self) -> dict[str, Any]:

@@ -33,6 +33,7 @@ from pipeline.download import results_from_parquet
 from pipeline.extract import extract_page
 from pipeline.imagehost import FAILURE_REASONS, ImageHost
 from pipeline.images import STAGES, DownloadImages
+from pipeline.imagestore import ImageStore
 from pipeline.read import Page, ReadCrawlFiles
 from pipeline.runner import make_pipeline
 from pipeline.sinks import WriteDocuments, parquet_bytes, read_documents
@@ -63,7 +64,7 @@ def run_images(docs: list[Document], config: dict, tmp: Path) -> tuple[list[Docu
     """DownloadImages on in-memory documents → (written documents read back, stage table)."""
     pipeline = make_pipeline([], config)
     (pipeline | beam.Create(docs) | DownloadImages(config, str(tmp / "work"))
-     | WriteDocuments(str(tmp / "out"), config, with_bytes=True))
+     | WriteDocuments(str(tmp / "out"), config, with_bytes=True, image_store=ImageStore.in_workdir(str(tmp / "work"))))
     NETWORK.clear()
     result = pipeline.run()
     result.wait_until_finish()

@@ -18,7 +18,8 @@ def doc_with(urls: list[str], **metadata) -> Document:
 
 
 def ok(url: str) -> ImageResult:
-    return ImageResult(url, data=b"jpeg:" + url.encode(), meta={"sha256": "x", "nsfw_score": 0.01})
+    """A kept result as the fetcher leaves it: bytes in the image store, their sha256 in the meta."""
+    return ImageResult(url, meta={"sha256": "sha-of-" + url, "nsfw_score": 0.01})
 
 
 def shape(doc: Document) -> list[str]:
@@ -31,7 +32,8 @@ def test_failed_images_leave_the_sequence_and_neighbouring_texts_merge():
                5: ImageResult("https://a.test/3.jpg", "min_side", IMAGE_FILTER)}
     rebuilt = RebuildDocumentsDoFn().rebuild(copy.deepcopy(doc), 0, results)
     assert shape(rebuilt) == ["txt:intro", "img:https://a.test/1.jpg", "txt:after 0\n\nafter 1\n\nafter 2"]
-    assert rebuilt.images[0].data == b"jpeg:https://a.test/1.jpg" and rebuilt.images[0].meta["sha256"] == "x"
+    image = rebuilt.images[0]
+    assert image.data is None and image.stored == image.meta["sha256"] == "sha-of-https://a.test/1.jpg"
 
 
 def test_document_fates():

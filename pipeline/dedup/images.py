@@ -4,7 +4,8 @@
 URLs are) used by more than `max_docs_per_image_url` documents is a logo, an ad or a tracker; it is
 removed from every document (`frequent_url`).
 
-`DedupImages` (after download; images carry their bytes in `Image.data`):
+`DedupImages` (after download; images carry their bytes in `Image.data`, or a reference to them in the
+run's image store, `Image.stored`, read here only to compute the pHash: no bytes travel on):
 1. per document, in reading order: sha256 and pHash of every image; an image whose bytes equal, or
    whose pHash is within `hamming_threshold` of, an earlier image of the same document is removed
    (`duplicate_in_document`); bytes that do not decode are removed (`undecodable`);
@@ -34,6 +35,9 @@ from pipeline.accounting import StageCounters
 from pipeline.dedup.common import NoteClusterSizes, crawl_order_key
 from pipeline.dedup.components import ConnectedComponents
 from pipeline.dedup.urls import url_normalizer
+from pipeline.failures import FailureBreaker
+from pipeline.imagestore import ImageStore
+from pipeline.preflight import preflight
 from schemas.document import Document, Node
 
 URL_STAGE = "dedup_image_urls"
@@ -140,10 +144,17 @@ class _Occurrence:
 class _HashImages(beam.DoFn):
     """Document → (its key, (document, had_images)) with in-document duplicates removed; occurrences tagged."""
 
-    def __init__(self, hash_size: int, threshold: int):
+    def __init__(self, hash_size: int, threshold: int, store: ImageStore | None, config: dict[str, Any]):
         self.hash_size = hash_size
         self.threshold = threshold
+        self.store = store
+        self.config = config
         self.counts = StageCounters(STAGE)
+        self.breaker: FailureBreaker | None = None
+
+    def setup(self) -> None:
+        preflight(["dedup_images"], self.config)  # imagehash and its lazy scipy import, on every worker
+        self.breaker = FailureBreaker.from_config(STAGE, self.config["runner"]["circuit_breaker"])
 
     def process(self, doc: Document) -> Iterator[Any]:
         key = crawl_order_key(doc)
@@ -156,16 +167,19 @@ class _HashImages(beam.DoFn):
                 nodes.append(node)
                 continue
             self.counts.seen("images")
-            if image.data is None:  # not downloaded: nothing to compare, kept as it is
+            data = self.store.bytes_of(image) if self.store is not None else image.data
+            if data is None:  # not downloaded: nothing to compare, kept as it is
                 self.counts.note("images", "no_data")
                 nodes.append(node)
                 continue
-            sha = sha256_hex(image.data)
+            sha = image.stored or sha256_hex(data)
             try:
-                phash = image_phash(image.data, self.hash_size)
-            except ValueError:
+                phash = image_phash(data, self.hash_size)
+            except ValueError as error:  # the decoder refused these bytes; a broken pHash itself propagates
+                self.breaker.failed(error)
                 self.counts.dropped("images", "undecodable")
                 continue
+            self.breaker.succeeded()
             if any(sha == other_sha or hamming(phash, other) <= self.threshold for other_sha, other in seen):
                 self.counts.dropped("images", "duplicate_in_document")
                 continue
@@ -295,8 +309,10 @@ class DedupImages(beam.PTransform):
     `dedup_images|clusters|info|image_size_<bucket>`.
     """
 
-    def __init__(self, config: dict[str, Any]):
+    def __init__(self, config: dict[str, Any], image_store: ImageStore | None = None):
         super().__init__()
+        self.image_store = image_store  # where images that travel by reference (`Image.stored`) are read
+        self.config = config
         section = config["dedup"]["images"]
         self.enabled = bool(section["enabled"])
         self.hash_size = int(section["hash_size"])
@@ -316,7 +332,9 @@ class DedupImages(beam.PTransform):
         if not self.enabled:
             return docs
         bits, bands = self.bits, self.threshold + 1
-        hashed = docs | "Hash images" >> beam.ParDo(_HashImages(self.hash_size, self.threshold)).with_outputs(
+        preflight(["dedup_images"], self.config)
+        hashed = docs | "Hash images" >> beam.ParDo(
+            _HashImages(self.hash_size, self.threshold, self.image_store, self.config)).with_outputs(
             OCCURRENCES, main="docs")
         occurrences = hashed[OCCURRENCES]
 

@@ -74,6 +74,8 @@ MIN_PHASH_DISTANCE = 14  # every distinct served image differs from all others b
 CANARY_SIZE = 256
 CANARY_IMAGES_PER_PAGE = (4, 6)
 CANARY_NOTE_WORDS = (4, 7)   # words of the note after the class word
+BULK_PAGES_PER_SITE = 50    # bulk pages share a site (boilerplate paragraphs are judged per domain)
+BULK_IMAGE_SIZE = (320, 256)  # pixels of a bulk page's pictures (the local image host's /size/ marker)
 PLACEHOLDER_DATA_URI = "data:image/gif;base64,R0lGODlhAQABAIAAAP///wAAACH5BAEAAAAALAAAAAABAAEAAAICRAEAOw=="
 
 SHARED_BYLINE = ("This story was written by the people at the Sample Web desk, who travel to the places they "
@@ -99,6 +101,7 @@ class ImageAsset:
     frequent: bool = False
     pages: list[str] = field(default_factory=list)
     never_requested: bool = False
+    host_generated: bool = False  # no file: the local image host draws it from the URL (bulk pages)
 
     def truth(self) -> dict[str, Any]:
         return {
@@ -106,7 +109,7 @@ class ImageAsset:
             "class": self.cls,
             "duplicate_of": self.duplicate_of,
             "duplicate_kind": self.duplicate_kind,
-            "served": self.data is not None and self.failure is None,
+            "served": (self.data is not None or self.host_generated) and self.failure is None,
             "failure": self.failure,
             "filter": self.filter,
             "node_rule": self.node_rule,
@@ -188,7 +191,12 @@ def _slug(title: str) -> str:
 class SampleWeb:
     """Builds the whole sample web in memory (`build`); `write_warc`, `write_images` and `ground_truth` output it."""
 
-    def __init__(self, seed: int, n_canary_pages: int, canary_classes: tuple[str, ...] = canaries.CANARY_CLASSES):
+    def __init__(self, seed: int, n_canary_pages: int, canary_classes: tuple[str, ...] = canaries.CANARY_CLASSES,
+                 n_bulk_pages: int = 0, bulk_images_per_page: int = 1):
+        if n_bulk_pages < 0 or bulk_images_per_page < 1:
+            raise ValueError("bulk pages must be >= 0 with at least one image each")
+        self.n_bulk_pages = n_bulk_pages
+        self.bulk_images_per_page = bulk_images_per_page
         unknown = set(canary_classes) - set(canaries.CANARY_CLASSES)
         if unknown or not canary_classes:
             raise ValueError(f"canary classes must be some of {canaries.CANARY_CLASSES}; got {canary_classes}")
@@ -441,6 +449,7 @@ class SampleWeb:
         self.foreign(layouts)
         self.canary_pages(layouts["canary"])
         self.other_records()
+        self.bulk_pages(layouts["www"])
 
     def magazine(self, layout: Layout) -> list[PageRecord]:
         records = []
@@ -878,6 +887,27 @@ class SampleWeb:
                                      extra_headers=[("Location", "https://blog.sample-web.test/")],
                                      is_html_page=False, expected_read="http_status"))
 
+    def bulk_pages(self, layout: Layout) -> None:
+        """Plain articles in volume for scale runs: `BULK_PAGES_PER_SITE` per site, each with its own pictures.
+
+        Linear in the page count: no perceptual-distinctness search against every earlier image and no image
+        file; the local image host draws each picture from its URL (distinct per URL, `BULK_IMAGE_SIZE`).
+        """
+        width, height = BULK_IMAGE_SIZE
+        for index in range(self.n_bulk_pages):
+            writer = self.writer()
+            title = writer.title()
+            site = f"https://site{index // BULK_PAGES_PER_SITE:05d}.sample-web.test"
+            b = PageBuilder(f"{site}/articles/{index:06d}-{_slug(title)}.html", title)
+            figures = []
+            for k in range(self.bulk_images_per_page):
+                url = f"{IMG_HOST}/bulk/{index:06d}/size/{width}x{height}/{self.hexname()}-{k}.jpg"
+                asset = self.add_asset(url, "photo", fmt="jpg", host_generated=True, source="image_host")
+                asset.size = BULK_IMAGE_SIZE
+                figures.append(self.figure_markup(asset, writer, "figure"))
+            self.article_body(b, writer, self.rng.randint(4, 6), figures)
+            self.add_page(b, "article", layout, tags=["bulk"])
+
     # -- output ----------------------------------------------------------------------------
     def ordered_records(self) -> list[PageRecord]:
         """WARC order: shuffled (duplicates are not neighbours), but a newer crawl of a URL comes first,
@@ -1000,11 +1030,14 @@ def _tiny_pdf() -> bytes:
 
 
 def generate_sample_crawl(out_dir: str | Path, seed: int = 0, n_canary_pages: int = 48,
-                          canary_classes: tuple[str, ...] = canaries.CANARY_CLASSES) -> dict[str, Any]:
+                          canary_classes: tuple[str, ...] = canaries.CANARY_CLASSES, bulk_pages: int = 0,
+                          bulk_images_per_page: int = 1) -> dict[str, Any]:
     """Write the sample crawl (WARC, images, ground truth) into `out_dir`; return the ground truth.
 
     Deterministic: the same seed, canary count and canary classes give byte-identical files. Fewer
-    canary classes are easier to learn (the demo's CPU smoke run uses four).
+    canary classes are easier to learn (the demo's CPU smoke run uses four). `bulk_pages` adds that many
+    plain articles (tag `bulk`) with `bulk_images_per_page` pictures each, served by the local image host
+    without files: the volume for scale runs (`benchmarks/scale.py`).
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -1013,7 +1046,7 @@ def generate_sample_crawl(out_dir: str | Path, seed: int = 0, n_canary_pages: in
         if not (out / "ground_truth.json").exists():
             raise FileExistsError(f"{image_root} exists and is not from a previous sample crawl; not replacing it")
         shutil.rmtree(image_root)
-    web = SampleWeb(seed, n_canary_pages, tuple(canary_classes))
+    web = SampleWeb(seed, n_canary_pages, tuple(canary_classes), bulk_pages, bulk_images_per_page)
     web.build()
     records = web.ordered_records()
     web.write_warc(out / "crawl.warc.gz", records)

@@ -1,0 +1,166 @@
+"""Scale rehearsal: `m3w build` on a generated crawl of N pages, every stage, the default local runner.
+
+    python benchmarks/scale.py [--pages 10000 100000] [--images-per-page 1] [--nsfw] [--workdir DIR]
+                               [--set KEY=VALUE ...]
+
+For each size, the sample-crawl generator writes the bundled sample web plus enough bulk articles to
+make N HTML pages (`generate_sample_crawl(bulk_pages=...)`, `--images-per-page` pictures each, drawn
+by the local image host from their URLs) into a WARC, and one fresh process runs `run_build` on it
+with the default config, except: images come from the local image host on 127.0.0.1
+(`download.rewrite_to`), and the NSFW classifier is off unless `--nsfw` (it costs ~10x the rest of the
+image stage: ~12 images per CPU-second with it, ~150 without). The generator and the image host run
+in this (parent) process, outside what is measured, but on the same cores.
+
+The parent samples the build's whole process tree from /proc every 0.1 s and prints, per size: wall
+seconds, CPU seconds of the tree, input pages per CPU-second end to end, peak resident memory of the
+tree, the image store's size, and "nothing lost": every stage balances (in = out + drops) and every
+link between stages holds (what one stage wrote, the next read). With `--workdir`, the crawl and the
+build output are kept there, and a re-run with the same sizes resumes the build (finished stages are
+skipped, finished download shards reused): the figures then cover only the resumed part.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _proctree import run_sampled  # noqa: E402
+
+MAX_PEAK_RSS = 8 * 2**30  # the rehearsal's memory bound for the whole process tree
+
+
+def generate(crawl: Path, pages: int, images_per_page: int) -> tuple[int, float]:
+    """The crawl for `pages` HTML pages (reused when already there); returns (HTML pages, generator seconds)."""
+    from pipeline.samplecrawl import generate_sample_crawl
+
+    marker = crawl / "scale.json"
+    if marker.exists():
+        done = json.loads(marker.read_text())
+        if done == {"pages": pages, "images_per_page": images_per_page}:
+            return pages, 0.0
+    started = time.time()
+    base = len(generate_sample_crawl(crawl / "probe")["pages"]) if pages else 0
+    truth = generate_sample_crawl(crawl, bulk_pages=max(0, pages - base), bulk_images_per_page=images_per_page)
+    marker.write_text(json.dumps({"pages": pages, "images_per_page": images_per_page}))
+    return len(truth["pages"]), time.time() - started
+
+
+def run_one(crawl: str, output: str, rewrite_to: str, nsfw: bool, overrides: list[str], result_path: str) -> None:
+    """The measured build (in this process); writes its report's figures to `result_path`."""
+    from pipeline.build import run_build
+    from pipeline.config import load_config
+
+    config = load_config(overrides=["download.allow_loopback=true", f"download.rewrite_to={rewrite_to}",
+                                    f"image_filters.nsfw.enabled={'true' if nsfw else 'false'}", *overrides])
+    started = time.time()
+    report = run_build([str(Path(crawl) / "crawl.warc.gz")], output, config)
+    Path(result_path).write_text(json.dumps({
+        "started": started, "stages": report["stages"], "timings_s": report["timings_s"],
+        "unbalanced": report["unbalanced"], "broken_links": report["broken_links"],
+        "resumed_stages": report["resumed_stages"]}))
+
+
+def _count(stages: dict, stage: str, unit: str, kind: str) -> int:
+    return int(stages.get(stage, {}).get(unit, {}).get(kind, 0))
+
+
+def _store_size(root: Path) -> tuple[int, int]:
+    files = size = 0
+    for folder, _, names in os.walk(root):
+        for name in names:
+            files += 1
+            size += os.path.getsize(os.path.join(folder, name))
+    return files, size
+
+
+def measure(pages: int, args: argparse.Namespace, workdir: Path) -> dict:
+    from pipeline.imagehost import ImageHost
+
+    crawl, output = workdir / f"crawl-{pages}", workdir / f"build-{pages}"
+    html_pages, generator_s = generate(crawl, pages, args.images_per_page)
+    result_path = workdir / f"result-{pages}.json"
+    with ImageHost(root=crawl / "images") as host:
+        command = [sys.executable, __file__, "--run-one", str(crawl), "--output", str(output),
+                   "--rewrite-to", host.base_url, "--result", str(result_path),
+                   *(["--nsfw"] if args.nsfw else []), *(f"--set={item}" for item in args.set)]
+        # One sample a second: an hour-long run needs no finer grain, and /proc scans cost CPU on the same cores.
+        returncode, _, wall, sampler = run_sampled(command, interval=1.0)
+    if returncode:
+        raise SystemExit(f"{pages:,} pages: the build failed with exit code {returncode}")
+    result = json.loads(result_path.read_text())
+    stages = result["stages"]
+    files, store_bytes = _store_size(output / "work" / "download" / "images")
+    return {
+        "pages": _count(stages, "read", "records", "out") or html_pages, "generator_s": generator_s,
+        "wall": wall, "cpu": sampler.samples[-1].cpu_seconds if sampler.samples else 0.0,
+        "peak_tree": sampler.peak_rss, "timings_s": result["timings_s"], "resumed": result["resumed_stages"],
+        "documents": _count(stages, "filter", "documents", "in"),
+        "images_fetched": _count(stages, "download", "urls", "in"),
+        "images_kept": _count(stages, "dedup_images", "images", "out"),
+        "sequences": _count(stages, "shard", "sequences", "out"),
+        "store_files": files, "store_bytes": store_bytes,
+        "unbalanced": result["unbalanced"], "broken_links": result["broken_links"],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--pages", type=int, nargs="+", default=[10000, 100000], help="HTML pages per run")
+    parser.add_argument("--images-per-page", type=int, default=1, help="pictures per bulk page")
+    parser.add_argument("--nsfw", action="store_true", help="keep the NSFW classifier on (about 10x the image cost)")
+    parser.add_argument("--workdir", help="keep crawls and builds here (resumable); default: a temporary folder")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
+    parser.add_argument("--run-one", help=argparse.SUPPRESS)
+    parser.add_argument("--output", help=argparse.SUPPRESS)
+    parser.add_argument("--rewrite-to", help=argparse.SUPPRESS)
+    parser.add_argument("--result", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    if args.run_one:
+        run_one(args.run_one, args.output, args.rewrite_to, args.nsfw, args.set, args.result)
+        return
+    with tempfile.TemporaryDirectory(prefix="m3w-scale-") as temporary:
+        workdir = Path(args.workdir or temporary)
+        workdir.mkdir(parents=True, exist_ok=True)
+        runs = []
+        for pages in args.pages:
+            runs.append(measure(pages, args, workdir))
+            report(runs[-1:], args)  # each size as soon as it is done: the large one takes long
+    if len(runs) > 1:
+        report(runs, args)
+
+
+def report(runs: list[dict], args: argparse.Namespace) -> None:
+    extra = "".join(f" --set {item}" for item in args.set)
+    print(f"command: python benchmarks/scale.py --pages {' '.join(str(r['pages']) for r in runs)} "
+          f"--images-per-page {args.images_per_page}{' --nsfw' if args.nsfw else ''}{extra}   "
+          f"({os.cpu_count()} cores; NSFW {'on' if args.nsfw else 'off'}; CPU = the build's whole process tree)")
+    print("| input pages | wall s | CPU s | input pages per CPU-second | peak RSS tree | images fetched / kept "
+          "| sequences | image store | nothing lost |")
+    print("|---:|---:|---:|---:|---:|---|---:|---:|---|")
+    for run in runs:
+        lost = run["unbalanced"] + run["broken_links"]
+        rate = f"{run['pages'] / run['cpu']:,.1f}" if run["cpu"] else "-"
+        resumed = f" (resumed: {', '.join(run['resumed'])} skipped)" if run["resumed"] else ""
+        print(f"| {run['pages']:,} | {run['wall']:,.0f} | {run['cpu']:,.0f} | {rate} | "
+              f"{run['peak_tree'] / 2**20:,.0f} MiB | {run['images_fetched']:,} / {run['images_kept']:,} "
+              f"| {run['sequences']:,} | {run['store_files']:,} files, {run['store_bytes'] / 2**20:,.0f} MiB "
+              f"| {'yes' if not lost else 'NO'}{resumed} |")
+        print(f"  stages (wall s): {', '.join(f'{k} {v:,.0f}' for k, v in run['timings_s'].items())}; "
+              f"generator {run['generator_s']:,.0f} s (not in the figures)")
+        for problem in lost:
+            print(f"  LOST OR UNBALANCED: {problem}")
+        if run["peak_tree"] > MAX_PEAK_RSS:
+            print(f"  PEAK MEMORY ABOVE {MAX_PEAK_RSS / 2**30:.0f} GiB")
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()
