@@ -21,9 +21,12 @@ from typing import Any
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
-from pipeline.accounting import DOCUMENT_FLOW, broken_links, query_counts, stage_table, unbalanced, write_json
+from pipeline.accounting import DOCUMENT_FLOW, broken_links, metric_kind, query_counts, stage_table, unbalanced
 from pipeline.config import dump_config
+from pipeline.files import write_json
 from pipeline.jobs import extract_documents, write_config
+from pipeline.preflight import preflight
+from pipeline.progress import run_pipeline
 from pipeline.runner import make_pipeline
 from pipeline.sinks import ReadDocumentFiles, WriteDocuments
 from pipeline.summary import WriteSummary
@@ -71,10 +74,9 @@ def _parquet_files(directory: str) -> list[str]:
     return sorted(m.path for m in FileSystems.match([pattern])[0].metadata_list)
 
 
-def _run(pipeline: beam.Pipeline) -> dict[str, int]:
-    result = pipeline.run()
-    result.wait_until_finish()
-    return query_counts(result)
+def _run(pipeline: beam.Pipeline, config: dict[str, Any]) -> tuple[dict[str, int], str]:
+    result = run_pipeline(pipeline, config["output"]["progress_interval_s"])
+    return query_counts(result), metric_kind(result)
 
 
 def documents_stage(ctx: BuildContext, out: str) -> beam.Pipeline:
@@ -173,9 +175,11 @@ def run_build(inputs: list[str], output: str, config: dict[str, Any], beam_args:
               only: list[str] | None = None) -> dict[str, Any]:
     """Run (or resume) every stage, then write report.json and report.html in OUTPUT."""
     ctx = BuildContext(inputs, output, config, list(beam_args or []))
+    preflight(["extract", "filter", "images"], config)
     write_config(output, config)
     counts: dict[str, int] = {}
     timings: dict[str, float] = {}
+    kinds: dict[str, str] = {}  # per stage: the metric values (committed or attempted) its balance check used
     resumed: list[str] = []
     redoing = False  # once a stage runs, every later one runs too: its input may have changed
     for name, job in STAGES:
@@ -186,20 +190,21 @@ def run_build(inputs: list[str], output: str, config: dict[str, Any], beam_args:
             log.warning("m3w build: stage '%s' already complete, skipped", name)
             resumed.append(name)
             stage_counts, seconds = marker["counts"], marker["seconds"]
+            kinds[name] = marker.get("metrics", "unknown")  # markers of older versions do not say
         else:
             if only is not None and name not in only:
                 break
             redoing = True
             _clear(directory)
             started = time.time()
-            stage_counts = _run(job(ctx, directory))
+            stage_counts, kinds[name] = _run(job(ctx, directory), config)
             seconds = round(time.time() - started, 3)
             lost = _lost_on_the_way(counts, stage_counts)
             if lost:  # not marked complete: a re-run redoes this stage instead of trusting its output
                 log.error("m3w build: stage '%s' lost items between stages: %s", name, "; ".join(lost))
             else:
                 write_json(FileSystems.join(directory, MARKER),
-                           {"fingerprint": key, "counts": stage_counts, "seconds": seconds})
+                           {"fingerprint": key, "counts": stage_counts, "seconds": seconds, "metrics": kinds[name]})
         timings[name] = seconds
         counts = _merged(counts, stage_counts)
     table = stage_table(counts, STAGE_ORDER)
@@ -209,6 +214,7 @@ def run_build(inputs: list[str], output: str, config: dict[str, Any], beam_args:
         "stages": table,
         "unbalanced": unbalanced(table),
         "broken_links": broken_links(table, DOCUMENT_FLOW),
+        "metrics": kinds,
         "timings_s": timings,
         "resumed_stages": resumed,
     }
