@@ -197,11 +197,14 @@ def run_download(inputs: list[str], output: str, config: dict[str, Any], beam_ar
     written documents carry their image bytes inline, so `m3w shard` and `m3w inspect` read them alone.
     """
     from pipeline.jobs import finish_report, write_config
+    from pipeline.preflight import preflight
+    from pipeline.progress import run_pipeline
     from pipeline.runner import make_pipeline
     from pipeline.sinks import ReadDocumentFiles, WriteDocuments, document_files
 
     started = time.time()
     files = document_files(inputs)
+    preflight(["images"], config)
     write_config(output, config)
     pipeline = make_pipeline(beam_args, config)
     docs = (
@@ -212,6 +215,5 @@ def run_download(inputs: list[str], output: str, config: dict[str, Any], beam_ar
     docs = docs | "Download images" >> DownloadImages(config, workdir)
     docs | "Write documents" >> WriteDocuments(FileSystems.join(output, "documents"), config, with_bytes=True,
                                                image_store=ImageStore.in_workdir(workdir))
-    result = pipeline.run()
-    result.wait_until_finish()
+    result = run_pipeline(pipeline, config["output"]["progress_interval_s"])
     return finish_report(result, output, STAGES, started)

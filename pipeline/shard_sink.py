@@ -454,6 +454,7 @@ def scratch_store(output_dir: str) -> ImageStore:
 def run_shard(inputs: list[str], output: str, config: dict[str, Any], beam_args: list[str] | None = None):
     """`m3w shard`: Parquet documents with image bytes → shards + manifest + tokenizer + docs + report.json."""
     from pipeline.jobs import finish_report, write_config
+    from pipeline.progress import run_pipeline
     from pipeline.runner import make_pipeline
 
     check_shard_config(config["shards"])
@@ -466,8 +467,7 @@ def run_shard(inputs: list[str], output: str, config: dict[str, Any], beam_args:
     pipeline = make_pipeline(beam_args, config)
     docs = pipeline | "Read documents" >> ReadDocumentFiles(files)
     docs | "Write shards" >> WriteShards(output, config)
-    result = pipeline.run()
-    result.wait_until_finish()
+    result = run_pipeline(pipeline, config["output"]["progress_interval_s"])
     scratch = scratch_store(output).root
     if FileSystems.exists(scratch):  # every byte now lives in the shards and docs/: the scratch store goes
         FileSystems.delete([scratch])
