@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import tarfile
 
@@ -15,6 +16,7 @@ from schemas.shards import iter_tar_groups, shard_paths
 from train_smoke.canary_shards import build_records, canary_documents, mutate, shard_config, write_shard_set
 from train_smoke.config import SmokeSettings, resolve_config
 from train_smoke.data import (
+    PhiMismatch,
     ShardSet,
     ShardSetError,
     StreamingSequences,
@@ -100,18 +102,37 @@ def test_a_corrupt_sample_is_counted_not_fatal(canary_set, tmp_path):
     assert counts.read == counts.train + counts.eval + 1
 
 
-def test_a_truncated_shard_keeps_what_was_readable(canary_set, tmp_path):
+def test_a_truncated_shard_is_an_error_naming_it(canary_set, tmp_path):
     out = write_shard_set(canary_set["records"], canary_set["tokenizer"], canary_set["config"],
                           str(tmp_path / "cut"), canary_set["docs"])
     path = shard_paths(out)[0]
-    whole = sum(1 for _ in iter_tar_groups(path))
     data = open(path, "rb").read()
     with open(path, "wb") as handle:
         handle.write(data[: len(data) // 2])
-    _, _, counts = load_tables(ShardSet.open(out), 16, None, 0.5, 1000, None)
-    assert any(reason.startswith("unreadable_shard") for reason in counts.dropped)
-    assert 0 < counts.train + counts.eval < len(canary_set["records"])
-    assert whole > 0
+    # The manifest's checksum catches it before anything is read...
+    with pytest.raises(ShardSetError, match=f"{path}: sha256 .* does not match the manifest"):
+        open_shard_sets([out], None)
+    # ...and a shard that cannot be read to its end is an error, not a skip.
+    with pytest.raises(ShardSetError, match=f"{path}: unreadable shard"):
+        load_tables(ShardSet.open(out), 16, None, 0.5, 1000, None)
+
+
+def test_phi_is_recomputed_for_every_sample_and_a_mismatch_stops_naming_shard_and_key(canary_set, tmp_path):
+    image_id = canary_set["tokenizer"].id_of("image")
+    for mutation, member in (("phi_shift", "phi"), ("phi_next_shift", "phi_next")):
+        broken = mutate(canary_set["records"], mutation, image_id, fraction=0.1)
+        changed = [key for (key, a), (_, b) in zip(canary_set["records"], broken) if a != b]
+        assert len(changed) == round(0.1 * len(broken))
+        out = write_shard_set(broken, canary_set["tokenizer"], canary_set["config"], str(tmp_path / mutation),
+                              canary_set["docs"])
+        shard_set = open_shard_sets([out], None)[0]  # checksums match: the writer hashed the broken bytes
+        with pytest.raises(PhiMismatch, match=rf"shard-\d+\.tar: sample ({'|'.join(changed)}): stored {member} "):
+            load_tables(shard_set, 16, None, 0.5, 1000, None)
+        with pytest.raises(PhiMismatch):  # streaming reads check it too
+            list(itertools.islice(StreamingSequences(shard_set, 16, None, 0.0001, shuffle_buffer=1, seed=0),
+                                  len(broken)))
+        _, held, _ = load_tables(shard_set, 16, None, 0.5, 1000, None, verify_phi=False)
+        assert held is not None
 
 
 def test_shard_sets_must_share_a_tokenizer(canary_set, tmp_path):
@@ -223,6 +244,15 @@ def test_mutations_change_what_they_name(canary_set):
     own = {key.rsplit("-", 1)[0]: {v for k, v in m.items() if k.startswith("img")} for key, m in records}
     moved = [v not in own[key.rsplit("-", 1)[0]] for key, m in shuffled for k, v in m.items() if k.startswith("img")]
     assert all(moved)
+    following = mutate(records, "phi_next_shift", image_id)
+    for (_, m), before, after in zip(records, arrays(records, "phi_next.npy"), arrays(following, "phi_next.npy")):
+        ids = np.load(io.BytesIO(m["input_ids.npy"]))
+        at_image = np.flatnonzero(ids == image_id)
+        assert np.array_equal(after[at_image], before[np.minimum(at_image + 1, len(ids) - 1)])
+    # Partial strength: exactly the seeded share of sequences changes, the others are untouched.
+    for mutation in ("shuffle_images", "permute_images", "phi_shift"):
+        partial = mutate(records, mutation, image_id, fraction=0.2)
+        assert sum(a != b for (_, a), (_, b) in zip(records, partial)) == pytest.approx(0.2 * len(records), abs=1.5)
 
 
 def test_tar_written_by_the_builder_is_plain_webdataset(canary_set):

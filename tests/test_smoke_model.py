@@ -84,8 +84,9 @@ def test_residual_stream_starts_at_the_scale_of_the_gated_blocks_output(d_model)
     assert 0.3 < out.std() < 3.0, out.std()
 
 
-def test_no_leak_where_phi_is_zero_and_images_matter_elsewhere():
-    model = tiny_model()
+@pytest.mark.parametrize("train_mode", [False, True], ids=["eval", "train"])
+def test_no_leak_where_phi_is_zero_and_images_matter_elsewhere(train_mode):
+    model = tiny_model().train(train_mode)
     open_gates(model)
     gen = torch.Generator().manual_seed(1)
     batch = example_batch(gen)
@@ -99,8 +100,9 @@ def test_no_leak_where_phi_is_zero_and_images_matter_elsewhere():
     assert (a[lit] - b[lit]).abs().amax(-1).min() > 0  # every position that sees an image depends on it
 
 
-def test_a_position_sees_only_the_image_phi_names():
-    model = tiny_model()
+@pytest.mark.parametrize("train_mode", [False, True], ids=["eval", "train"])
+def test_a_position_sees_only_the_image_phi_names(train_mode):
+    model = tiny_model().train(train_mode)  # train mode: normalisation must not mix the images of a batch
     open_gates(model)
     batch = example_batch(torch.Generator().manual_seed(2))
     changed = batch.images.clone()
@@ -111,6 +113,23 @@ def test_a_position_sees_only_the_image_phi_names():
     # Positions that name image 1 (and everything causally before image 2) are untouched by image 2.
     assert torch.equal(a[before_second], b[before_second])
     assert not torch.equal(a[batch.phi == 2], b[batch.phi == 2])
+
+
+@pytest.mark.parametrize("kind", ["conv", "vit"])
+@pytest.mark.parametrize("train_mode", [False, True], ids=["eval", "train"])
+def test_a_sequence_never_sees_another_sequences_images(kind, train_mode):
+    model = tiny_model(vision=VisionConfig(kind=kind, channels=[8, 16], patch_size=4, width=16, depth=1,
+                                           heads=2)).train(train_mode)
+    open_gates(model)
+    gen = torch.Generator().manual_seed(4)
+    batch = example_batch(gen)
+    changed = batch.images.clone()
+    changed[1] = torch.randint(0, 256, changed[1].shape, dtype=torch.uint8, generator=gen)  # only sequence 1's
+    changed[~batch.filled] = 0
+    a = logits(model, batch)
+    b = logits(model, Batch(**{**batch.__dict__, "images": changed}))
+    assert torch.equal(a[0], b[0])  # every position of sequence 0, bit for bit
+    assert not torch.equal(a[1], b[1])
 
 
 def test_xattn_mask_selects_one_slot_per_position():
@@ -194,7 +213,7 @@ def test_vision_checkpoint_loads_and_freezes(tmp_path):
     for (name, a), (_, b) in zip(source.vision.state_dict().items(), model.vision.state_dict().items()):
         assert torch.equal(a, b), name
     assert not any(p.requires_grad for p in model.vision.parameters())
-    model.train()  # a frozen encoder keeps its BatchNorm statistics
+    model.train()  # a frozen encoder stays in eval mode (its statistics and dropout fixed)
     assert not model.vision.training and model.layers.training
 
 

@@ -6,12 +6,15 @@ that look like the sample crawl's canary pages: each image is a `render_canary` 
 after it starts with its class word. No crawl, download or Beam pipeline is involved, so a test or a
 benchmark gets shards in seconds.
 
-`mutation` breaks the shards the way a buggy builder would, after the writer did its job:
+`mutation` breaks the shards the way a buggy builder would, after the writer did its job, in a seeded
+`fraction` of the sequences (partial corruption is what a real bug often looks like):
 
-- `phi_shift`: φ and φ_next moved one position later (every token sees what its predecessor saw);
+- `phi_shift`: φ moved one position later (φ + 1: every token sees what its predecessor saw, so the
+  `<image>` position names the previous image);
 - `phi_exclusive`: φ at each `<image>` position names the previous image (an "exclusive" φ);
-- `shuffle_images`: image slots exchanged across documents;
-- `permute_images`: the images of each sequence rotated among its own slots.
+- `phi_next_shift`: φ_next moved one position earlier (at each `<image>` it names the following image);
+- `shuffle_images`: each image slot gets an image of another document;
+- `permute_images`: the images of a sequence rotated among its own slots.
 """
 
 from __future__ import annotations
@@ -47,7 +50,20 @@ from schemas.shards import (
     tar_bytes,
 )
 
-MUTATIONS = ("phi_shift", "phi_exclusive", "shuffle_images", "permute_images")
+MUTATIONS = ("phi_shift", "phi_exclusive", "phi_next_shift", "shuffle_images", "permute_images")
+# The partial-strength corruptions the verdict must catch (FAIL, at worst "inconclusive", never PASS):
+# (name, mutation, share of sequences). `benchmarks/smoke.py --mutations` and tests/test_smoke_mutations.py run it.
+MUTATION_TABLE = (
+    ("shuffled_5pct", "shuffle_images", 0.05),
+    ("shuffled_10pct", "shuffle_images", 0.10),
+    ("shuffled_20pct", "shuffle_images", 0.20),
+    ("rotated_5pct", "permute_images", 0.05),
+    ("rotated_10pct", "permute_images", 0.10),
+    ("phi_next_shifted_10pct", "phi_next_shift", 0.10),
+    ("phi_plus_1_10pct", "phi_shift", 0.10),
+)
+PHI_MUTATIONS = ("phi_shift", "phi_exclusive", "phi_next_shift")  # the trainer's input check stops these first
+
 
 def _jpeg(image) -> bytes:
     """JPEG as the shard writer encodes slots, so a picture already at slot size passes through unchanged."""
@@ -94,58 +110,71 @@ def shard_config(seq_len: int = 64, max_images: int = 3, image_size: int = 64, n
 
 
 def build_records(docs: list[Document], config: dict[str, Any]) -> tuple[list[tuple[str, dict[str, bytes]]], Any]:
-    """Documents → (sample records as the shard writer emits them, the tokenizer trained on their text)."""
-    from pipeline.shard_sink import BuildSamplesDoFn
+    """Documents → (sample records as the shard writer emits them, with the image slots read back from its
+    image store, and the tokenizer trained on their text)."""
+    import tempfile
+
+    from pipeline.imagestore import ImageStore
+    from pipeline.shard_sink import BuildSamplesDoFn, StoredMember
     from pipeline.tokenizer import train_bpe
 
     shards = config["shards"]
     tokenizer = train_bpe((d.text for d in docs), int(shards["bpe_vocab_size"]), int(shards["bpe_min_frequency"]))
-    builder = BuildSamplesDoFn(config)
     records = []
-    for doc in docs:
-        for item in builder.process(doc, tokenizer):
-            if isinstance(item, tuple):
-                records.append(item)
+    with tempfile.TemporaryDirectory(prefix="m3w-canary-store-") as store_dir:
+        store = ImageStore(store_dir)
+        builder = BuildSamplesDoFn(config, store)
+        builder.setup()
+        for doc in docs:
+            for item in builder.process(doc, tokenizer):
+                if isinstance(item, tuple):
+                    key, members = item
+                    records.append((key, {suffix: store.get(data.sha256) if isinstance(data, StoredMember) else data
+                                          for suffix, data in members.items()}))
     return records, tokenizer
 
 
-def mutate(records: list[tuple[str, dict[str, bytes]]], mutation: str, image_token: int, seed: int = 0
-           ) -> list[tuple[str, dict[str, bytes]]]:
-    """A copy of `records` broken the way `mutation` names (see the module docstring)."""
+def mutate(records: list[tuple[str, dict[str, bytes]]], mutation: str, image_token: int, seed: int = 0,
+           fraction: float = 1.0) -> list[tuple[str, dict[str, bytes]]]:
+    """A copy of `records` in which a seeded `fraction` of the sequences is broken the way `mutation` names
+    (see the module docstring)."""
     if mutation not in MUTATIONS:
         raise ValueError(f"unknown mutation {mutation!r} (known: {', '.join(MUTATIONS)})")
     out = [(key, dict(members)) for key, members in records]
-    rng = random.Random(f"m3w-mutation:{mutation}:{seed}")
-    if mutation in ("phi_shift", "phi_exclusive"):
-        for _, members in out:
+    rng = random.Random(f"m3w-mutation:{mutation}:{seed}:{fraction}")
+    chosen = sorted(rng.sample(range(len(out)), round(fraction * len(out))))
+    if mutation in ("phi_shift", "phi_exclusive", "phi_next_shift"):
+        for index in chosen:
+            members = out[index][1]
             ids = npy_array(members[INPUT_IDS])
             mask = npy_array(members[ATTENTION_MASK]).astype(bool)
-            phi = npy_array(members[PHI]).astype(np.int64)
-            if mutation == "phi_shift":
-                phi_next = npy_array(members[PHI_NEXT]).astype(np.int64)
-                for name, values in ((PHI, phi), (PHI_NEXT, phi_next)):
-                    shifted = np.zeros_like(values)
-                    shifted[1:] = values[:-1]
-                    members[name] = npy_bytes(np.where(mask, shifted, 0), PHI_DTYPE)
+            name = PHI_NEXT if mutation == "phi_next_shift" else PHI
+            values = npy_array(members[name]).astype(np.int64)
+            if mutation == "phi_exclusive":
+                broken = np.where((ids == image_token) & mask, values - 1, values)
             else:
-                at_image = (ids == image_token) & mask
-                members[PHI] = npy_bytes(np.where(at_image, phi - 1, phi), PHI_DTYPE)
+                broken = np.zeros_like(values)
+                if mutation == "phi_shift":
+                    broken[1:] = values[:-1]
+                else:
+                    broken[:-1] = values[1:]
+            members[name] = npy_bytes(np.where(mask, broken, 0), PHI_DTYPE)
         return out
-    slots = [(i, suffix) for i, (_, members) in enumerate(out) for suffix in sorted(members)
-             if IMAGE_MEMBER_RE.match(suffix)]
     if mutation == "shuffle_images":
+        slots = [(i, suffix) for i, (_, members) in enumerate(out) for suffix in sorted(members)
+                 if IMAGE_MEMBER_RE.match(suffix)]
         payloads = [out[i][1][suffix] for i, suffix in slots]
-        order = list(range(len(slots)))
-        rng.shuffle(order)
         doc_of = [out[i][0].rsplit("-", 1)[0] for i, _ in slots]
-        for position in range(len(order)):  # no slot keeps an image of its own document
-            if doc_of[order[position]] == doc_of[position]:
-                other = rng.randrange(len(order))
-                order[position], order[other] = order[other], order[position]
-        for (i, suffix), source in zip(slots, order):
-            out[i][1][suffix] = payloads[source]
+        for index in chosen:
+            doc = out[index][0].rsplit("-", 1)[0]
+            for suffix in sorted(s for s in out[index][1] if IMAGE_MEMBER_RE.match(s)):
+                source = rng.randrange(len(slots))
+                while doc_of[source] == doc:  # never an image of its own document
+                    source = rng.randrange(len(slots))
+                out[index][1][suffix] = payloads[source]
         return out
-    for _, members in out:  # permute_images
+    for index in chosen:  # permute_images
+        members = out[index][1]
         names = sorted((s for s in members if IMAGE_MEMBER_RE.match(s)),
                        key=lambda s: int(IMAGE_MEMBER_RE.match(s).group(1)))
         if len(names) >= 2:
@@ -180,11 +209,26 @@ def write_shard_set(records: list[tuple[str, dict[str, bytes]]], tokenizer, conf
 
 def build_canary_shards(out_dir: str, n_docs: int = 300, mutation: str | None = None, seed: int = 0,
                         classes: tuple[str, ...] | None = None, images_per_doc: tuple[int, int] = (3, 3),
-                        seq_len: int = 64, image_size: int = 64, words_after: tuple[int, int] = (3, 6)) -> str:
-    """A canary shard set in `out_dir` (optionally broken by `mutation`); returns `out_dir`."""
+                        seq_len: int = 64, image_size: int = 64, words_after: tuple[int, int] = (3, 6),
+                        fraction: float = 1.0) -> str:
+    """A canary shard set in `out_dir` (optionally `mutation` in a `fraction` of its sequences); returns `out_dir`."""
     config = shard_config(seq_len=seq_len, max_images=max(images_per_doc), image_size=image_size)
     docs = canary_documents(n_docs, images_per_doc, classes, image_size, seed, words_after)
     records, tokenizer = build_records(docs, config)
     if mutation:
-        records = mutate(records, mutation, tokenizer.id_of("image"), seed)
+        records = mutate(records, mutation, tokenizer.id_of("image"), seed, fraction)
     return write_shard_set(records, tokenizer, config, out_dir, len(docs))
+
+
+def mutation_shard_sets(root: str, n_docs: int, classes: tuple[str, ...], images_per_doc: tuple[int, int] = (4, 5),
+                        seq_len: int = 64, image_size: int = 32, words_after: tuple[int, int] = (1, 3), seed: int = 0,
+                        table: tuple[tuple[str, str, float], ...] = MUTATION_TABLE) -> dict[str, str]:
+    """`root/correct` and one shard set per row of `table` (`root/<name>`), from the same canary documents."""
+    config = shard_config(seq_len=seq_len, max_images=max(images_per_doc), image_size=image_size)
+    docs = canary_documents(n_docs, images_per_doc, classes, image_size, seed, words_after)
+    records, tokenizer = build_records(docs, config)
+    out = {"correct": write_shard_set(records, tokenizer, config, os.path.join(root, "correct"), len(docs))}
+    for name, mutation, fraction in table:
+        broken = mutate(records, mutation, tokenizer.id_of("image"), seed, fraction)
+        out[name] = write_shard_set(broken, tokenizer, config, os.path.join(root, name), len(docs))
+    return out

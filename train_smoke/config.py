@@ -29,32 +29,31 @@ def _deep_merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, 
     return out
 
 
-def _user_smoke_overrides(config_path: str | None, overrides: Iterable[str]) -> dict[str, Any]:
-    """What the user set under `smoke` (YAML file, then `--set`), raw, so it can go on top of the profile."""
-    merged: dict[str, Any] = {}
-    if config_path:
-        from apache_beam.io.filesystems import FileSystems
+def _read_user_yaml(config_path: str | None) -> dict[str, Any]:
+    """The user's YAML file (a local path, or any Beam filesystem path when Beam is installed)."""
+    if not config_path:
+        return {}
+    from schemas.shards import open_binary
 
-        with FileSystems.open(config_path) as handle:
-            user = yaml.safe_load(io.TextIOWrapper(handle, encoding="utf-8")) or {}
-        merged = _deep_merge(merged, user.get("smoke") or {})
-    for item in overrides:
-        merged = _deep_merge(merged, parse_override(item).get("smoke") or {})
-    return merged
+    with open_binary(config_path) as handle:
+        return yaml.safe_load(io.TextIOWrapper(handle, encoding="utf-8")) or {}
 
 
 def resolve_config(config_path: str | None = None, overrides: Iterable[str] = (),
                    profile: str | None = None) -> Config:
     """The full config (validated like every other command) with `smoke` = base ← profile ← user."""
     overrides = list(overrides)
-    config = load_config(config_path, overrides)  # validates every key against the defaults
+    user = _read_user_yaml(config_path)
+    config = load_config(None, overrides, extra=user)  # validates every key against the defaults
     base = load_defaults()["smoke"]
     name = profile or config["smoke"]["profile"]
     profiles = config["smoke"]["profiles"]
     if name not in profiles:
         raise ConfigError(f"unknown smoke profile {name!r} (known: {', '.join(sorted(profiles))})")
     smoke = _deep_merge(base, profiles[name])
-    smoke = _deep_merge(smoke, _user_smoke_overrides(config_path, overrides))
+    smoke = _deep_merge(smoke, user.get("smoke") or {})  # what the user set goes on top of the profile
+    for item in overrides:
+        smoke = _deep_merge(smoke, parse_override(item).get("smoke") or {})
     smoke["profile"] = name
     config["smoke"] = smoke
     return config
@@ -107,6 +106,7 @@ class DataConfig:
     num_workers: int
     shuffle_buffer: int
     prefetch_factor: int
+    check_phi: bool
 
 
 @dataclass
@@ -143,15 +143,21 @@ class VerdictConfig:
     distance_buckets: list[int] | None
     near_distance: int
     far_distance: int
+    confidence: float
+    bootstrap_samples: int
+    min_documents: int
+    min_effect_nats: float
+    min_effect_ratio: float
     canary_max_loss_ratio: float
-    canary_min_shuffled_ratio: float
+    canary_shuffle_margin: float
     canary_min_shift_margin: float
+    canary_wrong_ratio: float
+    canary_max_wrong_share: float
     min_canary_events: int
     gain_peak_max_distance: int
-    min_shuffle_gap: float
-    alignment_tolerance: float
     gate_min_ratio: float
     leak_tolerance: float
+    leak_sequences: int
     require_canaries: bool
     required: list[str] | None
 
@@ -196,6 +202,8 @@ class SmokeSettings:
             raise ConfigError("smoke.model: xattn_every, lm_layers and resampler_latents must be ≥ 1")
         if not 0.0 < d.eval_fraction < 1.0:
             raise ConfigError(f"smoke.data.eval_fraction must be in (0, 1); got {d.eval_fraction}")
+        if not 0.5 <= self.verdict.confidence < 1.0:
+            raise ConfigError(f"smoke.verdict.confidence must be in [0.5, 1); got {self.verdict.confidence}")
         if not 0.0 <= t.phi_next_prob <= 1.0:
             raise ConfigError(f"smoke.train.phi_next_prob must be in [0, 1]; got {t.phi_next_prob}")
         if t.steps < 1 or t.batch_size < 1:

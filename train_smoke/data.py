@@ -11,8 +11,11 @@ Two ways to feed the trainer:
 - streaming (`cache: false`): a `torch.utils.data.IterableDataset` over the shards (worker processes,
   a seeded shuffle buffer), for shard sets that do not fit in memory.
 
-Bad input never stops the run silently: a sample that cannot be read or decoded is skipped and counted
-under its reason (`DataCounts`), reported in the smoke report.
+The trainer checks its input before it trusts it: every shard's sha256 must match the manifest, a shard
+that cannot be read stops the run (`ShardSetError`, naming the shard), and φ and φ_next are recomputed from
+the tokens of every sample read (training and held-out, cached or streamed): the first mismatch stops the
+run naming shard and key, because a verdict on corrupt alignment arrays would judge the wrong thing. A
+single sample whose members cannot be decoded is skipped and counted under its reason (`DataCounts`).
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ import torch
 from pipeline.samplecrawl.canaries import is_canary_url
 from schemas.shards import (
     SpecialTokens,
+    compute_phi,
     iter_tar_groups,
     join_path,
     loss_target_mask,
@@ -39,12 +43,14 @@ from schemas.shards import (
     parent_dir,
     read_manifest,
     sample_from_members,
+    sha256_file,
     shard_paths,
 )
 
 
 class ShardSetError(ValueError):
-    """A shard set the trainer cannot use (no manifest, no samples, tokenizers that disagree)."""
+    """A shard set the trainer cannot use (no manifest, no samples, tokenizers that disagree, a checksum or a φ
+    that does not match, an unreadable shard)."""
 
 
 @dataclass
@@ -61,6 +67,7 @@ class ShardSet:
     tokenizer_path: str
     tokenizer_sha256: str
     shards: list[str]
+    checksums: dict[str, str] = field(default_factory=dict)  # shard path → sha256 the manifest lists
 
     @classmethod
     def open(cls, source: str, weight: float = 1.0) -> ShardSet:
@@ -73,14 +80,31 @@ class ShardSet:
             raise ShardSetError(f"{source}: the shard set lists no shard files")
         tok = manifest["tokenizer"]
         name = source.rstrip("/").rsplit("/", 1)[-1] or source
+        base = parent_dir(found)
+        checksums = {join_path(base, entry["file"]): str(entry["sha256"]) for entry in manifest["shards"]}
         return cls(source=source, weight=float(weight), name=name, special=SpecialTokens.from_manifest(manifest),
                    seq_len=int(manifest["seq_len"]), max_images=int(manifest["max_images"]),
-                   vocab_size=int(tok["vocab_size"]), tokenizer_path=join_path(parent_dir(found), tok["file"]),
-                   tokenizer_sha256=str(tok["sha256"]), shards=shards)
+                   vocab_size=int(tok["vocab_size"]), tokenizer_path=join_path(base, tok["file"]),
+                   tokenizer_sha256=str(tok["sha256"]), shards=shards, checksums=checksums)
+
+    def verify_checksums(self) -> None:
+        """Every shard file must be listed in the manifest with the sha256 of its bytes."""
+        for path in self.shards:
+            expected = self.checksums.get(path)
+            if expected is None:
+                raise ShardSetError(f"{path}: shard file not listed in the manifest of {self.source}")
+            try:
+                actual = sha256_file(path)
+            except OSError as error:
+                raise ShardSetError(f"{path}: unreadable shard ({error})") from error
+            if actual != expected:
+                raise ShardSetError(f"{path}: sha256 {actual} does not match the manifest's {expected} "
+                                    "(the shard changed after it was written)")
 
 
-def open_shard_sets(sources: list[str], weights: list[float] | None) -> list[ShardSet]:
-    """All sets must share one tokenizer: the model has one vocabulary."""
+def open_shard_sets(sources: list[str], weights: list[float] | None, verify: bool = True) -> list[ShardSet]:
+    """All sets must share one tokenizer: the model has one vocabulary. With `verify`, every shard's sha256 is
+    checked against its manifest before anything is trained."""
     if weights is not None and len(weights) != len(sources):
         raise ShardSetError(f"{len(weights)} weights for {len(sources)} shard sets; give one λ per set")
     sets = [ShardSet.open(src, 1.0 if weights is None else float(w)) for src, w in zip(sources, weights or sources)]
@@ -88,6 +112,9 @@ def open_shard_sets(sources: list[str], weights: list[float] | None) -> list[Sha
         raise ShardSetError("the shard sets were built with different tokenizers; one smoke run needs one vocabulary")
     if not any(s.weight > 0 for s in sets):
         raise ShardSetError("every shard set has weight 0: nothing to train on")
+    if verify:
+        for shard_set in sets:
+            shard_set.verify_checksums()
     names = Counter(s.name for s in sets)
     for index, s in enumerate(sets):
         if names[s.name] > 1:
@@ -146,9 +173,26 @@ class DataCounts:
         return {"in": self.read, "train": self.train, "eval": self.eval, "dropped": dict(sorted(self.dropped.items()))}
 
 
+class PhiMismatch(ShardSetError):
+    """Stored φ or φ_next differ from what the tokens say: the shards are corrupt (never a skip)."""
+
+
+def check_phi(key: str, shard: str, ids: np.ndarray, mask: np.ndarray, phi: np.ndarray, phi_next: np.ndarray,
+              image_token: int) -> None:
+    """Recompute φ and φ_next from the tokens (the contract's definition) and stop on the first mismatch."""
+    want_phi, want_next = compute_phi(ids, image_token, mask)
+    for name, stored, wanted in (("phi", phi, want_phi), ("phi_next", phi_next, want_next)):
+        wrong = np.flatnonzero(stored != wanted)
+        if len(wrong):
+            at = int(wrong[0])
+            raise PhiMismatch(f"{shard}: sample {key}: stored {name} does not match the tokens at {len(wrong)} "
+                              f"position(s), first at {at} (stored {int(stored[at])}, recomputed {int(wanted[at])})")
+
+
 def decode_sample(key: str, members: dict[str, bytes], shard: str, special: SpecialTokens, image_size: int,
-                  max_seq_len: int | None) -> DecodedSequence:
-    """Raw members → a `DecodedSequence`; raises (KeyError/ValueError/OSError) on a malformed sample."""
+                  max_seq_len: int | None, verify_phi: bool = True) -> DecodedSequence:
+    """Raw members → a `DecodedSequence`; raises (KeyError/ValueError/OSError) on a malformed sample and
+    `PhiMismatch` when `verify_phi` and the stored φ arrays disagree with the tokens."""
     sample = sample_from_members(key, members, shard=shard)
     ids = sample.input_ids.astype(np.int64)
     mask = sample.attention_mask.astype(bool)
@@ -156,6 +200,8 @@ def decode_sample(key: str, members: dict[str, bytes], shard: str, special: Spec
     phi_next = sample.phi_next.astype(np.int64)
     if not (ids.shape == mask.shape == phi.shape == phi_next.shape) or ids.ndim != 1:
         raise ValueError("arrays of different lengths")
+    if verify_phi:
+        check_phi(key, shard, ids, mask, phi, phi_next, special.image)
     n_images = len(sample.image_bytes)
     if max_seq_len is not None and len(ids) > max_seq_len:
         ids, mask, phi, phi_next = (a[:max_seq_len] for a in (ids, mask, phi, phi_next))
@@ -170,26 +216,35 @@ def decode_sample(key: str, members: dict[str, bytes], shard: str, special: Spec
 
 
 def iter_decoded(shard_set: ShardSet, shards: list[str], image_size: int, max_seq_len: int | None,
-                 counts: DataCounts, keep: Any = None) -> Iterator[DecodedSequence]:
-    """Decoded sequences of `shards` in stored order; `keep(doc_id)` filters before the (costly) decode."""
+                 counts: DataCounts, keep: Any = None, verify_phi: bool = True) -> Iterator[DecodedSequence]:
+    """Decoded sequences of `shards` in stored order; `keep(doc_id)` filters before the (costly) decode.
+    A shard that cannot be read to its end raises `ShardSetError`; a φ mismatch raises `PhiMismatch`."""
     for path in shards:
-        try:
-            for key, members in iter_tar_groups(path):
-                counts.read += 1
-                try:
-                    if keep is not None and not keep(_doc_id_of(key, members)):
-                        counts.dropped["not_in_this_split"] += 1
-                        continue
-                    decoded = decode_sample(key, members, path, shard_set.special, image_size, max_seq_len)
-                except Exception as error:  # noqa: BLE001 - a malformed sample is counted, not fatal
-                    counts.dropped[f"unreadable_sample:{type(error).__name__}"] += 1
+        groups = iter_tar_groups(path)
+        while True:
+            try:
+                key, members = next(groups)
+            except StopIteration:
+                break
+            except Exception as error:  # a truncated or corrupt tar is an error, never a silent skip
+                raise ShardSetError(f"{path}: unreadable shard after {counts.read} samples "
+                                    f"({type(error).__name__}: {error})") from error
+            counts.read += 1
+            try:
+                if keep is not None and not keep(_doc_id_of(key, members)):
+                    counts.dropped["not_in_this_split"] += 1
                     continue
-                if not decoded.targets.any():
-                    counts.dropped["no_target"] += 1
-                    continue
-                yield decoded
-        except Exception as error:  # noqa: BLE001 - a truncated/corrupt tar: what was read so far is kept
-            counts.dropped[f"unreadable_shard:{type(error).__name__}"] += 1
+                decoded = decode_sample(key, members, path, shard_set.special, image_size, max_seq_len,
+                                        verify_phi)
+            except PhiMismatch:
+                raise
+            except Exception as error:  # noqa: BLE001 - a malformed sample is counted, not fatal
+                counts.dropped[f"unreadable_sample:{type(error).__name__}"] += 1
+                continue
+            if not decoded.targets.any():
+                counts.dropped["no_target"] += 1
+                continue
+            yield decoded
 
 
 def _doc_id_of(key: str, members: dict[str, bytes]) -> str:
@@ -292,7 +347,7 @@ class SequenceTable:
 
 
 def load_tables(shard_set: ShardSet, image_size: int, max_seq_len: int | None, eval_fraction: float,
-                max_eval: int, max_train: int | None, load_train: bool = True
+                max_eval: int, max_train: int | None, load_train: bool = True, verify_phi: bool = True
                 ) -> tuple[SequenceTable | None, SequenceTable | None, DataCounts]:
     """(train table or None, eval table or None, counts): one pass over the shards, split by document.
 
@@ -303,7 +358,8 @@ def load_tables(shard_set: ShardSet, image_size: int, max_seq_len: int | None, e
     train: list[DecodedSequence] = []
     held: list[DecodedSequence] = []
     keep = None if load_train else (lambda doc_id: held_out(doc_id, eval_fraction))
-    for seq in iter_decoded(shard_set, shard_set.shards, image_size, max_seq_len, counts, keep=keep):
+    for seq in iter_decoded(shard_set, shard_set.shards, image_size, max_seq_len, counts, keep=keep,
+                            verify_phi=verify_phi):
         if held_out(seq.doc_id, eval_fraction):
             held.append(seq)
             if not load_train and len(held) >= max_eval:
@@ -369,8 +425,9 @@ class StreamingSequences(torch.utils.data.IterableDataset):
     buffer, endless epochs (each with its own shard order). Held-out documents are skipped before decoding."""
 
     def __init__(self, shard_set: ShardSet, image_size: int, max_seq_len: int | None, eval_fraction: float,
-                 shuffle_buffer: int, seed: int):
+                 shuffle_buffer: int, seed: int, verify_phi: bool = True):
         super().__init__()
+        self.verify_phi = verify_phi
         self.shard_set = shard_set
         self.image_size = image_size
         self.max_seq_len = max_seq_len
@@ -391,7 +448,8 @@ class StreamingSequences(torch.utils.data.IterableDataset):
             buffer: list[DecodedSequence] = []
             produced = 0
             for seq in iter_decoded(self.shard_set, mine, self.image_size, self.max_seq_len, self.counts,
-                                    keep=lambda doc_id: not held_out(doc_id, self.eval_fraction)):
+                                    keep=lambda doc_id: not held_out(doc_id, self.eval_fraction),
+                                    verify_phi=self.verify_phi):
                 produced += 1
                 if len(buffer) < self.shuffle_buffer:
                     buffer.append(seq)
@@ -408,8 +466,8 @@ class StreamingSequences(torch.utils.data.IterableDataset):
 
 def streaming_batches(shard_set: ShardSet, image_size: int, max_seq_len: int | None, eval_fraction: float,
                       batch_size: int, shuffle_buffer: int, seed: int, num_workers: int, prefetch_factor: int,
-                      pin_memory: bool) -> Iterator[Batch]:
-    dataset = StreamingSequences(shard_set, image_size, max_seq_len, eval_fraction, shuffle_buffer, seed)
+                      pin_memory: bool, verify_phi: bool = True) -> Iterator[Batch]:
+    dataset = StreamingSequences(shard_set, image_size, max_seq_len, eval_fraction, shuffle_buffer, seed, verify_phi)
     loader = torch.utils.data.DataLoader(
         dataset, batch_size=batch_size, num_workers=num_workers, pin_memory=pin_memory,
         collate_fn=functools.partial(collate, max_images=shard_set.max_images, image_size=image_size),

@@ -65,10 +65,9 @@ def _mlp(dim: int, mult: int, dropout: float = 0.0) -> nn.Sequential:
 class ConvEncoder(nn.Module):
     """Stride-2 conv stages → a grid of feature tokens.
 
-    BatchNorm, not GroupNorm/LayerNorm: early in training the text loss pushes the visual tokens towards a
-    constant (noise to a model that cannot use them yet), and a per-image norm lets the features grow a
-    shared offset that drowns the image-specific part; batch statistics remove any such offset. In eval
-    mode BatchNorm uses its running statistics, so no sequence ever depends on another one's images.
+    GroupNorm, not BatchNorm: batch statistics would make one image's features depend on every other image
+    of the batch in training, so a position would see more than the image φ names (a leak across the images
+    of a sequence and across the sequences of a batch). GroupNorm normalises each image on its own.
     """
 
     def __init__(self, channels: list[int], out_dim: int):
@@ -76,8 +75,9 @@ class ConvEncoder(nn.Module):
         layers: list[nn.Module] = []
         in_ch = 3
         for ch in channels:
-            layers += [nn.Conv2d(in_ch, ch, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(ch), nn.GELU(),
-                       nn.Conv2d(ch, ch, 3, padding=1, bias=False), nn.BatchNorm2d(ch), nn.GELU()]
+            groups = math.gcd(ch, 8)
+            layers += [nn.Conv2d(in_ch, ch, 3, stride=2, padding=1, bias=False), nn.GroupNorm(groups, ch), nn.GELU(),
+                       nn.Conv2d(ch, ch, 3, padding=1, bias=False), nn.GroupNorm(groups, ch), nn.GELU()]
             in_ch = ch
         self.body = nn.Sequential(*layers)
         self.proj = nn.Linear(in_ch, out_dim, bias=False)
@@ -312,7 +312,7 @@ class FlamingoLM(nn.Module):
             nn.init.zeros_(module.bias)
 
     def train(self, mode: bool = True) -> FlamingoLM:
-        """A frozen vision tower stays in eval mode: its BatchNorm statistics and dropout must not move."""
+        """A frozen vision tower stays in eval mode: its normalisation statistics and dropout must not move."""
         super().train(mode)
         frozen = getattr(self.vision, "visual", None) if self.cfg.vision.kind == "open_clip" else (
             self.vision if self.cfg.vision.freeze else None)

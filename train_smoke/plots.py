@@ -1,7 +1,7 @@
 """PNG plots of a smoke report, readable at a glance (matplotlib, Agg backend: no display needed).
 
 - `loss.png`: training loss per shard set, main run vs the control on shuffled images;
-- `ablations.png`: held-out loss under each ablation (and, with canaries, the class-word loss against chance);
+- `ablations.png`: held-out loss under each ablation, conditioned on φ (with canaries: class-word loss vs chance);
 - `gain_by_distance.png`: loss gain from the true image by distance from it (should peak right after it);
 - `gates.png`: |tanh α| of every gated block over training, main vs control;
 - `overview.png`: the four panels with the verdict as the title.
@@ -63,11 +63,11 @@ def plot_loss(ax, report: dict[str, Any]) -> None:
 def _general_figures(report: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     figures = report["evaluation"]
     name = max(figures, key=lambda n: figures[n]["targets_seeing_an_image"])
-    return name, figures[name]
+    return name, figures[name]["modes"]["phi"]
 
 
 def _canary_figures(report: dict[str, Any]) -> dict[str, Any] | None:
-    sets = [f["canary"] for f in report["evaluation"].values() if f["canary"]["events"]]
+    sets = [f["modes"]["phi"]["canary"] for f in report["evaluation"].values() if f["canary_events"]]
     return max(sets, key=lambda c: c["events"]) if sets else None
 
 

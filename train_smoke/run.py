@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from typing import Any
 
@@ -47,14 +48,17 @@ def load_tokenizer(path: str):
 
 
 def write_bytes(path: str, data: bytes) -> None:
-    from apache_beam.io.filesystems import FileSystems
+    """Local paths with plain file I/O (no Beam needed); remote ones through Beam's filesystems."""
+    from schemas.shards import is_remote
 
-    parent = path.rsplit("/", 1)[0]
-    if "://" not in path:
-        import os
+    if is_remote(path):
+        from apache_beam.io.filesystems import FileSystems
 
-        os.makedirs(parent, exist_ok=True)
-    with FileSystems.create(path) as handle:
+        with FileSystems.create(path) as handle:
+            handle.write(data)
+        return
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    with open(path, "wb") as handle:
         handle.write(data)
 
 
@@ -83,7 +87,8 @@ class SmokeRun:
         d = self.settings.data
         for shard_set in self.sets:
             train, held, counts = load_tables(shard_set, d.image_size, d.max_seq_len, d.eval_fraction,
-                                              d.max_eval_sequences, d.max_train_sequences, load_train=d.cache)
+                                              d.max_eval_sequences, d.max_train_sequences, load_train=d.cache,
+                                              verify_phi=d.check_phi)
             if held is None:
                 raise ShardSetError(f"{shard_set.source}: no held-out sequences (raise smoke.data.eval_fraction "
                                     "or give more documents)")
@@ -115,7 +120,7 @@ class SmokeRun:
                 out[shard_set.name] = streaming_batches(
                     shard_set, s.data.image_size, s.data.max_seq_len, s.data.eval_fraction, s.train.batch_size,
                     s.data.shuffle_buffer, seed + 1000 * index, s.data.num_workers, s.data.prefetch_factor,
-                    pin_memory=self.device.type == "cuda")
+                    pin_memory=self.device.type == "cuda", verify_phi=s.data.check_phi)
         return out
 
     def train_model(self, label: str, shuffle_images: bool, steps: int, count_flops: bool) -> tuple[FlamingoLM,

@@ -20,7 +20,6 @@ are reported, not required.
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -31,13 +30,19 @@ import torch
 from pipeline.samplecrawl.canaries import canary_class_of_text
 from schemas.shards import SpecialTokens
 from train_smoke.config import VerdictConfig
-from train_smoke.data import SequenceTable
+from train_smoke.data import Batch, SequenceTable
 from train_smoke.model import FlamingoLM
 from train_smoke.train import autocast_for, token_nll
 
-CONDITIONS = ("true", "shuffled", "phi_plus_1", "phi_minus_1", "permuted", "text_only")
-CANARY_CRITERIA = ("canary_true_loss", "canary_shuffled_loss", "canary_alignment", "canary_gain_peak")
-GENERAL_CRITERIA = ("shuffle_gap", "alignment", "gain_peak")
+MODES = ("phi", "phi_next")  # Flamingo trains on both; the verdict judges both
+# The shift that makes a position see a neighbouring image where the class word is predicted (the `<image>`
+# position): φ + 1 names the previous image there, φ_next − 1 the following one. The opposite shifts only move
+# positions whose targets never see a different image on well-formed data (φ − 1) or are reported only.
+MISALIGNED = {"phi": ("phi_plus_1", 1), "phi_next": ("phi_next_minus_1", -1)}
+TIED = {"phi": ("phi_minus_1", -1), "phi_next": ("phi_next_plus_1", 1)}
+ABLATION_ROLE = {"phi_plus_1": "misaligned", "phi_next_minus_1": "misaligned"}
+CANARY_CRITERIA = ("canary_wrong_events", "canary_true_loss", "canary_shuffle_gap", "canary_misaligned",
+                   "canary_permuted")
 
 
 # --------------------------------------------------------------------------------------------------- ablations
@@ -116,28 +121,59 @@ def run_condition(model: FlamingoLM, table: SequenceTable, device: torch.device,
     return ConditionResult(torch.cat(nlls), torch.cat(corrects))
 
 
+def _forward(model: FlamingoLM, batch: Batch, device: torch.device, bf16: bool, seed: int) -> torch.Tensor:
+    """Logits with the random state fixed, so two forwards in train mode draw the same dropout masks."""
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        with autocast_for(device, bf16):
+            return model(batch.input_ids, batch.phi, batch.images, batch.filled)
+
+
 @torch.no_grad()
 def leak_check(model: FlamingoLM, table: SequenceTable, device: torch.device, batch_size: int, bf16: bool,
-               other_slots: torch.Tensor) -> dict[str, Any]:
-    """Max |Δlogit| at φ = 0 positions between true and shuffled images, on the stored φ and on a probe φ
-    zeroed before each sequence's second image (so sequences that open with an image are checked too)."""
+               other_slots: torch.Tensor, seed: int) -> dict[str, Any]:
+    """Max |Δlogit| where nothing may change, in eval and in train mode (normalisation and dropout behave
+    differently there), for φ and for φ_next:
+
+    - `dark`: positions with φ = 0 when every image changes (true vs shuffled); also with a probe φ zeroed
+      before each sequence's second image, so sequences that open with an image are checked too. Only for φ:
+      its dark positions are a prefix, whereas φ_next is 0 after the last image, where causal self-attention
+      rightly carries what earlier positions saw;
+    - `cross_sequence`: every position of the even rows of a batch when only the odd rows' images change
+      (a sequence must not see another sequence's images, e.g. through batch statistics), for φ and φ_next.
+    """
     out: dict[str, Any] = {}
-    probe = torch.where(table.phi <= 1, torch.zeros_like(table.phi), table.phi)
-    for label, phi in (("stored_phi", table.phi), ("probe_phi", probe)):
-        worst, checked = 0.0, 0
-        for start in range(0, len(table), batch_size):
-            rows = torch.arange(start, min(start + batch_size, len(table)))
-            dark = ((phi[rows] == 0) & table.attention_mask[rows]).to(device)
-            if not dark.any():
-                continue
-            a = table.batch(rows, phi=phi[rows]).to(device)
-            b = table.batch(rows, slots=other_slots[rows], phi=phi[rows]).to(device)
-            with autocast_for(device, bf16):
-                la = model(a.input_ids, a.phi, a.images, a.filled)
-                lb = model(b.input_ids, b.phi, b.images, b.filled)
-            worst = max(worst, float((la - lb).abs()[dark].max()))
-            checked += int(dark.sum())
-        out[label] = {"positions": checked, "max_abs_logit_diff": worst}
+    was_training = model.training
+    try:
+        for mode in ("eval", "train"):
+            model.train(mode == "train")
+            for cond in MODES:
+                stored = getattr(table, cond)
+                checks = [(f"{mode}/{cond}/cross_sequence", stored)]
+                if cond == "phi":
+                    probe = torch.where(stored <= 1, torch.zeros_like(stored), stored)
+                    checks += [(f"{mode}/{cond}/dark", stored), (f"{mode}/{cond}/dark_probe", probe)]
+                for label, phi in checks:
+                    worst, checked = 0.0, 0
+                    for start in range(0, len(table), batch_size):
+                        rows = torch.arange(start, min(start + batch_size, len(table)))
+                        if label.endswith("cross_sequence"):
+                            odd = (torch.arange(len(rows)) % 2 == 1).unsqueeze(1)
+                            slots = torch.where(odd, other_slots[rows], table.slots[rows])
+                            watch = table.attention_mask[rows] & ~odd
+                        else:
+                            slots = other_slots[rows]
+                            watch = (phi[rows] == 0) & table.attention_mask[rows]
+                        if not watch.any():
+                            continue
+                        a = table.batch(rows, phi=phi[rows]).to(device)
+                        b = table.batch(rows, slots=slots, phi=phi[rows]).to(device)
+                        diff = (_forward(model, a, device, bf16, seed) - _forward(model, b, device, bf16, seed)).abs()
+                        worst = max(worst, float(diff[watch.to(device)].max()))
+                        checked += int(watch.sum())
+                    out[label] = {"positions": checked, "max_abs_logit_diff": worst}
+    finally:
+        model.train(was_training)
     return out
 
 
@@ -258,18 +294,68 @@ def peak_bucket(buckets: list[dict[str, Any]], min_targets: int) -> dict[str, An
     return max(usable, key=lambda b: b["gain"]) if usable else None
 
 
-# ------------------------------------------------------------------------------------------------------ verdict
+# ------------------------------------------------------------------------------------------------- statistics
 
 
-@dataclass
-class Criterion:
-    name: str
-    required: bool
-    evaluated: bool
-    passed: bool
-    value: Any
-    threshold: Any
-    explanation: str
+def bootstrap_bounds(values: np.ndarray, confidence: float, samples: int, seed: int) -> dict[str, Any]:
+    """Mean of per-document values and its one-sided bounds at `confidence` (percentile bootstrap over
+    documents: the documents are the independent units, their positions are not)."""
+    n = len(values)
+    if n == 0:
+        return {"documents": 0, "mean": None, "lower": None, "upper": None}
+    rng = np.random.default_rng(seed)
+    means = values[rng.integers(0, n, size=(samples, n))].mean(axis=1)
+    return {"documents": n, "mean": round(float(values.mean()), 4),
+            "lower": round(float(np.quantile(means, 1.0 - confidence)), 4),
+            "upper": round(float(np.quantile(means, confidence)), 4)}
+
+
+def binomial_bounds(wrong: int, total: int, confidence: float) -> dict[str, Any]:
+    """Share of wrong events and its exact (Clopper-Pearson) one-sided bounds at `confidence`."""
+    from scipy.stats import beta
+
+    lower = 0.0 if wrong == 0 else float(beta.ppf(1.0 - confidence, wrong, total - wrong + 1))
+    upper = 1.0 if wrong == total else float(beta.ppf(confidence, wrong + 1, total - wrong))
+    return {"events": total, "wrong": wrong, "share": round(wrong / total, 4), "lower": round(lower, 4),
+            "upper": round(upper, 4)}
+
+
+def per_document(values: torch.Tensor, weights: torch.Tensor, doc_of_row: torch.Tensor, rows: torch.Tensor | None = None
+                 ) -> np.ndarray:
+    """Per-document mean of `values` ([M, L-1] with a 0/1 `weights` mask, or per event with their `rows`);
+    documents without a weighted value are left out."""
+    if rows is None:
+        sums = (values * weights).sum(1).double()
+        counts = weights.sum(1).double()
+        docs = doc_of_row
+    else:
+        sums, counts, docs = values.double(), weights.double(), doc_of_row[rows]
+    n_docs = int(doc_of_row.max()) + 1 if len(doc_of_row) else 0
+    doc_sums = torch.zeros(n_docs, dtype=torch.float64).index_add_(0, docs, sums)
+    doc_counts = torch.zeros(n_docs, dtype=torch.float64).index_add_(0, docs, counts)
+    have = doc_counts > 0
+    return (doc_sums[have] / doc_counts[have]).numpy()
+
+
+def decide_at_least(bounds: dict[str, Any], margin: float, min_units: int, units: str = "documents") -> str:
+    """pass: the lower bound clears the margin; fail: the upper bound is below it; else inconclusive."""
+    if bounds.get(units, 0) < min_units or bounds["lower"] is None:
+        return "inconclusive"
+    if bounds["lower"] > margin:
+        return "pass"
+    return "fail" if bounds["upper"] < margin else "inconclusive"
+
+
+def decide_at_most(bounds: dict[str, Any], limit: float, min_units: int, units: str = "documents") -> str:
+    """pass: the upper bound is within the limit; fail: the lower bound exceeds it; else inconclusive."""
+    if bounds.get(units, 0) < min_units or bounds["lower"] is None:
+        return "inconclusive"
+    if bounds["upper"] <= limit:
+        return "pass"
+    return "fail" if bounds["lower"] > limit else "inconclusive"
+
+
+# ----------------------------------------------------------------------------------------------------- evaluate
 
 
 def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> float | None:
@@ -280,73 +366,136 @@ def _round(value: float | None, digits: int = 4) -> float | None:
     return None if value is None else round(value, digits)
 
 
+def seen_image(table: SequenceTable, cond: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
+    """[M, L-1]: the pool index of the image the logits at l look at (−1: none), for a conditioning and slots."""
+    index = (cond - 1).clamp(min=0)
+    seen = torch.gather(slots, 1, index.clamp(max=slots.shape[1] - 1))
+    return torch.where(cond > 0, seen, torch.full_like(seen, -1))[:, :-1]
+
+
 def evaluate(model: FlamingoLM, table: SequenceTable, tokenizer: Any, special: SpecialTokens, cfg: VerdictConfig,
              device: torch.device, seed: int, bf16: bool) -> dict[str, Any]:
-    """All ablations on one held-out table → figures (no pass/fail yet)."""
+    """All ablations on one held-out table, for φ and for φ_next → figures with their confidence bounds
+    (no pass/fail yet)."""
     model.eval()
     bs = cfg.eval_batch_size
     other = shuffled_slots(table, seed)
     perm = permuted_slots(table)
-    results = {
-        "true": run_condition(model, table, device, bs, bf16),
-        "shuffled": run_condition(model, table, device, bs, bf16, slots=other),
-        "phi_plus_1": run_condition(model, table, device, bs, bf16, phi=shift_phi(table.phi, table.attention_mask, 1)),
-        "phi_minus_1": run_condition(model, table, device, bs, bf16,
-                                     phi=shift_phi(table.phi, table.attention_mask, -1)),
-        "permuted": run_condition(model, table, device, bs, bf16, slots=perm),
-        "text_only": run_condition(model, table, device, bs, bf16, text_only=True),
-    }
     targets = table.targets[:, 1:]
-    sees_image = targets & (table.phi[:, :-1] > 0)
-    multi = ((table.slots >= 0).sum(1) >= 2).unsqueeze(1) & sees_image
+    doc_index = {doc: i for i, doc in enumerate(sorted(set(table.doc_ids)))}
+    doc_of_row = torch.tensor([doc_index[d] for d in table.doc_ids], dtype=torch.long)
+    text_only = run_condition(model, table, device, bs, bf16, text_only=True)
+    events = find_canary_events(table, tokenizer, special)
+    edges = list(cfg.distance_buckets or [0, 1, 2, 4, 8, 16, 32, 64])
     figures: dict[str, Any] = {
         "sequences": len(table),
+        "documents": len(doc_index),
         "canary_sequences": int(table.is_canary.sum()),
         "targets": int(targets.sum()),
-        "targets_seeing_an_image": int(sees_image.sum()),
-        "loss": {name: _round(_masked_mean(r.nll, targets)) for name, r in results.items()},
-        "loss_where_an_image_is_seen": {name: _round(_masked_mean(r.nll, sees_image)) for name, r in results.items()},
-        "loss_multi_image_sequences": {name: _round(_masked_mean(results[name].nll, multi))
-                                       for name in ("true", "permuted")},
+        "targets_seeing_an_image": int((targets & (table.phi[:, :-1] > 0)).sum()),
+        "loss_text_only": _round(_masked_mean(text_only.nll, targets)),
+        "canary_events": len(events),
+        "modes": {},
     }
-    loss = figures["loss_where_an_image_is_seen"]
-    if loss["true"] is not None:
-        figures["shuffle_gap"] = _round(loss["shuffled"] - loss["true"])
-    edges = list(cfg.distance_buckets or [0, 1, 2, 4, 8, 16, 32, 64])
-    distance = image_distance(table, table.phi, special.image)
-    figures["gain_by_distance"] = gain_by_distance(results["true"], results["shuffled"], distance, targets, edges)
-    near = targets & (distance >= 0) & (distance <= cfg.near_distance)
-    far = targets & (distance >= cfg.far_distance)
-    figures["near_vs_far"] = {
-        "near_max_distance": cfg.near_distance, "far_min_distance": cfg.far_distance,
-        "near_targets": int(near.sum()), "far_targets": int(far.sum()),
-        "loss_true_near": _round(_masked_mean(results["true"].nll, near)),
-        "loss_true_far": _round(_masked_mean(results["true"].nll, far)),
-        "gain_near": _round(_gain(results, near)), "gain_far": _round(_gain(results, far)),
-    }
-    figures["leak"] = leak_check(model, table, device, bs, bf16, other)
-
-    events = find_canary_events(table, tokenizer, special)
-    canary: dict[str, Any] = {"events": len(events)}
-    if len(events):
-        chance = events.chance_nats()
-        word = {name: events.word_nll(r) for name, r in results.items()}
-        canary.update(
-            classes=dict(sorted(Counter(events.classes).items())),
-            chance_nats=round(chance, 4),
-            class_word_loss={name: round(float(v.mean()), 4) for name, v in word.items()},
-            class_word_accuracy={name: round(float(events.first_token_correct(r).float().mean()), 4)
-                                 for name, r in results.items()},
-            multi_image_events=int(events.multi_image_row.sum()),
-        )
-        if events.multi_image_row.any():
-            canary["class_word_loss_multi_image"] = {
-                name: round(float(word[name][events.multi_image_row].mean()), 4) for name in ("true", "permuted")}
-        canary_rows = torch.unique(events.rows)
-        canary["gain_by_distance"] = gain_by_distance(results["true"], results["shuffled"], distance, targets,
-                                                      edges, rows=canary_rows)
-    figures["canary"] = canary
+    for mode in MODES:
+        figures["modes"][mode] = _evaluate_mode(model, table, mode, other, perm, text_only, events, doc_of_row,
+                                                cfg, device, seed, bf16, special, edges)
+    rows = list(range(min(len(table), cfg.leak_sequences)))  # exact zeros are expected: a sample suffices
+    figures["leak"] = leak_check(model, table.subset(rows), device, bs, bf16, other[rows], seed)
     return figures
+
+
+def _evaluate_mode(model: FlamingoLM, table: SequenceTable, mode: str, other: torch.Tensor, perm: torch.Tensor,
+                   text_only: ConditionResult, events: CanaryEvents, doc_of_row: torch.Tensor, cfg: VerdictConfig,
+                   device: torch.device, seed: int, bf16: bool, special: SpecialTokens, edges: list[int]
+                   ) -> dict[str, Any]:
+    bs = cfg.eval_batch_size
+    cond = getattr(table, mode)
+    mask = table.attention_mask
+    misaligned, misaligned_offset = MISALIGNED[mode]
+    tied, tied_offset = TIED[mode]
+    variants = {  # condition → (conditioning, slots)
+        "true": (cond, table.slots),
+        "shuffled": (cond, other),
+        misaligned: (shift_phi(cond, mask, misaligned_offset), table.slots),
+        tied: (shift_phi(cond, mask, tied_offset), table.slots),
+        "permuted": (cond, perm),
+    }
+    results = {name: run_condition(model, table, device, bs, bf16, slots=slots, phi=phi)
+               for name, (phi, slots) in variants.items()}
+    results["text_only"] = text_only
+    targets = table.targets[:, 1:]
+    sees_image = targets & (cond[:, :-1] > 0)
+    true_seen = seen_image(table, cond, table.slots)
+    out: dict[str, Any] = {
+        "misaligned": misaligned,
+        "tied": tied,
+        "loss_where_an_image_is_seen": {name: _round(_masked_mean(r.nll, sees_image)) for name, r in results.items()},
+        "paired": {},
+    }
+    # Paired per-document comparisons on the targets each ablation changes (the image their logits see).
+    for name in ("shuffled", misaligned, "permuted"):
+        phi, slots = variants[name]
+        affected = targets & (seen_image(table, phi, slots) != true_seen)
+        gap = results[name].nll - results["true"].nll
+        bounds = bootstrap_bounds(per_document(gap, affected.float(), doc_of_row), cfg.confidence,
+                                  cfg.bootstrap_samples, seed)
+        bounds["targets"] = int(affected.sum())
+        bounds["text_only_loss"] = _round(_masked_mean(text_only.nll, affected))
+        out["paired"][ABLATION_ROLE.get(name, name)] = bounds
+    if mode == "phi":
+        distance = image_distance(table, cond, special.image)
+        out["gain_by_distance"] = gain_by_distance(results["true"], results["shuffled"], distance, targets, edges)
+        near = targets & (distance >= 0) & (distance <= cfg.near_distance)
+        far = targets & (distance >= cfg.far_distance)
+        out["near_vs_far"] = {
+            "near_max_distance": cfg.near_distance, "far_min_distance": cfg.far_distance,
+            "near_targets": int(near.sum()), "far_targets": int(far.sum()),
+            "loss_true_near": _round(_masked_mean(results["true"].nll, near)),
+            "loss_true_far": _round(_masked_mean(results["true"].nll, far)),
+            "gain_near": _round(_gain(results, near)), "gain_far": _round(_gain(results, far)),
+        }
+    out["canary"] = _canary_figures(events, results, mode, doc_of_row, cfg, seed, misaligned,
+                                    distance if mode == "phi" else None, targets, edges)
+    return out
+
+
+def _canary_figures(events: CanaryEvents, results: dict[str, ConditionResult], mode: str, doc_of_row: torch.Tensor,
+                    cfg: VerdictConfig, seed: int, misaligned: str, distance: torch.Tensor | None,
+                    targets: torch.Tensor, edges: list[int]) -> dict[str, Any]:
+    """Each canary event (a picture → its class word) judged on its own, and paired per-document gaps."""
+    canary: dict[str, Any] = {"events": len(events)}
+    if not len(events):
+        return canary
+    chance = events.chance_nats()
+    word = {name: events.word_nll(r) for name, r in results.items()}
+    wrong = word["true"] >= cfg.canary_wrong_ratio * chance
+    ones = torch.ones(len(events))
+    canary.update(
+        classes=dict(sorted(Counter(events.classes).items())),
+        chance_nats=round(chance, 4),
+        class_word_loss={name: round(float(v.mean()), 4) for name, v in word.items()},
+        class_word_accuracy={name: round(float(events.first_token_correct(r).float().mean()), 4)
+                             for name, r in results.items()},
+        multi_image_events=int(events.multi_image_row.sum()),
+        wrong_events=binomial_bounds(int(wrong.sum()), len(events), cfg.confidence),
+        wrong_event_examples=[
+            {"row": int(events.rows[i]), "class": events.classes[i], "loss": round(float(word["true"][i]), 3)}
+            for i in torch.nonzero(wrong).flatten()[:10].tolist()],
+        true_loss=bootstrap_bounds(per_document(word["true"], ones, doc_of_row, events.rows), cfg.confidence,
+                                   cfg.bootstrap_samples, seed),
+        paired={},
+    )
+    for name in ("shuffled", misaligned, "permuted"):
+        use = events.multi_image_row if name == "permuted" else torch.ones(len(events), dtype=torch.bool)
+        gap = word[name] - word["true"]
+        canary["paired"][ABLATION_ROLE.get(name, name)] = bootstrap_bounds(
+            per_document(gap[use], ones[use], doc_of_row, events.rows[use]), cfg.confidence, cfg.bootstrap_samples,
+            seed)
+    if distance is not None:
+        canary["gain_by_distance"] = gain_by_distance(results["true"], results["shuffled"], distance, targets, edges,
+                                                      rows=torch.unique(events.rows))
+    return canary
 
 
 def _gain(results: dict[str, ConditionResult], mask: torch.Tensor) -> float | None:
@@ -354,111 +503,179 @@ def _gain(results: dict[str, ConditionResult], mask: torch.Tensor) -> float | No
     return None if true is None or shuffled is None else shuffled - true
 
 
+# ------------------------------------------------------------------------------------------------------ verdict
+
+
+@dataclass
+class Criterion:
+    name: str
+    level: str  # "required": must pass | "consulted": must not fail | "reported"
+    status: str  # pass | fail | inconclusive | not_applicable
+    value: Any
+    threshold: Any
+    explanation: str
+    bounds: dict[str, Any] | None = None
+
+    @property
+    def passed(self) -> bool:
+        return self.status == "pass"
+
+    def as_dict(self) -> dict[str, Any]:
+        out = {k: v for k, v in asdict(self).items() if k != "name"}
+        out.update(required=self.level == "required", evaluated=self.status != "not_applicable", passed=self.passed)
+        return out
+
+
 def _merge_figures(per_set: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """The verdict reads one set of figures: the canary figures of the set that has canaries (the largest
-    when several do) and, for the general criteria, the set with the most targets seeing an image."""
-    canary_sets = [f for f in per_set.values() if f["canary"]["events"]]
+    """The verdict reads one set of figures: the set with the most canary events for the canary criteria (if
+    any has them) and, for the general criteria, the set with the most targets seeing an image."""
+    canary_sets = [f for f in per_set.values() if f["canary_events"]]
     general = max(per_set.values(), key=lambda f: f["targets_seeing_an_image"])
-    return {"canary": max(canary_sets, key=lambda f: f["canary"]["events"])["canary"] if canary_sets else None,
+    return {"canary": max(canary_sets, key=lambda f: f["canary_events"]) if canary_sets else None,
             "general": general}
 
 
 def judge(per_set: dict[str, dict[str, Any]], gates: dict[str, Any] | None, cfg: VerdictConfig) -> dict[str, Any]:
-    """Figures → criteria → verdict. Canary criteria are required when canaries are present; without them
-    the run is inconclusive unless `require_canaries` is off, in which case the general criteria decide."""
+    """Figures → criteria → verdict.
+
+    With canaries every canary criterion of both modes must pass and the general criteria must not fail;
+    without them the run is inconclusive unless `require_canaries` is off, and then the general criteria must
+    pass. A criterion passes only when its confidence bound clears the margin, fails when the bound lies on the
+    wrong side of it, and is inconclusive when the bound straddles it; an inconclusive required criterion makes
+    the whole verdict inconclusive, never a pass.
+    """
     merged = _merge_figures(per_set)
-    canary, general = merged["canary"], merged["general"]
-    has_canaries = canary is not None and canary["events"] >= cfg.min_canary_events
-    required = set(cfg.required or [])
-    if not required:
-        required = {"leak", *(CANARY_CRITERIA if has_canaries else ()),
-                    *(GENERAL_CRITERIA if not has_canaries and not cfg.require_canaries else ())}
+    canary_set, general = merged["canary"], merged["general"]
+    events = 0 if canary_set is None else canary_set["canary_events"]
+    has_canaries = events >= cfg.min_canary_events
+    explicit = set(cfg.required or [])
     criteria: list[Criterion] = []
 
-    def add(name: str, evaluated: bool, passed: bool, value: Any, threshold: Any, explanation: str) -> None:
-        criteria.append(Criterion(name, name in required, evaluated, bool(passed) if evaluated else False,
-                                  value, threshold, explanation))
+    def level(name: str, family: str) -> str:
+        if explicit:
+            return "required" if name in explicit or name.split("[")[0] in explicit else "reported"
+        if family == "leak":
+            return "required"
+        if family == "canary":
+            return "required" if has_canaries else "reported"
+        if family == "general":
+            if has_canaries:
+                return "consulted"
+            return "reported" if cfg.require_canaries else "required"
+        return "reported"
 
-    worst_leak = max(max(f["leak"][k]["max_abs_logit_diff"] for k in f["leak"]) for f in per_set.values())
-    checked = sum(f["leak"][k]["positions"] for f in per_set.values() for k in f["leak"])
-    add("leak", checked > 0, worst_leak <= cfg.leak_tolerance, worst_leak, cfg.leak_tolerance,
-        f"max |Δlogit| over {checked} positions with φ = 0 when the images change (must be exactly 0)")
+    def add(name: str, family: str, status: str, value: Any, threshold: Any, explanation: str,
+            bounds: dict[str, Any] | None = None) -> None:
+        criteria.append(Criterion(name, level(name, family), status, value, threshold, explanation, bounds))
 
-    if canary is not None and canary["events"]:
-        chance = canary["chance_nats"]
-        word = canary["class_word_loss"]
-        enough = canary["events"] >= cfg.min_canary_events
-        limit = cfg.canary_max_loss_ratio * chance
-        add("canary_true_loss", enough, word["true"] <= limit, word["true"], round(limit, 4),
-            f"class-word loss with the true images ≤ {cfg.canary_max_loss_ratio} × chance ({chance:.3f} nats, "
-            f"{canary['events']} class words)")
-        floor = cfg.canary_min_shuffled_ratio * chance
-        add("canary_shuffled_loss", enough, word["shuffled"] >= floor, word["shuffled"], round(floor, 4),
-            f"with images shuffled across documents the class word is back at chance (≥ "
-            f"{cfg.canary_min_shuffled_ratio} × chance): the text alone does not give it away")
-        margin = cfg.canary_min_shift_margin * chance
-        perm = canary.get("class_word_loss_multi_image", {})
-        perm_gap = perm["permuted"] - perm["true"] if perm else None
-        gaps = {"phi_plus_1": round(word["phi_plus_1"] - word["true"], 4),
-                "phi_minus_1": round(word["phi_minus_1"] - word["true"], 4),
-                "permuted": None if perm_gap is None else round(perm_gap, 4)}
-        ok = (gaps["phi_plus_1"] >= margin and gaps["phi_minus_1"] >= -cfg.alignment_tolerance * chance
-              and (perm_gap is None or perm_gap >= margin))
-        add("canary_alignment", enough, ok, gaps, round(margin, 4),
-            "class-word loss lowest at the stored alignment: φ+1 and the within-sequence permutation cost at "
-            f"least {cfg.canary_min_shift_margin} × chance; φ−1 may tie (the contract makes it equivalent there)")
-        peak = peak_bucket(canary["gain_by_distance"], 5)
-        add("canary_gain_peak", enough and peak is not None,
-            peak is not None and peak["min_distance"] <= cfg.gain_peak_max_distance,
-            None if peak is None else peak["distance"], cfg.gain_peak_max_distance,
-            "on canary sequences the gain from the true image peaks right after the image")
-    else:
-        for name in CANARY_CRITERIA:
-            add(name, False, False, None, None, "no canary sequences among the held-out data")
+    leaks = {f"{name}:{k}": v for name, f in per_set.items() for k, v in f["leak"].items()}
+    worst = max(v["max_abs_logit_diff"] for v in leaks.values())
+    checked = sum(v["positions"] for v in leaks.values())
+    add("leak", "leak", "not_applicable" if not checked else "pass" if worst <= cfg.leak_tolerance else "fail",
+        worst, cfg.leak_tolerance,
+        f"max |Δlogit| over {checked} positions that may not change: φ = 0 when the images change, and another "
+        "sequence's images in the batch; eval and train mode, φ and φ_next (must be exactly 0)")
 
-    gap = general.get("shuffle_gap")
-    add("shuffle_gap", gap is not None, gap is not None and gap > cfg.min_shuffle_gap, gap, cfg.min_shuffle_gap,
-        "loss with images shuffled across documents minus loss with the true images (targets that see an image)")
-    loss = general["loss_where_an_image_is_seen"]
-    multi = general["loss_multi_image_sequences"]
-    if loss["true"] is not None:
-        tol = cfg.alignment_tolerance
-        perm_gap = None if multi["true"] is None else multi["permuted"] - multi["true"]
-        gaps = {"phi_plus_1": round(loss["phi_plus_1"] - loss["true"], 4),
-                "phi_minus_1": round(loss["phi_minus_1"] - loss["true"], 4),
-                "permuted": None if perm_gap is None else round(perm_gap, 4)}
-        ok = gaps["phi_plus_1"] > 0 and gaps["phi_minus_1"] >= -tol and (perm_gap is None or perm_gap > 0)
-        add("alignment", True, ok, gaps, 0.0, "all-token loss lowest at the stored alignment (φ−1 may tie)")
-    else:
-        add("alignment", False, False, None, 0.0, "no target sees an image")
-    peak = peak_bucket(general["gain_by_distance"], 20)
-    add("gain_peak", peak is not None, peak is not None and peak["min_distance"] <= cfg.gain_peak_max_distance,
-        None if peak is None else peak["distance"], cfg.gain_peak_max_distance,
-        "the gain from the true image peaks right after the image (all held-out data)")
+    for mode in MODES:
+        _canary_criteria(add, None if canary_set is None else canary_set["modes"][mode]["canary"], mode, cfg)
+        _general_criteria(add, general["modes"][mode], mode, cfg)
 
     if gates is not None:
         main, control = gates["main_mean_xattn"], gates["control_mean_xattn"]
-        add("gates_vs_control", True, main >= cfg.gate_min_ratio * control, round(main, 4),
-            round(cfg.gate_min_ratio * control, 4),
+        add("gates_vs_control", "reported", "pass" if main >= cfg.gate_min_ratio * control else "fail",
+            round(main, 4), round(cfg.gate_min_ratio * control, 4),
             "mean |tanh α| of the cross-attention gates after training vs the control run on shuffled images")
     else:
-        add("gates_vs_control", False, False, None, None, "no control run")
+        add("gates_vs_control", "reported", "not_applicable", None, None, "no control run")
 
-    failed = [c.name for c in criteria if c.required and not (c.evaluated and c.passed)]
-    inconclusive = not has_canaries and cfg.require_canaries and not cfg.required
-    if inconclusive:
+    blocking = [c for c in criteria if c.level in ("required", "consulted")]
+    failed = [c.name for c in blocking if c.status == "fail"]
+    unsure = [c.name for c in criteria if c.level == "required" and c.status == "inconclusive"]
+    if failed:
+        status = "fail"
+        summary = "the data does not teach the model to use its images where the tokens say: " + ", ".join(failed)
+    elif not has_canaries and cfg.require_canaries and not explicit:
         status = "inconclusive"
         summary = ("no (or too few) alignment canaries in the held-out data: the verdict cannot be strict; "
                    "set smoke.verdict.require_canaries=false to judge on the general criteria")
-    elif failed:
-        status = "fail"
-        summary = "the data does not teach the model to use its images where the tokens say: " + ", ".join(failed)
+    elif unsure:
+        status = "inconclusive"
+        summary = ("the confidence bounds straddle the margins (more held-out data or steps needed): "
+                   + ", ".join(unsure))
     else:
         status = "pass"
-        summary = "the model uses the images φ names: " + ", ".join(sorted(required))
+        summary = "the model uses the images φ and φ_next name: " + ", ".join(
+            sorted(c.name for c in criteria if c.level == "required"))
     return {"status": status, "passed": status == "pass", "summary": summary, "failed": failed,
-            "canaries_used": has_canaries,
-            "checks": {c.name: {k: v for k, v in asdict(c).items() if k != "name"} for c in criteria}}
+            "inconclusive": unsure, "canaries_used": has_canaries,
+            "checks": {c.name: c.as_dict() for c in criteria}}
+
+
+def _canary_criteria(add, canary: dict[str, Any] | None, mode: str, cfg: VerdictConfig) -> None:
+    names = [f"{name}[{mode}]" for name in CANARY_CRITERIA]
+    if canary is None or not canary["events"]:
+        for name in names:
+            add(name, "canary", "not_applicable", None, None, "no canary sequences among the held-out data")
+        return
+    chance = canary["chance_nats"]
+    n = canary["events"]
+    wrong = canary["wrong_events"]
+    add(f"canary_wrong_events[{mode}]", "canary",
+        decide_at_most(wrong, cfg.canary_max_wrong_share, cfg.min_canary_events, "events"), wrong["share"],
+        cfg.canary_max_wrong_share,
+        f"share of the {n} canary events (picture → class word) whose class word costs ≥ {cfg.canary_wrong_ratio} × "
+        f"chance ({chance:.3f} nats) with the stored images, judged on its one-sided {cfg.confidence:.0%} bound", wrong)
+    limit = cfg.canary_max_loss_ratio * chance
+    add(f"canary_true_loss[{mode}]", "canary", decide_at_most(canary["true_loss"], limit, cfg.min_documents),
+        canary["true_loss"]["mean"], round(limit, 4),
+        f"class-word loss with the stored images ≤ {cfg.canary_max_loss_ratio} × chance", canary["true_loss"])
+    shuffle_margin = cfg.canary_shuffle_margin * chance
+    shuffled = canary["paired"]["shuffled"]
+    add(f"canary_shuffle_gap[{mode}]", "canary", decide_at_least(shuffled, shuffle_margin, cfg.min_documents),
+        shuffled["mean"], round(shuffle_margin, 4),
+        f"images shuffled across documents cost the class word ≥ {cfg.canary_shuffle_margin} × chance "
+        "(paired per document)", shuffled)
+    margin = cfg.canary_min_shift_margin * chance
+    for role in ("misaligned", "permuted"):
+        bounds = canary["paired"][role]
+        applicable = bounds["documents"] > 0
+        add(f"canary_{role}[{mode}]", "canary",
+            decide_at_least(bounds, margin, cfg.min_documents) if applicable else "not_applicable",
+            bounds["mean"], round(margin, 4), _ROLE_TEXT[role].format(mode=mode, cond=MISALIGNED[mode][0])
+            + f" costs the class word ≥ {cfg.canary_min_shift_margin} × chance (paired per document)", bounds)
+    if mode == "phi":
+        _gain_peak(add, "canary_gain_peak", "canary", canary["gain_by_distance"], 5, cfg,
+                   "on canary sequences the gain from the true image peaks right after the image")
+
+
+def _general_criteria(add, figures: dict[str, Any], mode: str, cfg: VerdictConfig) -> None:
+    for role in ("shuffled", "misaligned", "permuted"):
+        bounds = figures["paired"][role]
+        name = f"{'shuffle_gap' if role == 'shuffled' else role}[{mode}]"
+        if not bounds["documents"]:
+            add(name, "general", "not_applicable", None, None, "no held-out target is changed by this ablation")
+            continue
+        margin = max(cfg.min_effect_nats, cfg.min_effect_ratio * (bounds["text_only_loss"] or 0.0))
+        add(name, "general", decide_at_least(bounds, margin, cfg.min_documents), bounds["mean"], round(margin, 4),
+            _ROLE_TEXT[role].format(mode=mode, cond=MISALIGNED[mode][0]) + " raises the loss of the targets it "
+            f"changes by ≥ max({cfg.min_effect_nats} nats, {cfg.min_effect_ratio} × their text-only loss), paired "
+            "per document", bounds)
+    if mode == "phi":
+        _gain_peak(add, "gain_peak", "reported", figures["gain_by_distance"], 20, cfg,
+                   "the gain from the true image peaks right after the image (all held-out data)")
+
+
+def _gain_peak(add, name: str, family: str, buckets: list[dict[str, Any]], min_targets: int, cfg: VerdictConfig,
+               explanation: str) -> None:
+    peak = peak_bucket(buckets, min_targets)
+    status = ("not_applicable" if peak is None else
+              "pass" if peak["min_distance"] <= cfg.gain_peak_max_distance else "fail")
+    add(name, family, status, None if peak is None else peak["distance"], cfg.gain_peak_max_distance, explanation)
+
+
+_ROLE_TEXT = {"shuffled": "{mode}: images shuffled across documents",
+              "misaligned": "{mode}: the conditioning moved to name a neighbouring image ({cond})",
+              "permuted": "{mode}: images permuted within each sequence"}
 
 
 def gate_summary(main: dict[str, float], control: dict[str, float] | None) -> dict[str, Any] | None:
@@ -467,8 +684,3 @@ def gate_summary(main: dict[str, float], control: dict[str, float] | None) -> di
     return {"main_mean_xattn": float(np.mean(list(main.values()))),
             "control_mean_xattn": float(np.mean(list(control.values()))),
             "main": main, "control": control}
-
-
-def entropy_nats(counts: list[int]) -> float:
-    total = sum(counts)
-    return -sum(c / total * math.log(c / total) for c in counts if c)
