@@ -65,6 +65,23 @@ class M3wPipeline(beam.Pipeline):
         return result
 
 
+def keyed_payload_probe(pipeline: beam.Pipeline, n: int, value_bytes: int) -> beam.PCollection:
+    """The runner bug's minimal reproduction, no m3w transform in it: `n` keyed random values of `value_bytes`
+    each, a `Map` to (key, length) labels, `{"doc": values, "label": labels} | CoGroupByKey()`; yields the one
+    count of keys that arrived with both. A sound runner gives exactly `n` (benchmarks/runner_bundles.py)."""
+    import os
+
+    values = (pipeline | "Keys" >> beam.Create(range(n)) | "Reshuffle keys" >> beam.Reshuffle()
+              | "Values" >> beam.Map(lambda key: (key, os.urandom(value_bytes))))
+    labels = values | "Labels" >> beam.Map(lambda item: (item[0], len(item[1])))
+    return (
+        {"doc": values, "label": labels}
+        | "Join" >> beam.CoGroupByKey()
+        | "Both" >> beam.Filter(lambda item: bool(item[1]["doc"]) and bool(item[1]["label"]))
+        | "Count" >> beam.combiners.Count.Globally()
+    )
+
+
 def pipeline_options(beam_args: list[str] | None, config: dict[str, Any]) -> PipelineOptions:
     args = list(beam_args or [])
     if not any(a.startswith("--default_sdk_harness_log_level") for a in args):

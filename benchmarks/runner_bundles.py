@@ -1,0 +1,107 @@
+"""The local runner's data-plane loss, reproduced: N keyed random values → CoGroupByKey, per runner mode.
+
+    python benchmarks/runner_bundles.py [--sizes 5000 12000 20000] [--value-kb 100]
+                                        [--modes in_memory multi_processing] [--workers 2] [--timeout 900]
+
+Each (mode, size) runs in a fresh process: `pipeline.runner.keyed_payload_probe` (no m3w transform:
+`os.urandom` values, a `Map` to (key, length) labels, `CoGroupByKey`, count the keys that have both) on
+the FnApiRunner that m3w builds, with m3w's overflow check switched off so the raw runner behaviour shows.
+Prints, per run: keys that arrived of N, seconds, whether Beam logged the data-plane overflow warning
+(`Data output stream buffer size ... exceeds 536870912 bytes`), and the exit (ok / error / hang: killed
+after `--timeout`). The multi-process mode feeds each stage to a worker as one bundle over gRPC; past
+about 1 GB per bundle it loses or stalls (docs/runner.md). m3w's default, in_memory, has no data plane.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_one(mode: str, n: int, value_bytes: int, workers: int) -> dict:
+    sys.path.insert(0, str(REPO))
+    import apache_beam as beam
+    from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+
+    from pipeline.config import load_config
+    from pipeline.runner import DATA_PLANE_WARNINGS, keyed_payload_probe, pipeline_options
+
+    warnings: list[str] = []
+
+    class Watch(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if any(marker in record.getMessage() for marker in DATA_PLANE_WARNINGS):
+                warnings.append(record.getMessage()[:120])
+
+    logging.getLogger().addHandler(Watch(logging.WARNING))
+    config = load_config(overrides=[f"runner.direct_running_mode={mode}", f"runner.direct_num_workers={workers}"])
+    pipeline = beam.Pipeline(runner=FnApiRunner(), options=pipeline_options([], config))  # the raw runner
+    out = Path(os.environ["PROBE_OUT"])
+    keyed_payload_probe(pipeline, n, value_bytes) | beam.Map(lambda count: out.write_text(str(count)))
+    started = time.time()
+    pipeline.run().wait_until_finish()
+    arrived = int(out.read_text()) if out.exists() else 0
+    return {"arrived": arrived, "seconds": time.time() - started, "warning": bool(warnings)}
+
+
+def measure(mode: str, n: int, value_kb: int, workers: int, timeout: float, workdir: Path) -> dict:
+    out, result = workdir / f"count-{mode}-{n}", workdir / f"result-{mode}-{n}.json"
+    command = [sys.executable, __file__, "--run-one", mode, "--sizes", str(n), "--value-kb", str(value_kb),
+               "--workers", str(workers), "--result", str(result)]
+    started = time.time()
+    try:
+        process = subprocess.run(command, env={**os.environ, "PROBE_OUT": str(out)}, timeout=timeout,
+                                 capture_output=True, text=True)
+    except subprocess.TimeoutExpired as expired:
+        warned = "exceeds" in (expired.stderr or b"").decode(errors="replace") if expired.stderr else False
+        return {"arrived": None, "seconds": time.time() - started, "warning": warned, "exit": "hang (killed)"}
+    if process.returncode or not result.exists():
+        arrived = int(out.read_text()) if out.exists() else None
+        last_line = process.stderr.strip().splitlines()[-1][:100] if process.stderr.strip() else process.returncode
+        return {"arrived": arrived, "seconds": time.time() - started, "warning": "exceeds" in process.stderr,
+                "exit": f"error ({last_line})"}
+    return {**json.loads(result.read_text()), "exit": "ok"}
+
+
+def main() -> None:
+    import tempfile
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[5000, 12000, 20000], help="keyed values per run")
+    parser.add_argument("--value-kb", type=int, default=100, help="kilobytes per value")
+    parser.add_argument("--modes", nargs="+", default=["in_memory", "multi_processing"])
+    parser.add_argument("--workers", type=int, default=2, help="workers of the multi-process mode")
+    parser.add_argument("--timeout", type=float, default=900, help="seconds before a run counts as hung")
+    parser.add_argument("--run-one", help=argparse.SUPPRESS)
+    parser.add_argument("--result", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.run_one:
+        figures = run_one(args.run_one, args.sizes[0], args.value_kb * 1000, args.workers)
+        Path(args.result).write_text(json.dumps(figures))
+        return
+    print(f"command: python benchmarks/runner_bundles.py --sizes {' '.join(map(str, args.sizes))} "
+          f"--value-kb {args.value_kb} --modes {' '.join(args.modes)} --workers {args.workers}"
+          f"   ({os.cpu_count()} cores)")
+    print("| mode | N × value | payload | keys arrived | seconds | data-plane warning | exit |")
+    print("|---|---:|---:|---:|---:|---|---|")
+    with tempfile.TemporaryDirectory(prefix="m3w-bundles-") as workdir:
+        for mode in args.modes:
+            for n in args.sizes:
+                row = measure(mode, n, args.value_kb, args.workers, args.timeout, Path(workdir))
+                arrived = "-" if row["arrived"] is None else f"{row['arrived']:,}"
+                lost = "" if row["arrived"] in (None, n) else " **LOST**"
+                print(f"| {mode} | {n:,} × {args.value_kb} KB | {n * args.value_kb / 1e6:,.1f} GB "
+                      f"| {arrived} of {n:,}{lost} | {row['seconds']:,.0f} | {'yes' if row['warning'] else 'no'} "
+                      f"| {row['exit']} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
