@@ -21,10 +21,10 @@ system-deps:
 demo: $(STAMP)
 	$(VENV)/bin/m3w demo --output demo-out
 
-# OpenFlamingo's real code for the interop tests, in a venv of its own (torch 2.14.1 + torchvision; ~5.7 GB);
-# reused while tests/interop/requirements.txt is unchanged, else made anew. The tests make it too when it is missing.
+# OpenFlamingo's real code for the interop tests, in a venv of its own (torch 2.14.1 + torchvision, ~5.7 GB) under
+# ~/.cache/m3w, shared by checkouts while tests/interop/requirements.txt is unchanged. The tests make it if missing.
 interop-venv:
-	PYTHON=$(PYTHON) bash tests/interop/make_venv.sh .venv-interop
+	PYTHON=$(PYTHON) bash tests/interop/make_venv.sh
 
 test: $(STAMP) system-deps interop-venv
 	$(PY) -m pytest -q -p no:cacheprovider

@@ -1,11 +1,12 @@
-"""Runs OpenFlamingo's own code over m3w's output, inside the interop virtualenv (tests/interop/make_venv.sh).
+"""Runs OpenFlamingo's own code over m3w's output, inside the interop virtualenv (tests/interop/make_venv.sh
+prints where it is), importing m3w from this checkout.
 
-    .venv-interop/bin/python tests/interop/openflamingo_check.py MMC4_DIR SHARDS_DIR EXPECTED_JSON RESULT_JSON
+    "$(bash tests/interop/make_venv.sh)/bin/python" tests/interop/openflamingo_check.py MMC4 SHARDS EXPECTED RESULT
 
 1. `preprocess_interleaved` (open_flamingo/train/data.py) over every sample of an `m3w export mmc4`, with a
    tokenizer made from m3w's tokenizer.json plus OpenFlamingo's `<|endofchunk|>` and `<image>`, and open_clip's
    torchvision transform as the image processor; the text between `<image>` tokens is recorded for each document;
-2. OpenFlamingo's `Flamingo` built as its factory builds it, minus the downloads (a tiny GPT-2-config language
+2. OpenFlamingo's `Flamingo` built as its factory builds it, minus the downloads (a tiny LLaMA-config language
    model from transformers and a tiny open_clip vision tower, random weights), and a few AdamW steps on those
    batches: the losses are recorded;
 3. OpenFlamingo's conditioning on m3w's shards: the same model runs on the shards' sequences, the media
@@ -31,6 +32,7 @@ import open_flamingo
 import torch
 
 sys.path.insert(0, str(Path(open_flamingo.__file__).parent / "train"))  # data.py imports `data_utils` top-level
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the checkout under test: m3w's own code
 
 from data import preprocess_interleaved  # noqa: E402 - OpenFlamingo's own MMC4 preprocessing
 from open_flamingo.src.flamingo import Flamingo  # noqa: E402
@@ -65,7 +67,7 @@ def openflamingo_tokenizer(tokenizer_file: Path, special: dict):
 def tiny_flamingo(tokenizer):
     """OpenFlamingo's `create_model_and_transforms`, step by step, with tiny random backbones instead of downloads."""
     import open_clip
-    from transformers import GPT2Config, GPT2LMHeadModel
+    from transformers import LlamaConfig, LlamaForCausalLM
 
     with tempfile.TemporaryDirectory() as folder:
         config_file = Path(folder) / "m3w-tiny-vit.json"
@@ -73,10 +75,13 @@ def tiny_flamingo(tokenizer):
         open_clip.add_model_config(config_file)
     vision_encoder, _, image_processor = open_clip.create_model_and_transforms("m3w-tiny-vit", pretrained=None)
     vision_encoder.visual.output_tokens = True
-    lang_encoder = GPT2LMHeadModel(GPT2Config(vocab_size=len(tokenizer), n_positions=1024, n_embd=64,
-                                              n_layer=2, n_head=2))
+    # A LLaMA-architecture LM (one of the factory's known decoders): GPT-2's blocks get positional arguments from
+    # transformers 4.5x, which OpenFlamingo 2.0.1's FlamingoLayer.forward(lang_x, attention_mask, **kwargs) refuses.
+    lang_encoder = LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128,
+                                                num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2,
+                                                max_position_embeddings=8192))
     extend_instance(lang_encoder, FlamingoLMMixin)
-    lang_encoder.set_decoder_layers_attr_name("transformer.h")
+    lang_encoder.set_decoder_layers_attr_name("model.layers")
     lang_encoder.resize_token_embeddings(len(tokenizer))
     model = Flamingo(vision_encoder, lang_encoder, tokenizer.encode(EOC)[-1], tokenizer.encode(MEDIA)[-1],
                      vis_dim=open_clip.get_model_config("m3w-tiny-vit")["vision_cfg"]["width"],
@@ -150,7 +155,7 @@ def train(model, batches: list, tokenizer, batch_size: int = 4) -> list[float]:
     """A few AdamW steps as OpenFlamingo's train loop takes them (labels: pads and <image> masked)."""
     media = tokenizer.convert_tokens_to_ids(MEDIA)
     groups = [batches[i:i + batch_size] for i in range(0, len(batches), batch_size)][:2]
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=3e-3)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
     losses = []
     model.train()
     for step in range(STEPS):
@@ -165,7 +170,7 @@ def train(model, batches: list, tokenizer, batch_size: int = 4) -> list[float]:
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
     return losses
 
 
