@@ -461,7 +461,8 @@ def _from_fastwarc(record: Any) -> ArchiveRecord:
         content_type=header("Content-Type"),
         robots=header("X-Robots-Tag"),
         offset=record.stream_pos,
-        body=lambda n: _decode_content(reader.read(n), encoding, n),
+        # bounded by the record's length: FastWARC allocates the whole `n` up front
+        body=lambda n: _decode_content(reader.read(min(n, record.content_length + 1)), encoding, n),
     )
 
 
