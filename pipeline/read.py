@@ -216,23 +216,24 @@ class ReadCrawlFiles(beam.DoFn):
         yield page
 
     def _count_file(self, path: str, reader: ArchiveReader, records: int) -> None:
+        """A file with any record read is kept (and noted `damaged` when it was); one with none is a drop and,
+        for the breaker, a failure: every file of a run unreadable for one reason is not bad data."""
         damage = reader.damage
-        if damage is None:
+        self.counts.note("files", "skipped_members", reader.skipped_members)
+        self.counts.note("files", "skipped_bytes", reader.skipped_bytes)
+        summary = f"{type(damage).__name__}: {_first_line(damage)}" if damage is not None else ""
+        if records:
+            if damage is not None:
+                log.error("m3w read: %s is damaged (%s); kept its %d readable records, skipped %d gzip members "
+                          "(%d bytes)", path, summary, records, reader.skipped_members, reader.skipped_bytes)
+                self.counts.note("files", "damaged")
             self.counts.kept("files")
             self.file_breaker.succeeded()
             return
-        summary = f"{type(damage).__name__}: {_first_line(damage)}"
-        if records:
-            log.error("m3w read: %s is damaged (%s); kept its %d readable records, skipped %d gzip members "
-                      "(%d bytes)", path, summary, records, reader.skipped_members, reader.skipped_bytes)
-            self.counts.kept("files")
-            self.counts.note("files", "damaged")
-        else:
-            log.error("m3w read: no record of %s is readable (%s)", path, summary)
-            self.counts.dropped("files", "unreadable")
-        self.counts.note("files", "skipped_members", reader.skipped_members)
-        self.counts.note("files", "skipped_bytes", reader.skipped_bytes)
-        self.file_breaker.failed(damage)
+        error = damage or EOFError("the file holds no record")
+        log.error("m3w read: no record of %s is readable (%s)", path, summary or _first_line(error))
+        self.counts.dropped("files", "unreadable")
+        self.file_breaker.failed(error)
 
     def _page_from_record(self, record: ArchiveRecord, source: str) -> tuple[Page | None, str]:
         if record.rec_type != "response":
