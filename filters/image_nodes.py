@@ -2,7 +2,9 @@
 
 They are cheap and remove what can never be a content image: inline `data:` URIs, non-HTTP(S)
 schemes, formats other than the allowed ones, tags whose declared size says "icon", and URL
-patterns that mark logos, buttons, tracking pixels and widgets.
+patterns that mark logos, buttons, tracking pixels and widgets. Patterns match whole words of the URL's
+host and path (split at `/ _ - .`, digits and every other non-letter), so `pixel` drops `/pixel.gif` but
+not a photo credited `..._pixelio-de.jpg`, and `icon` drops `social-icons_01.png` (a plural `s` is allowed).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from urllib.parse import unquote, urlsplit
 
 from filters.base import Verdict
 
+_NOT_LETTERS = re.compile(r"[\W\d_]+")
 _EXTENSION = re.compile(r"\.([a-z0-9]{2,5})$")
 _KNOWN_IMAGE_EXTENSIONS = {"jpg", "jpeg", "png", "webp", "gif", "svg", "bmp", "ico", "tif", "tiff", "avif", "heic",
                            "heif", "jfif", "apng"}
@@ -38,6 +41,35 @@ def _declared_side(value: Any) -> int | None:
     return int(number) if number >= 0 else None
 
 
+def words(text: str) -> list[str]:
+    """Lower-case runs of letters: the words a URL pattern is matched against."""
+    return [w for w in _NOT_LETTERS.split(text.lower()) if w]
+
+
+def url_words(url: str) -> list[str]:
+    """Words of the host (without its top-level domain) and of the unquoted path."""
+    parts = urlsplit(url)
+    labels = (parts.hostname or "").split(".")[:-1]
+    return words(" ".join(labels)) + words(unquote(parts.path))
+
+
+class WordPatterns:
+    """Patterns of one or more words (`banner-ad`), found as consecutive URL words; the last may be plural."""
+
+    def __init__(self, patterns: list[str]):
+        self.patterns = [tuple(words(p)) for p in patterns if words(p)]
+
+    def find(self, tokens: list[str]) -> str | None:
+        """The first pattern found in `tokens`, joined by '-', or None."""
+        for pattern in self.patterns:
+            head, last = pattern[:-1], pattern[-1]
+            for i in range(len(tokens) - len(pattern) + 1):
+                end = i + len(pattern) - 1
+                if tokens[i:end] == list(head) and tokens[end] in (last, last + "s"):
+                    return "-".join(pattern)
+        return None
+
+
 class ImageNodeRules:
     """All node-level rules in one pass; the first failing rule names the reason."""
 
@@ -46,8 +78,7 @@ class ImageNodeRules:
         self.allow_missing = bool(cfg["allow_missing_extension"])
         self.min_side = int(cfg["min_declared_side"])
         self.max_url_chars = int(cfg["max_url_chars"])
-        patterns = [re.escape(p.lower()) for p in cfg["blocked_url_patterns"]]
-        self.blocked = re.compile("|".join(patterns)) if patterns else None
+        self.blocked = WordPatterns(list(cfg["blocked_url_patterns"]))
 
     def __call__(self, url: str, width: Any = None, height: Any = None) -> Verdict:
         if not url:
@@ -75,8 +106,6 @@ class ImageNodeRules:
         sides = [s for s in (_declared_side(width), _declared_side(height)) if s is not None]
         if sides and min(sides) < self.min_side:
             return Verdict.drop("tiny_declared")
-        if self.blocked is not None:
-            path = unquote(urlsplit(url).path).lower()
-            if self.blocked.search(path) or self.blocked.search(host.lower().split(".")[0]):
-                return Verdict.drop("url_pattern")
+        if self.blocked.find(url_words(url)) is not None:
+            return Verdict.drop("url_pattern")
         return Verdict.ok()

@@ -10,10 +10,9 @@ markers in trafilatura's output then say exactly which image stands where in the
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from urllib.parse import urljoin, urlsplit
-
-from lxml import html as lxml_html
 
 MARKER_PREFIX = "https://m3w.invalid/img/"
 _MARKER = re.compile(r"^https://m3w\.invalid/img/(\d+)\.jpg$")
@@ -81,27 +80,27 @@ def _usable(value: str | None) -> bool:
     return bool(value and value.strip() and not _PLACEHOLDER.search(value.strip()))
 
 
-def raw_source(img) -> str | None:
+# (type, srcset) of each <source> of a <picture>, in order, captured before the <source> tags are removed.
+PictureSources = list[tuple[str, str | None]]
+
+
+def raw_source(attrs: Mapping[str, str], picture: PictureSources = ()) -> str | None:
     """The best raw URL of an <img>: <picture><source> > srcset > lazy attrs > src (placeholders skipped)."""
-    # libxml2 does not know <source> is void and nests what follows inside it, so look a few levels up.
-    picture = next((a for _, a in zip(range(4), img.iterancestors()) if a.tag == "picture"), None)
-    if picture is not None:
-        for source in picture.iter("source"):
-            mime = (source.get("type") or "").lower()
-            if mime and mime not in ("image/jpeg", "image/png", "image/webp", "image/jpg"):
-                continue
-            best = best_srcset(source.get("srcset") or source.get("data-srcset"))
-            if _usable(best):
-                return best
+    for mime, srcset in picture:
+        if mime and mime.lower() not in ("image/jpeg", "image/png", "image/webp", "image/jpg"):
+            continue
+        best = best_srcset(srcset)
+        if _usable(best):
+            return best
     for attr in ("srcset",) + LAZY_SRCSET_ATTRS:
-        best = best_srcset(img.get(attr))
+        best = best_srcset(attrs.get(attr))
         if _usable(best):
             return best
     for attr in LAZY_SRC_ATTRS + ("src",):
-        value = img.get(attr)
+        value = attrs.get(attr)
         if _usable(value):
             return value.strip()
-    src = img.get("src")
+    src = attrs.get("src")
     return src.strip() if src else None
 
 
@@ -140,29 +139,64 @@ def absolutize(raw: str | None, base: str) -> str:
     return joined
 
 
-def mark_images(tree, page_url: str) -> list[ImageCandidate]:
-    """Resolve every <img>, then replace its source attributes with a numbered marker (in place)."""
-    base = base_url(tree, page_url)
-    candidates: list[ImageCandidate] = []
-    for index, img in enumerate(tree.iter("img")):
-        candidates.append(
-            ImageCandidate(
-                url=absolutize(raw_source(img), base),
-                alt=" ".join((img.get("alt") or "").split()),
-                title=" ".join((img.get("title") or "").split()),
+class MarkedImages(Sequence[ImageCandidate]):
+    """Every <img> of a page in document order, its source swapped for a numbered marker.
+
+    Resolving an image (srcset, lazy attributes, URL joining, caption) costs more than marking it, and
+    trafilatura keeps only a few images of a page, so each is resolved only when asked for, from the
+    attributes captured before the swap.
+    """
+
+    def __init__(self, tree, page_url: str):
+        self.tree = tree
+        self.page_url = page_url
+        self.elements = list(tree.iter("img"))
+        self._attrs: list[dict[str, str]] = []
+        self._pictures: dict[int, PictureSources] = {}
+        self._resolved: dict[int, ImageCandidate] = {}
+        self._base: str | None = None
+        position = {id(img): index for index, img in enumerate(self.elements)}
+        for picture in tree.iter("picture"):
+            sources = [(s.get("type") or "", s.get("srcset") or s.get("data-srcset")) for s in picture.iter("source")]
+            for img in picture.iter("img"):
+                self._pictures.setdefault(position[id(img)], sources)
+        for index, img in enumerate(self.elements):
+            attrs = dict(img.attrib)
+            self._attrs.append(attrs)
+            for attr in attrs:
+                if attr in ("srcset", "src", "sizes") or attr.startswith("data-"):
+                    del img.attrib[attr]
+            img.set("src", f"{MARKER_PREFIX}{index}.jpg")
+        for source in list(tree.iter("source")):
+            if any(a.tag == "picture" for a in source.iterancestors()):
+                source.drop_tag()  # keep the nested <img> that libxml2 put inside it
+
+    def __len__(self) -> int:
+        return len(self.elements)
+
+    def __getitem__(self, index):  # type: ignore[override]
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        if index < 0:
+            index += len(self)
+        if index not in self._resolved:
+            if self._base is None:
+                self._base = base_url(self.tree, self.page_url)
+            attrs, img = self._attrs[index], self.elements[index]
+            self._resolved[index] = ImageCandidate(
+                url=absolutize(raw_source(attrs, self._pictures.get(index, [])), self._base),
+                alt=" ".join((attrs.get("alt") or "").split()),
+                title=" ".join((attrs.get("title") or "").split()),
                 caption=_caption(img),
-                width=img.get("width"),
-                height=img.get("height"),
+                width=attrs.get("width"),
+                height=attrs.get("height"),
             )
-        )
-        for attr in list(img.attrib):
-            if attr in ("srcset", "src", "sizes") or attr.startswith("data-"):
-                del img.attrib[attr]
-        img.set("src", f"{MARKER_PREFIX}{index}.jpg")
-    for source in list(tree.iter("source")):
-        if any(a.tag == "picture" for a in source.iterancestors()):
-            source.drop_tag()  # keep the nested <img> that libxml2 put inside it
-    return candidates
+        return self._resolved[index]
+
+
+def mark_images(tree, page_url: str) -> MarkedImages:
+    """Replace every <img>'s source attributes with a numbered marker (in place); resolve them on demand."""
+    return MarkedImages(tree, page_url)
 
 
 def marker_index(src: str | None) -> int | None:
@@ -171,9 +205,16 @@ def marker_index(src: str | None) -> int | None:
 
 
 def parse_html(text: str):
-    """lxml tree of a page, tolerant of junk; None when nothing parseable is left."""
+    """lxml tree of a page, tolerant of junk; None when nothing parseable is left.
+
+    trafilatura's own loader (its parser drops comments and processing instructions, repairs a few known
+    faults): trafilatura extracts from exactly the tree it would have built itself, and less text is lost
+    where a comment splits a paragraph's text from its tail.
+    """
+    from trafilatura.utils import load_html
+
     try:
-        return lxml_html.document_fromstring(text)
+        return load_html(text)
     except Exception:
         return None
 
@@ -192,3 +233,50 @@ def robots_opt_out(tree, header: str = "") -> list[str]:
             if token in ("noai", "noimageai"):
                 directives.add(token)
     return sorted(directives)
+
+
+_IMAGE_MARK = re.compile("\ue000(\\d+)\ue001")
+_NOT_WORD = re.compile(r"[\W_]+")
+
+
+def normalise(text: str) -> str:
+    """Letters and digits only, lower-cased: what survives trafilatura's rewriting of spaces, quotes and punctuation."""
+    return _NOT_WORD.sub("", text.lower())
+
+
+@dataclass
+class DomText:
+    """A page's visible text in DOM order, normalised, with the offset at which each image stands."""
+
+    text: str
+    image_at: dict[int, int]  # marker index → offset in `text`
+
+    def occurrences(self, key: str, limit: int = 64) -> list[int]:
+        found, start = [], self.text.find(key)
+        while start >= 0 and len(found) < limit:
+            found.append(start)
+            start = self.text.find(key, start + 1)
+        return found
+
+
+def dom_text(images: MarkedImages) -> DomText:
+    """The text stream of the page's <body> with each image's place. Changes the tree: call it last."""
+    root = images.tree.find("body")
+    if root is None:
+        root = images.tree
+    for code in root.iter("script", "style"):
+        code.text = None
+    for index, img in enumerate(images.elements):
+        img.tail = f"\ue000{index}\ue001{img.tail or ''}"
+    parts = _IMAGE_MARK.split(root.text_content())
+    chunks: list[str] = []
+    image_at: dict[int, int] = {}
+    length = 0
+    for i, part in enumerate(parts):
+        if i % 2:
+            image_at.setdefault(int(part), length)
+        else:
+            chunk = normalise(part)
+            chunks.append(chunk)
+            length += len(chunk)
+    return DomText("".join(chunks), image_at)

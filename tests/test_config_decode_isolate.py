@@ -8,7 +8,7 @@ import pytest
 
 from pipeline.config import ConfigError, dump_config, load_config, load_defaults, parse_override
 from pipeline.decode import decode_html, replacement_ratio
-from pipeline.isolate import IsolatedWorker, WorkerCrashed, WorkerTimeout
+from pipeline.isolate import IsolatedWorker, WorkerTimeout
 
 
 def test_override_parses_yaml_values():
@@ -70,23 +70,42 @@ def _boom() -> None:
     raise ValueError("bad page")
 
 
+def _fail_to_start() -> None:
+    raise ImportError("no module named 'lxml_html_clean' (simulated broken install)")
+
+
 def test_isolated_worker_times_out_and_recovers():
-    worker = IsolatedWorker(_sleep_then_echo, timeout_s=1.0)
+    worker = IsolatedWorker(_sleep_then_echo, timeout_s=2.0)
     try:
+        worker.start()  # start-up (spawn, imports) is waited for separately, never against the 2 s
         assert worker.call(0.0) == 0.0
-        started = time.time()
+        first_child = worker.pid
+        started = time.monotonic()
         with pytest.raises(WorkerTimeout):
-            worker.call(30.0)
-        assert time.time() - started < 10
-        assert worker.call(0.01) == 0.01  # a fresh child serves the next page
+            worker.call(60.0)
+        assert 2.0 <= time.monotonic() - started < 10
+        assert worker.call(0.01) == 0.01  # a fresh child serves the next item
+        assert worker.pid != first_child
     finally:
         worker.close()
 
 
-def test_isolated_worker_reports_errors():
+def test_isolated_worker_raises_the_childs_exception_type():
     worker = IsolatedWorker(_boom, timeout_s=10)
     try:
-        with pytest.raises(WorkerCrashed, match="ValueError: bad page"):
+        with pytest.raises(ValueError, match="bad page") as caught:
             worker.call()
+        assert any("raised in the isolated worker" in note for note in caught.value.__notes__)
+        with pytest.raises(ValueError, match="bad page"):  # the same child keeps serving
+            worker.call()
+    finally:
+        worker.close()
+
+
+def test_isolated_worker_that_cannot_start_says_why():
+    worker = IsolatedWorker(_boom, timeout_s=10, init=_fail_to_start)
+    try:
+        with pytest.raises(ImportError, match="lxml_html_clean"):
+            worker.start()
     finally:
         worker.close()
