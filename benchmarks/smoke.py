@@ -2,6 +2,7 @@
 
     python benchmarks/smoke.py [--profile tiny|gpu] [--device cpu|cuda] [--shards DIR ...] [--steps N]
                                [--set smoke.KEY=VALUE ...] [--full]
+    python benchmarks/smoke.py --mutations [--docs N] [--set smoke.KEY=VALUE ...]
 
 Without --shards it builds a canary shard set (600 documents, written through the project's shard writer)
 in a temporary directory. It trains the profile's main model for --steps steps and prints:
@@ -12,6 +13,12 @@ in a temporary directory. It trains the profile's main model for --steps steps a
 - the share of wall time spent waiting for the next batch (timed around the loader; on CUDA the step end
   is synchronised at each log interval, so queued kernels are not mistaken for data waits).
 With --full it also runs the whole `m3w smoke` (control run, ablations, verdict) and prints its run time.
+
+With --mutations it prints the verdict table instead: correctly built canary shards with smoke seeds 0, 1 and 2,
+then every partial corruption of `train_smoke.canary_shards.MUTATION_TABLE` (the φ ones judged by the verdict
+alone, `smoke.data.check_phi=false`, and separately what the trainer's input check says), each with its verdict,
+the criteria that failed and the figures behind them (wrong canary events with their bounds, class-word loss,
+shuffle gap and its lower bound, for φ and φ_next). It is the same table tests/test_smoke_verdict.py asserts.
 """
 
 from __future__ import annotations
@@ -41,6 +48,63 @@ def matmul_peak_tflops(device, dtype, size: int = 2048, repeats: int = 10) -> fl
     return 2 * size**3 * repeats / (time.perf_counter() - started) / 1e12
 
 
+def _figures(report: dict, mode: str) -> str:
+    figures = next(iter(report["evaluation"].values()))["modes"][mode]
+    canary = figures["canary"]
+    wrong = canary["wrong_events"]
+    gap = canary["paired"]["shuffled"]
+    return (f"{wrong['share']:.2%} [{wrong['lower']:.2%}, {wrong['upper']:.2%}] of {wrong['events']}  "
+            f"loss {canary['class_word_loss']['true']:.3f}  gap≥{gap['lower']:.2f}")
+
+
+def mutation_table(args: argparse.Namespace) -> int:
+    """Correct canary shards (seeds 0, 1, 2) and each partial corruption: verdict and figures, one line each."""
+    from train_smoke.canary_shards import MUTATION_TABLE, PHI_MUTATIONS, mutation_shard_sets
+    from train_smoke.config import resolve_config
+    from train_smoke.data import ShardSetError
+    from train_smoke.run import run_smoke
+
+    classes = ("circle", "ring", "stripes", "dots")
+    rows: list[tuple[str, str, str, str, str, float]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        started = time.perf_counter()
+        sets = mutation_shard_sets(tmp, n_docs=args.docs, classes=classes)
+        print(f"canary shard sets built in {time.perf_counter() - started:.1f} s ({args.docs} documents each)",
+              flush=True)
+        runs = [("correct", "correct", 0, ()), ("correct", "correct", 1, ()), ("correct", "correct", 2, ())]
+        runs += [(name, name, 0, ("smoke.data.check_phi=false",) if mutation in PHI_MUTATIONS else ())
+                 for name, mutation, _ in MUTATION_TABLE]
+        for label, name, seed, extra in runs:
+            overrides = [*args.set, "smoke.train.control_run=false", f"smoke.seed={seed}", *extra]
+            config = resolve_config(None, overrides, profile=args.profile)
+            started = time.perf_counter()
+            report = run_smoke([sets[name]], f"{tmp}/out-{label}-{seed}", config, progress=False)
+            verdict = report["verdict"]
+            rows.append((f"{label} (seed {seed})" + (" verdict alone" if extra else ""), verdict["status"].upper(),
+                         ", ".join(verdict["failed"] + verdict["inconclusive"]) or "-", _figures(report, "phi"),
+                         _figures(report, "phi_next"), time.perf_counter() - started))
+            print(" | ".join(str(x) for x in rows[-1][:5]), flush=True)
+        checks = []
+        for name, mutation, _ in MUTATION_TABLE:
+            if mutation in PHI_MUTATIONS:
+                config = resolve_config(None, list(args.set), profile=args.profile)
+                try:
+                    run_smoke([sets[name]], f"{tmp}/check-{name}", config, progress=False)
+                    checks.append((name, "not stopped"))
+                except ShardSetError as error:
+                    checks.append((name, f"stopped: {error}"))
+    print(f"command: python benchmarks/smoke.py {shlex.join(sys.argv[1:])}")
+    print("| shard set | verdict | failed / inconclusive criteria | φ: wrong canary events [bounds], class-word loss, "
+          "shuffle gap lower bound | φ_next: same | seconds |")
+    print("|---|---|---|---|---|---:|")
+    for row in rows:
+        print(f"| {row[0]} | {row[1]} | {row[2]} | {row[3]} | {row[4]} | {row[5]:.0f} |")
+    print("trainer's input check (smoke.data.check_phi=true, the default):")
+    for name, outcome in checks:
+        print(f"  {name}: {outcome}")
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--profile", default="tiny")
@@ -50,7 +114,11 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--full", action="store_true", help="also run the whole smoke verdict")
+    parser.add_argument("--mutations", action="store_true",
+                        help="the verdict on correct canary shards (seeds 0-2) and on every partial corruption")
     args = parser.parse_args()
+    if args.mutations:
+        return mutation_table(args)
 
     import torch
 
@@ -99,6 +167,8 @@ def main() -> int:
     peak_kind = "vendor dense bf16 peak" if vendor else "measured matmul peak"
     print(f"MFU: {summary['mfu']:.2%} of {summary['peak_tflops'] * 1e3:.1f} GFLOP/s ({peak_kind})")
     print(f"waiting on data: {summary['data_wait_share']:.2%} of step time")
+    if summary["peak_gpu_memory_gib"] is not None:
+        print(f"peak GPU memory (training steps): {summary['peak_gpu_memory_gib']:.2f} GiB")
     if full_seconds is not None:
         print(f"full smoke run (main + control + verdict): {full_seconds:.1f} s, verdict "
               f"{report['verdict']['status']}")

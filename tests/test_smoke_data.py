@@ -6,6 +6,7 @@ import io
 import itertools
 import json
 import tarfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -262,3 +263,33 @@ def test_tar_written_by_the_builder_is_plain_webdataset(canary_set):
     assert names == sorted(names) and all(n.count(".") >= 1 for n in names)
     meta = [json.loads(m["json"]) for _, m in iter_tar_groups(path)]
     assert all(item["url"].startswith("https://canary.sample-web.test/") for item in meta)
+
+
+def test_canary_shards_are_byte_for_byte_what_the_projects_shard_writer_writes(canary_set, tmp_path):
+    """`build_records`/`write_shard_set` rebuild the writer without Beam (for a bare GPU machine); the project's
+    writer (BuildSamplesDoFn with its image store, train_bpe, write_manifest) must give the same bytes."""
+    from pipeline.imagestore import ImageStore
+    from pipeline.shard_sink import BuildSamplesDoFn, StoredMember, write_manifest
+    from pipeline.tokenizer import train_bpe
+
+    config = canary_set["config"]
+    docs = canary_documents(40, images_per_doc=(2, 3), classes=CLASSES, image_size=32, seed=3)
+    shards = config["shards"]
+    tokenizer = train_bpe((d.text for d in docs), int(shards["bpe_vocab_size"]), int(shards["bpe_min_frequency"]))
+    assert tokenizer.json == canary_set["tokenizer"].json
+    assert tokenizer.special_tokens == canary_set["tokenizer"].special_tokens
+    store = ImageStore(str(tmp_path / "store"))
+    builder = BuildSamplesDoFn(config, store)
+    builder.setup()
+    project = [(key, {suffix: store.get(data.sha256) if isinstance(data, StoredMember) else data
+                      for suffix, data in members.items()})
+               for doc in docs for item in builder.process(doc, tokenizer) if isinstance(item, tuple)
+               for key, members in [item]]
+    assert project == canary_set["records"]
+    ours = Path(canary_set["good"])
+    theirs = tmp_path / "project"
+    write_shard_set(project, canary_set["tokenizer"], config, str(theirs), len(docs))  # same tars...
+    write_manifest(json.loads((ours / "manifest.json").read_text())["shards"], str(theirs), tokenizer, len(docs),
+                   shards)  # ...and the project's manifest and tokenizer file over them
+    for name in ("manifest.json", "tokenizer.json", *(f"shards/{p.name}" for p in (ours / "shards").iterdir())):
+        assert (ours / name).read_bytes() == (theirs / name).read_bytes(), name

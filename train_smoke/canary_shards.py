@@ -1,10 +1,13 @@
 """Canary shard sets built in memory, correct or broken on purpose: the evidence that the verdict works.
 
-`build_canary_shards` writes a small shard set through the project's own shard writer
-(`pipeline.shard_sink.BuildSamplesDoFn` → `schemas.shards.tar_bytes` → `write_manifest`), from documents
-that look like the sample crawl's canary pages: each image is a `render_canary` picture and the text right
-after it starts with its class word. No crawl, download or Beam pipeline is involved, so a test or a
-benchmark gets shards in seconds.
+`build_canary_shards` writes a small shard set from documents that look like the sample crawl's canary pages:
+each image is a `render_canary` picture and the text right after it starts with its class word. No crawl,
+download or Beam pipeline is involved, so a test, a benchmark or a bare GPU machine (no Apache Beam there) gets
+shards in seconds. The samples, tokenizer and manifest are those of the project's shard writer
+(`pipeline.shard_sink`: BPE of `pipeline.tokenizer.train_bpe`, windows of `pipeline.sequences`, members,
+metadata and manifest of `BuildSamplesDoFn.record` and `write_manifest`), rebuilt here from the writer's pure
+parts because its Beam DoFn cannot run without Beam; tests/test_smoke_data.py checks that both give the same
+bytes for the same documents.
 
 `mutation` breaks the shards the way a buggy builder would, after the writer did its job, in a seeded
 `fraction` of the sequences (partial corruption is what a real bug often looks like):
@@ -19,10 +22,15 @@ benchmark gets shards in seconds.
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
 import os
 import random
+import re
+from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import numpy as np
 
@@ -37,18 +45,30 @@ from pipeline.samplecrawl.canaries import (
 from schemas.document import Document, Image, Node
 from schemas.shards import (
     ATTENTION_MASK,
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    IMAGE_EXTENSIONS,
     IMAGE_MEMBER_RE,
     INPUT_IDS,
+    INPUT_IDS_DTYPE,
+    MANIFEST_NAME,
+    MASK_DTYPE,
+    METADATA,
     PHI,
     PHI_DTYPE,
     PHI_NEXT,
     SHARDS_DIR,
+    TOKENIZER_NAME,
     npy_array,
     npy_bytes,
     sha256_bytes,
     shard_file_name,
     tar_bytes,
 )
+
+# The contract's special tokens in the order `pipeline.tokenizer.train_bpe` gives them ids 0-3.
+SPECIAL_TOKENS = {"pad": "<pad>", "eos": "<eos>", "image": "<image>", "eoc": "<EOC>"}
+_KEY_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 
 MUTATIONS = ("phi_shift", "phi_exclusive", "phi_next_shift", "shuffle_images", "permute_images")
 # The partial-strength corruptions the verdict must catch (FAIL, at worst "inconclusive", never PASS):
@@ -109,28 +129,98 @@ def shard_config(seq_len: int = 64, max_images: int = 3, image_size: int = 64, n
                                   f"shards.bpe_vocab_size={vocab_size}", "shards.docs_parquet_images=none"])
 
 
-def build_records(docs: list[Document], config: dict[str, Any]) -> tuple[list[tuple[str, dict[str, bytes]]], Any]:
-    """Documents → (sample records as the shard writer emits them, with the image slots read back from its
-    image store, and the tokenizer trained on their text)."""
-    import tempfile
+@dataclass(frozen=True)
+class CanaryTokenizer:
+    """The trained BPE as the shard writer describes it (`pipeline.tokenizer.TokenizerInfo`'s fields)."""
 
-    from pipeline.imagestore import ImageStore
-    from pipeline.shard_sink import BuildSamplesDoFn, StoredMember
-    from pipeline.tokenizer import train_bpe
+    json: str
+    sha256: str
+    vocab_size: int
+    special_tokens: dict[str, dict[str, Any]]  # role → {"token", "id"}
+
+    def id_of(self, role: str) -> int:
+        return int(self.special_tokens[role]["id"])
+
+    def manifest_entry(self, file_name: str) -> dict[str, Any]:
+        return {"file": file_name, "sha256": self.sha256, "vocab_size": self.vocab_size,
+                "special_tokens": self.special_tokens}
+
+
+def train_tokenizer(texts: list[str], vocab_size: int, min_frequency: int) -> CanaryTokenizer:
+    """Byte-level BPE with NFC normalisation and the special tokens first, as `train_bpe` trains it."""
+    from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.normalizer = normalizers.NFC()
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    tokenizer.train_from_iterator(texts, trainer=trainers.BpeTrainer(
+        vocab_size=vocab_size, min_frequency=min_frequency, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        special_tokens=[AddedToken(token, single_word=False, lstrip=False, rstrip=False, normalized=False,
+                                   special=True) for token in SPECIAL_TOKENS.values()], show_progress=False))
+    text = tokenizer.to_str()
+    return CanaryTokenizer(json=text, sha256=hashlib.sha256(text.encode("utf-8")).hexdigest(),
+                           vocab_size=int(tokenizer.get_vocab_size(with_added_tokens=True)),
+                           special_tokens={role: {"token": token, "id": int(tokenizer.token_to_id(token))}
+                                           for role, token in SPECIAL_TOKENS.items()})
+
+
+def build_records(docs: list[Document], config: dict[str, Any]) -> tuple[list[tuple[str, dict[str, bytes]]],
+                                                                          CanaryTokenizer]:
+    """Documents → (their sample records, each window as the shard writer emits it; the tokenizer)."""
+    from tokenizers import Tokenizer
+
+    from pipeline import sequences
 
     shards = config["shards"]
-    tokenizer = train_bpe((d.text for d in docs), int(shards["bpe_vocab_size"]), int(shards["bpe_min_frequency"]))
+    tokenizer = train_tokenizer([d.text for d in docs], int(shards["bpe_vocab_size"]),
+                                int(shards["bpe_min_frequency"]))
+    encoder = Tokenizer.from_str(tokenizer.json)
+    encoder.encode_special_tokens = True  # text that says "<image>" stays text
+    special = sequences.SpecialIds(*(tokenizer.id_of(role) for role in ("image", "eoc", "eos", "pad")))
+    window_config = sequences.WindowConfig.from_config(shards)
+    size = sequences.parse_image_size(shards["image_size"])
+    extension = IMAGE_EXTENSIONS[shards["image_format"]]
     records = []
-    with tempfile.TemporaryDirectory(prefix="m3w-canary-store-") as store_dir:
-        store = ImageStore(store_dir)
-        builder = BuildSamplesDoFn(config, store)
-        builder.setup()
-        for doc in docs:
-            for item in builder.process(doc, tokenizer):
-                if isinstance(item, tuple):
-                    key, members = item
-                    records.append((key, {suffix: store.get(data.sha256) if isinstance(data, StoredMember) else data
-                                          for suffix, data in members.items()}))
+    for doc in docs:
+        fitted: list[tuple[str, bytes]] = []
+        pieces: list[list[str] | int] = [[]]  # text nodes between images form one chunk
+        for node in doc.nodes:
+            if node.image is not None:
+                fitted.append((node.image.url, sequences.fit_image(node.image.data, size, shards["resize_mode"],
+                                                         shards["image_format"], int(shards["image_quality"]))))
+                pieces += [len(fitted) - 1, []]
+            elif node.text:
+                pieces[-1].append(node.text)
+        chunks = iter(encoder.encode_batch(["\n\n".join(p).strip() for p in pieces if not isinstance(p, int)],
+                                           add_special_tokens=False))
+        parts = [p if isinstance(p, int) else list(next(chunks).ids) for p in pieces]
+        ids, image_at = sequences.token_stream([p for p in parts if isinstance(p, int) or p], special)
+        windows = sequences.build_windows(ids, image_at, window_config, special, doc.doc_id)
+        for window in windows:
+            if sequences.drop_reason(window, window_config):
+                continue
+            key = f"{_KEY_UNSAFE.sub('_', doc.doc_id)}-{window.index:04d}"
+            slots = [fitted[index] for index in window.image_indices]
+            members = {INPUT_IDS: npy_bytes(window.input_ids, INPUT_IDS_DTYPE),
+                       ATTENTION_MASK: npy_bytes(window.attention_mask, MASK_DTYPE),
+                       PHI: npy_bytes(window.phi, PHI_DTYPE), PHI_NEXT: npy_bytes(window.phi_next, PHI_DTYPE)}
+            for slot, (_, data) in enumerate(slots):
+                members[f"img{slot}.{extension}"] = data
+            metadata = {
+                "key": key, "doc_id": doc.doc_id, "url": doc.url,
+                "domain": (urlsplit(doc.url).hostname or "").lower(),
+                "language": str(doc.metadata.get("language") or ""), "window": window.index,
+                "n_windows": len(windows), "token_start": window.token_start, "n_tokens": window.n_tokens,
+                "n_targets": window.n_targets, "starts_at_boundary": window.starts_at_boundary,
+                "n_images": len(slots), "max_images": window_config.max_images,
+                "image_urls": [url for url, _ in slots], "image_sha256": [sha256_bytes(data) for _, data in slots],
+                "image_size": list(size), "resize_mode": shards["resize_mode"],
+                "image_format": shards["image_format"], "seq_len": window_config.seq_len,
+                "mode": "random_window" if window_config.random_window else "chunked",
+            }
+            members[METADATA] = json.dumps(metadata, ensure_ascii=False, sort_keys=True).encode("utf-8")
+            records.append((key, members))
     return records, tokenizer
 
 
@@ -184,17 +274,19 @@ def mutate(records: list[tuple[str, dict[str, bytes]]], mutation: str, image_tok
     return out
 
 
-def write_shard_set(records: list[tuple[str, dict[str, bytes]]], tokenizer, config: dict[str, Any], out_dir: str,
-                    documents: int) -> str:
-    """Records → tar shards (placed by key hash, as the Beam sink does) + tokenizer + manifest. Returns out_dir."""
-    from pipeline.shard_sink import shard_index, write_manifest
+def write_shard_set(records: list[tuple[str, dict[str, bytes]]], tokenizer: CanaryTokenizer,
+                    config: dict[str, Any], out_dir: str, documents: int) -> str:
+    """Records → tar shards (placed by key hash, as the Beam sink does) + tokenizer + manifest (last), laid out
+    as `pipeline.shard_sink.write_manifest` lays them out. Returns out_dir."""
+    from pipeline.sequences import WindowConfig, parse_image_size
 
     shards = config["shards"]
     count = int(shards["num_shards"] or 1)
     os.makedirs(os.path.join(out_dir, SHARDS_DIR), exist_ok=True)
     groups: dict[int, list] = {}
     for record in records:
-        groups.setdefault(shard_index(record[0], count), []).append(record)
+        groups.setdefault(int(hashlib.sha256(record[0].encode("utf-8")).hexdigest()[:16], 16) % count,
+                          []).append(record)
     entries = []
     for number, index in enumerate(sorted(groups)):
         data = tar_bytes(groups[index])
@@ -203,7 +295,20 @@ def write_shard_set(records: list[tuple[str, dict[str, bytes]]], tokenizer, conf
             handle.write(data)
         entries.append({"file": f"{SHARDS_DIR}/{name}", "samples": len(groups[index]), "bytes": len(data),
                         "sha256": sha256_bytes(data)})
-    write_manifest(entries, out_dir, tokenizer, documents, shards)
+    with open(os.path.join(out_dir, TOKENIZER_NAME), "wb") as handle:
+        handle.write(tokenizer.json.encode("utf-8"))
+    window = WindowConfig.from_config(shards)
+    manifest = {
+        "format": FORMAT_NAME, "format_version": FORMAT_VERSION, "seq_len": window.seq_len,
+        "max_images": window.max_images, "image_size": list(parse_image_size(shards["image_size"])),
+        "resize_mode": shards["resize_mode"], "image_format": shards["image_format"],
+        "mode": "random_window" if window.random_window else "chunked",
+        "tokenizer": tokenizer.manifest_entry(TOKENIZER_NAME), "shards": entries,
+        "total_samples": sum(entry["samples"] for entry in entries), "total_documents": documents,
+        "config": shards,
+    }
+    with open(os.path.join(out_dir, MANIFEST_NAME), "wb") as handle:
+        handle.write(json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=False).encode("utf-8"))
     return out_dir
 
 
