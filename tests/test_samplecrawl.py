@@ -348,3 +348,30 @@ def test_sample_command_writes_a_crawl(tmp_path, capsys):
     assert (tmp_path / "crawl.warc.gz").stat().st_size > 0
     assert (tmp_path / "ground_truth.json").exists() and (tmp_path / "images").is_dir()
     assert "HTML pages" in capsys.readouterr().out
+
+
+def test_bulk_pages_add_volume_after_the_planted_web_with_pictures_from_the_image_host(crawl, tmp_path):
+    from pipeline.imagehost import ImageHost
+    from pipeline.samplecrawl.generate import BULK_IMAGE_SIZE, BULK_PAGES_PER_SITE
+
+    _, base = crawl
+    truth = generate_sample_crawl(tmp_path / "bulk", seed=0, bulk_pages=120, bulk_images_per_page=2)
+    bulk = [page for page in truth["pages"] if "bulk" in page["tags"]]
+    planted = [page for page in truth["pages"] if "bulk" not in page["tags"]]
+    key = lambda page: (page["url"], page["warc_date"])  # noqa: E731
+    assert sorted(planted, key=key) == sorted(base["pages"], key=key), "bulk pages leave the planted web as it is"
+    assert len(bulk) == 120 and all(len(page["images"]) == 2 and page["expected"]["images"] == "keep"
+                                    for page in bulk)
+    sites = {page["url"].split("/")[2] for page in bulk}
+    assert len(sites) == -(-120 // BULK_PAGES_PER_SITE)
+    urls = [url for page in bulk for url in page["images"]]
+    assert len(set(urls)) == len(urls) and all(truth["images"][u]["served"] for u in urls)
+    assert not (tmp_path / "bulk" / "images" / "img.sample-web.test" / "bulk").exists(), "no file: the host draws it"
+    with ImageHost(root=tmp_path / "bulk" / "images") as host:
+        pictures = [host.response_for(host.url_for(url).removeprefix(host.base_url)).body for url in urls[:6]]
+    for data in pictures:
+        with Image.open(io.BytesIO(data)) as decoded:
+            assert decoded.size == BULK_IMAGE_SIZE and decoded.format == "JPEG"
+    assert len({hashlib.sha256(data).digest() for data in pictures}) == len(pictures)
+    read = {page.url for page in ReadCrawlFiles(load_config()).process(str(tmp_path / "bulk" / "crawl.warc.gz"))}
+    assert read == {page["url"] for page in truth["pages"]}
