@@ -51,6 +51,48 @@ def test_missing_extension_can_be_refused_by_config():
     assert ImageNodeRules(cfg)("https://cdn.example/image/abc").reason == "bad_format"
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://www.example.org/wp-content/themes/news/images/logo.png",
+        "https://www.example.org/static/social-icons_01.png",
+        "https://secure.gravatar.com/avatar/205e460b479e2e5b48aec07710c08d50?s=96",
+        "https://www.gravatar.com/205e460b479e2e5b48aec07710c08d50.jpg",
+        "https://stats.example.org/piwik.php?idsite=3&rec=1",
+        "https://analytics.example.org/piwik/piwik.php?idsite=1",
+        "https://analytics.example.org/matomo.php?idsite=1&rec=1",
+        "https://www.example.org/img/pixel.jpg",
+        "https://pixel.tracker.example/p.jpg",
+        "https://www.example.org/img/banner-ad-728x90.jpg",
+        "https://www.example.org/img/Share_Buttons2.png",
+    ],
+)
+def test_url_patterns_hit_whole_words(url):
+    verdict = RULES(url)
+    assert (verdict.keep, verdict.reason) == (False, "url_pattern"), url
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        # photo credits and subjects that merely contain a pattern: the old substring match dropped these
+        "https://www.example.de/wp-content/uploads/2019/05/wald_by_creantion_pixelio-de.jpg",
+        "https://www.example.com/uploads/eye-tracking-1791845_1920-1024x683.jpg",
+        "https://cdn.example.com/2019/iconic-bridge-at-dusk.jpg",
+        "https://cdn.example.com/photos/the-badger-family.jpg",
+    ],
+)
+def test_url_patterns_do_not_hit_content_images(url):
+    assert RULES(url).keep, url
+
+
+def test_url_pattern_list_comes_from_the_config():
+    cfg = load_config(overrides=["image_nodes.blocked_url_patterns=[bridge]"])["image_nodes"]
+    rules = ImageNodeRules(cfg)
+    assert rules("https://cdn.example.com/2019/iconic-bridge-at-dusk.jpg").reason == "url_pattern"
+    assert rules("https://www.example.org/static/logo.png").keep
+
+
 def test_url_extension():
     assert url_extension("https://h.example/a/B.JPG?x=1#f") == "jpg"
     assert url_extension("https://h.example/a/file") == ""
