@@ -58,14 +58,23 @@ class WordPatterns:
 
     def __init__(self, patterns: list[str]):
         self.patterns = [tuple(words(p)) for p in patterns if words(p)]
+        self.single: dict[str, str] = {}  # a one-word pattern and its plural → the pattern
+        for pattern in self.patterns:
+            if len(pattern) == 1:
+                self.single.setdefault(pattern[0] + "s", pattern[0])
+                self.single[pattern[0]] = pattern[0]
+        self.multi = [p for p in self.patterns if len(p) > 1]
 
     def find(self, tokens: list[str]) -> str | None:
         """The first pattern found in `tokens`, joined by '-', or None."""
-        for pattern in self.patterns:
-            head, last = pattern[:-1], pattern[-1]
+        for token in tokens:
+            if token in self.single:
+                return self.single[token]
+        for pattern in self.multi:
+            head, last = list(pattern[:-1]), pattern[-1]
             for i in range(len(tokens) - len(pattern) + 1):
                 end = i + len(pattern) - 1
-                if tokens[i:end] == list(head) and tokens[end] in (last, last + "s"):
+                if tokens[i:end] == head and tokens[end] in (last, last + "s"):
                     return "-".join(pattern)
         return None
 
