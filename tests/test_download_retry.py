@@ -77,16 +77,6 @@ def test_download_retry_after_an_outage_fetches_and_keeps_the_images(four_docume
         assert host.requested_targets() == []
 
 
-def test_final_answers_are_not_retried(four_documents):
-    tmp_path = four_documents
-    with ImageHost() as host:
-        assert _download(tmp_path, int(host.base_url.rsplit(":", 1)[1]), "download.retry_next_run=[]") == 0
-    port = int(host.base_url.rsplit(":", 1)[1])
-    assert _download(tmp_path, port, "download.retry_next_run=[]") == 0  # host gone: reused, no request made
-    report = json.loads((tmp_path / "out" / "report.json").read_text())["stages"]["download"]
-    assert report["urls"]["info"]["from_finished_shards"] == 4 and report["documents"]["out"] == 4
-
-
 def test_a_download_failing_everywhere_with_one_error_stops_the_run_by_name(tmp_path, capsys):
     (tmp_path / "in").mkdir()
     (tmp_path / "in" / "docs.parquet").write_bytes(parquet_bytes(_docs(60), False, "zstd"))
