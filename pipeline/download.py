@@ -681,7 +681,7 @@ class FetchShardsDoFn(beam.DoFn):
             if result.data is not None:  # a shard written before the image store: its bytes move there
                 result.meta["sha256"] = self.store.put(result.data)
                 result.data = None
-        if any(r.kept and not self.store.has(r.meta.get("sha256") or "") for r in results):
+        if any(r.kept and not self.store.verified(r.meta.get("sha256") or "") for r in results):
             log.warning("m3w download: finished shard %s refers to images no longer in %s: fetching it again",
                         name, self.store.root)
             return None
