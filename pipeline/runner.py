@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import apache_beam as beam
@@ -30,6 +32,11 @@ class DataPlaneOverflow(RuntimeError):
     """The local runner's data plane carried a bundle past the size at which it is known to lose elements."""
 
 
+def _is_data_plane_warning(record: logging.LogRecord) -> bool:
+    message = record.getMessage()
+    return any(marker in message for marker in DATA_PLANE_WARNINGS)
+
+
 class _DataPlaneWatch(logging.Handler):
     """Remembers the first data-plane overflow warning logged anywhere in this process while a run lasts."""
 
@@ -39,24 +46,55 @@ class _DataPlaneWatch(logging.Handler):
         self._lock_seen = threading.Lock()
 
     def emit(self, record: logging.LogRecord) -> None:
-        message = record.getMessage()
-        if any(marker in message for marker in DATA_PLANE_WARNINGS):
+        if _is_data_plane_warning(record):
             with self._lock_seen:
-                self.seen = self.seen or message[:300]
+                self.seen = self.seen or record.getMessage()[:300]
+
+
+class _ShowOnlyFrom(logging.Filter):
+    """Keeps a console handler as quiet as it was (`level`) while the watch needs warnings logged at all."""
+
+    def __init__(self, level: int):
+        super().__init__()
+        self.level = level
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= self.level or _is_data_plane_warning(record)
+
+
+@contextmanager
+def watching_the_data_plane() -> Iterator[_DataPlaneWatch]:
+    """Let Beam's data-plane warnings reach the watch even where the CLI quiets Beam (root and `apache_beam`
+    at ERROR): the driver's own and the workers' (the runner re-logs those on the root logger)."""
+    root = logging.getLogger()
+    plane = logging.getLogger("apache_beam.runners.worker.data_plane")
+    shown = root.getEffectiveLevel()
+    levels = (root.level, plane.level)
+    quiet = _ShowOnlyFrom(shown)
+    watch = _DataPlaneWatch()
+    consoles = list(root.handlers)
+    for handler in consoles:
+        handler.addFilter(quiet)
+    root.addHandler(watch)
+    root.setLevel(min(shown, logging.WARNING))
+    plane.setLevel(logging.WARNING)
+    try:
+        yield watch
+    finally:
+        root.removeHandler(watch)
+        root.setLevel(levels[0])
+        plane.setLevel(levels[1])
+        for handler in consoles:
+            handler.removeFilter(quiet)
 
 
 class M3wPipeline(beam.Pipeline):
     """A Beam pipeline whose `run()` fails (rather than returns) when the data plane overflowed."""
 
     def run(self, test_runner_api: Any = "AUTO"):
-        watch = _DataPlaneWatch()
-        root = logging.getLogger()
-        root.addHandler(watch)
-        try:
+        with watching_the_data_plane() as watch:
             result = super().run(test_runner_api)
             result.wait_until_finish()
-        finally:
-            root.removeHandler(watch)
         if watch.seen:
             raise DataPlaneOverflow(
                 f"the local runner's data plane overflowed ({watch.seen}); the multi-process runner loses "

@@ -31,23 +31,39 @@ def test_default_local_runner_is_in_memory_with_one_worker():
 
 
 class _WarnLikeTheDataPlane(beam.DoFn):
+    """Logs Beam's overflow warning as the driver's data plane does, or as the runner re-logs a worker's."""
+
+    def __init__(self, forwarded: bool):
+        self.forwarded = forwarded
+
     def process(self, element):
-        logging.getLogger("apache_beam.runners.worker.data_plane").warning(
-            "Data output stream buffer size %s exceeds %s bytes. This is likely due to a large element.",
-            913837995, 536870912)
+        message = "Data output stream buffer size 913837995 exceeds 536870912 bytes. This is likely due to ..."
+        if self.forwarded:
+            logging.log(logging.WARNING, f"log_location: data_plane.py:175 message: {message}")
+        else:
+            logging.getLogger("apache_beam.runners.worker.data_plane").warning(message)
         yield element
 
 
-def test_a_data_plane_overflow_warning_fails_the_run(tmp_path):
-    out = tmp_path / "count"
-    pipeline = make_pipeline([], load_config())
-    (pipeline | beam.Create([1, 2, 3]) | beam.ParDo(_WarnLikeTheDataPlane()) | beam.combiners.Count.Globally()
-     | beam.Map(lambda n: out.write_text(str(n))))
-    with pytest.raises(DataPlaneOverflow, match="913837995 exceeds 536870912"):
-        pipeline.run()
+@pytest.mark.parametrize("forwarded", [False, True])
+def test_a_data_plane_overflow_warning_fails_the_run_even_with_beam_quieted(tmp_path, forwarded, capsys):
+    root, beam_logger = logging.getLogger(), logging.getLogger("apache_beam")
+    levels = root.level, beam_logger.level
+    root.setLevel(logging.ERROR)  # as the m3w CLI quiets them without --verbose
+    beam_logger.setLevel(logging.ERROR)
+    try:
+        out = tmp_path / "count"
+        pipeline = make_pipeline([], load_config())
+        (pipeline | beam.Create([1, 2, 3]) | beam.ParDo(_WarnLikeTheDataPlane(forwarded))
+         | beam.combiners.Count.Globally() | beam.Map(lambda n: out.write_text(str(n))))
+        with pytest.raises(DataPlaneOverflow, match="913837995 exceeds 536870912"):
+            pipeline.run()
+        assert (root.level, beam_logger.level) == (logging.ERROR, logging.ERROR), "levels restored after the run"
+    finally:
+        root.setLevel(levels[0])
+        beam_logger.setLevel(levels[1])
     assert out.read_text() == "3", "the run itself completed: only the check after it refused it"
-    assert not any(isinstance(h, logging.Handler) and type(h).__name__ == "_DataPlaneWatch"
-                   for h in logging.getLogger().handlers), "the watch is removed after the run"
+    assert not any(type(h).__name__ == "_DataPlaneWatch" for h in root.handlers), "the watch is removed"
 
 
 @pytest.mark.slow
