@@ -6,12 +6,15 @@
 #      verdict, smoke_report.json, smoke_timing.json (tokens/s, MFU, data wait, peak GPU memory) and plots/,
 #   3. the throughput benchmark (benchmarks/smoke.py): tokens/s, non-padding tokens/s, step time, model FLOPs,
 #      MFU against the H200's measured 790 TFLOP/s dense bf16, share of step time waiting on data, peak memory.
-# Everything goes to OUT: env.txt, shards/, smoke/, smoke.txt, benchmark.txt, log.txt.
+# Reports go to OUT: env.txt, log.txt, smoke.txt, benchmark.txt, smoke/ (report, timings, config, plots/);
+# the shards to SHARDS_DIR (default OUT/shards).
 #
 #   benchmarks/gpu_smoke.sh OUT           # on the GPU machine, from the repository root
 #   benchmarks/gpu_smoke.sh OUT --tiny    # CPU rehearsal of every step at a tiny size (tiny profile, a few steps)
 #
 # Sizes can be changed without editing: DOCS (canary documents), STEPS (main and control run), BENCH_STEPS.
+# On the lent device machine (at most 8 files come back from $OUT), e.g.:
+#   SHARDS_DIR=/tmp/shards benchmarks/gpu_smoke.sh /tmp/gpu; tar czf $OUT/gpu_smoke.tgz -C /tmp gpu
 # Exit status: that of the smoke verdict (0 PASS, 1 FAIL/inconclusive, 2 refused shards), or the first failure.
 set -euo pipefail
 out=${1:?usage: benchmarks/gpu_smoke.sh OUT [--tiny]}
@@ -23,6 +26,7 @@ if [[ $mode == --tiny ]]; then
 else
   profile=gpu device=cuda docs=${DOCS:-3000} steps=${STEPS:-1500} bench_steps=${BENCH_STEPS:-200} image_size=128
 fi
+shards=${SHARDS_DIR:-$out/shards}
 mkdir -p "$out"
 exec > >(tee -a "$out/log.txt") 2>&1
 echo "== $(date -u +%FT%TZ) gpu_smoke.sh $out $mode: profile $profile, $docs documents, $steps steps"
@@ -45,22 +49,22 @@ start=$SECONDS
 "$py" - <<PY
 from pipeline.samplecrawl.canaries import CANARY_CLASSES
 from train_smoke.canary_shards import build_canary_shards
-build_canary_shards("$out/shards", n_docs=$docs, classes=CANARY_CLASSES, images_per_doc=(3, 5), seq_len=256,
-                    image_size=$image_size, words_after=(1, 3))
+build_canary_shards("$shards", n_docs=$docs, classes=CANARY_CLASSES, images_per_doc=(3, 5), seq_len=256,
+                    image_size=$image_size, words_after=(1, 3), num_shards=16)
 PY
-echo "shards built in $((SECONDS - start)) s: $(du -sh "$out/shards" | cut -f1)"
+echo "shards built in $((SECONDS - start)) s: $(du -sh "$shards" | cut -f1)"
 
 echo "== smoke verdict (main + control run, $steps steps each)"
 start=$SECONDS
 set +e
-"$py" -m train_smoke "$out/shards" --output "$out/smoke" --profile "$profile" --device "$device" --quiet \
+"$py" -m train_smoke "$shards" --output "$out/smoke" --profile "$profile" --device "$device" --quiet \
   --set smoke.train.steps="$steps" | tee "$out/smoke.txt"
 verdict=${PIPESTATUS[0]}
 set -e
 echo "smoke run: $((SECONDS - start)) s, exit $verdict"
 
 echo "== throughput benchmark ($bench_steps steps)"
-"$py" benchmarks/smoke.py --profile "$profile" --device "$device" --shards "$out/shards" --steps "$bench_steps" \
+"$py" benchmarks/smoke.py --profile "$profile" --device "$device" --shards "$shards" --steps "$bench_steps" \
   | tee "$out/benchmark.txt"
 echo "== done: $out (verdict exit $verdict)"
 exit "$verdict"

@@ -68,7 +68,7 @@ def mutation_table(args: argparse.Namespace) -> int:
     rows: list[tuple[str, str, str, str, str, float]] = []
     with tempfile.TemporaryDirectory() as tmp:
         started = time.perf_counter()
-        sets = mutation_shard_sets(tmp, n_docs=args.docs, classes=classes)
+        sets = mutation_shard_sets(tmp, n_docs=args.docs, classes=classes, image_size=64)
         print(f"canary shard sets built in {time.perf_counter() - started:.1f} s ({args.docs} documents each)",
               flush=True)
         runs = [("correct", "correct", 0, ()), ("correct", "correct", 1, ()), ("correct", "correct", 2, ())]

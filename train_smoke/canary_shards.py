@@ -315,9 +315,10 @@ def write_shard_set(records: list[tuple[str, dict[str, bytes]]], tokenizer: Cana
 def build_canary_shards(out_dir: str, n_docs: int = 300, mutation: str | None = None, seed: int = 0,
                         classes: tuple[str, ...] | None = None, images_per_doc: tuple[int, int] = (3, 3),
                         seq_len: int = 64, image_size: int = 64, words_after: tuple[int, int] = (3, 6),
-                        fraction: float = 1.0) -> str:
+                        fraction: float = 1.0, num_shards: int = 2) -> str:
     """A canary shard set in `out_dir` (optionally `mutation` in a `fraction` of its sequences); returns `out_dir`."""
-    config = shard_config(seq_len=seq_len, max_images=max(images_per_doc), image_size=image_size)
+    config = shard_config(seq_len=seq_len, max_images=max(images_per_doc), image_size=image_size,
+                          num_shards=num_shards)
     docs = canary_documents(n_docs, images_per_doc, classes, image_size, seed, words_after)
     records, tokenizer = build_records(docs, config)
     if mutation:

@@ -355,6 +355,18 @@ def decide_at_most(bounds: dict[str, Any], limit: float, min_units: int, units: 
     return "fail" if bounds["lower"] > limit else "inconclusive"
 
 
+def decide_wrong_share(wrong: dict[str, Any], cfg: VerdictConfig) -> str:
+    """Canary events: fail when more than the allowed share is wrong beyond noise (the lower bound exceeds it),
+    inconclusive when the observed share exceeds it but the bound does not, else pass. A correct build still
+    has a few confusable pictures (about 1% at the tiny profile), so the pass side cannot ask the upper bound
+    to fit under 2% without thousands of held-out events."""
+    if wrong["events"] < cfg.min_canary_events:
+        return "inconclusive"
+    if wrong["lower"] > cfg.canary_max_wrong_share:
+        return "fail"
+    return "inconclusive" if wrong["share"] > cfg.canary_max_wrong_share else "pass"
+
+
 # ----------------------------------------------------------------------------------------------------- evaluate
 
 
@@ -620,11 +632,11 @@ def _canary_criteria(add, canary: dict[str, Any] | None, mode: str, cfg: Verdict
     chance = canary["chance_nats"]
     n = canary["events"]
     wrong = canary["wrong_events"]
-    add(f"canary_wrong_events[{mode}]", "canary",
-        decide_at_most(wrong, cfg.canary_max_wrong_share, cfg.min_canary_events, "events"), wrong["share"],
+    add(f"canary_wrong_events[{mode}]", "canary", decide_wrong_share(wrong, cfg), wrong["share"],
         cfg.canary_max_wrong_share,
         f"share of the {n} canary events (picture → class word) whose class word costs ≥ {cfg.canary_wrong_ratio} × "
-        f"chance ({chance:.3f} nats) with the stored images, judged on its one-sided {cfg.confidence:.0%} bound", wrong)
+        f"chance ({chance:.3f} nats) with the stored images: fail when wrong beyond noise (lower "
+        f"{cfg.confidence:.0%} bound above the share), inconclusive when only the observed share is above it", wrong)
     limit = cfg.canary_max_loss_ratio * chance
     add(f"canary_true_loss[{mode}]", "canary", decide_at_most(canary["true_loss"], limit, cfg.min_documents),
         canary["true_loss"]["mean"], round(limit, 4),
