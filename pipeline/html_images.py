@@ -237,7 +237,7 @@ def robots_opt_out(tree, header: str = "") -> list[str]:
 
 _IMAGE_MARK = re.compile("\ue000(\\d+)\ue001")
 _NOT_WORD = re.compile(r"[\W_]+")
-_NOT_WORD_OR_MARK = re.compile("(?:[^\\w\ue000\ue001]|_)+")  # as _NOT_WORD, but image marks survive
+_NOT_WORD_OR_MARK = re.compile("[^\\w\ue000\ue001]+")  # as _NOT_WORD (once "_" is a space), marks survive
 
 
 def normalise(text: str) -> str:
@@ -269,7 +269,8 @@ def dom_text(images: MarkedImages) -> DomText:
         code.text = None
     for index, img in enumerate(images.elements):
         img.tail = f"\ue000{index}\ue001{img.tail or ''}"
-    parts = _IMAGE_MARK.split(_NOT_WORD_OR_MARK.sub("", root.text_content().lower()))  # one pass over the page
+    text = root.text_content().lower().replace("_", " ")
+    parts = _IMAGE_MARK.split(_NOT_WORD_OR_MARK.sub("", text))  # one pass over the page
     image_at: dict[int, int] = {}
     length = 0
     for i, part in enumerate(parts):
