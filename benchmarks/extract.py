@@ -207,8 +207,9 @@ def _cpu_seconds(pid: int | None) -> float:
     return total
 
 
-def speed(pages, rounds: int, chunk: int = 10) -> tuple[float, float]:
-    """(bare, m3w) pages per CPU-second over `rounds` passes after a warm-up pass.
+def speed(pages, rounds: int, chunk: int = 10) -> tuple[float, float, float]:
+    """(bare, m3w) pages per CPU-second over `rounds` passes after a warm-up pass, and the median over the
+    chunks of bare's CPU seconds / m3w's on the same pages (robust to bursts of other work).
 
     The two sides alternate every `chunk` pages, so both see the same machine (other work on a shared machine
     slows CPU seconds too, through caches and clock speed, and drifts over minutes)."""
@@ -237,14 +238,14 @@ def speed(pages, rounds: int, chunk: int = 10) -> tuple[float, float]:
 
     try:
         bare(pages), m3w(raw)  # warm-up: imports, caches, the child's start
-        t_bare = t_m3w = 0.0
+        pairs = []
         for _ in range(rounds):
             for start in range(0, len(pages), chunk):
-                t_bare += bare(pages[start:start + chunk])
-                t_m3w += m3w(raw[start:start + chunk])
+                pairs.append((bare(pages[start:start + chunk]), m3w(raw[start:start + chunk])))
     finally:
         dofn.teardown()
-    return rounds * len(pages) / t_bare, rounds * len(pages) / t_m3w
+    t_bare, t_m3w = sum(b for b, _ in pairs), sum(m for _, m in pairs)
+    return rounds * len(pages) / t_bare, rounds * len(pages) / t_m3w, statistics.median(b / m for b, m in pairs)
 
 
 def pipeline_rate(pages_once: int) -> float:
@@ -295,11 +296,12 @@ def main() -> None:
           f"({len(pages)} real pages, pinned to CPU {cpu})")
     if args.profile:
         profile(pages, args.top)
-    bare_rate, m3w_rate = speed(pages, args.rounds)
+    bare_rate, m3w_rate, paired = speed(pages, args.rounds)
     print(f"\nspeed, one core, steady state (pages per CPU-second over {args.rounds} passes, the two sides "
           "alternating every 10 pages):")
     print(f"bare trafilatura.extract(include_images, xml)   : {bare_rate:7.1f}")
-    print(f"m3w extract stage (default config, timeout on)  : {m3w_rate:7.1f}   = {m3w_rate / bare_rate:.2f}x bare")
+    print(f"m3w extract stage (default config, timeout on)  : {m3w_rate:7.1f}   = {m3w_rate / bare_rate:.2f}x bare "
+          f"(median of the 10-page pairs: {paired:.2f}x)")
     if args.pipeline:
         rate = pipeline_rate(len(pages))
         print(f"whole `m3w extract` command, in-memory runner   : {rate:7.1f} pages/s wall "
