@@ -41,7 +41,6 @@ from pipeline.download import (
     url_shard,
 )
 from pipeline.imagestore import ImageStore
-from pipeline.preflight import preflight
 from schemas.document import Document
 
 STAGES = [DOWNLOAD, IMAGE_FILTER]
@@ -161,15 +160,14 @@ class DownloadImages(beam.PTransform):
     """Documents → documents whose images refer to their (resized) bytes in the image store, with meta.
 
     `workdir` (any Beam filesystem path) keeps finished URL shards and the image store
-    (`ImageStore.in_workdir(workdir)`), so a re-run fetches only the rest. Heavy dependencies are loaded
-    here, in the driver, so a broken install fails before any document is read.
+    (`ImageStore.in_workdir(workdir)`), so a re-run fetches only the rest. The commands load its heavy
+    dependencies in the driver first (`pipeline.preflight`), and every worker again in `setup()`.
     """
 
     def __init__(self, config: dict[str, Any], workdir: str):
         super().__init__()
         self.config = config
         self.workdir = workdir
-        preflight(["images"], config)
 
     def expand(self, docs):
         per_shard = int(self.config["download"]["urls_per_shard"])
