@@ -15,9 +15,10 @@ MARKS = {"pass": "PASS", "fail": "FAIL", "inconclusive": "????", "not_applicable
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("shards", nargs="+", metavar="SHARDS",
-                        help="shard set: an `m3w shard` output directory, its manifest.json or a .tar in it")
+                        help="shard set: an `m3w shard` output directory, its manifest.json or a .tar in it; or an "
+                             "image-text pair set (`m3w export pairs` output), mixed in as Flamingo mixes pairs")
     parser.add_argument("--weights", type=float, nargs="+", metavar="λ",
-                        help="mixing weight of each shard set, in order (default: 1 each)")
+                        help="mixing weight λ of each dataset, in order (default: 1 each)")
     parser.add_argument("--output", default="smoke-out", help="directory for the report and plots")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), help="default: the profile's smoke.device")
     parser.add_argument("--profile", help="config profile: tiny (CPU, CI) or gpu; default: smoke.profile")
@@ -53,6 +54,9 @@ def print_summary(report: dict) -> None:
         interval = f" bound=[{bounds['lower']}, {bounds['upper']}]" if bounds.get("lower") is not None else ""
         print(f"  {MARKS[c['status']]} {name:<30} {c['level']:<9} value={c['value']} "
               f"threshold={c['threshold']}{interval}")
+    for name, entry in report.get("dataset_losses", {}).items():
+        print(f"  loss {name} ({entry['kind']}, λ={entry['weight']}): train {entry['train_loss']}, "
+              f"held-out {entry['heldout_loss']}")
     timing = report.get("timing", {}).get("main", {})
     if timing:
         print(f"  main run: {timing['steps']} steps in {timing['seconds']} s, {timing['tokens_per_s']} tokens/s, "

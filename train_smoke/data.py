@@ -220,16 +220,7 @@ def iter_decoded(shard_set: ShardSet, shards: list[str], image_size: int, max_se
     """Decoded sequences of `shards` in stored order; `keep(doc_id)` filters before the (costly) decode.
     A shard that cannot be read to its end raises `ShardSetError`; a φ mismatch raises `PhiMismatch`."""
     for path in shards:
-        groups = iter_tar_groups(path)
-        while True:
-            try:
-                key, members = next(groups)
-            except StopIteration:
-                break
-            except Exception as error:  # a truncated or corrupt tar is an error, never a silent skip
-                raise ShardSetError(f"{path}: unreadable shard after {counts.read} samples "
-                                    f"({type(error).__name__}: {error})") from error
-            counts.read += 1
+        for key, members in read_groups(path, counts):
             try:
                 if keep is not None and not keep(_doc_id_of(key, members)):
                     counts.dropped["not_in_this_split"] += 1
@@ -245,6 +236,22 @@ def iter_decoded(shard_set: ShardSet, shards: list[str], image_size: int, max_se
                 counts.dropped["no_target"] += 1
                 continue
             yield decoded
+
+
+def read_groups(path: str, counts: DataCounts) -> Iterator[tuple[str, dict[str, bytes]]]:
+    """(key, members) of each sample of one shard, counted in `counts.read`; a tar that cannot be read to its end
+    raises `ShardSetError` naming it (never a silent skip)."""
+    groups = iter_tar_groups(path)
+    while True:
+        try:
+            key, members = next(groups)
+        except StopIteration:
+            return
+        except Exception as error:  # a truncated or corrupt tar
+            raise ShardSetError(f"{path}: unreadable shard after {counts.read} samples "
+                                f"({type(error).__name__}: {error})") from error
+        counts.read += 1
+        yield key, members
 
 
 def _doc_id_of(key: str, members: dict[str, bytes]) -> str:
@@ -355,14 +362,27 @@ def load_tables(shard_set: ShardSet, image_size: int, max_seq_len: int | None, e
     `max_eval` of them are found, so a large shard set is not read in full before training starts.
     """
     counts = DataCounts()
+    keep = None if load_train else (lambda doc_id: held_out(doc_id, eval_fraction))
+    sequences = iter_decoded(shard_set, shard_set.shards, image_size, max_seq_len, counts, keep=keep,
+                             verify_phi=verify_phi)
+    train, held = split_sequences(sequences, counts, eval_fraction, max_eval, max_train, stop_when_held=not load_train)
+    n_slots = shard_set.max_images
+    train_table = SequenceTable(train, n_slots, image_size) if train else None
+    eval_table = SequenceTable(held, n_slots, image_size) if held else None
+    return train_table, eval_table, counts
+
+
+def split_sequences(sequences: Iterator[DecodedSequence], counts: DataCounts, eval_fraction: float, max_eval: int,
+                    max_train: int | None, stop_when_held: bool = False
+                    ) -> tuple[list[DecodedSequence], list[DecodedSequence]]:
+    """(training, held-out) sequences by document hash; held-out capped at `max_eval` (lowest hashes), training
+    at `max_train`, both counted. `stop_when_held` stops reading once `max_eval` held-out sequences are found."""
     train: list[DecodedSequence] = []
     held: list[DecodedSequence] = []
-    keep = None if load_train else (lambda doc_id: held_out(doc_id, eval_fraction))
-    for seq in iter_decoded(shard_set, shard_set.shards, image_size, max_seq_len, counts, keep=keep,
-                            verify_phi=verify_phi):
+    for seq in sequences:
         if held_out(seq.doc_id, eval_fraction):
             held.append(seq)
-            if not load_train and len(held) >= max_eval:
+            if stop_when_held and len(held) >= max_eval:
                 break  # streaming: the held-out sample is complete; no need to read every shard for it
         elif max_train is None or len(train) < max_train:
             train.append(seq)
@@ -374,10 +394,7 @@ def load_tables(shard_set: ShardSet, image_size: int, max_seq_len: int | None, e
         held = held[:max_eval]
     held.sort(key=lambda s: s.key)
     counts.train, counts.eval = len(train), len(held)
-    n_slots = shard_set.max_images
-    train_table = SequenceTable(train, n_slots, image_size) if train else None
-    eval_table = SequenceTable(held, n_slots, image_size) if held else None
-    return train_table, eval_table, counts
+    return train, held
 
 
 class TableBatches:

@@ -28,6 +28,7 @@ from train_smoke.data import (
     streaming_batches,
 )
 from train_smoke.model import FlamingoLM, ModelConfig, count_parameters
+from train_smoke.pairs import PairSet, is_pair_set, load_pair_tables
 from train_smoke.train import History, Trainer, peak_tflops, pick_device, seed_everything
 from train_smoke.verdict import evaluate, find_canary_events, gate_summary, judge, run_condition
 
@@ -76,10 +77,11 @@ class SmokeRun:
         s = self.settings
         seed_everything(s.seed, s.deterministic, s.threads)
         self.device = pick_device(s.device)
-        self.sets: list[ShardSet] = open_shard_sets(sources, s.train.weights)
+        self.sets, self.pair_sets = open_datasets(sources, s.train.weights)
         self.tokenizer = load_tokenizer(self.sets[0].tokenizer_path)
         self.train_tables: dict[str, Any] = {}
-        self.eval_tables: dict[str, Any] = {}
+        self.eval_tables: dict[str, Any] = {}  # what the verdict judges: the interleaved shard sets
+        self.pair_eval_tables: dict[str, Any] = {}
         self.data_counts: dict[str, Any] = {}
         self._load()
 
@@ -98,12 +100,22 @@ class SmokeRun:
             self.eval_tables[shard_set.name] = held
             self.data_counts[shard_set.name] = {**counts.as_dict(), "weight": shard_set.weight,
                                                 "source": shard_set.source}
+        for pair_set in self.pair_sets:  # always in memory; one image slot per sequence
+            train, held, counts = load_pair_tables(pair_set, self.tokenizer, self.sets[0].special, d.image_size,
+                                                   d.pair_max_tokens, d.eval_fraction, d.max_eval_sequences,
+                                                   d.max_train_sequences)
+            if train is None and pair_set.weight > 0:
+                raise ShardSetError(f"{pair_set.source}: no training pairs after the held-out split")
+            self.train_tables[pair_set.name] = train
+            self.pair_eval_tables[pair_set.name] = held
+            self.data_counts[pair_set.name] = {**counts.as_dict(), "weight": pair_set.weight,
+                                               "source": pair_set.source, "kind": "pairs"}
 
     def model_config(self) -> ModelConfig:
         cfg = self.settings.model
         vocab = max(s.vocab_size for s in self.sets)
-        seen = max(int(t.input_ids.max()) for t in [*self.train_tables.values(), *self.eval_tables.values()]
-                   if t is not None)
+        tables = [*self.train_tables.values(), *self.eval_tables.values(), *self.pair_eval_tables.values()]
+        seen = max(int(t.input_ids.max()) for t in tables if t is not None)
         cfg.vocab_size = max(vocab, seen + 1)
         return cfg
 
@@ -121,6 +133,10 @@ class SmokeRun:
                     shard_set, s.data.image_size, s.data.max_seq_len, s.data.eval_fraction, s.train.batch_size,
                     s.data.shuffle_buffer, seed + 1000 * index, s.data.num_workers, s.data.prefetch_factor,
                     pin_memory=self.device.type == "cuda", verify_phi=s.data.check_phi)
+        for index, pair_set in enumerate(self.pair_sets, start=len(self.sets)):
+            if pair_set.weight > 0:
+                out[pair_set.name] = TableBatches(self.train_tables[pair_set.name], s.train.batch_size,
+                                                  seed + 1000 * index)
         return out
 
     def train_model(self, label: str, shuffle_images: bool, steps: int, count_flops: bool) -> tuple[FlamingoLM,
@@ -129,7 +145,7 @@ class SmokeRun:
         torch.manual_seed(s.seed)  # main and control start from the same weights
         model = FlamingoLM(self.model_config())
         trainer = Trainer(model, s, self.device, label, shuffle_images=shuffle_images, progress=self.progress)
-        weights = {shard_set.name: shard_set.weight for shard_set in self.sets}
+        weights = {dataset.name: dataset.weight for dataset in [*self.sets, *self.pair_sets]}
         history = trainer.train(self.streams(s.seed), weights, steps, count_flops=count_flops,
                                 probe=self.make_probe(), probe_every=s.train.probe_every)
         return model, history
@@ -155,6 +171,21 @@ class SmokeRun:
 
         return probe
 
+    def dataset_losses(self, model: FlamingoLM, history: History) -> dict[str, dict[str, Any]]:
+        """Each dataset's last logged training loss and held-out loss (true images; nats per target token)."""
+        s = self.settings
+        out = {}
+        for kind, tables in (("interleaved", self.eval_tables), ("pairs", self.pair_eval_tables)):
+            for name, table in tables.items():
+                heldout = None
+                if table is not None:
+                    result = run_condition(model, table, self.device, s.verdict.eval_batch_size, s.train.bf16)
+                    heldout = round(float(result.nll[table.targets[:, 1:]].mean()), 5)
+                train = history.loss.get(name) or [None]
+                out[name] = {"kind": kind, "weight": self.data_counts[name]["weight"], "train_loss": train[-1],
+                             "heldout_loss": heldout}
+        return out
+
     def run(self, output_dir: str) -> dict[str, Any]:
         s = self.settings
         started = time.perf_counter()
@@ -172,11 +203,13 @@ class SmokeRun:
             block: xattn for block, (xattn, _) in control_model.gates().items()}
         gates = gate_summary(main_gates, control_gates)
         verdict = judge(figures, gates, s.verdict)
+        losses = self.dataset_losses(model, main)
         eval_seconds = time.perf_counter() - eval_started
         peak = peak_tflops(self.device)
         report = {
             "verdict": verdict,
             "datasets": self.data_counts,
+            "dataset_losses": losses,
             "evaluation": figures,
             "gates": gates,
             "training": {"main": _history_dict(main), "control": None if control is None else _history_dict(control)},
@@ -202,6 +235,26 @@ class SmokeRun:
         report["plots"] = write_plots(report, _join(output_dir, PLOTS_DIR), write_bytes)
         report["timing"] = timing
         return report
+
+
+def open_datasets(sources: list[str], weights: list[float] | None) -> tuple[list[ShardSet], list[PairSet]]:
+    """The interleaved shard sets and the image-text pair sets (`m3w export pairs`) among `sources`, each with its
+    λ (`weights` in the order of `sources`); at least one shard set: its tokenizer and its verdict."""
+    if weights is not None and len(weights) != len(sources):
+        raise ShardSetError(f"{len(weights)} weights for {len(sources)} datasets; give one λ per dataset")
+    lambdas = [1.0] * len(sources) if weights is None else [float(w) for w in weights]
+    is_pairs = [is_pair_set(source) for source in sources]
+    if all(is_pairs):
+        raise ShardSetError("only image-text pair sets given: the smoke run needs an interleaved shard set too")
+    sets = open_shard_sets([src for src, pairs in zip(sources, is_pairs) if not pairs],
+                           [w for w, pairs in zip(lambdas, is_pairs) if not pairs])
+    pair_sets = [PairSet.open(src, w) for src, w, pairs in zip(sources, lambdas, is_pairs) if pairs]
+    taken = {shard_set.name for shard_set in sets}
+    for index, pair_set in enumerate(pair_sets):
+        if pair_set.name in taken:
+            pair_set.name = f"{pair_set.name}#pairs{index}"
+        taken.add(pair_set.name)
+    return sets, pair_sets
 
 
 def _history_dict(history: History) -> dict[str, Any]:
