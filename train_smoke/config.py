@@ -107,7 +107,6 @@ class DataConfig:
     shuffle_buffer: int
     prefetch_factor: int
     check_phi: bool
-    pair_max_tokens: int
 
 
 @dataclass
