@@ -107,6 +107,7 @@ class DataConfig:
     shuffle_buffer: int
     prefetch_factor: int
     check_phi: bool
+    pair_max_tokens: int
 
 
 @dataclass
