@@ -7,7 +7,8 @@ Each (mode, size) runs in a fresh process: `pipeline.runner.keyed_payload_probe`
 `os.urandom` values, a `Map` to (key, length) labels, `CoGroupByKey`, count the keys that have both) on
 the FnApiRunner that m3w builds, with m3w's overflow check switched off so the raw runner behaviour shows.
 Prints, per run: keys that arrived of N, seconds, whether Beam logged the data-plane overflow warning
-(`Data output stream buffer size ... exceeds 536870912 bytes`), and the exit (ok / error / hang: killed
+(`Data output stream buffer size ... exceeds 536870912 bytes`, in the driver's log or on a worker's
+stderr), and the exit (ok / error / hang: killed
 after `--timeout`). The multi-process mode feeds each stage to a worker as one bundle over gRPC; past
 about 1 GB per bundle it loses or stalls (docs/runner.md). m3w's default, in_memory, has no data plane.
 """
@@ -68,7 +69,9 @@ def measure(mode: str, n: int, value_kb: int, workers: int, timeout: float, work
         last_line = process.stderr.strip().splitlines()[-1][:100] if process.stderr.strip() else process.returncode
         return {"arrived": arrived, "seconds": time.time() - started, "warning": "exceeds" in process.stderr,
                 "exit": f"error ({last_line})"}
-    return {**json.loads(result.read_text()), "exit": "ok"}
+    figures = json.loads(result.read_text())
+    figures["warning"] = figures["warning"] or "exceeds" in process.stderr  # also a worker's own stderr
+    return {**figures, "exit": "ok"}
 
 
 def main() -> None:
