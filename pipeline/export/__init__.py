@@ -21,7 +21,9 @@ def image_bytes(image: Image) -> bytes | None:
     """The encoded bytes of a downloaded image, or None when it has none.
 
     Every exporter reads image bytes through this one function, so a change in how documents carry their
-    downloaded images (inline bytes today) is adapted here alone.
+    downloaded images is adapted here alone. Documents on disk carry them inline (`image_bytes`): inside a
+    build they travel as image-store references (`Image.stored`, pipeline/imagestore.py) that the final
+    writers resolve, so a document read back with a reference and no bytes counts as `no_bytes`.
     """
     return image.data or None
 
