@@ -110,6 +110,7 @@ def m3w_download(urls: list[str], base: str, work: Path, workers: int, threads: 
     from pipeline.accounting import query_counts, stage_table
     from pipeline.config import load_config
     from pipeline.images import STAGES, DownloadImages
+    from pipeline.imagestore import ImageStore
     from pipeline.runner import make_pipeline
     from pipeline.sinks import WriteDocuments
     from schemas.document import Document, Image, Node, make_doc_id
@@ -127,8 +128,9 @@ def m3w_download(urls: list[str], base: str, work: Path, workers: int, threads: 
         docs.append(Document(make_doc_id(page, "bench", start), page, nodes))
     tag = "nsfw" if nsfw else "plain"
     pipeline = make_pipeline([], config)
-    (pipeline | beam.Create(docs) | DownloadImages(config, str(work / f"work-{tag}"))
-     | WriteDocuments(str(work / f"out-{tag}"), config, with_bytes=True))
+    workdir = str(work / f"work-{tag}")
+    (pipeline | beam.Create(docs) | DownloadImages(config, workdir)
+     | WriteDocuments(str(work / f"out-{tag}"), config, with_bytes=True, image_store=ImageStore.in_workdir(workdir)))
     cost: dict[str, float] = {}
     with measured(cost):
         result = pipeline.run()
