@@ -129,13 +129,13 @@ class _ReadDocumentFile(beam.DoFn):
 
     def __init__(self, stage: str | None, circuit_breaker: dict[str, Any] | None):
         from pipeline.accounting import StageCounters
+        from pipeline.failures import FailureBreaker
 
         self.counts = StageCounters(stage) if stage else None
+        self.breaker = FailureBreaker.from_config(stage, circuit_breaker) if stage and circuit_breaker else None
 
-        from pipeline.failures import FailureBreaker
     def process(self, path: str):
         from schemas.document import row_to_document
-        self.breaker = FailureBreaker.from_config(stage, circuit_breaker) if stage and circuit_breaker else None
 
         for row in _read_rows(path):
             if self.counts is None:
@@ -149,11 +149,11 @@ class _ReadDocumentFile(beam.DoFn):
                     self.breaker.failed(error)
                 self.counts.dropped("documents", "bad_row")
                 continue
+            if self.breaker is not None:
+                self.breaker.succeeded()
             self.counts.kept("documents")
             yield doc
 
-            if self.breaker is not None:
-                self.breaker.succeeded()
 
 class ReadDocumentFiles(beam.PTransform):
     """Parquet document files → Documents, one file per element so reading spreads over the workers.
@@ -166,10 +166,10 @@ class ReadDocumentFiles(beam.PTransform):
         super().__init__()
         self.paths = sorted(paths)
         self.stage = stage
+        self.circuit_breaker = circuit_breaker
 
     def expand(self, pbegin):
         return (
-        self.circuit_breaker = circuit_breaker
             pbegin
             | "Files" >> beam.Create(self.paths)
             | "Spread files" >> beam.Reshuffle()

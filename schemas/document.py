@@ -173,7 +173,6 @@ def row_to_document(row: dict[str, Any]) -> Document:
     )
 
 
-def document_to_dict(doc: Document) -> dict[str, Any]:
 def derived_doc_id(general: dict[str, Any], row: dict[str, Any]) -> str:
     """The id of a row from another tool: m3w's own rule where the row names its url, else a content hash."""
     if general.get("url"):
@@ -184,6 +183,7 @@ def derived_doc_id(general: dict[str, Any], row: dict[str, Any]) -> str:
     return hashlib.sha1(content).hexdigest()[:20]
 
 
+def document_to_dict(doc: Document) -> dict[str, Any]:
     """Plain-JSON view (for audit files and reports); image bytes are left out."""
     out = asdict(doc)
     for node in out["nodes"]:
