@@ -75,7 +75,7 @@ def test_correct_canary_shards_pass_with_every_figure_on_the_right_side(shard_se
         canary = canary_figures(report, mode)
         chance = canary["chance_nats"]
         assert canary["events"] >= 300 and chance == pytest.approx(1.386, abs=0.05)  # four classes
-        assert canary["wrong_events"]["share"] <= 0.02  # per event: at most 2% wrong
+        assert canary["wrong_events"]["share"] <= 0.04  # per event: at most the tiny profile's 4% wrong
         for name in ("canary_wrong_events", "canary_true_loss", "canary_shuffle_gap", "canary_misaligned",
                      "canary_permuted"):
             assert named[f"{name}[{mode}]"]["status"] == "pass" and named[f"{name}[{mode}]"]["required"]
@@ -114,7 +114,7 @@ def test_partial_corruption_never_passes(shard_sets, tmp_path, name, mutation, f
     # Per-event judgement is what catches a partial corruption: the mean class-word loss alone would not.
     wrong_mode = "phi_next" if mutation == "phi_next_shift" else "phi"
     assert named[f"canary_wrong_events[{wrong_mode}]"]["status"] == "fail", named
-    assert canary_figures(report, wrong_mode)["wrong_events"]["lower"] > 0.02
+    assert canary_figures(report, wrong_mode)["wrong_events"]["lower"] > 0.04
 
 
 @pytest.mark.parametrize("name", [row[0] for row in MUTATION_TABLE if row[1] in PHI_MUTATIONS])
