@@ -32,9 +32,17 @@ pytestmark = pytest.mark.slow  # twelve CPU training runs (CI runs it); see the 
 CLASSES = ("circle", "ring", "stripes", "dots")
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 FAST = ("--set", "smoke.train.control_run=false")
-# What each partial corruption gives (deterministic runs); "fail" wherever the bounds allow it.
-EXPECTED = {"shuffled_5pct": "fail", "shuffled_10pct": "fail", "shuffled_20pct": "fail", "rotated_5pct": "fail",
-            "rotated_10pct": "fail", "phi_next_shifted_10pct": "fail", "phi_plus_1_10pct": "fail"}
+# What each partial corruption gives (deterministic runs) and the criterion that decides it. At 5% the wrong
+# canary events (4.4% and 5.4% measured) exceed the tiny profile's 4% but not beyond noise: inconclusive.
+EXPECTED = {"shuffled_5pct": ("inconclusive", "canary_wrong_events[phi]"),
+            "shuffled_10pct": ("fail", "canary_wrong_events[phi]"),
+            "shuffled_20pct": ("fail", "canary_wrong_events[phi]"),
+            "rotated_5pct": ("inconclusive", "canary_wrong_events[phi]"),
+            "rotated_10pct": ("fail", "canary_wrong_events[phi]"),
+            "phi_next_shifted_10pct": ("fail", "canary_wrong_events[phi_next]"),
+            # The model hedges where φ names the previous image (class-word loss 1.7 nats, below 3 × chance), so
+            # the events are not confidently wrong; φ − 1 then beats the stored alignment, which a tie forbids.
+            "phi_plus_1_10pct": ("fail", "tied[phi]")}
 
 
 @pytest.fixture(scope="module")
@@ -107,14 +115,14 @@ def test_partial_corruption_never_passes(shard_sets, tmp_path, name, mutation, f
     extra = ("--set", "smoke.data.check_phi=false") if mutation in PHI_MUTATIONS else ()
     code, report = smoke([shard_sets[name]], tmp_path, *FAST, *extra)
     verdict = report["verdict"]
-    assert verdict["status"] == EXPECTED[name], verdict
+    status, criterion = EXPECTED[name]
+    assert verdict["status"] == status, verdict
     assert code == 1
     named = checks(report)
     assert named["leak"]["status"] == "pass"  # the model stays sound: only the data is at fault
-    # Per-event judgement is what catches a partial corruption: the mean class-word loss alone would not.
-    wrong_mode = "phi_next" if mutation == "phi_next_shift" else "phi"
-    assert named[f"canary_wrong_events[{wrong_mode}]"]["status"] == "fail", named
-    assert canary_figures(report, wrong_mode)["wrong_events"]["lower"] > 0.04
+    # Per-event judgement (or the φ − 1 tie) catches a partial corruption; the mean class-word loss alone would not.
+    assert named[criterion]["status"] == status, named[criterion]
+    assert criterion in verdict["failed" if status == "fail" else "inconclusive"]
 
 
 @pytest.mark.parametrize("name", [row[0] for row in MUTATION_TABLE if row[1] in PHI_MUTATIONS])

@@ -40,7 +40,7 @@ MODES = ("phi", "phi_next")  # Flamingo trains on both; the verdict judges both
 # positions whose targets never see a different image on well-formed data (φ − 1) or are reported only.
 MISALIGNED = {"phi": ("phi_plus_1", 1), "phi_next": ("phi_next_minus_1", -1)}
 TIED = {"phi": ("phi_minus_1", -1), "phi_next": ("phi_next_plus_1", 1)}
-ABLATION_ROLE = {"phi_plus_1": "misaligned", "phi_next_minus_1": "misaligned"}
+ABLATION_ROLE = {"phi_plus_1": "misaligned", "phi_next_minus_1": "misaligned", "phi_minus_1": "tied"}
 CANARY_CRITERIA = ("canary_wrong_events", "canary_true_loss", "canary_shuffle_gap", "canary_misaligned",
                    "canary_permuted")
 
@@ -445,8 +445,9 @@ def _evaluate_mode(model: FlamingoLM, table: SequenceTable, mode: str, other: to
         "loss_where_an_image_is_seen": {name: _round(_masked_mean(r.nll, sees_image)) for name, r in results.items()},
         "paired": {},
     }
-    # Paired per-document comparisons on the targets each ablation changes (the image their logits see).
-    for name in ("shuffled", misaligned, "permuted"):
+    # Paired per-document comparisons on the targets each ablation changes (the image their logits see). The
+    # tied shift (φ − 1) changes no target on well-formed data; where it does, it must not lower the loss.
+    for name in ("shuffled", misaligned, "permuted", *((tied,) if mode == "phi" else ())):
         phi, slots = variants[name]
         affected = targets & (seen_image(table, phi, slots) != true_seen)
         gap = results[name].nll - results["true"].nll
@@ -673,6 +674,13 @@ def _general_criteria(add, figures: dict[str, Any], mode: str, cfg: VerdictConfi
             f"changes by ≥ max({cfg.min_effect_nats} nats, {cfg.min_effect_ratio} × their text-only loss), paired "
             "per document", bounds)
     if mode == "phi":
+        tied = figures["paired"]["tied"]
+        margin = -cfg.min_effect_nats
+        status = ("pass" if not tied["documents"] else
+                  "fail" if tied["upper"] < margin else "pass" if tied["lower"] >= margin else "inconclusive")
+        add("tied[phi]", "general", status, tied["mean"], margin,
+            "φ − 1 changes no target of well-formed shards (the contract makes it a tie); where it changes some and "
+            f"lowers their loss by more than {cfg.min_effect_nats} nats (upper bound), φ names the wrong image", tied)
         _gain_peak(add, "gain_peak", "reported", figures["gain_by_distance"], 20, cfg,
                    "the gain from the true image peaks right after the image (all held-out data)")
 
