@@ -104,13 +104,19 @@ def test_correct_canary_shards_pass_with_every_figure_on_the_right_side(shard_se
     assert timing["main"]["model_tflops_per_step"] > 0
 
 
-@pytest.mark.parametrize("seed", [1, 2])
+@pytest.mark.parametrize("seed", [1])
 def test_correct_canary_shards_pass_with_other_seeds(shard_sets, tmp_path, seed):
     code, report = smoke([shard_sets["correct"]], tmp_path, *FAST, "--set", f"smoke.seed={seed}")
     assert code == 0 and report["verdict"]["status"] == "pass", report["verdict"]
 
 
-@pytest.mark.parametrize("name,mutation,fraction", MUTATION_TABLE, ids=[row[0] for row in MUTATION_TABLE])
+# The suite keeps one row of each outcome and kind (about a minute of CPU per row, idle); the whole table, with
+# seeds 0-2 on correct shards, is `python benchmarks/smoke.py --mutations` (docs/smoke.md has its last figures).
+SUITE_ROWS = ("shuffled_10pct", "rotated_10pct", "phi_plus_1_10pct")
+
+
+@pytest.mark.parametrize("name,mutation,fraction", [row for row in MUTATION_TABLE if row[0] in SUITE_ROWS],
+                         ids=[row[0] for row in MUTATION_TABLE if row[0] in SUITE_ROWS])
 def test_partial_corruption_never_passes(shard_sets, tmp_path, name, mutation, fraction):
     # The φ mutations would be stopped by the trainer's input check (next test); here the verdict alone judges.
     extra = ("--set", "smoke.data.check_phi=false") if mutation in PHI_MUTATIONS else ()
