@@ -156,14 +156,14 @@ def test_ftp_and_file_urls_have_no_handler():
             _open(opener, url)
 
 
-def test_shard_identity_ignores_transport_settings_but_not_result_settings():
+def test_shard_identity_ignores_runtime_settings_but_not_what_changes_a_fetch_or_its_result():
     base = load_config()
     fingerprint = results_fingerprint(base)
-    moved = load_config(overrides=["download.rewrite_to=http://127.0.0.1:9", "download.thread_count=3",
-                                   "download.timeout_s=1", "image_filters.nsfw.batch_size=2"])
+    moved = load_config(overrides=["download.thread_count=3", "image_filters.nsfw.batch_size=2"])
     assert results_fingerprint(moved) == fingerprint
     for override in ("download.image_size=224", "download.resize_mode=border", "image_filters.min_side=100",
-                     "image_filters.nsfw.threshold=0.5"):
+                     "image_filters.nsfw.threshold=0.5", "download.rewrite_to=http://127.0.0.1:9",
+                     "download.timeout_s=1"):
         assert results_fingerprint(load_config(overrides=[override])) != fingerprint, override
     urls = ["https://a.test/1.jpg", "https://a.test/2.jpg"]
     assert shard_basename(0, 2, urls, fingerprint) == shard_basename(0, 2, list(urls), fingerprint)
