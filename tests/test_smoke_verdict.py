@@ -104,14 +104,8 @@ def test_correct_canary_shards_pass_with_every_figure_on_the_right_side(shard_se
     assert timing["main"]["model_tflops_per_step"] > 0
 
 
-@pytest.mark.parametrize("seed", [1])
-def test_correct_canary_shards_pass_with_other_seeds(shard_sets, tmp_path, seed):
-    code, report = smoke([shard_sets["correct"]], tmp_path, *FAST, "--set", f"smoke.seed={seed}")
-    assert code == 0 and report["verdict"]["status"] == "pass", report["verdict"]
-
-
-# The suite keeps one row of each outcome and kind (about a minute of CPU per row, idle); the whole table, with
-# seeds 0-2 on correct shards, is `python benchmarks/smoke.py --mutations` (docs/smoke.md has its last figures).
+# The suite keeps one row of each outcome and kind and seed 0 (about a minute of CPU per training run); the
+# whole table, with seeds 0-2 on correct shards, is `python benchmarks/smoke.py --mutations` (docs/smoke.md).
 SUITE_ROWS = ("shuffled_10pct", "rotated_10pct", "phi_plus_1_10pct")
 
 
