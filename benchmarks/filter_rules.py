@@ -108,7 +108,8 @@ def main() -> None:
     ms = 1000.0
     per_page_extract = costs["t_extract"] / costs["pages"] * ms
     per_doc_filter = costs["t_filter"] / costs["docs"] * ms
-    print(f"command: python benchmarks/filter_rules.py --repeat {args.repeat} --rounds {args.rounds}   (CPU time, 1 core)")
+    print(f"command: python benchmarks/filter_rules.py --repeat {args.repeat} --rounds {args.rounds}"
+          "   (CPU time, 1 core)")
     print(f"(a) {costs['pages']} real pages -> {costs['docs']} documents (mean {costs['words']:.0f} words), "
           f"{costs['kept']} kept by all rules with every language admitted")
     print(f"    extraction (trafilatura + images)   : {per_page_extract:6.1f} ms per page")
