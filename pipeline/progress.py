@@ -55,13 +55,18 @@ def count(name: str, n: int) -> None:
 def _write_tally_forever(period_s: float = 1.0) -> None:
     while True:
         time.sleep(period_s)
-        with _lock:
-            directory, snapshot = _tally_dir, dict(_tally)
-        if directory and os.path.isdir(directory):
-            try:
-                write_atomically(os.path.join(directory, f"{os.getpid()}.json"), json.dumps(snapshot).encode())
-            except OSError:  # the run ended and its progress dir is gone: nothing left to report
-                pass
+        write_tally()
+
+
+def write_tally() -> None:
+    """Write this process's tally to the run's progress dir now."""
+    with _lock:
+        directory, snapshot = _tally_dir, dict(_tally)
+    if directory and os.path.isdir(directory):
+        try:
+            write_atomically(os.path.join(directory, f"{os.getpid()}.json"), json.dumps(snapshot).encode())
+        except OSError:  # the run ended and its progress dir is gone: nothing left to report
+            pass
 
 
 # -- driver side -----------------------------------------------------------------------------------------
@@ -164,7 +169,12 @@ class ProgressReporter:
         before: Counter[str] = Counter()
         stream = self.stream or sys.stderr
         in_place = stream.isatty()
-        while not self._stop.wait(self.interval_s):
+        finished = False
+        while not finished:
+            # One last pass after the run ends, so a stage that finished within the last interval still shows.
+            finished = self._stop.wait(self.interval_s)
+            if finished:
+                write_tally()  # the in-memory runner counts in this process: its tally may be up to 1 s old
             now_time = time.monotonic()
             now = read_tallies(self.directory)
             line = describe(now, before, now_time - last_time, now_time - started)

@@ -44,7 +44,7 @@ def test_reporter_prints_plain_lines_when_not_a_terminal(tmp_path, monkeypatch):
 
 
 def test_a_real_extract_run_shows_progress_from_its_worker_processes(tmp_path, fixtures_dir):
-    """The default (multi-process) local runner: worker processes report through the progress dir."""
+    """A real run prints progress lines; the last pass after the run shows a stage that ended within an interval."""
     run = subprocess.run(
         [sys.executable, "-m", "pipeline.cli", "extract", "--input", str(fixtures_dir / "warc" / "warcfile.warc.gz"),
          "--output", str(tmp_path / "out"), "--set", "output.progress_interval_s=0.5"],
