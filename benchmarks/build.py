@@ -40,8 +40,8 @@ REAL_WARCS = ("warcfile.warc.gz", "clueweb-quirk.warc.gz")
 
 def run_one(repeat: int, workers: int, rewrite_to: str, workdir: str, overrides: list[str]) -> dict:
     """The measured build (in this process); returns its report's figures."""
-    from pipeline.build import run_build
     from pipeline.config import load_config
+    from pipeline.jobs.build import run_build
 
     warc = Path(workdir) / "fixtures.warc.gz"
     pages = write_fixture_warc(warc, repeat)
@@ -59,7 +59,7 @@ def _count(stages: dict, stage: str, unit: str, kind: str) -> int:
 
 
 def measure(repeat: int, workers: int, overrides: list[str]) -> dict:
-    from pipeline.imagehost import ImageHost
+    from pipeline.sampledata.imagehost import ImageHost
 
     with ImageHost() as host, tempfile.TemporaryDirectory() as workdir:
         command = [sys.executable, __file__, "--run-one", str(repeat), "--workers", str(workers),

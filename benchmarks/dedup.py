@@ -104,10 +104,10 @@ def run_one(size: int, workers: int, with_images: bool, mode: str) -> dict:
     """One measured pipeline (in this process); returns its counts."""
     import apache_beam as beam
 
-    from pipeline.accounting import StageCounters, broken_links, query_counts, stage_table, unbalanced
     from pipeline.config import load_config
+    from pipeline.core.accounting import StageCounters, broken_links, query_counts, stage_table, unbalanced
     from pipeline.dedup import DedupDocuments, DedupImages, DropFrequentImageUrls
-    from pipeline.runner import make_pipeline
+    from pipeline.jobs.runner import make_pipeline
 
     config = load_config(overrides=[f"runner.direct_num_workers={workers}", f"runner.direct_running_mode={mode}"])
     shards = (size + DOCS_PER_SHARD - 1) // DOCS_PER_SHARD
@@ -137,7 +137,7 @@ def run_one(size: int, workers: int, with_images: bool, mode: str) -> dict:
 
 
 def _flow() -> list[tuple[str, str]]:
-    from pipeline.accounting import flow_of
+    from pipeline.core.accounting import flow_of
     from pipeline.dedup import STAGES
 
     return [*flow_of(STAGES), ("bench_output", "documents")]

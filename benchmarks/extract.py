@@ -52,8 +52,8 @@ class DomOracle:
     """Where each image URL and each paragraph prefix stands in the page's DOM."""
 
     def __init__(self, url: str, body: bytes):
-        from pipeline.decode import decode_html
-        from pipeline.html_images import absolutize, base_url, dom_text, mark_images, parse_html
+        from pipeline.extract.html_images import absolutize, base_url, dom_text, mark_images, parse_html
+        from pipeline.read.decode import decode_html
 
         tree = parse_html(decode_html(body)[0])
         raw_urls = []
@@ -74,7 +74,7 @@ class DomOracle:
 
     def positions(self, items: list[tuple[str, str]]) -> list[tuple[str, int]]:
         """(kind, DOM offset) of each item found exactly once in the page (a repeated one has no sure place)."""
-        from pipeline.html_images import normalise
+        from pipeline.extract.html_images import normalise
 
         out = []
         for kind, value in items:
@@ -121,7 +121,7 @@ def bare_items(url: str, body: bytes, include_comments: bool = True) -> tuple[li
     import trafilatura
     from lxml import etree
 
-    from pipeline.extract import Collector
+    from pipeline.extract.pages import Collector
 
     xml = trafilatura.extract(body.decode("utf-8", "replace"), url=url, include_images=True, output_format="xml",
                               include_comments=include_comments)
@@ -136,8 +136,8 @@ def bare_items(url: str, body: bytes, include_comments: bool = True) -> tuple[li
 
 
 def m3w_items(url: str, body: bytes, config) -> tuple[list[tuple[str, str]], str]:
-    from pipeline.extract import extract_page
-    from pipeline.read import Page
+    from pipeline.extract.pages import extract_page
+    from pipeline.read.crawl import Page
 
     doc = extract_page(Page(url=url, body=body, charset=None, source="bench"), config).document
     if doc is None:
@@ -216,8 +216,8 @@ def speed(pages, rounds: int, chunk: int = 10) -> tuple[float, float, float]:
     import trafilatura
 
     from pipeline.config import load_config
-    from pipeline.extract import ExtractDoFn
-    from pipeline.read import Page
+    from pipeline.extract.pages import ExtractDoFn
+    from pipeline.read.crawl import Page
 
     raw = [Page(url=url, body=body, charset=None, source="bench") for url, body in pages]
     dofn = ExtractDoFn(load_config())
@@ -251,7 +251,7 @@ def speed(pages, rounds: int, chunk: int = 10) -> tuple[float, float, float]:
 def pipeline_rate(pages_once: int) -> float:
     """Input pages per second of the whole `m3w extract` (in-memory runner): the 3x run minus the 1x run."""
     from pipeline.config import load_config
-    from pipeline.jobs import run_extract
+    from pipeline.jobs.stages import run_extract
 
     config = load_config(overrides=["runner.direct_running_mode=in_memory"])
     seconds = {}
@@ -267,8 +267,8 @@ def pipeline_rate(pages_once: int) -> float:
 
 def profile(pages, top: int) -> None:
     from pipeline.config import load_config
-    from pipeline.extract import extract_page
-    from pipeline.read import Page
+    from pipeline.extract.pages import extract_page
+    from pipeline.read.crawl import Page
 
     config = load_config(overrides=["extract.timeout_s=0"])
     raw = [Page(url=url, body=body, charset=None, source="bench") for url, body in pages]

@@ -45,9 +45,9 @@ def _timed(fn, rounds: int):
 
 def per_item_costs(pages, rounds: int) -> dict:
     from pipeline.config import load_config
-    from pipeline.extract import extract_page
-    from pipeline.filtering import DocumentFilters, PageGate
-    from pipeline.read import Page
+    from pipeline.extract.pages import extract_page
+    from pipeline.filter.transforms import DocumentFilters, PageGate
+    from pipeline.read.crawl import Page
 
     config = load_config(overrides=["extract.timeout_s=0", "filters.language.languages=[]"])
     raw = [Page(url=url, body=body, charset=None, source="bench") for url, body in pages]
@@ -84,7 +84,7 @@ def per_item_costs(pages, rounds: int) -> dict:
 
 def extract_run(warc: Path, out: Path, gate: bool, rounds: int) -> tuple[float, dict]:
     from pipeline.config import load_config
-    from pipeline.jobs import run_extract
+    from pipeline.jobs.stages import run_extract
 
     config = load_config(overrides=["runner.direct_running_mode=in_memory", "extract.timeout_s=0",
                                     f"filters.gate.enabled={str(gate).lower()}"])

@@ -53,7 +53,7 @@ def measured(into: dict[str, float]):
 
 def make_images(root: Path, count: int, distinct: int) -> list[str]:
     """`count` JPEG files under root/HOST/ (cycling through `distinct` generated pictures) → their URLs."""
-    from pipeline.imagehost import encode_picture, generated_picture
+    from pipeline.sampledata.imagehost import encode_picture, generated_picture
 
     folder = root / HOST
     folder.mkdir(parents=True, exist_ok=True)
@@ -107,12 +107,12 @@ def m3w_download(urls: list[str], base: str, work: Path, workers: int, threads: 
                  nsfw: bool) -> dict[str, float]:
     import apache_beam as beam
 
-    from pipeline.accounting import query_counts, stage_table
     from pipeline.config import load_config
-    from pipeline.images import STAGES, DownloadImages
-    from pipeline.imagestore import ImageStore
-    from pipeline.runner import make_pipeline
-    from pipeline.sinks import WriteDocuments
+    from pipeline.core.accounting import query_counts, stage_table
+    from pipeline.images.store import ImageStore
+    from pipeline.images.transforms import STAGES, DownloadImages
+    from pipeline.io.documents import WriteDocuments
+    from pipeline.jobs.runner import make_pipeline
     from schemas.document import Document, Image, Node, make_doc_id
 
     config = load_config(overrides=[

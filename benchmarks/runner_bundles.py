@@ -3,7 +3,7 @@
     python benchmarks/runner_bundles.py [--sizes 5000 12000 20000] [--value-kb 100]
                                         [--modes in_memory multi_processing] [--workers 2] [--timeout 900]
 
-Each (mode, size) runs in a fresh process: `pipeline.runner.keyed_payload_probe` (no m3w transform:
+Each (mode, size) runs in a fresh process: `pipeline.jobs.runner.keyed_payload_probe` (no m3w transform:
 `os.urandom` values, a `Map` to (key, length) labels, `CoGroupByKey`, count the keys that have both) on
 the FnApiRunner that m3w builds, with m3w's overflow check switched off so the raw runner behaviour shows.
 Prints, per run: keys that arrived of N, seconds, whether Beam logged the data-plane overflow warning
@@ -33,7 +33,7 @@ def run_one(mode: str, n: int, value_bytes: int, workers: int) -> dict:
     from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
     from pipeline.config import load_config
-    from pipeline.runner import DATA_PLANE_WARNINGS, keyed_payload_probe, pipeline_options
+    from pipeline.jobs.runner import DATA_PLANE_WARNINGS, keyed_payload_probe, pipeline_options
 
     warnings: list[str] = []
 

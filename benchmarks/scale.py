@@ -38,7 +38,7 @@ MAX_PEAK_RSS = 8 * 2**30  # the rehearsal's memory bound for the whole process t
 
 def generate(crawl: Path, pages: int, images_per_page: int) -> tuple[int, float]:
     """The crawl for `pages` HTML pages (reused when already there); returns (HTML pages, generator seconds)."""
-    from pipeline.samplecrawl import generate_sample_crawl
+    from pipeline.sampledata.crawl import generate_sample_crawl
 
     marker = crawl / "scale.json"
     if marker.exists():
@@ -54,8 +54,8 @@ def generate(crawl: Path, pages: int, images_per_page: int) -> tuple[int, float]
 
 def run_one(crawl: str, output: str, rewrite_to: str, nsfw: bool, overrides: list[str], result_path: str) -> None:
     """The measured build (in this process); writes its report's figures to `result_path`."""
-    from pipeline.build import run_build
     from pipeline.config import load_config
+    from pipeline.jobs.build import run_build
 
     config = load_config(overrides=["download.allow_loopback=true", f"download.rewrite_to={rewrite_to}",
                                     f"image_filters.nsfw.enabled={'true' if nsfw else 'false'}", *overrides])
@@ -81,7 +81,7 @@ def _store_size(root: Path) -> tuple[int, int]:
 
 
 def measure(pages: int, args: argparse.Namespace, workdir: Path) -> dict:
-    from pipeline.imagehost import ImageHost
+    from pipeline.sampledata.imagehost import ImageHost
 
     crawl, output = workdir / f"crawl-{pages}", workdir / f"build-{pages}"
     html_pages, generator_s = generate(crawl, pages, args.images_per_page)

@@ -85,8 +85,8 @@ def synthetic_documents(count: int, seed: int = 0):
 
 def writer_one_core(docs, config) -> tuple[int, float]:
     """The shard writer's work per document, timed in this process (one core), Beam left out."""
-    from pipeline.shard_sink import BuildSamplesDoFn
-    from pipeline.tokenizer import train_bpe
+    from pipeline.shards.tokenizer import train_bpe
+    from pipeline.shards.writer import BuildSamplesDoFn
     from schemas.shards import tar_bytes
 
     info = train_bpe((d.text for d in docs), int(config["shards"]["bpe_vocab_size"]))
@@ -98,7 +98,7 @@ def writer_one_core(docs, config) -> tuple[int, float]:
 
 
 def beam_one_core(docs_dir: Path, out: Path, config) -> tuple[dict, float]:
-    from pipeline.shard_sink import run_shard
+    from pipeline.jobs.stages import run_shard
 
     with Timer() as timer:
         report = run_shard([str(docs_dir)], str(out), config)

@@ -10,7 +10,7 @@ members in a file whose every record is its own member).
 Readers, each reading every record's payload (a response's HTTP body, transfer-decoded):
   - warcio: `ArchiveIterator` + `content_stream().read()` (the bare baseline; what m3w used before);
   - fastwarc: `ArchiveIterator` + `reader.read()`;
-  - m3w: `pipeline.read.ArchiveReader` (FastWARC, resuming at the next intact gzip member after damage);
+  - m3w: `pipeline.read.crawl.ArchiveReader` (FastWARC, resuming at the next intact gzip member after damage);
   - m3w read stage: `ReadCrawlFiles.process` (sniffing, HTTP checks, pages), for the stage's own cost.
 Printed per file and reader: records read (of the clean file's count), records/s and compressed MB/s,
 best of several rounds of at least `--min-seconds` each. A bare reader stops at the first damaged member,
@@ -69,7 +69,7 @@ def fastwarc_records(path: Path) -> int:
 
 
 def m3w_records(path: Path) -> int:
-    from pipeline.read import ArchiveReader
+    from pipeline.read.crawl import ArchiveReader
 
     count = 0
     for record in ArchiveReader(str(path), "warc").records():
@@ -79,7 +79,7 @@ def m3w_records(path: Path) -> int:
 
 
 def m3w_stage_records(path: Path) -> int:
-    from pipeline.read import ReadCrawlFiles
+    from pipeline.read.crawl import ReadCrawlFiles
 
     reader = ReadCrawlFiles(CONFIG)
     seen = []

@@ -12,7 +12,7 @@ import sys
 
 from pipeline.commands import discover
 from pipeline.config import ConfigError
-from pipeline.failures import SystematicFailure
+from pipeline.core.failures import SystematicFailure
 
 QUIET_LOGGERS = ("apache_beam", "trafilatura", "htmldate", "root", "courlan", "justext", "img2dataset")
 

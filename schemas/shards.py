@@ -1,7 +1,7 @@
 """The training-shard layout (webdataset tar + manifest) and a dependency-light reader.
 
 The meaning of every array is fixed by the M3W contract (`m3w-format.md`); this module fixes how it is
-carried on disk, so the writer (`pipeline/shard_sink.py`), the validator (`m3w inspect`) and the
+carried on disk, so the writer (`pipeline/shards/writer.py`), the validator (`m3w inspect`) and the
 trainer (`train_smoke`) share one definition.
 
 Output directory of `m3w shard` / `m3w build`::

@@ -45,7 +45,7 @@ def article_pages() -> list[tuple[str, str, bytes]]:
 @pytest.fixture(scope="session")
 def small_sample_crawl(tmp_path_factory) -> Path:
     """The generated sample crawl with few canary pages: every planted case, small enough for end-to-end runs."""
-    from pipeline.samplecrawl import generate_sample_crawl
+    from pipeline.sampledata.crawl import generate_sample_crawl
 
     out = tmp_path_factory.mktemp("sample")
     generate_sample_crawl(out, seed=0, n_canary_pages=6)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 
-import pipeline.build as build
-from pipeline.accounting import broken_links, stage_table, unbalanced
+import pipeline.jobs.build as build
 from pipeline.config import load_config
+from pipeline.core.accounting import broken_links, stage_table, unbalanced
 
 FLOW = [("read", "records"), ("extract", "pages"), ("filter", "documents"), ("shard", "documents")]
 
@@ -40,7 +40,7 @@ def fake_stages(monkeypatch, stage_counts: dict[str, dict[str, int]]) -> None:
     """Replace the three Beam jobs by ones that only report counters (what `_run` returns)."""
     monkeypatch.setattr(build, "STAGES", [(name, lambda ctx, out, name=name: name) for name in stage_counts])
     monkeypatch.setattr(build, "_run", lambda name, config: (stage_counts[name], "committed"))
-    monkeypatch.setattr(build, "DOCUMENT_FLOW", FLOW)
+    monkeypatch.setattr(build.registry, "document_flow", lambda: FLOW)
 
 
 def test_a_stage_that_loses_documents_is_not_marked_complete(monkeypatch, tmp_path):
@@ -65,7 +65,7 @@ def test_a_stage_that_loses_documents_is_not_marked_complete(monkeypatch, tmp_pa
 
 
 def test_each_stage_job_checks_the_links_it_runs():
-    from pipeline.accounting import flow_of
+    from pipeline.core.accounting import flow_of
 
     assert flow_of(["dedup_read", "dedup_url", "dedup_exact", "dedup_near", "dedup_paragraphs"]) == [
         ("dedup_read", "documents"), ("dedup_url", "documents"), ("dedup_exact", "documents"),
@@ -76,7 +76,7 @@ def test_each_stage_job_checks_the_links_it_runs():
 
 def test_a_stage_command_exits_1_when_its_runner_loses_documents(monkeypatch, tmp_path):
     """`m3w dedup` (and every stage command) reports documents lost between its steps and fails."""
-    import pipeline.jobs as jobs
+    import pipeline.jobs.stages as jobs
     from pipeline.commands import exit_status
 
     lost = {"dedup_read|documents|in": 10, "dedup_read|documents|out": 10,

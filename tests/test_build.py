@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.build import run_build
 from pipeline.config import load_config
-from pipeline.imagehost import ImageHost
+from pipeline.jobs.build import run_build
+from pipeline.sampledata.imagehost import ImageHost
 
 
 def tree_digest(root: Path) -> dict[str, str]:

@@ -7,8 +7,8 @@ import time
 import pytest
 
 from pipeline.config import ConfigError, dump_config, load_config, load_defaults, parse_override
-from pipeline.decode import decode_html, replacement_ratio
-from pipeline.isolate import IsolatedWorker, WorkerTimeout
+from pipeline.extract.isolate import IsolatedWorker, WorkerTimeout
+from pipeline.read.decode import decode_html, replacement_ratio
 
 
 def test_override_parses_yaml_values():

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from pipeline.cli import main as m3w
-from pipeline.sinks import document_files, parquet_bytes, read_documents
+from pipeline.io.documents import document_files, parquet_bytes, read_documents
 from schemas.document import Document, Image, Node
 
 FAST = ["--set", "runner.direct_running_mode=in_memory", "--set", "dedup.near.max_rounds=4"]

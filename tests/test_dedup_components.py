@@ -14,10 +14,10 @@ import pytest
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from filters.dedup_keys import MinHasher, estimated_jaccard
-from pipeline.accounting import query_counts, stage_table, unbalanced
+from pipeline.core.accounting import query_counts, stage_table, unbalanced
 from pipeline.dedup import ConnectedComponents, DedupNear
-from pipeline.runner import make_pipeline
+from pipeline.dedup.keys import MinHasher, estimated_jaccard
+from pipeline.jobs.runner import make_pipeline
 from schemas.document import Document, Node
 
 

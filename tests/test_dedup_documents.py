@@ -5,9 +5,9 @@ from __future__ import annotations
 import apache_beam as beam
 import pytest
 
-from pipeline.accounting import query_counts, stage_table, unbalanced
+from pipeline.core.accounting import query_counts, stage_table, unbalanced
 from pipeline.dedup import DedupDocuments, DedupExact, DedupParagraphs, DedupUrls, DropFrequentImageUrls
-from pipeline.runner import make_pipeline
+from pipeline.jobs.runner import make_pipeline
 from schemas.document import Document, Image, Node
 from tests.test_dedup_components import Collect, collected
 

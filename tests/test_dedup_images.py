@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image as PILImage
 
-from pipeline.accounting import query_counts, stage_table, unbalanced
+from pipeline.core.accounting import query_counts, stage_table, unbalanced
 from pipeline.dedup import DedupImages
-from pipeline.runner import make_pipeline
+from pipeline.jobs.runner import make_pipeline
 from schemas.document import Document, Image, Node
 from tests.test_dedup_components import Collect, collected
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from filters.dedup_keys import (
+from pipeline.dedup.keys import (
     MinHasher,
     estimated_jaccard,
     exact_document_key,

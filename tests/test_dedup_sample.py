@@ -1,6 +1,6 @@
 """Planted duplicates of the generated sample crawl: each is found, nothing distinct is merged.
 
-The sample crawl (pipeline.samplecrawl) plants an exact copy of a page on a mirror, a near copy with
+The sample crawl (pipeline.sampledata.crawl) plants an exact copy of a page on a mirror, a near copy with
 small edits, the same URL crawled at two dates, a cookie notice shared by the pages of one domain, a
 site emblem inside the content of more than ten pages, and one photograph re-encoded and resized at
 other URLs on other pages. The test extracts the crawl, keeps what the earlier stages would keep
@@ -20,7 +20,7 @@ import pytest
 
 from pipeline.cli import main as m3w
 from pipeline.config import load_config
-from pipeline.sinks import parquet_bytes, read_documents
+from pipeline.io.documents import parquet_bytes, read_documents
 
 pytestmark = pytest.mark.slow
 # The sample's clusters are tiny: 8 rounds of connected components are plenty (checked: nothing unconverged).
@@ -36,8 +36,8 @@ def _image_file(root: Path, url: str) -> Path:
 @pytest.fixture(scope="module")
 def sample(tmp_path_factory):
     """(ground truth, documents with image bytes as the download stage would hand them to dedup)."""
-    from pipeline.jobs import run_extract
-    from pipeline.samplecrawl import generate_sample_crawl
+    from pipeline.jobs.stages import run_extract
+    from pipeline.sampledata.crawl import generate_sample_crawl
 
     root = tmp_path_factory.mktemp("sample")
     generate_sample_crawl(root / "crawl", seed=0)

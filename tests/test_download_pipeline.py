@@ -26,17 +26,17 @@ import pytest
 from PIL import Image as PILImage
 
 from filters.nsfw import NsfwScorer
-from pipeline.accounting import query_counts, stage_table, unbalanced
 from pipeline.cli import main
 from pipeline.config import load_config
-from pipeline.download import results_from_parquet
-from pipeline.extract import extract_page
-from pipeline.imagehost import FAILURE_REASONS, ImageHost
-from pipeline.images import STAGES, DownloadImages
-from pipeline.imagestore import ImageStore
-from pipeline.read import Page, ReadCrawlFiles
-from pipeline.runner import make_pipeline
-from pipeline.sinks import WriteDocuments, parquet_bytes, read_documents
+from pipeline.core.accounting import query_counts, stage_table, unbalanced
+from pipeline.extract.pages import extract_page
+from pipeline.images.download import results_from_parquet
+from pipeline.images.store import ImageStore
+from pipeline.images.transforms import STAGES, DownloadImages
+from pipeline.io.documents import WriteDocuments, parquet_bytes, read_documents
+from pipeline.jobs.runner import make_pipeline
+from pipeline.read.crawl import Page, ReadCrawlFiles
+from pipeline.sampledata.imagehost import FAILURE_REASONS, ImageHost
 from schemas.document import Document, Image, Node, make_doc_id
 
 REPO = Path(__file__).resolve().parents[1]
@@ -211,7 +211,7 @@ def test_failure_kinds_opt_outs_nsfw_and_placement(tmp_path):
 
 @pytest.fixture(scope="module")
 def sample_crawl(tmp_path_factory):
-    from pipeline.samplecrawl import generate_sample_crawl
+    from pipeline.sampledata.crawl import generate_sample_crawl
 
     root = tmp_path_factory.mktemp("sample")
     generate_sample_crawl(str(root), seed=0)

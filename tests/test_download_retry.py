@@ -11,9 +11,9 @@ import pytest
 
 from pipeline.cli import main as m3w
 from pipeline.config import load_config
-from pipeline.download import results_fingerprint
-from pipeline.imagehost import ImageHost
-from pipeline.sinks import parquet_bytes, read_documents
+from pipeline.images.download import results_fingerprint
+from pipeline.io.documents import parquet_bytes, read_documents
+from pipeline.sampledata.imagehost import ImageHost
 from schemas.document import Document, Image, Node, make_doc_id
 
 

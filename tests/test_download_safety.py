@@ -1,4 +1,4 @@
-"""Outbound safety, fetch-URL mapping and drop reasons of the downloader (pipeline/download.py).
+"""Outbound safety, fetch-URL mapping and drop reasons of the downloader (pipeline/images/download.py).
 
 The guarded opener is exercised against the local image host only; addresses outside 127.0.0.1 are
 judged by pure functions or refused before any connection (an audit hook proves no socket reached them).
@@ -14,7 +14,7 @@ import urllib.request
 import pytest
 
 from pipeline.config import load_config
-from pipeline.download import (
+from pipeline.images.download import (
     OutboundPolicy,
     download_reason,
     fetch_url,
@@ -24,7 +24,7 @@ from pipeline.download import (
     shard_basename,
     urlopen_through,
 )
-from pipeline.imagehost import ImageHost
+from pipeline.sampledata.imagehost import ImageHost
 
 UNSAFE = ["127.0.0.1", "127.0.0.2", "10.1.2.3", "172.16.0.1", "192.168.1.1", "169.254.169.254", "100.64.0.1",
           "100.100.100.200", "0.0.0.0", "224.0.0.1", "240.0.0.1", "255.255.255.255", "192.0.0.192", "::1", "::",

@@ -15,9 +15,10 @@ from PIL import Image as PILImage
 
 from pipeline.cli import main
 from pipeline.config import ConfigError, load_config
-from pipeline.export.job import check_export_config, run_export
 from pipeline.export.mmc4 import mmc4_sample
 from pipeline.export.pairs import PairRules, document_pairs, looks_like_file_name
+from pipeline.export.writer import check_export_config
+from pipeline.jobs.stages import run_export
 from schemas.document import Document, Image, Node, make_doc_id
 from tests.test_shards_helpers import drawn_bytes, make_document, photo_bytes, sample_documents, write_documents
 

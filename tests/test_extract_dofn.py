@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from pipeline.config import load_config
-from pipeline.extract import ExtractDoFn, extract_page
-from pipeline.failures import FailureBreaker, SystematicFailure
-from pipeline.read import Page
+from pipeline.core.failures import FailureBreaker, SystematicFailure
+from pipeline.extract.pages import ExtractDoFn, extract_page
+from pipeline.read.crawl import Page
 
 HANG = b"<!-- m3w-test: this page hangs the extractor -->"
 ARTICLE = ("<html><body><article><h1>A walk in the hills</h1>" + "".join(

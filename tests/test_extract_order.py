@@ -7,11 +7,11 @@ from __future__ import annotations
 import pytest
 from lxml import etree
 
-import pipeline.extract as extract_module
+import pipeline.extract.pages as extract_module
 from pipeline.config import load_config
-from pipeline.extract import Collector, dom_order, extract_page, locate, main_content
-from pipeline.html_images import dom_text, mark_images, normalise, parse_html
-from pipeline.read import Page
+from pipeline.extract.html_images import dom_text, mark_images, normalise, parse_html
+from pipeline.extract.pages import Collector, dom_order, extract_page, locate, main_content
+from pipeline.read.crawl import Page
 
 CONFIG = load_config(overrides=["extract.timeout_s=0"])
 URL = "https://news.example/park.html"

@@ -8,10 +8,10 @@ import re
 import pytest
 
 from pipeline.config import load_config
-from pipeline.decode import decode_html
-from pipeline.extract import extract_page
-from pipeline.html_images import mark_images, parse_html
-from pipeline.read import Page
+from pipeline.extract.html_images import mark_images, parse_html
+from pipeline.extract.pages import extract_page
+from pipeline.read.crawl import Page
+from pipeline.read.decode import decode_html
 
 CONFIG = load_config()
 _WS = re.compile(r"\s+")
@@ -178,7 +178,7 @@ def test_images_keep_page_order_on_every_article_page(article_results):
 def test_common_crawl_warc_documents_follow_page_order(fixtures_dir):
     from warcio.archiveiterator import ArchiveIterator
 
-    from pipeline.read import charset_of
+    from pipeline.read.crawl import charset_of
 
     docs = 0
     with open(fixtures_dir / "warc" / "warcfile.warc.gz", "rb") as handle:

@@ -14,10 +14,10 @@ import pytest
 from warcio.archiveiterator import ArchiveIterator
 
 from pipeline.config import load_config
-from pipeline.extract import extract_page
-from pipeline.read import Page, charset_of
-from pipeline.samplecrawl import generate_sample_crawl
-from pipeline.samplecrawl.canaries import canary_class_of_text
+from pipeline.extract.pages import extract_page
+from pipeline.read.crawl import Page, charset_of
+from pipeline.sampledata.crawl import generate_sample_crawl
+from pipeline.sampledata.crawl.canaries import canary_class_of_text
 
 
 @pytest.fixture(scope="module")

@@ -12,8 +12,8 @@ import pytest
 
 from pipeline.cli import main as m3w
 from pipeline.cli import systematic_cause
-from pipeline.failures import FailureBreaker, SystematicFailure, preload
-from pipeline.files import write_atomically
+from pipeline.core.failures import FailureBreaker, SystematicFailure, preload
+from pipeline.core.files import write_atomically
 
 
 def test_breaker_threshold_boundaries():
@@ -85,8 +85,8 @@ def _obelics_parquet(path, n, with_doc_id=False, bad_every=0):
 
 
 def test_dedup_reads_obelics_parquet_from_other_tools_with_stable_ids(tmp_path, fast_config):
-    from pipeline.dedup.job import run_dedup
-    from pipeline.sinks import document_files, read_documents
+    from pipeline.io.documents import document_files, read_documents
+    from pipeline.jobs.stages import run_dedup
 
     _obelics_parquet(tmp_path / "obelics.parquet", 60)
     outputs = []
@@ -99,7 +99,7 @@ def test_dedup_reads_obelics_parquet_from_other_tools_with_stable_ids(tmp_path, 
 
 
 def test_a_few_bad_rows_are_counted_but_a_file_of_bad_rows_stops_dedup(tmp_path, fast_config):
-    from pipeline.dedup.job import run_dedup
+    from pipeline.jobs.stages import run_dedup
 
     _obelics_parquet(tmp_path / "some.parquet", 60, bad_every=20)  # 3 of 60 rows unreadable
     report = run_dedup([str(tmp_path / "some.parquet")], str(tmp_path / "some"), fast_config, [])
@@ -113,7 +113,7 @@ def test_a_few_bad_rows_are_counted_but_a_file_of_bad_rows_stops_dedup(tmp_path,
 
 
 def test_an_always_raising_filter_stops_the_run_with_the_exception_named(tmp_path, fast_config, monkeypatch, capsys):
-    from pipeline import filtering
+    from pipeline.filter import transforms as filtering
 
     _obelics_parquet(tmp_path / "docs.parquet", 60, with_doc_id=True)
 
@@ -143,7 +143,7 @@ def test_a_broken_language_identifier_fails_in_the_driver_before_any_page(tmp_pa
 
 def test_a_gate_failing_on_every_page_stops_the_run_instead_of_failing_open(tmp_path, fixtures_dir, monkeypatch,
                                                                            capsys):
-    from pipeline import filtering
+    from pipeline.filter import transforms as filtering
 
     def broken_gate(self, page):
         raise UnicodeError("gate bug")

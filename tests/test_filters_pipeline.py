@@ -9,8 +9,9 @@ import json
 import pytest
 
 from pipeline.config import load_config
-from pipeline.filtering import DocumentFilters, run_filter
-from pipeline.sinks import document_files, parquet_bytes, read_documents
+from pipeline.filter.transforms import DocumentFilters
+from pipeline.io.documents import document_files, parquet_bytes, read_documents
+from pipeline.jobs.stages import run_filter
 from schemas.document import Document, Image, Node
 
 # Hand-written for these tests: ordinary English prose that passes every default rule.
@@ -241,8 +242,8 @@ def test_dofns_survive_beams_pickling_and_set_up_on_the_worker():
     """What a remote worker does: unpickle the DoFn (Beam's pickler), then setup() loads model and lists."""
     from apache_beam.internal import pickler
 
-    from pipeline.filtering import FilterDoFn, GateDoFn
-    from pipeline.read import Page
+    from pipeline.filter.transforms import FilterDoFn, GateDoFn
+    from pipeline.read.crawl import Page
 
     cfg = config()
     gate = pickler.loads(pickler.dumps(GateDoFn(cfg)))
@@ -258,10 +259,10 @@ def test_dofns_survive_beams_pickling_and_set_up_on_the_worker():
 def test_gate_stage_counts_and_audits_pages(tmp_path):
     import apache_beam as beam
 
-    from pipeline.accounting import query_counts, stage_table
-    from pipeline.filtering import GatePages
-    from pipeline.read import Page
-    from pipeline.runner import make_pipeline
+    from pipeline.core.accounting import query_counts, stage_table
+    from pipeline.filter.transforms import GatePages
+    from pipeline.jobs.runner import make_pipeline
+    from pipeline.read.crawl import Page
 
     def page(url: str, text: str) -> Page:
         return Page(url=url, body=f"<html><body><p>{text}</p><img src=a.jpg></body></html>".encode(),

@@ -14,10 +14,10 @@ from warcio.warcwriter import WARCWriter
 
 from filters.language import LanguageIdentifier, page_text
 from pipeline.config import load_config
-from pipeline.decode import decode_html
-from pipeline.extract import extract_page
-from pipeline.read import Page
-from pipeline.sinks import read_documents
+from pipeline.extract.pages import extract_page
+from pipeline.io.documents import read_documents
+from pipeline.read.crawl import Page
+from pipeline.read.decode import decode_html
 
 # Verified by reading each page's text (not by asking a model): the article language of each fixture page.
 VERIFIED = {
@@ -73,15 +73,16 @@ def write_warc(path: Path, pages: list[tuple[str, bytes]]) -> None:
 
 def extract_and_filter(inputs: list[str], output: Path, *overrides: str) -> dict:
     """read → gate → extract → filter → Parquet as one Beam pipeline (as `m3w build` runs them), audit on."""
-    from pipeline.filtering import FILTER_STAGES, FilterDocuments
-    from pipeline.jobs import EXTRACT_STAGES, extract_documents, finish_report
-    from pipeline.runner import make_pipeline
-    from pipeline.sinks import WriteDocuments
+    from pipeline.extract.pages import ExtractDocuments
+    from pipeline.filter.transforms import FILTER_STAGES, FilterDocuments
+    from pipeline.io.documents import WriteDocuments
+    from pipeline.jobs.runner import make_pipeline
+    from pipeline.jobs.stages import EXTRACT_STAGES, finish_report
 
     config = load_config(overrides=["runner.direct_running_mode=in_memory", "extract.timeout_s=0",
                                     "output.audit_drops=true", *overrides])
     pipeline = make_pipeline([], config)
-    docs = extract_documents(pipeline, inputs, config, str(output))
+    docs = pipeline | "Extract documents" >> ExtractDocuments(inputs, config, str(output))
     docs = docs | "Filter" >> FilterDocuments(config, str(output))
     docs | "Write" >> WriteDocuments(str(output / "documents"), config)
     result = pipeline.run()

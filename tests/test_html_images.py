@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.html_images import best_srcset, mark_images, marker_index, parse_html, parse_srcset, robots_opt_out
+from pipeline.extract.html_images import (
+    best_srcset,
+    mark_images,
+    marker_index,
+    parse_html,
+    parse_srcset,
+    robots_opt_out,
+)
 
 
 def resolve(body: str, url: str = "https://site.example/a/page.html") -> list[str]:

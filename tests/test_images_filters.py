@@ -12,7 +12,7 @@ from PIL import Image
 from filters.images import ImageRules, check_image, looks_like_text
 from filters.nsfw import NsfwScorer, nsfw_verdict
 from pipeline.config import load_config
-from pipeline.imagehost import FAILURE_KINDS, FAILURE_REASONS, ImageHost, bomb_png, generated_picture
+from pipeline.sampledata.imagehost import FAILURE_KINDS, FAILURE_REASONS, ImageHost, bomb_png, generated_picture
 
 
 @pytest.fixture(scope="module")

@@ -1,12 +1,12 @@
-"""Re-attaching fetched images to their documents (pipeline/images.py), without running a pipeline."""
+"""Re-attaching fetched images to their documents (pipeline/images/transforms.py), without running a pipeline."""
 
 from __future__ import annotations
 
 import copy
 
 from pipeline.config import load_config
-from pipeline.download import DOWNLOAD, IMAGE_FILTER, ImageResult
-from pipeline.images import USES, PlanDownloadsDoFn, RebuildDocumentsDoFn, document_key
+from pipeline.images.download import DOWNLOAD, IMAGE_FILTER, ImageResult
+from pipeline.images.transforms import USES, PlanDownloadsDoFn, RebuildDocumentsDoFn, document_key
 from schemas.document import Document, Image, Node
 
 

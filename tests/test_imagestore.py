@@ -8,8 +8,8 @@ import hashlib
 import pytest
 
 from pipeline.config import load_config
-from pipeline.download import FetchShardsDoFn, ImageResult
-from pipeline.imagestore import ImageStore, StoreError
+from pipeline.images.download import FetchShardsDoFn, ImageResult
+from pipeline.images.store import ImageStore, StoreError
 from schemas.document import Document, Image, Node
 
 

@@ -8,8 +8,8 @@ import sys
 from collections import Counter
 from types import SimpleNamespace
 
-from pipeline import progress
-from pipeline.accounting import metric_kind, query_counts
+from pipeline.core import progress
+from pipeline.core.accounting import metric_kind, query_counts
 
 
 def test_describe_names_the_moving_stage_its_rate_and_drops():

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.accounting import StageCounters, stage_table, unbalanced
 from pipeline.config import load_config
-from pipeline.failures import SystematicFailure
-from pipeline.read import STAGE, Page, ReadCrawlFiles
+from pipeline.core.accounting import StageCounters, stage_table, unbalanced
+from pipeline.core.failures import SystematicFailure
+from pipeline.read.crawl import STAGE, Page, ReadCrawlFiles
 
 REPO = Path(__file__).resolve().parents[1]
 RECORDS = 50  # records in warcfile.warc.gz, each its own gzip member
@@ -271,7 +271,7 @@ def test_failures_at_the_breaker_share_stop_the_stage(warc, tmp_path, monkeypatc
 CLI_WITH_BROKEN_PARSER = """
 import sys
 from pipeline.cli import main
-from pipeline.read import ReadCrawlFiles
+from pipeline.read.crawl import ReadCrawlFiles
 
 def parser(self, record, source):
     raise ValueError("forced parser failure")
@@ -295,7 +295,7 @@ def test_an_always_failing_parser_stops_m3w_extract(warc, tmp_path):
 
 @pytest.mark.slow
 def test_damaged_files_are_counted_through_m3w_extract(warc, tmp_path, monkeypatch):
-    from pipeline.jobs import run_extract
+    from pipeline.jobs.stages import run_extract
 
     crawl = tmp_path / "crawl"
     crawl.mkdir()

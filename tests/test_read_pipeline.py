@@ -13,8 +13,8 @@ from warcio.statusandheaders import StatusAndHeaders
 from warcio.warcwriter import WARCWriter
 
 from pipeline.config import load_config
-from pipeline.jobs import run_extract
-from pipeline.sinks import read_documents
+from pipeline.io.documents import read_documents
+from pipeline.jobs.stages import run_extract
 
 ARTICLE = (
     "<html><head><title>T{n}</title></head><body><nav><img src='/logo.png'></nav><article>"

@@ -9,9 +9,9 @@ import subprocess
 import numpy as np
 from PIL import Image
 
-from pipeline.accounting import stage_table
-from pipeline.report import _thumbnail, add_smoke_verdict, funnel, render_html, write_report
-from pipeline.sinks import parquet_bytes
+from pipeline.core.accounting import stage_table
+from pipeline.io.documents import parquet_bytes
+from pipeline.report.run_report import _thumbnail, add_smoke_verdict, funnel, render_html, write_report
 from schemas.document import Document, Node
 from schemas.document import Image as DocImage
 

@@ -16,7 +16,7 @@ import pytest
 from apache_beam.options.pipeline_options import DirectOptions
 
 from pipeline.config import load_config
-from pipeline.runner import DataPlaneOverflow, keyed_payload_probe, make_pipeline, pipeline_options
+from pipeline.jobs.runner import DataPlaneOverflow, keyed_payload_probe, make_pipeline, pipeline_options
 
 REPO = Path(__file__).resolve().parents[1]
 DATA_PLANE_WARN_BYTES = 512 << 20  # apache_beam.runners.worker.data_plane's large_buffer_warn_threshold_bytes
@@ -87,7 +87,7 @@ KILL_SCRIPT = textwrap.dedent("""
     import os, signal, sys
     import apache_beam as beam
     from pipeline.config import load_config
-    from pipeline.runner import make_pipeline
+    from pipeline.jobs.runner import make_pipeline
 
     class KillOnSeven(beam.DoFn):
         def process(self, x):

@@ -18,11 +18,11 @@ import pytest
 from PIL import Image
 
 from pipeline.config import load_config
-from pipeline.read import ReadCrawlFiles
-from pipeline.samplecrawl import CANARY_CLASSES, generate_sample_crawl, is_canary_url, render_canary
-from pipeline.samplecrawl import text as text_module
-from pipeline.samplecrawl.generate import BLOCKLISTED_DOMAIN, FAIL_KINDS, IMG_HOST
-from pipeline.samplecrawl.text import Topic, profanity_words
+from pipeline.read.crawl import ReadCrawlFiles
+from pipeline.sampledata.crawl import CANARY_CLASSES, generate_sample_crawl, is_canary_url, render_canary
+from pipeline.sampledata.crawl import text as text_module
+from pipeline.sampledata.crawl.generate import BLOCKLISTED_DOMAIN, FAIL_KINDS, IMG_HOST
+from pipeline.sampledata.crawl.text import Topic, profanity_words
 
 PAGE_FIELDS = {"url", "kind", "lang", "warc_date", "images", "text_before_image", "excluded_images", "expected",
                "duplicate_of", "tags"}
@@ -302,8 +302,8 @@ def test_canary_notes_pass_the_paragraph_rules():
     import random
 
     from filters.text_quality import ParagraphRules
-    from pipeline.samplecrawl.canaries import canary_paragraph
-    from pipeline.samplecrawl.generate import CANARY_NOTE_WORDS
+    from pipeline.sampledata.crawl.canaries import canary_paragraph
+    from pipeline.sampledata.crawl.generate import CANARY_NOTE_WORDS
 
     rules = ParagraphRules(load_config()["filters"]["paragraph"])
     rng = random.Random(0)
@@ -351,8 +351,8 @@ def test_sample_command_writes_a_crawl(tmp_path, capsys):
 
 
 def test_bulk_pages_add_volume_after_the_planted_web_with_pictures_from_the_image_host(crawl, tmp_path):
-    from pipeline.imagehost import ImageHost
-    from pipeline.samplecrawl.generate import BULK_IMAGE_SIZE, BULK_PAGES_PER_SITE
+    from pipeline.sampledata.crawl.generate import BULK_IMAGE_SIZE, BULK_PAGES_PER_SITE
+    from pipeline.sampledata.imagehost import ImageHost
 
     _, base = crawl
     truth = generate_sample_crawl(tmp_path / "bulk", seed=0, bulk_pages=120, bulk_images_per_page=2)

@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image as PILImage
 
-from pipeline.sequences import (
+from pipeline.shards.sequences import (
     SpecialIds,
     WindowConfig,
     build_sequences,

@@ -19,17 +19,17 @@ from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 
 from pipeline.config import ConfigError, load_config
 from pipeline.inspect.validate import validate
-from pipeline.runner import make_pipeline
-from pipeline.sequences import fit_image
-from pipeline.shard_sink import check_shard_config
-from pipeline.sinks import read_documents
-from pipeline.tokenizer import (
+from pipeline.io.documents import read_documents
+from pipeline.jobs.runner import make_pipeline
+from pipeline.shards.sequences import fit_image
+from pipeline.shards.tokenizer import (
     TrainTokenizer,
     prepare_tokenizer,
     sample_rank,
     tokenizer_from_json,
     train_bpe,
 )
+from pipeline.shards.writer import check_shard_config
 from schemas.shards import (
     SpecialTokens,
     iter_samples,

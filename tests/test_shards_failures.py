@@ -13,24 +13,24 @@ import apache_beam as beam
 import pytest
 from PIL import Image as PILImage
 
-from filters.dedup_keys import image_phash
 from pipeline.cli import main as m3w
 from pipeline.config import load_config
+from pipeline.core.failures import SystematicFailure
 from pipeline.dedup.images import DedupImages, _HashImages
-from pipeline.failures import SystematicFailure
-from pipeline.runner import make_pipeline
+from pipeline.dedup.keys import image_phash
+from pipeline.jobs.runner import make_pipeline
 from tests.test_shards_helpers import make_document, write_documents
 
 REPO = Path(__file__).resolve().parents[1]
 
 FAILING_FITTER = textwrap.dedent("""
     import sys
-    import pipeline.shard_sink
+    import pipeline.shards.writer
 
     def fit_image(*args, **kwargs):
         raise MemoryError("the resampler ran out of memory")  # a failure of the fitter, not of any image
 
-    pipeline.shard_sink.fit_image = fit_image
+    pipeline.shards.writer.fit_image = fit_image
     from pipeline.cli import main
     sys.exit(main(sys.argv[1:]))
 """)

@@ -15,7 +15,7 @@ from PIL import Image as PILImage
 from PIL import ImageDraw
 
 from pipeline.config import load_config
-from pipeline.sinks import parquet_bytes
+from pipeline.io.documents import parquet_bytes
 from schemas.document import Document, Image, Node, make_doc_id
 
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry", "colorwheel")
@@ -115,6 +115,6 @@ def shard_config(*overrides: str, running_mode: str = "in_memory") -> dict:
 
 def build_shards(docs_dir: Path, out: Path, *overrides: str, running_mode: str = "in_memory") -> dict:
     """Run `m3w shard` (the job function) and return its report."""
-    from pipeline.shard_sink import run_shard
+    from pipeline.jobs.stages import run_shard
 
     return run_shard([str(docs_dir)], str(out), shard_config(*overrides, running_mode=running_mode))

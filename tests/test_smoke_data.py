@@ -268,9 +268,9 @@ def test_tar_written_by_the_builder_is_plain_webdataset(canary_set):
 def test_canary_shards_are_byte_for_byte_what_the_projects_shard_writer_writes(canary_set, tmp_path):
     """`build_records`/`write_shard_set` rebuild the writer without Beam (for a bare GPU machine); the project's
     writer (BuildSamplesDoFn with its image store, train_bpe, write_manifest) must give the same bytes."""
-    from pipeline.imagestore import ImageStore
-    from pipeline.shard_sink import BuildSamplesDoFn, StoredMember, write_manifest
-    from pipeline.tokenizer import train_bpe
+    from pipeline.images.store import ImageStore
+    from pipeline.shards.tokenizer import train_bpe
+    from pipeline.shards.writer import BuildSamplesDoFn, StoredMember, write_manifest
 
     config = canary_set["config"]
     docs = canary_documents(40, images_per_doc=(2, 3), classes=CLASSES, image_size=32, seed=3)

@@ -14,7 +14,7 @@ from pathlib import Path
 from train_smoke.canary_shards import build_canary_shards
 
 ROOT = Path(__file__).resolve().parents[1]
-ALLOWED_PIPELINE = ("pipeline", "pipeline.config", "pipeline.samplecrawl")
+ALLOWED_PIPELINE = ("pipeline", "pipeline.config", "pipeline.sampledata.crawl")
 
 RUNNER = textwrap.dedent("""
     import importlib.abc, runpy, sys
@@ -50,7 +50,8 @@ def test_python_m_train_smoke_needs_neither_beam_nor_the_pipeline(tmp_path):
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
     loaded = result.stderr.rsplit("LOADED", 1)[-1].strip().split(",")
     assert not [m for m in loaded if m.startswith(("apache_beam", "webdataset"))], loaded
-    assert set(loaded) <= {"pipeline", "pipeline.config", *(m for m in loaded if m.startswith("pipeline.samplecrawl"))}
+    sample_crawl = {m for m in loaded if m.startswith("pipeline.sampledata")}
+    assert set(loaded) <= {"pipeline", "pipeline.config", *sample_crawl}
     # Three steps teach nothing: the canary events are wrong, so the verdict fails (exit 1), with a full report.
     assert result.returncode == 1, result.stderr[-3000:]
     report = json.loads((out / "smoke_report.json").read_text())

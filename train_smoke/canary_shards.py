@@ -4,8 +4,8 @@
 each image is a `render_canary` picture and the text right after it starts with its class word. No crawl,
 download or Beam pipeline is involved, so a test, a benchmark or a bare GPU machine (no Apache Beam there) gets
 shards in seconds. The samples, tokenizer and manifest are those of the project's shard writer
-(`pipeline.shard_sink`: BPE of `pipeline.tokenizer.train_bpe`, windows of `pipeline.sequences`, members,
-metadata and manifest of `BuildSamplesDoFn.record` and `write_manifest`), rebuilt here from the writer's pure
+(`pipeline.shards.writer`: BPE of `pipeline.shards.tokenizer.train_bpe`, windows of `pipeline.shards.sequences`,
+members, metadata and manifest of `BuildSamplesDoFn.record` and `write_manifest`), rebuilt here from the writer's pure
 parts because its Beam DoFn cannot run without Beam; tests/test_smoke_data.py checks that both give the same
 bytes for the same documents.
 
@@ -34,7 +34,7 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
-from pipeline.samplecrawl.canaries import (
+from pipeline.sampledata.crawl.canaries import (
     CANARY_CLASSES,
     CANARY_IMAGE_HOST,
     CANARY_IMAGE_PREFIX,
@@ -66,7 +66,7 @@ from schemas.shards import (
     tar_bytes,
 )
 
-# The contract's special tokens in the order `pipeline.tokenizer.train_bpe` gives them ids 0-3.
+# The contract's special tokens in the order `pipeline.shards.tokenizer.train_bpe` gives them ids 0-3.
 SPECIAL_TOKENS = {"pad": "<pad>", "eos": "<eos>", "image": "<image>", "eoc": "<EOC>"}
 _KEY_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 
@@ -100,7 +100,7 @@ def canary_documents(n_docs: int, images_per_doc: tuple[int, int] = (3, 3), clas
     Classes are drawn independently and uniformly, so the text before an image says nothing about its class.
     With another `page_host` the same pages are ordinary web data to the trainer (not recognised as canaries).
     """
-    from pipeline.samplecrawl.canaries import render_canary
+    from pipeline.sampledata.crawl.canaries import render_canary
 
     classes = tuple(classes or CANARY_CLASSES)
     rng = random.Random(f"m3w-canary-shards:{seed}")
@@ -131,7 +131,7 @@ def shard_config(seq_len: int = 64, max_images: int = 3, image_size: int = 64, n
 
 @dataclass(frozen=True)
 class CanaryTokenizer:
-    """The trained BPE as the shard writer describes it (`pipeline.tokenizer.TokenizerInfo`'s fields)."""
+    """The trained BPE as the shard writer describes it (`pipeline.shards.tokenizer.TokenizerInfo`'s fields)."""
 
     json: str
     sha256: str
@@ -170,7 +170,7 @@ def build_records(docs: list[Document], config: dict[str, Any]) -> tuple[list[tu
     """Documents → (their sample records, each window as the shard writer emits it; the tokenizer)."""
     from tokenizers import Tokenizer
 
-    from pipeline import sequences
+    from pipeline.shards import sequences
 
     shards = config["shards"]
     tokenizer = train_tokenizer([d.text for d in docs], int(shards["bpe_vocab_size"]),
@@ -277,8 +277,8 @@ def mutate(records: list[tuple[str, dict[str, bytes]]], mutation: str, image_tok
 def write_shard_set(records: list[tuple[str, dict[str, bytes]]], tokenizer: CanaryTokenizer,
                     config: dict[str, Any], out_dir: str, documents: int) -> str:
     """Records → tar shards (placed by key hash, as the Beam sink does) + tokenizer + manifest (last), laid out
-    as `pipeline.shard_sink.write_manifest` lays them out. Returns out_dir."""
-    from pipeline.sequences import WindowConfig, parse_image_size
+    as `pipeline.shards.writer.write_manifest` lays them out. Returns out_dir."""
+    from pipeline.shards.sequences import WindowConfig, parse_image_size
 
     shards = config["shards"]
     count = int(shards["num_shards"] or 1)

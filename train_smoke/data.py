@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from pipeline.samplecrawl.canaries import is_canary_url
+from pipeline.sampledata.crawl.canaries import is_canary_url
 from schemas.shards import (
     SpecialTokens,
     compute_phi,

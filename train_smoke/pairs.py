@@ -38,7 +38,7 @@ from train_smoke.data import (
     split_sequences,
 )
 
-PAIRS_FORMAT = "m3w-export-pairs"  # manifest format written by `m3w export pairs` (pipeline/export/job.py)
+PAIRS_FORMAT = "m3w-export-pairs"  # manifest format written by `m3w export pairs` (pipeline/export/writer.py)
 IMAGE_MEMBERS = ("jpg", "jpeg", "png", "webp")
 
 

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from pipeline.samplecrawl.canaries import canary_class_of_text
+from pipeline.sampledata.crawl.canaries import canary_class_of_text
 from schemas.shards import SpecialTokens
 from train_smoke.config import VerdictConfig
 from train_smoke.data import Batch, SequenceTable

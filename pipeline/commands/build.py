@@ -19,8 +19,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, beam_args: list[str]) -> int:
-    from pipeline.build import run_build
     from pipeline.config import load_config
+    from pipeline.jobs.build import run_build
 
     report = run_build(args.input, args.output, load_config(args.config, args.set), beam_args)
     print_report_summary(report)

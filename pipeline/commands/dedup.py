@@ -21,7 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace, beam_args: list[str]) -> int:
     from pipeline.config import load_config
-    from pipeline.dedup.job import run_dedup
+    from pipeline.jobs.stages import run_dedup
 
     report = run_dedup(args.input, args.output, load_config(args.config, args.set), beam_args)
     print_report_summary(report)

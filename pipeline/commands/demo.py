@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 
 from pipeline.commands import add_config_flags
-from pipeline.demo import DEMO_CANARY_CLASSES, DEMO_CANARY_PAGES
-from pipeline.samplecrawl.canaries import CANARY_CLASSES
+from pipeline.jobs.demo import DEMO_CANARY_CLASSES, DEMO_CANARY_PAGES
+from pipeline.sampledata.crawl.canaries import CANARY_CLASSES
 
 NAME = "demo"
 ORDER = 1
@@ -29,7 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, beam_args: list[str]) -> int:
-    from pipeline.demo import run_demo
+    from pipeline.jobs.demo import run_demo
 
     if args.canary_pages < 0:
         raise SystemExit("m3w demo: --canary-pages must be >= 0")

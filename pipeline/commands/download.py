@@ -29,7 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace, beam_args: list[str]) -> int:
     from pipeline.config import load_config
-    from pipeline.images import run_download
+    from pipeline.jobs.stages import run_download
 
     report = run_download(args.input, args.output, load_config(args.config, args.set), beam_args, args.workdir)
     print_report_summary(report)

@@ -31,7 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace, beam_args: list[str]) -> int:
     from pipeline.config import load_config
-    from pipeline.export.job import run_export
+    from pipeline.jobs.stages import run_export
 
     report = run_export(args.kind, args.input, args.output, load_config(args.config, args.set), beam_args)
     print_report_summary(report)

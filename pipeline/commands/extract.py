@@ -20,7 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace, beam_args: list[str]) -> int:
     from pipeline.config import load_config
-    from pipeline.jobs import run_extract
+    from pipeline.jobs.stages import run_extract
 
     report = run_extract(args.input, args.output, load_config(args.config, args.set), beam_args)
     print_report_summary(report)

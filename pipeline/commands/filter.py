@@ -22,7 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace, beam_args: list[str]) -> int:
     from pipeline.config import load_config
-    from pipeline.filtering import run_filter
+    from pipeline.jobs.stages import run_filter
 
     report = run_filter(args.input, args.output, load_config(args.config, args.set), beam_args)
     print_report_summary(report)

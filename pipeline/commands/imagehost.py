@@ -23,7 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, beam_args: list[str]) -> int:
-    from pipeline.imagehost import serve_forever
+    from pipeline.sampledata.imagehost import serve_forever
 
     if beam_args:
         print(f"m3w imagehost: unknown arguments {beam_args}")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-from pipeline.samplecrawl.canaries import CANARY_CLASSES
+from pipeline.sampledata.crawl.canaries import CANARY_CLASSES
 
 NAME = "sample"
 ORDER = 5
@@ -29,7 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace, beam_args: list[str]) -> int:
     from collections import Counter
 
-    from pipeline.samplecrawl import generate_sample_crawl
+    from pipeline.sampledata.crawl import generate_sample_crawl
 
     if beam_args:
         raise SystemExit(f"m3w sample: unknown arguments {' '.join(beam_args)}")

@@ -23,7 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace, beam_args: list[str]) -> int:
     from pipeline.config import load_config
-    from pipeline.shard_sink import run_shard
+    from pipeline.jobs.stages import run_shard
 
     report = run_shard(args.input, args.output, load_config(args.config, args.set), beam_args)
     print_report_summary(report)

@@ -14,6 +14,7 @@ Documents in, documents out; every step counts what it removes and why (stage, u
 - `ConnectedComponents` edges → (node, smallest node of its component), large-star / small-star
 """
 
+from pipeline.core.stages import STAGES as _REGISTRY
 from pipeline.dedup.components import ConnectedComponents
 from pipeline.dedup.documents import DedupDocuments, DedupExact
 from pipeline.dedup.images import DedupImages, DropFrequentImageUrls
@@ -21,7 +22,8 @@ from pipeline.dedup.minhash import DedupNear
 from pipeline.dedup.paragraphs import DedupParagraphs
 from pipeline.dedup.urls import DedupUrls
 
-STAGES = ["dedup_url", "dedup_exact", "dedup_near", "dedup_paragraphs", "dedup_image_urls", "dedup_images"]
+# The dedup steps on the document flow, in order (from the stage registry).
+STAGES = [s.name for s in _REGISTRY if s.folder == "dedup" and s.in_flow and not s.job_reader]
 
 __all__ = [
     "STAGES",

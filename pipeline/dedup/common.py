@@ -8,7 +8,7 @@ from typing import Any
 
 import apache_beam as beam
 
-from pipeline.accounting import StageCounters
+from pipeline.core.accounting import StageCounters
 from schemas.document import Document
 
 # Cluster-size buckets of the run report (`<stage>|clusters|info|size_<bucket>`).

@@ -26,7 +26,7 @@ from typing import Any
 
 import apache_beam as beam
 
-from pipeline.accounting import StageCounters
+from pipeline.core.accounting import StageCounters
 
 Edge = tuple[Hashable, Hashable]
 

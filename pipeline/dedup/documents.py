@@ -6,8 +6,8 @@ from typing import Any
 
 import apache_beam as beam
 
-from filters.dedup_keys import exact_document_key
 from pipeline.dedup.common import KeepOnePerKey, doc_order
+from pipeline.dedup.keys import exact_document_key
 from pipeline.dedup.minhash import DedupNear
 from pipeline.dedup.paragraphs import DedupParagraphs
 from pipeline.dedup.urls import DedupUrls, url_normalizer

@@ -30,14 +30,14 @@ from typing import Any
 
 import apache_beam as beam
 
-from filters.dedup_keys import digest, hamming, image_phash, pairwise_hamming, phash_band_keys, sha256_hex
-from pipeline.accounting import StageCounters
+from pipeline.core.accounting import StageCounters
+from pipeline.core.failures import FailureBreaker
+from pipeline.core.preflight import preflight
 from pipeline.dedup.common import NoteClusterSizes, crawl_order_key
 from pipeline.dedup.components import ConnectedComponents
+from pipeline.dedup.keys import digest, hamming, image_phash, pairwise_hamming, phash_band_keys, sha256_hex
 from pipeline.dedup.urls import url_normalizer
-from pipeline.failures import FailureBreaker
-from pipeline.imagestore import ImageStore
-from pipeline.preflight import preflight
+from pipeline.images.store import ImageStore
 from schemas.document import Document, Node
 
 URL_STAGE = "dedup_image_urls"

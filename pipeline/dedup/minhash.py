@@ -22,10 +22,10 @@ from typing import Any
 import apache_beam as beam
 import numpy as np
 
-from filters.dedup_keys import MinHasher, pairwise_jaccard
-from pipeline.accounting import StageCounters
+from pipeline.core.accounting import StageCounters
 from pipeline.dedup.common import NoteClusterSizes, crawl_order_key
 from pipeline.dedup.components import ConnectedComponents
+from pipeline.dedup.keys import MinHasher, pairwise_jaccard
 from schemas.document import Document
 
 STAGE = "dedup_near"

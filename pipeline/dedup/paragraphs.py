@@ -16,8 +16,8 @@ from typing import Any
 
 import apache_beam as beam
 
-from filters.dedup_keys import paragraph_key, split_paragraphs, url_domain
-from pipeline.accounting import StageCounters
+from pipeline.core.accounting import StageCounters
+from pipeline.dedup.keys import paragraph_key, split_paragraphs, url_domain
 from schemas.document import Document, Node
 
 STAGE = "dedup_paragraphs"

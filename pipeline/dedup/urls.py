@@ -6,8 +6,8 @@ from typing import Any
 
 import apache_beam as beam
 
-from filters.dedup_keys import normalize_url
 from pipeline.dedup.common import KeepOnePerKey, newest_first_order
+from pipeline.dedup.keys import normalize_url
 from schemas.document import Document
 
 STAGE = "dedup_url"

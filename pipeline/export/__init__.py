@@ -22,7 +22,7 @@ def image_bytes(image: Image) -> bytes | None:
 
     Every exporter reads image bytes through this one function, so a change in how documents carry their
     downloaded images is adapted here alone. Documents on disk carry them inline (`image_bytes`): inside a
-    build they travel as image-store references (`Image.stored`, pipeline/imagestore.py) that the final
+    build they travel as image-store references (`Image.stored`, pipeline/images/store.py) that the final
     writers resolve, so a document read back with a reference and no bytes counts as `no_bytes`.
     """
     return image.data or None

@@ -90,7 +90,7 @@ def special_from_tokenizer(text: str) -> SpecialTokens | None:
     """Special ids from a tokenizer file alone (no manifest): the contract's token strings, or known EOS/PAD."""
     from tokenizers import Tokenizer
 
-    from pipeline.tokenizer import EOC_TOKEN, IMAGE_TOKEN, KNOWN_EOS, KNOWN_PAD
+    from pipeline.shards.tokenizer import EOC_TOKEN, IMAGE_TOKEN, KNOWN_EOS, KNOWN_PAD
 
     tokenizer = Tokenizer.from_str(text)
 

@@ -51,11 +51,11 @@ from apache_beam.io.filesystems import FileSystems  # noqa: E402
 
 from filters.images import ImageRules, check_image  # noqa: E402
 from filters.nsfw import NsfwScorer, nsfw_verdict  # noqa: E402
-from pipeline.accounting import StageCounters  # noqa: E402
-from pipeline.failures import FailureBreaker  # noqa: E402
-from pipeline.files import write_atomically  # noqa: E402
-from pipeline.imagestore import ImageStore  # noqa: E402
-from pipeline.preflight import preflight  # noqa: E402
+from pipeline.core.accounting import StageCounters  # noqa: E402
+from pipeline.core.failures import FailureBreaker  # noqa: E402
+from pipeline.core.files import write_atomically  # noqa: E402
+from pipeline.core.preflight import preflight  # noqa: E402
+from pipeline.images.store import ImageStore  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -384,7 +384,7 @@ class ImageResult:
     """The outcome for one unique image URL: kept (reason "") with stored bytes and meta, or dropped.
 
     `data` holds the bytes only between the fetch and the image store; after that `meta["sha256"]` is the
-    reference (`pipeline.imagestore`)."""
+    reference (`pipeline.images.store`)."""
 
     url: str
     reason: str = ""
@@ -697,7 +697,7 @@ class FetchShardsDoFn(beam.DoFn):
         write_atomically(marker_path, json.dumps(marker, sort_keys=True).encode())
 
     def _count(self, results: list[ImageResult]) -> None:
-        """Per unique URL: `download|urls` and `image_filter|urls` (per use in documents: see pipeline.images)."""
+        """Per unique URL: `download|urls` and `image_filter|urls` (per use in documents: images/transforms.py)."""
         self.download_counts.seen("urls", len(results))
         fetched = 0
         for result in results:

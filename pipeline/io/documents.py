@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
-from pipeline.files import write_atomically  # noqa: F401 - re-exported for the stage writers
+from pipeline.core.files import write_atomically  # noqa: F401 - re-exported for the stage writers
 from schemas.document import (
     OBELICS_SCHEMA,
     OBELICS_SCHEMA_WITH_BYTES,
@@ -101,6 +101,17 @@ class WriteDropAudit(beam.PTransform):
         )
 
 
+def stage_dir(output: str, name: str) -> str:
+    """Where a build under `output` keeps stage `name`'s results (documents, images, shards)."""
+    return FileSystems.join(output, "stages", name)
+
+
+def parquet_files(directory: str) -> list[str]:
+    """The Parquet files of one documents folder, in name order."""
+    pattern = FileSystems.join(directory, "*.parquet")
+    return sorted(m.path for m in FileSystems.match([pattern])[0].metadata_list)
+
+
 def document_files(inputs: list[str]) -> list[str]:
     """Parquet document files named by each input: a file or glob, or a directory holding them directly or in
     `documents/` (an `m3w extract`/`filter`/`dedup` output) or `docs/` (a shard output). An input that names
@@ -128,8 +139,8 @@ class _ReadDocumentFile(beam.DoFn):
     the run stops. Without a stage name, a bad row fails the bundle (files this pipeline wrote itself)."""
 
     def __init__(self, stage: str | None, circuit_breaker: dict[str, Any] | None):
-        from pipeline.accounting import StageCounters
-        from pipeline.failures import FailureBreaker
+        from pipeline.core.accounting import StageCounters
+        from pipeline.core.failures import FailureBreaker
 
         self.counts = StageCounters(stage) if stage else None
         self.breaker = FailureBreaker.from_config(stage, circuit_breaker) if stage and circuit_breaker else None

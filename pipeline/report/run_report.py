@@ -14,21 +14,10 @@ from typing import Any
 
 from apache_beam.io.filesystems import FileSystems
 
-from pipeline.files import write_atomically, write_json
+from pipeline.core import stages as registry
+from pipeline.core.files import write_atomically, write_json
+from pipeline.io.documents import parquet_files, stage_dir
 from schemas.shards import MANIFEST_NAME, manifest_summary
-
-FUNNEL = [
-    ("records read", "read", "records", "in"),
-    ("HTML pages", "read", "records", "out"),
-    ("past the cheap gates", "gate", "pages", "out"),
-    ("documents extracted", "extract", "pages", "out"),
-    ("after text filters", "filter", "documents", "out"),
-    ("after document dedup", "dedup_paragraphs", "documents", "out"),
-    ("after image download + filters", "image_filter", "documents", "out"),
-    ("after image dedup", "dedup_images", "documents", "out"),
-    ("documents sharded", "shard", "documents", "out"),
-    ("sequences written", "shard", "sequences", "out"),
-]
 
 
 def _get(table: dict[str, Any], stage: str, unit: str, kind: str) -> int | None:
@@ -38,7 +27,7 @@ def _get(table: dict[str, Any], stage: str, unit: str, kind: str) -> int | None:
 
 def funnel(table: dict[str, Any]) -> list[dict[str, Any]]:
     steps = []
-    for label, stage, unit, kind in FUNNEL:
+    for label, stage, unit, kind in registry.funnel():
         value = _get(table, stage, unit, kind)
         if value is not None:
             steps.append({"step": label, "stage": stage, "count": value})
@@ -47,11 +36,10 @@ def funnel(table: dict[str, Any]) -> list[dict[str, Any]]:
 
 def _sample_documents(stage_dir: str, limit: int = 4) -> list[dict[str, Any]]:
     """A few documents with their images (thumbnails) from the images stage, deterministic choice."""
-    from pipeline.build import _parquet_files
-    from pipeline.sinks import read_documents
+    from pipeline.io.documents import read_documents
 
     samples: list[dict[str, Any]] = []
-    for path in _parquet_files(stage_dir):
+    for path in parquet_files(stage_dir):
         for doc in read_documents([path]):
             nodes = []
             for node in doc.nodes:
@@ -105,7 +93,6 @@ def enrich_report(report: dict[str, Any], ctx: Any) -> None:
 def build_samples(output: str) -> list[dict[str, Any]]:
     """The sample documents of a build directory, read again at each rendering (report.json leaves them out:
     thumbnails are bulky)."""
-    from pipeline.build import stage_dir
 
     images_dir = stage_dir(output, "images")
     return _sample_documents(images_dir) if FileSystems.exists(images_dir) else []

@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 
 import apache_beam as beam
 
-from pipeline.files import write_atomically
+from pipeline.core.files import write_atomically
 from schemas.document import Document
 
 TOP_DOMAINS = 25

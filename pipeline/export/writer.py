@@ -18,21 +18,20 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import time
 from collections.abc import Iterator
 from typing import Any
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
-from pipeline.accounting import StageCounters, broken_links
 from pipeline.config import ConfigError
+from pipeline.core.accounting import StageCounters
 from pipeline.export.mmc4 import mmc4_sample
 from pipeline.export.pairs import PairRules, document_pairs
-from pipeline.shard_sink import record_bytes, sample_key, shard_count, shard_index
-from pipeline.sinks import ReadDocumentFiles, document_files, write_atomically
+from pipeline.io.documents import write_atomically
+from pipeline.shards.writer import record_bytes, sample_key, shard_count, shard_index
 from schemas.document import Document
-from schemas.shards import MANIFEST_NAME, read_manifest, sha256_bytes, tar_bytes
+from schemas.shards import MANIFEST_NAME, sha256_bytes, tar_bytes
 
 KINDS = ("mmc4", "pairs")
 READ_STAGE = "export_read"
@@ -196,37 +195,3 @@ class WriteExport(beam.PTransform):
             | "Collect entries" >> beam.combiners.ToList()
             | "Write manifest" >> beam.Map(write_index, output_dir, kind, cfg)
         )
-
-
-def run_export(kind: str, inputs: list[str], output: str, config: dict[str, Any],
-               beam_args: list[str] | None = None) -> dict[str, Any]:
-    """`m3w export KIND`: Parquet documents with image bytes → KIND's shards + manifest + report.json."""
-    from pipeline.files import write_json
-    from pipeline.jobs import finish_report, write_config
-    from pipeline.runner import make_pipeline
-
-    check_export_config(kind, config)
-    started = time.time()
-    files = document_files(inputs)
-    write_config(output, config)
-    manifest_path = FileSystems.join(output, MANIFEST_NAME)
-    if FileSystems.exists(manifest_path):
-        FileSystems.delete([manifest_path])  # the shards are about to change: no manifest until they are complete
-    cfg = config["export"]
-    settings = {"num_shards": cfg["num_shards"], "target_shard_bytes": cfg["target_shard_bytes"], **cfg[kind]}
-    build = Mmc4DoFn(cfg["mmc4"]) if kind == "mmc4" else PairsDoFn(cfg["pairs"])
-    pipeline = make_pipeline(beam_args, config)
-    docs = pipeline | "Read documents" >> ReadDocumentFiles(files, stage=READ_STAGE)
-    records = docs | "Build samples" >> beam.ParDo(build)
-    records | "Write export" >> WriteExport(output, kind, settings)
-    result = pipeline.run()
-    result.wait_until_finish()
-    manifest = read_manifest(manifest_path)
-    summary = {"kind": kind, "samples": manifest["total_samples"], "shards": len(manifest["shards"]),
-               "shard_pattern": manifest["shard_pattern"], "manifest": manifest_path}
-    report = finish_report(result, output, [READ_STAGE, stage_of(kind)], started, extra={"export": summary})
-    lost = broken_links(report["stages"], [(READ_STAGE, "documents"), (stage_of(kind), "documents")])
-    if lost:
-        report["broken_links"] = [*report["broken_links"], *lost]
-        write_json(FileSystems.join(output, "report.json"), report)
-    return report

@@ -31,8 +31,8 @@ from fastwarc.warc import ArchiveIterator as FastArchiveIterator
 from fastwarc.warc import WarcRecordType
 from warcio.archiveiterator import ArchiveIterator as WarcioArchiveIterator
 
-from pipeline.accounting import StageCounters
-from pipeline.failures import NOT_ABOUT_THE_ITEM, FailureBreaker
+from pipeline.core.accounting import StageCounters
+from pipeline.core.failures import NOT_ABOUT_THE_ITEM, FailureBreaker
 
 log = logging.getLogger(__name__)
 

@@ -3,9 +3,9 @@
 `WriteShards(output_dir, config)`:
 
 1. the tokenizer: the configured file, or a byte-level BPE trained on a deterministic sample of the
-   run's documents (`pipeline.tokenizer.TrainTokenizer`, a top-k combiner, never all text in one place);
+   run's documents (`pipeline.shards.tokenizer.TrainTokenizer`, a top-k combiner, never all text in one place);
 2. `BuildSamplesDoFn`: each document's images fitted to the slot size, its token stream cut into
-   windows (`pipeline.sequences`), each window encoded as webdataset members (`schemas.shards`);
+   windows (`pipeline.shards.sequences`), each window encoded as webdataset members (`schemas.shards`);
 3. shard count = `num_shards`, or total sample bytes / `target_shard_bytes`; each sample goes to the
    shard its key hashes to, so placement depends on nothing but the key;
 4. each shard written sorted by key with fixed tar headers, under a temporary name, then renamed (the
@@ -14,7 +14,7 @@
    the manifest finds a complete shard set. Stale shards of an earlier run are removed then.
 
 Image bytes never ride through the shuffles: documents come with inline bytes or a reference into the
-run's image store (`pipeline.imagestore`); the fitted slots go into that store and samples carry
+run's image store (`pipeline.images.store`); the fitted slots go into that store and samples carry
 `StoredMember` references, which the shard writer reads back last (as the document writer does).
 The same input and config give byte-identical shards and manifest, on any runner and worker count.
 Counts (stage `shard`): documents in = documents with ≥1 sequence + drops; images in = images placed
@@ -29,7 +29,6 @@ import json
 import logging
 import math
 import re
-import time
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit
@@ -37,11 +36,12 @@ from urllib.parse import urlsplit
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
-from pipeline.accounting import StageCounters
 from pipeline.config import ConfigError
-from pipeline.failures import FailureBreaker
-from pipeline.imagestore import STORE_DIR, ImageStore
-from pipeline.sequences import (
+from pipeline.core.accounting import StageCounters
+from pipeline.core.failures import FailureBreaker
+from pipeline.images.store import STORE_DIR, ImageStore
+from pipeline.io.documents import WriteDocuments, write_atomically
+from pipeline.shards.sequences import (
     IMAGE_FORMATS,
     RESIZE_MODES,
     SpecialIds,
@@ -54,8 +54,7 @@ from pipeline.sequences import (
     parse_image_size,
     token_stream,
 )
-from pipeline.sinks import ReadDocumentFiles, WriteDocuments, document_files, write_atomically
-from pipeline.tokenizer import TokenizerInfo, TrainTokenizer, tokenizer_from_json
+from pipeline.shards.tokenizer import TokenizerInfo, TrainTokenizer, tokenizer_from_json
 from schemas.document import Document
 from schemas.shards import (
     ATTENTION_MASK,
@@ -73,9 +72,7 @@ from schemas.shards import (
     PHI_NEXT,
     SHARDS_DIR,
     TOKENIZER_NAME,
-    manifest_summary,
     npy_bytes,
-    read_manifest,
     sha256_bytes,
     shard_file_name,
     tar_bytes,
@@ -449,27 +446,3 @@ class WriteShards(beam.PTransform):
 def scratch_store(output_dir: str) -> ImageStore:
     """The image store of a standalone shard run: inside its output, removed once the run is done."""
     return ImageStore(FileSystems.join(output_dir, "work", STORE_DIR))
-
-
-def run_shard(inputs: list[str], output: str, config: dict[str, Any], beam_args: list[str] | None = None):
-    """`m3w shard`: Parquet documents with image bytes → shards + manifest + tokenizer + docs + report.json."""
-    from pipeline.jobs import finish_report, write_config
-    from pipeline.progress import run_pipeline
-    from pipeline.runner import make_pipeline
-
-    check_shard_config(config["shards"])
-    started = time.time()
-    files = document_files(inputs)
-    write_config(output, config)
-    old_manifest = FileSystems.join(output, MANIFEST_NAME)
-    if FileSystems.exists(old_manifest):
-        FileSystems.delete([old_manifest])  # shards are about to change: no manifest until they are complete
-    pipeline = make_pipeline(beam_args, config)
-    docs = pipeline | "Read documents" >> ReadDocumentFiles(files)
-    docs | "Write shards" >> WriteShards(output, config)
-    result = run_pipeline(pipeline, config["output"]["progress_interval_s"])
-    scratch = scratch_store(output).root
-    if FileSystems.exists(scratch):  # every byte now lives in the shards and docs/: the scratch store goes
-        FileSystems.delete([scratch])
-    summary = {**manifest_summary(read_manifest(old_manifest)), "manifest": old_manifest}
-    return finish_report(result, output, [STAGE], started, extra={"shards": summary})

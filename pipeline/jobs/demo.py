@@ -33,12 +33,13 @@ def _done(started: float, detail: str = "") -> None:
 def run_demo(output: str, seed: int, user_config: str | None, overrides: list[str], beam_args: list[str],
              smoke_profile: str = "tiny", canary_pages: int = DEMO_CANARY_PAGES,
              canary_classes: tuple[str, ...] = DEMO_CANARY_CLASSES, strict_verdict: bool = True) -> int:
-    from pipeline.build import run_build, stage_dir
     from pipeline.config import load_config
-    from pipeline.imagehost import ImageHost
     from pipeline.inspect.validate import validate
-    from pipeline.report import add_smoke_verdict
-    from pipeline.samplecrawl import generate_sample_crawl
+    from pipeline.io.documents import stage_dir
+    from pipeline.jobs.build import run_build
+    from pipeline.report.run_report import add_smoke_verdict
+    from pipeline.sampledata.crawl import generate_sample_crawl
+    from pipeline.sampledata.imagehost import ImageHost
 
     sample_dir = os.path.join(output, "sample")
     build_dir = os.path.join(output, "build")

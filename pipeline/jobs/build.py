@@ -21,30 +21,22 @@ from typing import Any
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
-from pipeline.accounting import DOCUMENT_FLOW, broken_links, metric_kind, query_counts, stage_table, unbalanced
 from pipeline.config import dump_config
-from pipeline.files import write_json
-from pipeline.jobs import extract_documents, write_config
-from pipeline.preflight import preflight
-from pipeline.progress import run_pipeline
-from pipeline.runner import make_pipeline
-from pipeline.sinks import ReadDocumentFiles, WriteDocuments
-from pipeline.summary import WriteSummary
+from pipeline.core import stages as registry
+from pipeline.core.accounting import broken_links, metric_kind, query_counts, stage_table, unbalanced
+from pipeline.core.files import write_json
+from pipeline.core.preflight import preflight
+from pipeline.core.progress import run_pipeline
+from pipeline.extract.pages import ExtractDocuments
+from pipeline.io.documents import ReadDocumentFiles, WriteDocuments, parquet_files, stage_dir
+from pipeline.jobs.runner import make_pipeline
+from pipeline.jobs.stages import write_config
+from pipeline.report.run_report import enrich_report, write_report
+from pipeline.report.summary import WriteSummary
 
 log = logging.getLogger(__name__)
 
 MARKER = "_SUCCESS.json"
-# The order the report lists stages in: the data flow, one straight line.
-STAGE_ORDER = [
-    "read", "gate", "extract", "filter_paragraphs", "filter", "filter_language", "filter_quality", "filter_safety",
-    "dedup_url", "dedup_exact", "dedup_near", "dedup_paragraphs", "dedup_image_urls", "download", "image_filter",
-    "dedup_images", "shard",
-]
-
-
-def stage_dir(output: str, name: str) -> str:
-    """Where a build under `output` keeps stage `name`'s results (documents, images, shards)."""
-    return FileSystems.join(output, "stages", name)
 
 
 @dataclass
@@ -64,14 +56,9 @@ class BuildContext:
 
     @property
     def image_store(self):
-        from pipeline.imagestore import ImageStore
+        from pipeline.images.store import ImageStore
 
         return ImageStore.in_workdir(self.download_dir)
-
-
-def _parquet_files(directory: str) -> list[str]:
-    pattern = FileSystems.join(directory, "*.parquet")
-    return sorted(m.path for m in FileSystems.match([pattern])[0].metadata_list)
 
 
 def _run(pipeline: beam.Pipeline, config: dict[str, Any]) -> tuple[dict[str, int], str]:
@@ -82,10 +69,10 @@ def _run(pipeline: beam.Pipeline, config: dict[str, Any]) -> tuple[dict[str, int
 def documents_stage(ctx: BuildContext, out: str) -> beam.Pipeline:
     """read → gate → extract → filter → dedup documents → drop over-used image URLs → Parquet."""
     from pipeline.dedup import DedupDocuments, DropFrequentImageUrls
-    from pipeline.filtering import FilterDocuments
+    from pipeline.filter.transforms import FilterDocuments
 
     pipeline = make_pipeline(ctx.beam_args, ctx.config)
-    docs = extract_documents(pipeline, ctx.inputs, ctx.config, ctx.output)
+    docs = pipeline | "Extract documents" >> ExtractDocuments(ctx.inputs, ctx.config, ctx.output)
     docs = docs | "Filter" >> FilterDocuments(ctx.config, ctx.output)
     docs = docs | "Dedup documents" >> DedupDocuments(ctx.config)
     docs = docs | "Drop frequent image URLs" >> DropFrequentImageUrls(ctx.config)
@@ -96,12 +83,12 @@ def documents_stage(ctx: BuildContext, out: str) -> beam.Pipeline:
 def images_stage(ctx: BuildContext, out: str) -> beam.Pipeline:
     """download (resumable per URL shard) → image filters → image dedup → Parquet with image bytes."""
     from pipeline.dedup import DedupImages
-    from pipeline.images import DownloadImages
+    from pipeline.images.transforms import DownloadImages
 
     pipeline = make_pipeline(ctx.beam_args, ctx.config)
-    docs = pipeline | "Read documents" >> ReadDocumentFiles(_parquet_files(ctx.stage_dir("documents")))
+    docs = pipeline | "Read documents" >> ReadDocumentFiles(parquet_files(ctx.stage_dir("documents")))
     docs = docs | "Download images" >> DownloadImages(ctx.config, ctx.download_dir)
-    # Image bytes stay in the store; only the last writer reads them back (pipeline/imagestore.py).
+    # Image bytes stay in the store; only the last writer reads them back (pipeline/images/store.py).
     docs = docs | "Dedup images" >> DedupImages(ctx.config, ctx.image_store)
     docs | "Write documents" >> WriteDocuments(out, ctx.config, with_bytes=True, image_store=ctx.image_store)
     docs | "Summary" >> WriteSummary(FileSystems.join(out, "summary.json"))
@@ -110,10 +97,10 @@ def images_stage(ctx: BuildContext, out: str) -> beam.Pipeline:
 
 def shards_stage(ctx: BuildContext, out: str) -> beam.Pipeline:
     """documents with images → training sequences → webdataset shards + manifest."""
-    from pipeline.shard_sink import WriteShards
+    from pipeline.shards.writer import WriteShards
 
     pipeline = make_pipeline(ctx.beam_args, ctx.config)
-    docs = pipeline | "Read documents" >> ReadDocumentFiles(_parquet_files(ctx.stage_dir("images")))
+    docs = pipeline | "Read documents" >> ReadDocumentFiles(parquet_files(ctx.stage_dir("images")))
     docs | "Write shards" >> WriteShards(out, ctx.config, ctx.image_store)
     return pipeline
 
@@ -167,8 +154,8 @@ def _merged(counts: dict[str, int], more: dict[str, int]) -> dict[str, int]:
 def _lost_on_the_way(before: dict[str, int], stage_counts: dict[str, int]) -> list[str]:
     """Broken links that appear once this stage's counts join those of the stages before it."""
     after = _merged(before, stage_counts)
-    known = set(broken_links(stage_table(before), DOCUMENT_FLOW))
-    return [problem for problem in broken_links(stage_table(after), DOCUMENT_FLOW) if problem not in known]
+    known = set(broken_links(stage_table(before), registry.document_flow()))
+    return [problem for problem in broken_links(stage_table(after), registry.document_flow()) if problem not in known]
 
 
 def run_build(inputs: list[str], output: str, config: dict[str, Any], beam_args: list[str] | None = None,
@@ -207,19 +194,17 @@ def run_build(inputs: list[str], output: str, config: dict[str, Any], beam_args:
                            {"fingerprint": key, "counts": stage_counts, "seconds": seconds, "metrics": kinds[name]})
         timings[name] = seconds
         counts = _merged(counts, stage_counts)
-    table = stage_table(counts, STAGE_ORDER)
+    table = stage_table(counts, registry.names())
     report = {
         "output": output,
         "inputs": inputs,
         "stages": table,
         "unbalanced": unbalanced(table),
-        "broken_links": broken_links(table, DOCUMENT_FLOW),
+        "broken_links": broken_links(table, registry.document_flow()),
         "metrics": kinds,
         "timings_s": timings,
         "resumed_stages": resumed,
     }
-    from pipeline.report import enrich_report, write_report
-
     enrich_report(report, ctx)
     write_report(report, output)
     return report

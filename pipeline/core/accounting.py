@@ -15,7 +15,8 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 from apache_beam.metrics.metric import MetricsFilter
 
-from pipeline import progress
+from pipeline.core import progress
+from pipeline.core.stages import document_flow, flow_of  # noqa: F401 - re-exported
 
 NAMESPACE = "m3w"
 DROPPED_TAG = "dropped"
@@ -125,28 +126,6 @@ def stage_table(counts: dict[str, int], stage_order: Iterable[str] = ()) -> dict
 def unbalanced(table: dict[str, Any]) -> list[str]:
     """Stage/unit pairs where in ≠ out + Σ drops (each one is a bug: something vanished)."""
     return [f"{stage}/{unit}" for stage, units in table.items() for unit, e in units.items() if not e["balanced"]]
-
-
-# Where each page/document goes next, across all jobs: what one stage emits, the next one must receive.
-DOCUMENT_FLOW = [
-    ("read", "records"), ("gate", "pages"), ("extract", "pages"), ("filter", "documents"), ("dedup_url", "documents"),
-    ("dedup_exact", "documents"), ("dedup_near", "documents"), ("dedup_paragraphs", "documents"),
-    ("dedup_image_urls", "documents"), ("download", "documents"), ("image_filter", "documents"),
-    ("dedup_images", "documents"), ("shard", "documents"),
-]
-
-
-def flow_of(stages: Iterable[str]) -> list[tuple[str, str]]:
-    """The links of `DOCUMENT_FLOW` one job runs, in the job's order; a job's own reader (`<job>_read`) counts
-    documents. Stages outside the flow (paragraph units, image sub-counts) are left out."""
-    units = dict(DOCUMENT_FLOW)
-    flow = []
-    for stage in stages:
-        if stage in units:
-            flow.append((stage, units[stage]))
-        elif stage.endswith("_read"):
-            flow.append((stage, "documents"))
-    return flow
 
 
 def broken_links(table: dict[str, Any], flow: Iterable[tuple[str, str]]) -> list[str]:

@@ -59,8 +59,8 @@ from urllib.parse import urljoin, urlsplit
 import numpy as np
 from PIL import Image
 
-from pipeline.samplecrawl import canaries, images, text
-from pipeline.samplecrawl.pages import Layout, PageBuilder, esc, figure, img_tag
+from pipeline.sampledata.crawl import canaries, images, text
+from pipeline.sampledata.crawl.pages import Layout, PageBuilder, esc, figure, img_tag
 
 IMG_HOST = "https://img.sample-web.test"
 STATIC_HOST = "https://static.sample-web.test"
@@ -988,7 +988,7 @@ class SampleWeb:
         shared = sorted({p for r in records if r.is_html_page for p in r.shared_paragraphs})
         return {
             "seed": self.seed,
-            "generator": "pipeline.samplecrawl",
+            "generator": "pipeline.sampledata.crawl",
             "warc": "crawl.warc.gz",
             "image_host": IMG_HOST,
             "canary_classes": list(self.canary_classes),

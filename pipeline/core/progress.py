@@ -23,7 +23,7 @@ from typing import Any, TextIO
 
 import apache_beam as beam
 
-from pipeline.files import write_atomically
+from pipeline.core.files import write_atomically
 
 ENV = "M3W_PROGRESS_DIR"
 SEP = "|"

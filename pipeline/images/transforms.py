@@ -10,7 +10,7 @@
 
 Nothing is held in one machine's memory: every step is a keyed shuffle, the fetching is spread over
 the workers by URL shard, and image bytes never cross a shuffle: each kept image is written once to the
-image store in the work folder (`pipeline.imagestore`, by sha256) and documents carry that reference
+image store in the work folder (`pipeline.images.store`, by sha256) and documents carry that reference
 (`Image.stored`); the final writer reads the bytes back. Pages
 that opted out of AI use (`noai` / `noimageai`, recorded at extraction) never have an image requested.
 Counted per stage: `download` (images and documents per use; `urls` per unique URL, the network
@@ -22,15 +22,14 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import time
 from collections.abc import Iterator
 from typing import Any
 
 import apache_beam as beam
-from apache_beam.io.filesystems import FileSystems
 
-from pipeline.accounting import StageCounters
-from pipeline.download import (
+from pipeline.core.accounting import StageCounters
+from pipeline.core.stages import names
+from pipeline.images.download import (
     DOWNLOAD,
     IMAGE_FILTER,
     FetchShardsDoFn,
@@ -40,10 +39,9 @@ from pipeline.download import (
     shard_count,
     url_shard,
 )
-from pipeline.imagestore import ImageStore
 from schemas.document import Document
 
-STAGES = [DOWNLOAD, IMAGE_FILTER]
+STAGES = names("images")
 USES = "uses"
 
 
@@ -161,7 +159,7 @@ class DownloadImages(beam.PTransform):
 
     `workdir` (any Beam filesystem path) keeps finished URL shards and the image store
     (`ImageStore.in_workdir(workdir)`), so a re-run fetches only the rest. The commands load its heavy
-    dependencies in the driver first (`pipeline.preflight`), and every worker again in `setup()`.
+    dependencies in the driver first (`pipeline.core.preflight`), and every worker again in `setup()`.
     """
 
     def __init__(self, config: dict[str, Any], workdir: str):
@@ -185,33 +183,3 @@ class DownloadImages(beam.PTransform):
             | "Join images by document" >> beam.CoGroupByKey()
             | "Rebuild documents" >> beam.ParDo(RebuildDocumentsDoFn())
         )
-
-
-def run_download(inputs: list[str], output: str, config: dict[str, Any], beam_args: list[str] | None = None,
-                 workdir: str | None = None) -> dict[str, Any]:
-    """`m3w download`: OBELICS Parquet documents → documents with image bytes + report.json + config.yaml.
-
-    The image store lives in the work folder (`--workdir`, default `OUTPUT/work/download/images`); the
-    written documents carry their image bytes inline, so `m3w shard` and `m3w inspect` read them alone.
-    """
-    from pipeline.jobs import finish_report, write_config
-    from pipeline.preflight import preflight
-    from pipeline.progress import run_pipeline
-    from pipeline.runner import make_pipeline
-    from pipeline.sinks import ReadDocumentFiles, WriteDocuments, document_files
-
-    started = time.time()
-    files = document_files(inputs)
-    preflight(["images"], config)
-    write_config(output, config)
-    pipeline = make_pipeline(beam_args, config)
-    docs = (
-        pipeline
-        | "Read documents" >> ReadDocumentFiles(files)
-    )
-    workdir = workdir or FileSystems.join(output, "work", "download")
-    docs = docs | "Download images" >> DownloadImages(config, workdir)
-    docs | "Write documents" >> WriteDocuments(FileSystems.join(output, "documents"), config, with_bytes=True,
-                                               image_store=ImageStore.in_workdir(workdir))
-    result = run_pipeline(pipeline, config["output"]["progress_interval_s"])
-    return finish_report(result, output, STAGES, started)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from pipeline.failures import preload
+from pipeline.core.failures import preload
 
 Loader = tuple[str, Callable[[], Any]]
 

@@ -19,21 +19,18 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
 import apache_beam as beam
-from apache_beam.io.filesystems import FileSystems
 
 from filters.base import Verdict
-from pipeline.accounting import DROPPED_TAG, StageCounters
-from pipeline.failures import FailureBreaker
-from pipeline.preflight import preflight
-from pipeline.progress import run_pipeline
-from pipeline.read import Page
-from pipeline.sinks import WriteDropAudit
+from pipeline.core.accounting import DROPPED_TAG, StageCounters
+from pipeline.core.failures import FailureBreaker
+from pipeline.core.stages import names
+from pipeline.io.documents import WriteDropAudit
+from pipeline.read.crawl import Page
 from schemas.document import Document, Node
 
 log = logging.getLogger(__name__)
@@ -41,7 +38,7 @@ log = logging.getLogger(__name__)
 GATE_STAGE = "gate"
 FILTER_STAGE = "filter"
 PARAGRAPH_STAGE = "filter_paragraphs"
-FILTER_STAGES = [FILTER_STAGE, PARAGRAPH_STAGE]
+FILTER_STAGES = [name for name in names("filter") if name != GATE_STAGE]
 
 
 def _detail(verdict: Verdict) -> str:
@@ -72,7 +69,7 @@ class PageGate:
 
     def __call__(self, page: Page) -> Verdict:
         from filters.language import page_text
-        from pipeline.decode import decode_html, replacement_ratio
+        from pipeline.read.decode import decode_html, replacement_ratio
 
         if self.blocklist is not None:
             verdict = self.blocklist(page.url)
@@ -288,21 +285,3 @@ class FilterDocuments(beam.PTransform):
 
 
 # -- the `m3w filter` job ----------------------------------------------------------------------------
-
-
-def run_filter(inputs: list[str], output: str, config: dict[str, Any], beam_args: list[str] | None = None):
-    """`m3w filter`: OBELICS Parquet documents → filtered documents + report.json + config.yaml."""
-    from pipeline.jobs import finish_report, write_config
-    from pipeline.runner import make_pipeline
-    from pipeline.sinks import ReadDocumentFiles, WriteDocuments, document_files
-
-    started = time.time()
-    paths = document_files(inputs)
-    preflight(["filter"], config)
-    write_config(output, config)
-    pipeline = make_pipeline(beam_args, config)
-    docs = pipeline | "Read documents" >> ReadDocumentFiles(paths)
-    docs = docs | "Filter" >> FilterDocuments(config, output)
-    docs | "Write documents" >> WriteDocuments(FileSystems.join(output, "documents"), config)
-    result = run_pipeline(pipeline, config["output"]["progress_interval_s"])
-    return finish_report(result, output, FILTER_STAGES, started, {"inputs": paths})

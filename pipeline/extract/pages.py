@@ -25,12 +25,22 @@ from typing import Any
 import apache_beam as beam
 
 from filters.image_nodes import ImageNodeRules
-from pipeline.accounting import DROPPED_TAG, Drop, StageCounters
-from pipeline.decode import decode_html, replacement_ratio
-from pipeline.failures import FailureBreaker, preload
-from pipeline.html_images import DomText, dom_text, mark_images, marker_index, normalise, parse_html, robots_opt_out
-from pipeline.isolate import IsolatedWorker, WorkerTimeout
-from pipeline.read import Page
+from pipeline.core.accounting import DROPPED_TAG, Drop, StageCounters
+from pipeline.core.failures import FailureBreaker, preload
+from pipeline.extract.html_images import (
+    DomText,
+    dom_text,
+    mark_images,
+    marker_index,
+    normalise,
+    parse_html,
+    robots_opt_out,
+)
+from pipeline.extract.isolate import IsolatedWorker, WorkerTimeout
+from pipeline.filter.transforms import GatePages
+from pipeline.io.documents import WriteDropAudit
+from pipeline.read.crawl import Page, ReadCrawl, expand_inputs
+from pipeline.read.decode import decode_html, replacement_ratio
 from schemas.document import Document, Image, Node, make_doc_id
 
 log = logging.getLogger(__name__)
@@ -445,3 +455,25 @@ class ExtractDoFn(beam.DoFn):
         self.counts.kept("images", len(result.document.images))
         self.counts.kept("pages")
         yield result.document
+
+
+class ExtractDocuments(beam.PTransform):
+    """Crawl files → documents: read (`ReadCrawl`) → cheap gate (`GatePages`) → extract (`ExtractDoFn`).
+
+    Args:
+        inputs: crawl files or globs (WARC/ARC, `.html(.gz)`), on any Beam filesystem.
+        config: the run's config; each step reads its own sections.
+        audit_dir: where dropped pages are listed when `output.audit_drops` is on (None: nowhere).
+    """
+
+    def __init__(self, inputs: list[str], config: dict[str, Any], audit_dir: str | None = None):
+        super().__init__()
+        self.inputs, self.config, self.audit_dir = list(inputs), config, audit_dir
+
+    def expand(self, pipeline: beam.pvalue.PBegin) -> beam.PCollection:
+        pages = pipeline | "Read crawl" >> ReadCrawl(expand_inputs(self.inputs), self.config)
+        pages = pages | "Gate" >> GatePages(self.config, self.audit_dir)  # blocklisted, clearly off-language
+        results = pages | "Extract" >> beam.ParDo(ExtractDoFn(self.config)).with_outputs(DROPPED_TAG, main="docs")
+        if self.audit_dir and self.config["output"]["audit_drops"]:
+            results[DROPPED_TAG] | "Audit extract drops" >> WriteDropAudit(self.audit_dir)
+        return results.docs

@@ -1,0 +1,1 @@
+"""Stage 2, extract: pages → ordered text/image documents with trafilatura, in DOM order (`pages.ExtractDocuments`)."""

@@ -1,0 +1,3 @@
+"""Wiring, not stages: the stage commands' jobs (`stages.run_job`), the resumable `m3w build`, the runner choice, the
+demo.
+"""

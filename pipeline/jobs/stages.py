@@ -1,0 +1,210 @@
+"""The stage commands' Beam jobs (`m3w extract`, `filter`, `download`, `dedup`, `shard`, `export`).
+
+Each job is a few lines: which stages it runs, what it reads and writes. `run_job` does the rest the
+same way for every one of them: load the heavy dependencies first (a broken install fails in seconds),
+write config.yaml, build the pipeline on the chosen runner, run it with progress lines, and write
+report.json with every stage's balance and every link between stages checked.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import apache_beam as beam
+import pyarrow.parquet as pq
+from apache_beam.io.filesystems import FileSystems
+
+from pipeline.config import dump_config
+from pipeline.core.accounting import broken_links, flow_of, metric_kind, query_counts, stage_table, unbalanced
+from pipeline.core.files import write_atomically, write_json
+from pipeline.core.preflight import preflight
+from pipeline.core.progress import run_pipeline
+from pipeline.dedup import STAGES as DEDUP_STAGES
+from pipeline.dedup import DedupDocuments, DedupImages, DropFrequentImageUrls
+from pipeline.export.writer import READ_STAGE as EXPORT_READ
+from pipeline.export.writer import Mmc4DoFn, PairsDoFn, WriteExport, check_export_config, stage_of
+from pipeline.extract.pages import ExtractDocuments
+from pipeline.filter.transforms import FILTER_STAGES, FilterDocuments
+from pipeline.images.store import ImageStore
+from pipeline.images.transforms import STAGES as IMAGE_STAGES
+from pipeline.images.transforms import DownloadImages
+from pipeline.io.documents import ReadDocumentFiles, WriteDocuments, document_files
+from pipeline.jobs.runner import make_pipeline
+from pipeline.shards.writer import STAGE as SHARD_STAGE
+from pipeline.shards.writer import WriteShards, check_shard_config, scratch_store
+from schemas.shards import MANIFEST_NAME, manifest_summary, read_manifest
+
+log = logging.getLogger(__name__)
+
+EXTRACT_STAGES = ["read", "gate", "extract"]
+DEDUP_READ = "dedup_read"
+
+Extra = dict[str, Any] | Callable[[], dict[str, Any]]
+
+
+def write_config(output: str, config: dict[str, Any]) -> None:
+    FileSystems.mkdirs(output) if not FileSystems.exists(output) else None
+    write_atomically(FileSystems.join(output, "config.yaml"), dump_config(config).encode("utf-8"))
+
+
+def finish_report(result, output: str, stages: list[str], started: float, extra: dict[str, Any] | None = None):
+    table = stage_table(query_counts(result), stages)
+    report = {
+        "stages": table,
+        "unbalanced": unbalanced(table),
+        "broken_links": broken_links(table, flow_of(stages)),
+        "metrics": metric_kind(result),
+        "seconds": round(time.time() - started, 3),
+        **(extra or {}),
+    }
+    write_json(FileSystems.join(output, "report.json"), report)
+    if report["unbalanced"]:
+        log.error("m3w: counts do not balance for %s", report["unbalanced"])
+    if report["broken_links"]:
+        log.error("m3w: items lost between stages: %s", "; ".join(report["broken_links"]))
+    return report
+
+
+def run_job(output: str, config: dict[str, Any], beam_args: list[str] | None, stages: list[str],
+            build: Callable[[beam.Pipeline], None], needs: list[str] = (), extra: Extra | None = None
+            ) -> dict[str, Any]:
+    """Preflight `needs`, write config.yaml, run the pipeline `build` wires, write report.json over `stages`.
+
+    `extra` (a dict, or a function called once the pipeline has finished) adds fields to the report.
+    """
+    started = time.time()
+    preflight(needs, config)
+    write_config(output, config)
+    pipeline = make_pipeline(beam_args, config)
+    build(pipeline)
+    result = run_pipeline(pipeline, config["output"]["progress_interval_s"])
+    return finish_report(result, output, stages, started, extra() if callable(extra) else extra)
+
+
+def documents_dir(output: str) -> str:
+    return FileSystems.join(output, "documents")
+
+
+def run_extract(inputs: list[str], output: str, config: dict[str, Any], beam_args: list[str] | None = None):
+    """`m3w extract`: crawl files → OBELICS Parquet documents + report.json + config.yaml."""
+    def build(pipeline: beam.Pipeline) -> None:
+        docs = pipeline | "Extract documents" >> ExtractDocuments(inputs, config, output)
+        docs | "Write documents" >> WriteDocuments(documents_dir(output), config)
+
+    return run_job(output, config, beam_args, EXTRACT_STAGES, build, needs=["extract"])
+
+
+def run_filter(inputs: list[str], output: str, config: dict[str, Any], beam_args: list[str] | None = None):
+    """`m3w filter`: OBELICS Parquet documents → filtered documents + report.json + config.yaml."""
+    paths = document_files(inputs)
+
+    def build(pipeline: beam.Pipeline) -> None:
+        docs = pipeline | "Read documents" >> ReadDocumentFiles(paths)
+        docs = docs | "Filter" >> FilterDocuments(config, output)
+        docs | "Write documents" >> WriteDocuments(documents_dir(output), config)
+
+    return run_job(output, config, beam_args, FILTER_STAGES, build, needs=["filter"], extra={"inputs": paths})
+
+
+def run_download(inputs: list[str], output: str, config: dict[str, Any], beam_args: list[str] | None = None,
+                 workdir: str | None = None) -> dict[str, Any]:
+    """`m3w download`: OBELICS Parquet documents → documents with image bytes + report.json + config.yaml.
+
+    The image store lives in the work folder (`--workdir`, default `OUTPUT/work/download/images`); the
+    written documents carry their image bytes inline, so `m3w shard` and `m3w inspect` read them alone.
+    """
+    files = document_files(inputs)
+    workdir = workdir or FileSystems.join(output, "work", "download")
+
+    def build(pipeline: beam.Pipeline) -> None:
+        docs = pipeline | "Read documents" >> ReadDocumentFiles(files)
+        docs = docs | "Download images" >> DownloadImages(config, workdir)
+        docs | "Write documents" >> WriteDocuments(documents_dir(output), config, with_bytes=True,
+                                                   image_store=ImageStore.in_workdir(workdir))
+
+    return run_job(output, config, beam_args, IMAGE_STAGES, build, needs=["images"])
+
+
+def has_image_bytes(paths: list[str]) -> bool:
+    """Whether the documents carry downloaded images (the `image_bytes` column), from the files' footers."""
+    for path in paths:
+        try:
+            with FileSystems.open(path) as handle:
+                names = pq.read_schema(handle).names
+        except Exception as error:
+            raise ValueError(f"cannot read documents from {path}: {type(error).__name__}: {error}") from error
+        if "image_bytes" in names:
+            return True
+    return False
+
+
+def run_dedup(inputs: list[str], output: str, config: dict[str, Any], beam_args: list[str] | None = None
+              ) -> dict[str, Any]:
+    """`m3w dedup`: document dedup and image-URL frequency always; image content dedup when the documents
+    carry bytes. Reads OBELICS-layout Parquet from other tools as well (counted: a bad row is a drop)."""
+    paths = document_files(inputs)
+    with_bytes = has_image_bytes(paths)
+
+    def build(pipeline: beam.Pipeline) -> None:
+        docs = (
+            pipeline
+            | "Read documents" >> ReadDocumentFiles(paths, stage=DEDUP_READ,
+                                                    circuit_breaker=config["runner"]["circuit_breaker"])
+            | "Dedup documents" >> DedupDocuments(config)
+            | "Drop frequent image URLs" >> DropFrequentImageUrls(config)
+        )
+        if with_bytes:
+            docs = docs | "Dedup images" >> DedupImages(config)
+        docs | "Write documents" >> WriteDocuments(documents_dir(output), config, with_bytes=with_bytes)
+
+    return run_job(output, config, beam_args, [DEDUP_READ, *DEDUP_STAGES], build,
+                   needs=["dedup_images"] if with_bytes else [], extra={"inputs": paths, "image_dedup": with_bytes})
+
+
+def run_shard(inputs: list[str], output: str, config: dict[str, Any], beam_args: list[str] | None = None):
+    """`m3w shard`: Parquet documents with image bytes → shards + manifest + tokenizer + docs + report.json."""
+    check_shard_config(config["shards"])
+    files = document_files(inputs)
+    manifest = FileSystems.join(output, MANIFEST_NAME)
+    if FileSystems.exists(manifest):
+        FileSystems.delete([manifest])  # shards are about to change: no manifest until they are complete
+
+    def build(pipeline: beam.Pipeline) -> None:
+        docs = pipeline | "Read documents" >> ReadDocumentFiles(files)
+        docs | "Write shards" >> WriteShards(output, config)
+
+    def summary() -> dict[str, Any]:
+        scratch = scratch_store(output).root
+        if FileSystems.exists(scratch):  # every byte now lives in the shards and docs/: the scratch store goes
+            FileSystems.delete([scratch])
+        return {"shards": {**manifest_summary(read_manifest(manifest)), "manifest": manifest}}
+
+    return run_job(output, config, beam_args, [SHARD_STAGE], build, extra=summary)
+
+
+def run_export(kind: str, inputs: list[str], output: str, config: dict[str, Any],
+               beam_args: list[str] | None = None) -> dict[str, Any]:
+    """`m3w export KIND`: Parquet documents with image bytes → KIND's shards + manifest + report.json."""
+    check_export_config(kind, config)
+    files = document_files(inputs)
+    manifest_path = FileSystems.join(output, MANIFEST_NAME)
+    if FileSystems.exists(manifest_path):
+        FileSystems.delete([manifest_path])  # the shards are about to change: no manifest until they are complete
+    cfg = config["export"]
+    settings = {"num_shards": cfg["num_shards"], "target_shard_bytes": cfg["target_shard_bytes"], **cfg[kind]}
+
+    def build(pipeline: beam.Pipeline) -> None:
+        samples = Mmc4DoFn(cfg["mmc4"]) if kind == "mmc4" else PairsDoFn(cfg["pairs"])
+        docs = pipeline | "Read documents" >> ReadDocumentFiles(files, stage=EXPORT_READ)
+        records = docs | "Build samples" >> beam.ParDo(samples)
+        records | "Write export" >> WriteExport(output, kind, settings)
+
+    def summary() -> dict[str, Any]:
+        manifest = read_manifest(manifest_path)
+        return {"export": {"kind": kind, "samples": manifest["total_samples"], "shards": len(manifest["shards"]),
+                           "shard_pattern": manifest["shard_pattern"], "manifest": manifest_path}}
+
+    return run_job(output, config, beam_args, [EXPORT_READ, stage_of(kind)], build, extra=summary)
