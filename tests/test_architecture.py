@@ -7,6 +7,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("pipeline", "filters", "schemas", "train_smoke")
+STAGE_NAMED = {"DOWNLOAD", "IMAGE_FILTER"}  # stage-name constants not called *STAGE
 STAGE_FOLDERS = ("read", "extract", "filter", "dedup", "images", "shards", "io", "core", "report", "export")
 
 
@@ -114,3 +115,28 @@ def test_the_tree_shows_the_stages_in_flow_order():
     for folder in ("read", "extract", "filter", "dedup", "images", "shards"):
         assert (ROOT / "pipeline" / folder / "__init__.py").exists(), folder
         assert folder in folders, f"no registered stage is owned by pipeline/{folder}"
+
+
+def stage_constants() -> dict[str, str]:
+    """Every module-level stage-name constant in pipeline/ (`STAGE = "dedup_url"`, `DOWNLOAD = "download"`...)."""
+    found = {}
+    for name, path in modules().items():
+        if not name.startswith("pipeline."):
+            continue
+        for node in ast.parse(path.read_text(encoding="utf-8")).body:
+            if not (isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant)):
+                continue
+            for target in node.targets:
+                if isinstance(target, ast.Name) and (target.id.endswith("STAGE") or target.id in STAGE_NAMED):
+                    found[f"{name}.{target.id}"] = node.value.value
+    return found
+
+
+def test_every_stage_name_in_the_code_is_registered():
+    from pipeline.core.stages import BY_NAME
+    from pipeline.export.writer import stage_of
+
+    constants = stage_constants()
+    assert len(constants) >= 12  # read, gate, extract, filter, dedup_*, download, image_filter, shard...
+    assert {name: stage for name, stage in constants.items() if stage not in BY_NAME} == {}
+    assert stage_of("mmc4") in BY_NAME and stage_of("pairs") in BY_NAME

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.config import load_config
+from pipeline.core.stages import BY_NAME
 from pipeline.jobs.build import run_build
 from pipeline.sampledata.imagehost import ImageHost
 
@@ -76,6 +77,7 @@ def test_killed_build_resumes_to_identical_shards_and_runners_agree(small_sample
 
     # The report: every stage, balanced, a funnel from records to sequences, and an HTML page.
     saved = json.loads((whole / "report.json").read_text())
+    assert [stage for stage in saved["stages"] if stage not in BY_NAME] == []  # every counter names a registered stage
     for stage in ("read", "gate", "extract", "filter", "dedup_near", "download", "image_filter", "dedup_images",
                   "shard"):
         assert stage in saved["stages"], stage

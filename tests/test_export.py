@@ -15,6 +15,7 @@ from PIL import Image as PILImage
 
 from pipeline.cli import main
 from pipeline.config import ConfigError, load_config
+from pipeline.core.stages import BY_NAME
 from pipeline.export.mmc4 import mmc4_sample
 from pipeline.export.pairs import PairRules, document_pairs, looks_like_file_name
 from pipeline.export.writer import check_export_config
@@ -98,6 +99,7 @@ def test_export_mmc4_job_counts_everything_and_round_trips_through_webdataset(tm
     report = run_export("mmc4", [str(tmp_path / "docs")], str(out), export_config("export.num_shards=3"))
     assert_balanced(report)
     stage = report["stages"]["export_mmc4"]
+    assert set(report["stages"]) == {"export_read", "export_mmc4"} and set(report["stages"]) <= set(BY_NAME)
     with_images = [d for d in docs if any(n.image and n.image.data for n in d.nodes)]
     assert stage["documents"]["in"] == len(docs)
     assert stage["images"]["in"] == sum(len(d.images) for d in docs)
