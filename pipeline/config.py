@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import io
+import typing
 from collections.abc import Iterable, Mapping
 from importlib import resources
-from typing import Any
+from typing import Any, Self
 
 import yaml
 
@@ -74,3 +76,30 @@ def load_config(
 
 def dump_config(config: Config) -> str:
     return yaml.safe_dump(config, sort_keys=True, allow_unicode=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class Section:
+    """A typed config section: a frozen dataclass whose fields are the section's keys, documented in
+    defaults.yaml. Each unit (DoFn, PTransform, rule) takes only its own section, so what it depends on
+    is visible in its signature; the jobs build the sections at the edge with `from_config`."""
+
+    @classmethod
+    def from_config(cls, section: Mapping[str, Any], where: str = "") -> Self:
+        """The section's dict → this dataclass; a missing or unknown key is a ConfigError naming it.
+        Fields typed as another Section are converted from their nested dicts the same way."""
+        where = where or cls.__name__
+        if not isinstance(section, Mapping):
+            raise ConfigError(f"config section '{where}' must be a mapping, got {section!r}")
+        fields = {field.name: field for field in dataclasses.fields(cls)}
+        unknown, missing = sorted(set(section) - set(fields)), sorted(set(fields) - set(section))
+        if unknown or missing:
+            raise ConfigError(f"config section '{where}': unknown keys {unknown}, missing keys {missing}")
+        hints = typing.get_type_hints(cls)
+        values = {}
+        for name, value in section.items():
+            kind = hints.get(name)
+            if isinstance(kind, type) and issubclass(kind, Section):
+                value = kind.from_config(value, f"{where}.{name}")
+            values[name] = value
+        return cls(**values)

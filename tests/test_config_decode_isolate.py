@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import pytest
 
-from pipeline.config import ConfigError, dump_config, load_config, load_defaults, parse_override
+from pipeline.config import ConfigError, Section, dump_config, load_config, load_defaults, parse_override
 from pipeline.extract.isolate import IsolatedWorker, WorkerTimeout
 from pipeline.read.decode import decode_html, replacement_ratio
 
@@ -109,3 +110,25 @@ def test_isolated_worker_that_cannot_start_says_why():
             worker.start()
     finally:
         worker.close()
+
+
+@dataclasses.dataclass(frozen=True)
+class Breaker(Section):
+    min_items: int
+    max_failure_share: float
+
+
+@dataclasses.dataclass(frozen=True)
+class Runner(Section):
+    direct_running_mode: str
+    direct_num_workers: int
+    circuit_breaker: Breaker
+
+
+def test_a_typed_section_takes_exactly_its_keys_and_converts_nested_sections():
+    runner = Runner.from_config(load_config()["runner"], "runner")
+    assert runner.circuit_breaker == Breaker(min_items=50, max_failure_share=0.9)
+    with pytest.raises(ConfigError, match=r"'runner': unknown keys \['extra'\], missing keys \[\]"):
+        Runner.from_config({**load_config()["runner"], "extra": 1}, "runner")
+    with pytest.raises(ConfigError, match=r"'runner.circuit_breaker': unknown keys \[\], missing keys \['min_items'\]"):
+        Runner.from_config({**load_config()["runner"], "circuit_breaker": {"max_failure_share": 0.9}}, "runner")
