@@ -12,8 +12,11 @@ its pages to an English language rule.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
+
+from pipeline.config import Section
 
 # Errors that can never be caused by one page, record or image: the environment or the code is broken.
 NOT_ABOUT_THE_ITEM: tuple[type[BaseException], ...] = (ImportError, NameError, NotImplementedError)
@@ -21,6 +24,14 @@ NOT_ABOUT_THE_ITEM: tuple[type[BaseException], ...] = (ImportError, NameError, N
 
 class SystematicFailure(RuntimeError):
     """A stage failed on (nearly) every item for the same reason; the run stops with the cause named."""
+
+
+@dataclass(frozen=True)
+class BreakerSettings(Section):
+    """`runner.circuit_breaker`: when item failures mean a broken run (see FailureBreaker)."""
+
+    min_items: int
+    max_failure_share: float
 
 
 class FailureBreaker:
@@ -41,9 +52,11 @@ class FailureBreaker:
         self.failures: Counter[str] = Counter()
 
     @classmethod
-    def from_config(cls, stage: str, section: dict[str, Any]) -> FailureBreaker:
-        """`section` is the config's `circuit_breaker` section (min_items, max_failure_share)."""
-        return cls(stage, int(section["min_items"]), float(section["max_failure_share"]))
+    def from_config(cls, stage: str, settings: BreakerSettings | Mapping[str, Any]) -> FailureBreaker:
+        """From the config's `runner.circuit_breaker` section (typed, or its dict)."""
+        if not isinstance(settings, BreakerSettings):
+            settings = BreakerSettings.from_config(settings, "runner.circuit_breaker")
+        return cls(stage, settings.min_items, settings.max_failure_share)
 
     def succeeded(self, n: int = 1) -> None:
         self.items += n
