@@ -19,8 +19,8 @@ import pytest
 
 from pipeline.config import load_config
 from pipeline.core.accounting import StageCounters, stage_table, unbalanced
-from pipeline.core.failures import SystematicFailure
-from pipeline.read.crawl import STAGE, Page, ReadCrawlFiles
+from pipeline.core.failures import BreakerSettings, SystematicFailure
+from pipeline.read.crawl import STAGE, Page, ReadCrawlFiles, ReadSettings
 
 REPO = Path(__file__).resolve().parents[1]
 RECORDS = 50  # records in warcfile.warc.gz, each its own gzip member
@@ -39,7 +39,9 @@ class RecordedCounters(StageCounters):
 
 def read(path: Path, *overrides: str) -> tuple[list[Page], dict]:
     """Pages of one file and the read stage's table, which must balance."""
-    reader = ReadCrawlFiles(load_config(overrides=list(overrides)))
+    config = load_config(overrides=list(overrides))
+    reader = ReadCrawlFiles(ReadSettings.from_config(config["read"], "read"),
+                            BreakerSettings.from_config(config["runner"]["circuit_breaker"], "runner.circuit_breaker"))
     reader.counts = RecordedCounters()
     pages = list(reader.process(str(path)))
     table = stage_table(dict(reader.counts.values))

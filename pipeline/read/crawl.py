@@ -31,13 +31,26 @@ from fastwarc.warc import ArchiveIterator as FastArchiveIterator
 from fastwarc.warc import WarcRecordType
 from warcio.archiveiterator import ArchiveIterator as WarcioArchiveIterator
 
+from pipeline.config import Section
 from pipeline.core.accounting import StageCounters
-from pipeline.core.failures import NOT_ABOUT_THE_ITEM, FailureBreaker
+from pipeline.core.failures import NOT_ABOUT_THE_ITEM, BreakerSettings, FailureBreaker
 
 log = logging.getLogger(__name__)
 
 STAGE = "read"
 HTML_SUFFIXES = (".html", ".htm", ".xhtml")
+
+
+@dataclass(frozen=True)
+class ReadSettings(Section):
+    """The `read` config section: which crawl records become pages (documented in pipeline/defaults.yaml)."""
+
+    max_html_bytes: int
+    min_html_bytes: int
+    html_content_types: list[str]
+    max_replacement_ratio: float
+    url_map: str | None
+    reshuffle: bool
 
 
 @dataclass
@@ -99,16 +112,15 @@ def charset_of(content_type: str | None) -> str | None:
 class ReadCrawlFiles(beam.DoFn):
     """Path of a WARC/ARC/HTML file → `Page`s, each record counted."""
 
-    def __init__(self, config: dict[str, Any]):
-        cfg = config["read"]
-        self.max_bytes = int(cfg["max_html_bytes"])
-        self.min_bytes = int(cfg["min_html_bytes"])
-        self.content_types = tuple(t.lower() for t in cfg["html_content_types"])
-        self.url_map_path = cfg.get("url_map")
+    def __init__(self, settings: ReadSettings, circuit_breaker: BreakerSettings):
+        """`settings`: the `read` section; `circuit_breaker`: `runner.circuit_breaker` (files and records)."""
+        self.max_bytes = int(settings.max_html_bytes)
+        self.min_bytes = int(settings.min_html_bytes)
+        self.content_types = tuple(t.lower() for t in settings.html_content_types)
+        self.url_map_path = settings.url_map
         self.counts = StageCounters(STAGE)
-        breaker = config["runner"]["circuit_breaker"]
-        self.file_breaker = FailureBreaker.from_config(f"{STAGE} files", breaker)
-        self.record_breaker = FailureBreaker.from_config(f"{STAGE} records", breaker)
+        self.file_breaker = FailureBreaker.from_config(f"{STAGE} files", circuit_breaker)
+        self.record_breaker = FailureBreaker.from_config(f"{STAGE} records", circuit_breaker)
         self.url_map: dict[str, str] = {}
 
     def setup(self) -> None:
@@ -619,10 +631,12 @@ def expand_inputs(inputs: list[str]) -> list[str]:
 class ReadCrawl(beam.PTransform):
     """File patterns → `Page`s, spread over all workers (one big WARC must not pin one core)."""
 
-    def __init__(self, patterns: list[str], config: dict[str, Any]):
+    def __init__(self, patterns: list[str], settings: ReadSettings, circuit_breaker: BreakerSettings):
+        """`settings`: the `read` section; `circuit_breaker`: `runner.circuit_breaker`."""
         super().__init__()
         self.patterns = patterns
-        self.config = config
+        self.settings = settings
+        self.circuit_breaker = circuit_breaker
 
     def expand(self, pbegin):
         paths = (
@@ -633,7 +647,7 @@ class ReadCrawl(beam.PTransform):
             | "Dedup paths" >> beam.Distinct()
             | "Spread files" >> beam.Reshuffle()
         )
-        pages = paths | "Read files" >> beam.ParDo(ReadCrawlFiles(self.config))
-        if self.config["read"]["reshuffle"]:
+        pages = paths | "Read files" >> beam.ParDo(ReadCrawlFiles(self.settings, self.circuit_breaker))
+        if self.settings.reshuffle:
             pages = pages | "Spread pages" >> beam.Reshuffle()
         return pages
