@@ -1,6 +1,6 @@
 """End to end: `m3w build` on a WARC built from the real fixture pages, every stage, local Beam runner.
 
-    python benchmarks/build.py [--repeat 1 4] [--workers 2] [--set KEY=VALUE ...]
+    python -m benchmarks.build [--repeat 1 4] [--workers 2] [--set KEY=VALUE ...] [--tiny]
 
 For each `--repeat` R, the 291 real fixture pages (article benchmark + trafilatura cache) are written R
 times under distinct URLs into one WARC (temp dir), next to the two real Common Crawl / ClueWeb WARCs of
@@ -16,7 +16,8 @@ CPU-second (= per core when the cores are busy): input pages for the documents s
 the images stage, sequences written for the shards stage; then peak resident memory per worker and on
 the driver side. Running two sizes shows what grows with the input (the driver, which holds the local
 runner's data between steps) and what does not (a worker), and gives the steady-state page rate (the
-difference of the two runs, where start-up and model loading cancel out).
+difference of the two runs, where start-up and model loading cancel out). `--tiny`: one run on the first 6
+fixture pages only, no real WARCs (a check that the benchmark runs, not a figure).
 """
 
 from __future__ import annotations
@@ -30,22 +31,21 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from _fixture_warc import FIXTURES, write_fixture_warc  # noqa: E402
-from _proctree import ProcessTreeSampler  # noqa: E402
+from benchmarks._fixture_warc import FIXTURES, write_fixture_warc
+from benchmarks._proctree import ProcessTreeSampler
 
 REAL_WARCS = ("warcfile.warc.gz", "clueweb-quirk.warc.gz")
+TINY_PAGES = 6  # fixture pages of a `--tiny` run
 
 
-def run_one(repeat: int, workers: int, rewrite_to: str, workdir: str, overrides: list[str]) -> dict:
+def run_one(repeat: int, workers: int, rewrite_to: str, workdir: str, overrides: list[str], tiny: bool) -> dict:
     """The measured build (in this process); returns its report's figures."""
     from pipeline.config import load_config
     from pipeline.jobs.build import run_build
 
     warc = Path(workdir) / "fixtures.warc.gz"
-    pages = write_fixture_warc(warc, repeat)
-    inputs = [str(warc)] + [str(FIXTURES / "warc" / name) for name in REAL_WARCS]
+    pages = write_fixture_warc(warc, repeat, limit=TINY_PAGES if tiny else None)
+    inputs = [str(warc)] + ([] if tiny else [str(FIXTURES / "warc" / name) for name in REAL_WARCS])
     config = load_config(overrides=[f"runner.direct_num_workers={workers}", "download.allow_loopback=true",
                                     f"download.rewrite_to={rewrite_to}", *overrides])
     started = time.time()
@@ -58,12 +58,13 @@ def _count(stages: dict, stage: str, unit: str, kind: str) -> int:
     return int(stages.get(stage, {}).get(unit, {}).get(kind, 0))
 
 
-def measure(repeat: int, workers: int, overrides: list[str]) -> dict:
+def measure(repeat: int, workers: int, overrides: list[str], tiny: bool) -> dict:
     from pipeline.sampledata.imagehost import ImageHost
 
     with ImageHost() as host, tempfile.TemporaryDirectory() as workdir:
-        command = [sys.executable, __file__, "--run-one", str(repeat), "--workers", str(workers),
-                   "--rewrite-to", host.base_url, "--workdir", workdir, *(f"--set={item}" for item in overrides)]
+        command = [sys.executable, "-m", "benchmarks.build", "--run-one", str(repeat), "--workers", str(workers),
+                   "--rewrite-to", host.base_url, "--workdir", workdir, *(f"--set={item}" for item in overrides),
+                   *(["--tiny"] if tiny else [])]
         clock = time.time()
         process = subprocess.Popen(command)
         sampler = ProcessTreeSampler(process.pid).start()
@@ -101,19 +102,21 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, nargs="+", default=[1, 4], help="copies of the fixture pages, per run")
     parser.add_argument("--workers", type=int, default=2, help="local runner worker processes")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
+    parser.add_argument("--tiny", action="store_true", help=f"one run on {TINY_PAGES} fixture pages: seconds")
     parser.add_argument("--run-one", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--rewrite-to", help=argparse.SUPPRESS)
     parser.add_argument("--workdir", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     if args.run_one:
-        result = run_one(args.run_one, args.workers, args.rewrite_to, args.workdir, args.set)
+        result = run_one(args.run_one, args.workers, args.rewrite_to, args.workdir, args.set, args.tiny)
         (Path(args.workdir) / "result.json").write_text(json.dumps(result))
         return
-    runs = [measure(repeat, args.workers, args.set) for repeat in args.repeat]
-    extra = "".join(f" --set {item}" for item in args.set)
+    if args.tiny:
+        args.repeat = [1]
+    runs = [measure(repeat, args.workers, args.set, args.tiny) for repeat in args.repeat]
+    extra = "".join(f" --set {item}" for item in args.set) + (" --tiny" if args.tiny else "")
     repeats = " ".join(map(str, args.repeat))
-    print(f"command: python benchmarks/build.py --repeat {repeats} --workers {args.workers}{extra}"
+    print(f"command: python -m benchmarks.build --repeat {repeats} --workers {args.workers}{extra}"
           f"   (local multi-process runner, {os.cpu_count()} cores; rates per CPU-second of the whole process tree)")
     print("| input pages | stage | wall s | CPU s | rate per CPU-second |")
     print("|---:|---|---:|---:|---|")

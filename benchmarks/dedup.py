@@ -1,6 +1,6 @@
 """Dedup scaling: time and peak memory of document dedup on synthetic documents, local Beam runner.
 
-    python benchmarks/dedup.py [--sizes 10000 100000 1000000] [--workers 2] [--images]
+    python -m benchmarks.dedup [--sizes 10000 100000 1000000] [--workers 2] [--images] [--tiny]
 
 For each size, one fresh process builds the documents inside the pipeline (no driver-side list)
 and runs `DedupDocuments` (URL → exact → MinHash near → paragraphs) and `DropFrequentImageUrls`
@@ -13,6 +13,7 @@ Synthetic web: 50 documents per domain, ~150 words each from a 30,000-word vocab
 notice on every page of a domain, a domain logo image on every page; planted: 4% older crawls of
 the same URL, 4% exact copies, 4% near copies (2 words changed) on other domains, and 4% pages that
 show another page's photo re-encoded and resized under a new URL (found by `--images`).
+`--tiny`: 200 documents with images (a check that the benchmark runs, not a figure).
 """
 
 from __future__ import annotations
@@ -25,11 +26,8 @@ import string
 import subprocess
 import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from _proctree import ProcessTreeSampler  # noqa: E402
+from benchmarks._proctree import ProcessTreeSampler
 
 DOCS_PER_SHARD = 2000
 DOCS_PER_DOMAIN = 50
@@ -144,7 +142,8 @@ def _flow() -> list[tuple[str, str]]:
 
 
 def measure(size: int, workers: int, with_images: bool, mode: str) -> dict:
-    command = [sys.executable, __file__, "--run-one", str(size), "--workers", str(workers), "--mode", mode]
+    command = [sys.executable, "-m", "benchmarks.dedup", "--run-one", str(size), "--workers", str(workers),
+               "--mode", mode]
     if with_images:
         command.append("--images")
     started = time.perf_counter()
@@ -168,14 +167,16 @@ def main() -> None:
     parser.add_argument("--images", action="store_true", help="also run DedupImages on small downloaded pictures")
     parser.add_argument("--mode", default="multi_processing", choices=["multi_processing", "in_memory"],
                         help="local runner mode (in_memory: one process)")
+    parser.add_argument("--tiny", action="store_true", help="200 documents with images: seconds")
     parser.add_argument("--run-one", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    if args.tiny:
+        args.sizes, args.images = [200], True
     if args.run_one:
         print(json.dumps(run_one(args.run_one, args.workers, args.images, args.mode)))
         return
     rows = [measure(size, args.workers, args.images, args.mode) for size in args.sizes]
-    command = " ".join(["python benchmarks/dedup.py", "--sizes", *map(str, args.sizes), "--workers",
+    command = " ".join(["python -m benchmarks.dedup", "--sizes", *map(str, args.sizes), "--workers",
                         str(args.workers), *(["--images"] if args.images else []),
                         *(["--mode", args.mode] if args.mode != "multi_processing" else [])])
     print(f"command: {command}   (local runner, {args.mode}, {args.workers} workers, {os.cpu_count()} cores)")

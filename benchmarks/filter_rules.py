@@ -1,6 +1,6 @@
 """Document filter cost relative to extraction, and what the cheap language gate saves on a mixed-language WARC.
 
-    python benchmarks/filter_rules.py [--repeat 1]
+    python -m benchmarks.filter_rules [--repeat 1] [--rounds 2] [--tiny]
 
 (a) On the real fixture pages (article-benchmark + trafilatura-cache; English, German, French...), in one
     process: extraction time per page (`extract_page`, trafilatura), the gate's time per page, and the
@@ -10,27 +10,21 @@
     from the same pages (in a temp dir), with the gate off and on: time, pages extracted, pages gated.
 
 Times are CPU seconds of this process (`time.process_time`, best of `--rounds`), so other work on the
-machine does not distort them; everything measured runs in this process.
+machine does not distort them; everything measured runs in this process. `--tiny`: the first 12 fixture pages,
+one round (a check that the benchmark runs, not a figure).
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-# This script is named like the `filters` package: keep its folder off the import path so `import filters`
-# finds the package, and load the shared fixture-WARC helper by its path.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
-_spec = importlib.util.spec_from_file_location("_fixture_warc", HERE / "_fixture_warc.py")
-_fixture_warc = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_fixture_warc)
-fixture_pages, write_fixture_warc = _fixture_warc.fixture_pages, _fixture_warc.write_fixture_warc
+from benchmarks._fixture_warc import fixture_pages, write_fixture_warc
+
+TINY_PAGES = 12  # fixture pages of a `--tiny` run
 
 
 def _timed(fn, rounds: int):
@@ -92,15 +86,19 @@ def extract_run(warc: Path, out: Path, gate: bool, rounds: int) -> tuple[float, 
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeat", type=int, default=1, help="times each fixture page appears in the WARC")
     parser.add_argument("--rounds", type=int, default=2, help="timed runs of each measurement (the best counts)")
+    parser.add_argument("--tiny", action="store_true", help=f"the first {TINY_PAGES} fixture pages, one round")
     args = parser.parse_args()
-    pages = fixture_pages()
+    limit = None
+    if args.tiny:
+        args.repeat, args.rounds, limit = 1, 1, TINY_PAGES
+    pages = fixture_pages(limit)
     costs = per_item_costs(pages, args.rounds)
     with tempfile.TemporaryDirectory() as tmp:
         warc = Path(tmp) / "mixed.warc.gz"
-        n = write_fixture_warc(warc, args.repeat)
+        n = write_fixture_warc(warc, args.repeat, limit)
         extract_run(warc, Path(tmp) / "warm", True, 1)  # warm imports, model and blocklist
         t_off, off = extract_run(warc, Path(tmp) / "off", False, args.rounds)
         t_on, on = extract_run(warc, Path(tmp) / "on", True, args.rounds)
@@ -108,8 +106,8 @@ def main() -> None:
     ms = 1000.0
     per_page_extract = costs["t_extract"] / costs["pages"] * ms
     per_doc_filter = costs["t_filter"] / costs["docs"] * ms
-    print(f"command: python benchmarks/filter_rules.py --repeat {args.repeat} --rounds {args.rounds}"
-          "   (CPU time, 1 core)")
+    print(f"command: python -m benchmarks.filter_rules --repeat {args.repeat} --rounds {args.rounds}"
+          f"{' --tiny' if args.tiny else ''}   (CPU time, 1 core)")
     print(f"(a) {costs['pages']} real pages -> {costs['docs']} documents (mean {costs['words']:.0f} words), "
           f"{costs['kept']} kept by all rules with every language admitted")
     print(f"    extraction (trafilatura + images)   : {per_page_extract:6.1f} ms per page")

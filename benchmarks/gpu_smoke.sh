@@ -4,8 +4,9 @@
 #   1. canary shards for all 8 canary classes (train_smoke.canary_shards, the shard writer's layout),
 #   2. `python -m train_smoke --profile gpu` (= `m3w smoke`): main + control run, ablations for φ and φ_next,
 #      verdict, smoke_report.json, smoke_timing.json (tokens/s, MFU, data wait, peak GPU memory) and plots/,
-#   3. the throughput benchmark (benchmarks/smoke.py): tokens/s, non-padding tokens/s, step time, model FLOPs,
-#      MFU against the H200's measured 790 TFLOP/s dense bf16, share of step time waiting on data, peak memory.
+#   3. the throughput benchmark (`python -m benchmarks.smoke`): tokens/s, non-padding tokens/s, step time,
+#      model FLOPs, MFU against the H200's measured 790 TFLOP/s dense bf16, share of step time waiting on data,
+#      peak memory.
 # Reports go to OUT: env.txt, log.txt, smoke.txt, benchmark.txt, smoke/ (report, timings, config, plots/);
 # the shards to SHARDS_DIR (default OUT/shards).
 #
@@ -64,7 +65,7 @@ set -e
 echo "smoke run: $((SECONDS - start)) s, exit $verdict"
 
 echo "== throughput benchmark ($bench_steps steps)"
-"$py" benchmarks/smoke.py --profile "$profile" --device "$device" --shards "$shards" --steps "$bench_steps" \
+"$py" -m benchmarks.smoke --profile "$profile" --device "$device" --shards "$shards" --steps "$bench_steps" \
   | tee "$out/benchmark.txt"
 echo "== done: $out (verdict exit $verdict)"
 exit "$verdict"

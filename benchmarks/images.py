@@ -10,7 +10,8 @@ number of worker processes:
          resumable shard files, both joins back into the documents), NSFW off — the wrapper's cost;
 - m3w + NSFW: the same with the open_nsfw classifier on every image (the filter's own cost).
 
-Prints the figures and the command. `python benchmarks/images.py --images 4000 --workers 2`
+Prints the figures and the command. `python -m benchmarks.images --images 4000 --workers 2`
+`--tiny`: 8 images, 4 per shard, one worker, no start-up run (a check that the benchmark runs, not a figure).
 """
 
 from __future__ import annotations
@@ -33,8 +34,6 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 os.environ.setdefault("WANDB_MODE", "disabled")
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
 HOST = "img.bench.test"
 
 
@@ -151,7 +150,10 @@ def main() -> None:
     parser.add_argument("--baseline", type=int, default=16,
                         help="images of a tiny run measuring each tool's fixed start-up cost (0: skip)")
     parser.add_argument("--skip-nsfw", action="store_true", help="do not measure the NSFW run")
+    parser.add_argument("--tiny", action="store_true", help="8 images on one worker: seconds")
     args = parser.parse_args()
+    if args.tiny:
+        args.images, args.workers, args.threads, args.shard, args.distinct, args.baseline = 8, 1, 4, 4, 4, 0
     logging.getLogger("apache_beam").setLevel(logging.ERROR)
 
     work = Path(tempfile.mkdtemp(prefix="m3w-bench-images-"))
@@ -197,7 +199,7 @@ def main() -> None:
             steady = (ours[n][measure] - ours[small][measure]) / (bare[n][measure] - bare[small][measure])
             text += f" end to end, {100 * (steady - 1):+.1f}% steady"
         print(text + " (goal: <= +10%)")
-    print("command: python benchmarks/images.py " + " ".join(sys.argv[1:]))
+    print("command: python -m benchmarks.images " + " ".join(sys.argv[1:]))
 
 
 if __name__ == "__main__":

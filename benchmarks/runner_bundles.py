@@ -1,7 +1,7 @@
 """The local runner's data-plane loss, reproduced: N keyed random values → CoGroupByKey, per runner mode.
 
-    python benchmarks/runner_bundles.py [--sizes 5000 12000 20000] [--value-kb 100]
-                                        [--modes in_memory multi_processing] [--workers 2] [--timeout 900]
+    python -m benchmarks.runner_bundles [--sizes 5000 12000 20000] [--value-kb 100]
+                                        [--modes in_memory multi_processing] [--workers 2] [--timeout 900] [--tiny]
 
 Each (mode, size) runs in a fresh process: `pipeline.jobs.runner.keyed_payload_probe` (no m3w transform:
 `os.urandom` values, a `Map` to (key, length) labels, `CoGroupByKey`, count the keys that have both) on
@@ -11,6 +11,7 @@ Prints, per run: keys that arrived of N, seconds, whether Beam logged the data-p
 stderr), and the exit (ok / error / hang: killed
 after `--timeout`). The multi-process mode feeds each stage to a worker as one bundle over gRPC; past
 about 1 GB per bundle it loses or stalls (docs/runner.md). m3w's default, in_memory, has no data plane.
+`--tiny`: 50 values of 1 KB in each mode (a check that the benchmark runs, not a figure).
 """
 
 from __future__ import annotations
@@ -24,11 +25,8 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-
 
 def run_one(mode: str, n: int, value_bytes: int, workers: int) -> dict:
-    sys.path.insert(0, str(REPO))
     import apache_beam as beam
     from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
@@ -55,8 +53,8 @@ def run_one(mode: str, n: int, value_bytes: int, workers: int) -> dict:
 
 def measure(mode: str, n: int, value_kb: int, workers: int, timeout: float, workdir: Path) -> dict:
     out, result = workdir / f"count-{mode}-{n}", workdir / f"result-{mode}-{n}.json"
-    command = [sys.executable, __file__, "--run-one", mode, "--sizes", str(n), "--value-kb", str(value_kb),
-               "--workers", str(workers), "--result", str(result)]
+    command = [sys.executable, "-m", "benchmarks.runner_bundles", "--run-one", mode, "--sizes", str(n),
+               "--value-kb", str(value_kb), "--workers", str(workers), "--result", str(result)]
     started = time.time()
     try:
         process = subprocess.run(command, env={**os.environ, "PROBE_OUT": str(out)}, timeout=timeout,
@@ -83,6 +81,7 @@ def main() -> None:
     parser.add_argument("--modes", nargs="+", default=["in_memory", "multi_processing"])
     parser.add_argument("--workers", type=int, default=2, help="workers of the multi-process mode")
     parser.add_argument("--timeout", type=float, default=900, help="seconds before a run counts as hung")
+    parser.add_argument("--tiny", action="store_true", help="50 values of 1 KB per mode: seconds")
     parser.add_argument("--run-one", help=argparse.SUPPRESS)
     parser.add_argument("--result", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -90,7 +89,9 @@ def main() -> None:
         figures = run_one(args.run_one, args.sizes[0], args.value_kb * 1000, args.workers)
         Path(args.result).write_text(json.dumps(figures))
         return
-    print(f"command: python benchmarks/runner_bundles.py --sizes {' '.join(map(str, args.sizes))} "
+    if args.tiny:
+        args.sizes, args.value_kb = [50], 1
+    print(f"command: python -m benchmarks.runner_bundles --sizes {' '.join(map(str, args.sizes))} "
           f"--value-kb {args.value_kb} --modes {' '.join(args.modes)} --workers {args.workers}"
           f"   ({os.cpu_count()} cores)")
     print("| mode | N × value | payload | keys arrived | seconds | data-plane warning | exit |")

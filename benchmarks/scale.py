@@ -1,7 +1,7 @@
 """Scale rehearsal: `m3w build` on a generated crawl of N pages, every stage, the default local runner.
 
-    python benchmarks/scale.py [--pages 10000 100000] [--images-per-page 1] [--nsfw] [--workdir DIR]
-                               [--set KEY=VALUE ...]
+    python -m benchmarks.scale [--pages 10000 100000] [--images-per-page 1] [--nsfw] [--workdir DIR]
+                               [--set KEY=VALUE ...] [--tiny]
 
 For each size, the sample-crawl generator writes the bundled sample web plus enough bulk articles to
 make N HTML pages (`generate_sample_crawl(bulk_pages=...)`, `--images-per-page` pictures each, drawn
@@ -16,7 +16,8 @@ seconds, CPU seconds of the tree, input pages per CPU-second end to end, peak re
 tree, the image store's size, and "nothing lost": every stage balances (in = out + drops) and every
 link between stages holds (what one stage wrote, the next read). With `--workdir`, the crawl and the
 build output are kept there, and a re-run with the same sizes resumes the build (finished stages are
-skipped, finished download shards reused): the figures then cover only the resumed part.
+skipped, finished download shards reused): the figures then cover only the resumed part. `--tiny`: the
+sample web alone with 2 canary pages (66 pages, no bulk; a check that the benchmark runs, not a figure).
 """
 
 from __future__ import annotations
@@ -29,26 +30,27 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from _proctree import run_sampled  # noqa: E402
+from benchmarks._proctree import run_sampled
 
 MAX_PEAK_RSS = 8 * 2**30  # the rehearsal's memory bound for the whole process tree
+CANARY_PAGES = 48  # the sample web's default
+TINY_CANARY_PAGES = 2
 
 
-def generate(crawl: Path, pages: int, images_per_page: int) -> tuple[int, float]:
-    """The crawl for `pages` HTML pages (reused when already there); returns (HTML pages, generator seconds)."""
+def generate(crawl: Path, pages: int, images_per_page: int, canary_pages: int) -> tuple[int, float]:
+    """The crawl for `pages` HTML pages (reused when already there); returns (HTML pages, generator seconds).
+    `pages` 0 (or fewer than the sample web's own): the sample web alone."""
     from pipeline.sampledata.crawl import generate_sample_crawl
 
+    wanted = {"pages": pages, "images_per_page": images_per_page, "canary_pages": canary_pages}
     marker = crawl / "scale.json"
-    if marker.exists():
-        done = json.loads(marker.read_text())
-        if done == {"pages": pages, "images_per_page": images_per_page}:
-            return pages, 0.0
+    if marker.exists() and json.loads(marker.read_text()) == wanted:
+        return pages, 0.0
     started = time.time()
-    base = len(generate_sample_crawl(crawl / "probe")["pages"]) if pages else 0
-    truth = generate_sample_crawl(crawl, bulk_pages=max(0, pages - base), bulk_images_per_page=images_per_page)
-    marker.write_text(json.dumps({"pages": pages, "images_per_page": images_per_page}))
+    base = len(generate_sample_crawl(crawl / "probe", n_canary_pages=canary_pages)["pages"]) if pages else 0
+    truth = generate_sample_crawl(crawl, n_canary_pages=canary_pages, bulk_pages=max(0, pages - base),
+                                  bulk_images_per_page=images_per_page)
+    marker.write_text(json.dumps(wanted))
     return len(truth["pages"]), time.time() - started
 
 
@@ -84,10 +86,11 @@ def measure(pages: int, args: argparse.Namespace, workdir: Path) -> dict:
     from pipeline.sampledata.imagehost import ImageHost
 
     crawl, output = workdir / f"crawl-{pages}", workdir / f"build-{pages}"
-    html_pages, generator_s = generate(crawl, pages, args.images_per_page)
+    canary_pages = TINY_CANARY_PAGES if args.tiny else CANARY_PAGES
+    html_pages, generator_s = generate(crawl, pages, args.images_per_page, canary_pages)
     result_path = workdir / f"result-{pages}.json"
     with ImageHost(root=crawl / "images") as host:
-        command = [sys.executable, __file__, "--run-one", str(crawl), "--output", str(output),
+        command = [sys.executable, "-m", "benchmarks.scale", "--run-one", str(crawl), "--output", str(output),
                    "--rewrite-to", host.base_url, "--result", str(result_path),
                    *(["--nsfw"] if args.nsfw else []), *(f"--set={item}" for item in args.set)]
         # One sample a second: an hour-long run needs no finer grain, and /proc scans cost CPU on the same cores.
@@ -117,15 +120,17 @@ def main() -> None:
     parser.add_argument("--nsfw", action="store_true", help="keep the NSFW classifier on (about 10x the image cost)")
     parser.add_argument("--workdir", help="keep crawls and builds here (resumable); default: a temporary folder")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
+    parser.add_argument("--tiny", action="store_true", help="the sample web alone, 2 canary pages: seconds")
     parser.add_argument("--run-one", help=argparse.SUPPRESS)
     parser.add_argument("--output", help=argparse.SUPPRESS)
     parser.add_argument("--rewrite-to", help=argparse.SUPPRESS)
     parser.add_argument("--result", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     if args.run_one:
         run_one(args.run_one, args.output, args.rewrite_to, args.nsfw, args.set, args.result)
         return
+    if args.tiny:
+        args.pages = [0]
     with tempfile.TemporaryDirectory(prefix="m3w-scale-") as temporary:
         workdir = Path(args.workdir or temporary)
         workdir.mkdir(parents=True, exist_ok=True)
@@ -138,8 +143,8 @@ def main() -> None:
 
 
 def report(runs: list[dict], args: argparse.Namespace) -> None:
-    extra = "".join(f" --set {item}" for item in args.set)
-    print(f"command: python benchmarks/scale.py --pages {' '.join(str(r['pages']) for r in runs)} "
+    extra = "".join(f" --set {item}" for item in args.set) + (" --tiny" if args.tiny else "")
+    print(f"command: python -m benchmarks.scale --pages {' '.join(str(r['pages']) for r in runs)} "
           f"--images-per-page {args.images_per_page}{' --nsfw' if args.nsfw else ''}{extra}   "
           f"({os.cpu_count()} cores; NSFW {'on' if args.nsfw else 'off'}; CPU = the build's whole process tree)")
     print("| input pages | wall s | CPU s | input pages per CPU-second | peak RSS tree | images fetched / kept "

@@ -1,6 +1,6 @@
 """Shard writing and reading throughput: can the writer keep up per core, can a loader feed a trainer?
 
-    python benchmarks/shards.py [--documents 300] [--seq-len 256]
+    python -m benchmarks.shards [--documents 300] [--seq-len 256] [--tiny]
 
 Builds synthetic documents in memory (scikit-image's public-domain photos, cropped and flipped so each
 image is distinct, plus drawn pictures; 1-6 images and 150-900 words each; sources ~640x480 JPEG), then
@@ -11,6 +11,7 @@ measures, on this machine:
       BPE training, shuffle, shard + manifest writes);
   (c) samples/s read back through a plain `webdataset.WebDataset` loader, with images decoded to uint8
       arrays (what a trainer needs) and without, and through `schemas.shards.iter_samples`.
+`--tiny`: 6 documents (a check that the benchmark runs, not a figure).
 """
 
 from __future__ import annotations
@@ -19,14 +20,11 @@ import argparse
 import io
 import os
 import random
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from tests.test_shards_helpers import PHOTOS, WORDS, drawn_bytes, write_documents  # noqa: E402
+from tests.test_shards_helpers import PHOTOS, WORDS, drawn_bytes, write_documents
 
 
 class Timer:
@@ -83,17 +81,23 @@ def synthetic_documents(count: int, seed: int = 0):
     return docs
 
 
-def writer_one_core(docs, config) -> tuple[int, float]:
-    """The shard writer's work per document, timed in this process (one core), Beam left out."""
+def writer_one_core(docs, config, store_dir: Path) -> tuple[int, float]:
+    """The shard writer's work per document, timed in this process (one core), Beam left out: fitted images go
+    through the image store (`store_dir`) and are read back for the tar, as in the job."""
+    from pipeline.images.store import ImageStore
     from pipeline.shards.tokenizer import train_bpe
-    from pipeline.shards.writer import BuildSamplesDoFn
+    from pipeline.shards.writer import BuildSamplesDoFn, StoredMember
     from schemas.shards import tar_bytes
 
-    info = train_bpe((d.text for d in docs), int(config["shards"]["bpe_vocab_size"]))
-    fn = BuildSamplesDoFn(config)
+    shards = config["shards"]
+    info = train_bpe((d.text for d in docs), int(shards["bpe_vocab_size"]), int(shards["bpe_min_frequency"]))
+    store = ImageStore(str(store_dir))
+    fn = BuildSamplesDoFn(config, store)
+    fn.setup()
     with Timer() as timer:
         records = [item for doc in docs for item in fn.process(doc, info) if isinstance(item, tuple)]
-        tar_bytes(records)
+        tar_bytes([(key, {suffix: store.get(data.sha256) if isinstance(data, StoredMember) else data
+                          for suffix, data in members.items()}) for key, members in records])
     return len(records), timer
 
 
@@ -125,10 +129,13 @@ def read_iter_samples(source: str) -> tuple[int, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--documents", type=int, default=300)
     parser.add_argument("--seq-len", type=int, default=256)
+    parser.add_argument("--tiny", action="store_true", help="6 documents: seconds")
     args = parser.parse_args()
+    if args.tiny:
+        args.documents = 6
 
     from pipeline.config import load_config
     from schemas.shards import shard_paths
@@ -140,7 +147,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         docs_dir = Path(tmp) / "docs"
         write_documents(docs, docs_dir, files=4)
-        sequences, t_writer = writer_one_core(docs, config)
+        sequences, t_writer = writer_one_core(docs, config, Path(tmp) / "store")
         report, t_beam = beam_one_core(docs_dir, Path(tmp) / "out", config)
         shards = shard_paths(str(Path(tmp) / "out"))
         size = sum(os.path.getsize(p) for p in shards)
@@ -149,7 +156,7 @@ def main() -> None:
         n_dec, t_dec = read_webdataset(shards, decode=True)
         n_own, t_own = read_iter_samples(str(Path(tmp) / "out"))
     written = report["shards"]["samples"]
-    print(f"command: python benchmarks/shards.py --documents {args.documents} --seq-len {args.seq_len}")
+    print(f"command: python -m benchmarks.shards --documents {args.documents} --seq-len {args.seq_len}")
     print(f"input: {len(docs)} documents, {n_images} images (~640x480 JPEG); output: {written} sequences of "
           f"{args.seq_len} tokens, {len(shards)} shard(s), {size / 1e6:.1f} MB, images 320x320 JPEG q90")
     print(f"(a) shard writer work, 1 core, no Beam, sequences:  {t_writer.rates(sequences)} "

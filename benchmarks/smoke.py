@@ -1,8 +1,8 @@
 """Smoke-trainer throughput: tokens/s, model FLOPs utilisation and the share of step time spent waiting on data.
 
-    python benchmarks/smoke.py [--profile tiny|gpu] [--device cpu|cuda] [--shards DIR ...] [--steps N]
-                               [--set smoke.KEY=VALUE ...] [--full]
-    python benchmarks/smoke.py --mutations [--docs N] [--set smoke.KEY=VALUE ...]
+    python -m benchmarks.smoke [--profile tiny|gpu] [--device cpu|cuda] [--shards DIR ...] [--steps N]
+                               [--set smoke.KEY=VALUE ...] [--full] [--tiny]
+    python -m benchmarks.smoke --mutations [--docs N] [--set smoke.KEY=VALUE ...]
 
 Without --shards it builds a canary shard set (600 documents, written through the project's shard writer)
 in a temporary directory. It trains the profile's main model for --steps steps and prints:
@@ -13,6 +13,8 @@ in a temporary directory. It trains the profile's main model for --steps steps a
 - the share of wall time spent waiting for the next batch (timed around the loader; on CUDA the step end
   is synchronised at each log interval, so queued kernels are not mistaken for data waits).
 With --full it also runs the whole `m3w smoke` (control run, ablations, verdict) and prints its run time.
+With --tiny: 40 canary documents, 3 steps, a 256² matmul for the measured peak (a check that the benchmark
+runs, not a figure).
 
 With --mutations it prints the verdict table instead: correctly built canary shards with smoke seeds 0, 1 and 2,
 then every partial corruption of `train_smoke.canary_shards.MUTATION_TABLE` (the φ ones judged by the verdict
@@ -29,8 +31,9 @@ import sys
 import tempfile
 import time
 
+MATMUL_SIZE = 2048  # of the square matrices that measure a device's achievable peak
 
-def matmul_peak_tflops(device, dtype, size: int = 2048, repeats: int = 10) -> float:
+def matmul_peak_tflops(device, dtype, size: int = MATMUL_SIZE, repeats: int = 10) -> float:
     """Measured dense matmul throughput: an achievable peak for devices without a vendor figure here."""
     import torch
 
@@ -93,7 +96,7 @@ def mutation_table(args: argparse.Namespace) -> int:
                     checks.append((name, "not stopped"))
                 except ShardSetError as error:
                     checks.append((name, f"stopped: {error}"))
-    print(f"command: python benchmarks/smoke.py {shlex.join(sys.argv[1:])}")
+    print(f"command: python -m benchmarks.smoke {shlex.join(sys.argv[1:])}")
     print("| shard set | verdict | failed / inconclusive criteria | φ: wrong canary events [bounds], class-word loss, "
           "shuffle gap lower bound | φ_next: same | seconds |")
     print("|---|---|---|---|---|---:|")
@@ -116,9 +119,15 @@ def main() -> int:
     parser.add_argument("--full", action="store_true", help="also run the whole smoke verdict")
     parser.add_argument("--mutations", action="store_true",
                         help="the verdict on correct canary shards (seeds 0-2) and on every partial corruption")
+    parser.add_argument("--tiny", action="store_true", help="40 documents, 3 steps: seconds (not with --mutations)")
     args = parser.parse_args()
+    if args.tiny and args.mutations:
+        parser.error("--tiny runs the throughput table; tests/test_smoke_verdict.py checks the mutation table")
     if args.mutations:
         return mutation_table(args)
+    matmul_size = MATMUL_SIZE
+    if args.tiny:
+        args.docs, args.steps, matmul_size = 40, 3, 256
 
     import torch
 
@@ -143,7 +152,8 @@ def main() -> int:
         _, history = run.train_model("benchmark", False, args.steps, count_flops=True)
         device = run.device
         vendor = peak_tflops(device)
-        measured = matmul_peak_tflops(device, torch.bfloat16 if device.type == "cuda" else torch.float32)
+        measured = matmul_peak_tflops(device, torch.bfloat16 if device.type == "cuda" else torch.float32,
+                                      matmul_size)
         summary = history.summary(vendor or measured)
         full_seconds = None
         if args.full:
@@ -152,7 +162,7 @@ def main() -> int:
             full_seconds = time.perf_counter() - started
 
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
-    print(f"command: python benchmarks/smoke.py {shlex.join(sys.argv[1:])}")
+    print(f"command: python -m benchmarks.smoke {shlex.join(sys.argv[1:])}")
     print(f"device: {name}   profile: {config['smoke']['profile']}   bf16: "
           f"{device.type == 'cuda' and config['smoke']['train']['bf16']}   compile: "
           f"{device.type == 'cuda' and config['smoke']['train']['compile']}")

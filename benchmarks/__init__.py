@@ -1,0 +1,6 @@
+"""Benchmarks, run from the repository root as `python -m benchmarks.<name>` (e.g. `python -m benchmarks.build`).
+
+A package, not a folder of scripts: a script's folder on `sys.path` lets a script named like a project package
+(`filters.py`) shadow it. Every benchmark takes `--tiny` (the same code on a tiny input, seconds), which
+tests/test_benchmarks.py runs.
+"""
