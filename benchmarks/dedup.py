@@ -104,22 +104,24 @@ def run_one(size: int, workers: int, with_images: bool, mode: str) -> dict:
 
     from pipeline.config import load_config
     from pipeline.core.accounting import StageCounters, broken_links, query_counts, stage_table, unbalanced
-    from pipeline.dedup import DedupDocuments, DedupImages, DropFrequentImageUrls
-    from pipeline.jobs.runner import make_pipeline
+    from pipeline.dedup import DedupDocuments, DedupImages, DedupSettings, DropFrequentImageUrls
+    from pipeline.jobs.runner import RunnerSettings, make_pipeline
 
     config = load_config(overrides=[f"runner.direct_num_workers={workers}", f"runner.direct_running_mode={mode}"])
     shards = (size + DOCS_PER_SHARD - 1) // DOCS_PER_SHARD
-    pipeline = make_pipeline([], config)
+    runner = RunnerSettings.from_config(config["runner"], "runner")
+    dedup = DedupSettings.from_config(config["dedup"], "dedup")
+    pipeline = make_pipeline([], runner)
     docs = (
         pipeline
         | "Shards" >> beam.Create(list(range(shards)))
         | "Spread" >> beam.Reshuffle()
         | "Generate" >> beam.FlatMap(generate_shard, size, with_images)
-        | "Dedup documents" >> DedupDocuments(config)
-        | "Frequent image URLs" >> DropFrequentImageUrls(config)
+        | "Dedup documents" >> DedupDocuments(dedup)
+        | "Frequent image URLs" >> DropFrequentImageUrls(dedup.image_urls, dedup.url)
     )
     if with_images:
-        docs = docs | "Dedup images" >> DedupImages(config)
+        docs = docs | "Dedup images" >> DedupImages(dedup.images, runner.circuit_breaker)
     output = StageCounters("bench_output")
 
     def count(doc) -> tuple:

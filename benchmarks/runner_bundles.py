@@ -31,7 +31,7 @@ def run_one(mode: str, n: int, value_bytes: int, workers: int) -> dict:
     from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
     from pipeline.config import load_config
-    from pipeline.jobs.runner import DATA_PLANE_WARNINGS, keyed_payload_probe, pipeline_options
+    from pipeline.jobs.runner import DATA_PLANE_WARNINGS, RunnerSettings, keyed_payload_probe, pipeline_options
 
     warnings: list[str] = []
 
@@ -42,7 +42,8 @@ def run_one(mode: str, n: int, value_bytes: int, workers: int) -> dict:
 
     logging.getLogger().addHandler(Watch(logging.WARNING))
     config = load_config(overrides=[f"runner.direct_running_mode={mode}", f"runner.direct_num_workers={workers}"])
-    pipeline = beam.Pipeline(runner=FnApiRunner(), options=pipeline_options([], config))  # the raw runner
+    runner = RunnerSettings.from_config(config["runner"], "runner")
+    pipeline = beam.Pipeline(runner=FnApiRunner(), options=pipeline_options([], runner))  # the raw runner
     out = Path(os.environ["PROBE_OUT"])
     keyed_payload_probe(pipeline, n, value_bytes) | beam.Map(lambda count: out.write_text(str(count)))
     started = time.time()

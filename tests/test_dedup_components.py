@@ -17,7 +17,8 @@ from scipy.sparse.csgraph import connected_components
 from pipeline.core.accounting import query_counts, stage_table, unbalanced
 from pipeline.dedup import ConnectedComponents, DedupNear
 from pipeline.dedup.keys import MinHasher, estimated_jaccard
-from pipeline.jobs.runner import make_pipeline
+from pipeline.dedup.minhash import NearDedupSettings
+from pipeline.jobs.runner import RunnerSettings, make_pipeline
 from schemas.document import Document, Node
 
 
@@ -38,8 +39,12 @@ def collected(directory: Path) -> list:
             for line in path.read_text().splitlines()]
 
 
+def runner(config: dict) -> RunnerSettings:
+    return RunnerSettings.from_config(config["runner"], "runner")
+
+
 def run_components(config, edges: list[tuple[str, str]], rounds: int, tmp_path: Path):
-    pipeline = make_pipeline([], config)
+    pipeline = make_pipeline([], runner(config))
     pipeline | beam.Create(edges) | ConnectedComponents(rounds, "test_cc") | Collect(tmp_path / "labels")
     result = pipeline.run()
     result.wait_until_finish()
@@ -123,8 +128,9 @@ def run_near(tmp_path):
 
     def run(config, docs: list[Document]) -> tuple[list[Document], dict]:
         out = tmp_path / f"run{next(runs)}"
-        pipeline = make_pipeline([], config)
-        pipeline | beam.Create(docs) | DedupNear(config) | Collect(out)
+        pipeline = make_pipeline([], runner(config))
+        near = NearDedupSettings.from_config(config["dedup"]["near"], "dedup.near")
+        pipeline | beam.Create(docs) | DedupNear(near) | Collect(out)
         result = pipeline.run()
         result.wait_until_finish()
         table = stage_table(query_counts(result))

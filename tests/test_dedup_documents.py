@@ -6,10 +6,14 @@ import apache_beam as beam
 import pytest
 
 from pipeline.core.accounting import query_counts, stage_table, unbalanced
-from pipeline.dedup import DedupDocuments, DedupExact, DedupParagraphs, DedupUrls, DropFrequentImageUrls
-from pipeline.jobs.runner import make_pipeline
+from pipeline.dedup import DedupDocuments, DedupExact, DedupParagraphs, DedupSettings, DedupUrls, DropFrequentImageUrls
+from pipeline.jobs.runner import RunnerSettings, make_pipeline
 from schemas.document import Document, Image, Node
 from tests.test_dedup_components import Collect, collected
+
+
+def dedup(config: dict) -> DedupSettings:
+    return DedupSettings.from_config(config["dedup"], "dedup")
 
 
 def doc(doc_id: str, url: str, *nodes: str, date: str = "2024-01-01T00:00:00Z") -> Document:
@@ -24,7 +28,7 @@ def run(fast_config, tmp_path):
 
     def run_transform(transform, docs: list[Document]) -> tuple[dict[str, Document], dict]:
         out = tmp_path / f"run{next(runs)}"
-        pipeline = make_pipeline([], fast_config)
+        pipeline = make_pipeline([], RunnerSettings.from_config(fast_config["runner"], "runner"))
         pipeline | beam.Create(docs) | transform | Collect(out)
         result = pipeline.run()
         result.wait_until_finish()
@@ -52,12 +56,12 @@ def test_url_dedup_keeps_the_newest_crawl_per_normalised_url(fast_config, run):
         doc("tz", "https://site.test/tz", "earlier", date="2024-06-01T10:00:00+02:00"),  # 08:00 UTC
         doc("ty", "https://site.test/tz", "later", date="2024-06-01T09:00:00Z"),
     ]
-    kept, table = run(DedupUrls(fast_config), docs)
+    kept, table = run(DedupUrls(dedup(fast_config).url), docs)
     assert sorted(kept) == ["b1", "c1", "d1", "e1", "ty", "z9"]
     assert table["dedup_url"]["documents"] == {"in": 12, "out": 6, "dropped": {"duplicate_url": 6}, "info": {},
                                                "balanced": True}
     fast_config["dedup"]["url"]["ignore_scheme"] = False
-    kept, _ = run(DedupUrls(fast_config), docs[:3])
+    kept, _ = run(DedupUrls(dedup(fast_config).url), docs[:3])
     assert sorted(kept) == ["m5", "z9"]
 
 
@@ -76,7 +80,7 @@ def test_exact_dedup_needs_the_same_text_and_the_same_images(fast_config, run):
             "img:https://i.test/1.jpg"),  # the same images in another order: not the same document
         doc("q1", "https://g.test/1", "Hello World!\n\nSecond paragraph.", "img:https://i.test/1.jpg"),
     ]
-    kept, table = run(DedupExact(fast_config), docs)
+    kept, table = run(DedupExact(dedup(fast_config).exact, dedup(fast_config).url), docs)
     assert sorted(kept) == ["n3", "o1", "p1", "p2", "q1"]
     assert table["dedup_exact"]["documents"]["dropped"] == {"exact_duplicate": 2}
 
@@ -90,7 +94,7 @@ def test_boilerplate_paragraphs_are_removed_within_a_domain(fast_config, run):
     docs.append(doc("a9", "https://a.test/only-notice", notice))  # nothing left: dropped
     docs += [doc(f"b{i}", f"https://b.test/{i}", f"Other site {i}.\n\n{notice}") for i in range(2)]
     fast_config["dedup"]["paragraphs"]["max_docs_per_paragraph"] = 3
-    kept, table = run(DedupParagraphs(fast_config), docs)
+    kept, table = run(DedupParagraphs(dedup(fast_config).paragraphs), docs)
     assert sorted(kept) == ["a0", "a1", "a2", "a3", "a4", "b0", "b1"]
     assert [n.text or n.image.url for n in kept["a0"].nodes] == [
         "Story 0 starts here.", "https://i.test/x.jpg", f"Story 0 ends here.\n\n{shared_by_three}"]
@@ -108,7 +112,7 @@ def test_image_urls_in_more_than_ten_documents_are_removed(fast_config, run):
             for i in range(12)]
     docs.append(doc("only-logo", "https://s.test/x", "text", "img:https://cdn.test/logo.png"))
     docs.append(doc("no-images", "https://s.test/y", "text only"))
-    kept, table = run(DropFrequentImageUrls(fast_config), docs)
+    kept, table = run(DropFrequentImageUrls(dedup(fast_config).image_urls, dedup(fast_config).url), docs)
     assert "only-logo" not in kept and "no-images" in kept  # a document without images to begin with stays
     assert [i.url for i in kept["d00"].images] == ["https://cdn.test/photo0.jpg", "https://cdn.test/ten.jpg"]
     assert [i.url for i in kept["d11"].images] == ["https://cdn.test/photo11.jpg"]
@@ -123,11 +127,11 @@ def test_dedup_documents_chains_the_steps_and_each_can_be_switched_off(fast_conf
             doc("b", "https://s.test/1", "Newer text here.", "img:https://i.test/1.jpg", date="2024-02-01T00:00:00Z"),
             doc("c", "https://s.test/2", "Newer text here.", "img:https://i.test/1.jpg", date="2024-03-01T00:00:00Z")]
     fast_config["dedup"]["near"]["max_rounds"] = 3
-    kept, table = run(DedupDocuments(fast_config), docs)
+    kept, table = run(DedupDocuments(dedup(fast_config)), docs)
     assert sorted(kept) == ["b"]  # a: older crawl of b's URL; c: exact copy of b crawled later
     assert [s for s in table if s.startswith("dedup")] == ["dedup_exact", "dedup_near", "dedup_paragraphs",
                                                            "dedup_url"]
     for step in ("url", "exact", "near", "paragraphs"):
         fast_config["dedup"][step]["enabled"] = False
-    kept, table = run(DedupDocuments(fast_config), docs)
+    kept, table = run(DedupDocuments(dedup(fast_config)), docs)
     assert sorted(kept) == ["a", "b", "c"] and not table

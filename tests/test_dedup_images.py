@@ -10,8 +10,10 @@ import pytest
 from PIL import Image as PILImage
 
 from pipeline.core.accounting import query_counts, stage_table, unbalanced
+from pipeline.core.failures import BreakerSettings
 from pipeline.dedup import DedupImages
-from pipeline.jobs.runner import make_pipeline
+from pipeline.dedup.images import ImageDedupSettings
+from pipeline.jobs.runner import RunnerSettings, make_pipeline
 from schemas.document import Document, Image, Node
 from tests.test_dedup_components import Collect, collected
 
@@ -56,6 +58,11 @@ def docs() -> list[Document]:
     ]
 
 
+def dedup_images(config: dict) -> DedupImages:
+    return DedupImages(ImageDedupSettings.from_config(config["dedup"]["images"], "dedup.images"),
+                       BreakerSettings.from_config(config["runner"]["circuit_breaker"], "runner.circuit_breaker"))
+
+
 @pytest.fixture
 def run(fast_config, tmp_path):
     fast_config["dedup"]["images"]["max_rounds"] = 4
@@ -63,8 +70,8 @@ def run(fast_config, tmp_path):
 
     def run_dedup(docs: list[Document]) -> tuple[dict[str, Document], dict]:
         out = tmp_path / f"run{next(runs)}"
-        pipeline = make_pipeline([], fast_config)
-        pipeline | beam.Create(docs) | DedupImages(fast_config) | Collect(out)
+        pipeline = make_pipeline([], RunnerSettings.from_config(fast_config["runner"], "runner"))
+        pipeline | beam.Create(docs) | dedup_images(fast_config) | Collect(out)
         result = pipeline.run()
         result.wait_until_finish()
         table = stage_table(query_counts(result))
@@ -115,8 +122,8 @@ def test_copies_allowed_per_picture_and_image_sets_switch(docs, fast_config, run
 def test_bad_settings_are_refused(fast_config):
     fast_config["dedup"]["images"]["hash_size"] = 16
     with pytest.raises(ValueError, match="hash_size"):
-        DedupImages(fast_config)
+        dedup_images(fast_config)
     fast_config["dedup"]["images"]["hash_size"] = 8
     fast_config["dedup"]["images"]["hamming_threshold"] = 64
     with pytest.raises(ValueError, match="hamming_threshold"):
-        DedupImages(fast_config)
+        dedup_images(fast_config)

@@ -9,7 +9,8 @@ import json
 import pytest
 
 from pipeline.config import load_config
-from pipeline.filter.transforms import DocumentFilters
+from pipeline.core.failures import BreakerSettings
+from pipeline.filter.transforms import DocumentFilters, FilterSettings
 from pipeline.io.documents import document_files, parquet_bytes, read_documents
 from pipeline.jobs.stages import run_filter
 from schemas.document import Document, Image, Node
@@ -58,9 +59,20 @@ def config(*overrides: str):
     return load_config(overrides=["runner.direct_running_mode=in_memory", *overrides])
 
 
+def settings(*overrides: str) -> FilterSettings:
+    return FilterSettings.from_config(config(*overrides)["filters"])
+
+
+def document_filters(*overrides: str) -> DocumentFilters:
+    return DocumentFilters(settings(*overrides))
+
+
+BREAKER = BreakerSettings.from_config(config()["runner"]["circuit_breaker"])
+
+
 @pytest.fixture(scope="module")
 def filters() -> DocumentFilters:
-    return DocumentFilters(config())
+    return document_filters()
 
 
 def test_good_article_is_kept_with_its_language_and_scores(filters):
@@ -96,21 +108,22 @@ SPAM = "Buy now cheap watches best price! Click here, free shipping, order now, 
 ])
 def test_each_filter_drops_with_its_reason_and_can_be_switched_off(filters, doc, reason, switch):
     assert filters(copy.deepcopy(doc)).verdict.reason == reason
-    assert DocumentFilters(config(switch))(copy.deepcopy(doc)).verdict.reason != reason
+    assert document_filters(switch)(copy.deepcopy(doc)).verdict.reason != reason
 
 
 def test_language_label_is_kept_when_language_filtering_is_off():
     doc = article(paragraphs=[GERMAN, GERMAN + " Eins.", GERMAN + " Zwei."], images=1)
-    result = DocumentFilters(config("filters.language.enabled=false"))(doc)
+    result = document_filters("filters.language.enabled=false")(doc)
     assert result.examined.metadata["language"] == "de"
     assert "language" not in doc.metadata  # the input document is never changed
 
 
 def test_other_target_languages():
     doc = article(paragraphs=[GERMAN, GERMAN.replace("alte", "neue"), GERMAN.replace("Dorfes", "Ortes")], images=1)
-    result = DocumentFilters(config("filters.language.languages=[de]"))(doc)
+    german_only = document_filters("filters.language.languages=[de]")
+    result = german_only(doc)
     assert result.verdict.reason != "language" and result.examined.metadata["language"] == "de"
-    assert DocumentFilters(config("filters.language.languages=[de]"))(article()).verdict.reason == "language"
+    assert german_only(article()).verdict.reason == "language"
 
 
 def test_failing_paragraphs_are_removed_and_the_document_stays(filters):
@@ -126,7 +139,7 @@ def test_failing_paragraphs_are_removed_and_the_document_stays(filters):
     assert JUNK not in kept.text and "Share this" not in kept.text
     assert kept.nodes[0].text == PARAGRAPHS[0]  # the junk node merged away, images still in place
     assert [n.image is not None for n in kept.nodes] == [False, True, False, True, False]
-    untouched = DocumentFilters(config("filters.paragraph.enabled=false"))(copy.deepcopy(doc))
+    untouched = document_filters("filters.paragraph.enabled=false")(copy.deepcopy(doc))
     assert untouched.paragraphs_in == 0 and JUNK in untouched.document.text
 
 
@@ -245,13 +258,14 @@ def test_dofns_survive_beams_pickling_and_set_up_on_the_worker():
     from pipeline.filter.transforms import FilterDoFn, GateDoFn
     from pipeline.read.crawl import Page
 
-    cfg = config()
-    gate = pickler.loads(pickler.dumps(GateDoFn(cfg)))
+    max_replacement_ratio = config()["read"]["max_replacement_ratio"]
+    gate = pickler.loads(pickler.dumps(GateDoFn(filters=settings(), max_replacement_ratio=max_replacement_ratio,
+                                                circuit_breaker=BREAKER)))
     gate.setup()
     german = Page(url="https://de.example/a", body=f"<html><body><p>{GERMAN}</p></body></html>".encode(),
                   charset="utf-8", source="t")
     assert list(gate.process(german)) == []
-    doc_filter = pickler.loads(pickler.dumps(FilterDoFn(cfg)))
+    doc_filter = pickler.loads(pickler.dumps(FilterDoFn(filters=settings(), circuit_breaker=BREAKER)))
     doc_filter.setup()
     assert [d.url for d in doc_filter.process(article())] == ["https://www.example.org/mill.html"]
 
@@ -261,7 +275,7 @@ def test_gate_stage_counts_and_audits_pages(tmp_path):
 
     from pipeline.core.accounting import query_counts, stage_table
     from pipeline.filter.transforms import GatePages
-    from pipeline.jobs.runner import make_pipeline
+    from pipeline.jobs.runner import RunnerSettings, make_pipeline
     from pipeline.read.crawl import Page
 
     def page(url: str, text: str) -> Page:
@@ -271,8 +285,10 @@ def test_gate_stage_counts_and_audits_pages(tmp_path):
     pages = [page("https://en.example/1", " ".join(PARAGRAPHS)), page("https://de.example/2", GERMAN * 2),
              page("https://www.00sex.com/3", " ".join(PARAGRAPHS)), page("https://de.example/4", "Kurz.")]
     cfg = config("output.audit_drops=true")
-    pipeline = make_pipeline([], cfg)
-    kept = pipeline | beam.Create(pages) | GatePages(cfg, str(tmp_path))
+    pipeline = make_pipeline([], RunnerSettings.from_config(cfg["runner"], "runner"))
+    gate = GatePages(filters=settings(), max_replacement_ratio=cfg["read"]["max_replacement_ratio"],
+                     circuit_breaker=BREAKER, audit_dir=str(tmp_path))
+    kept = pipeline | beam.Create(pages) | gate
     kept | beam.Map(lambda p: p.url) | beam.io.WriteToText(str(tmp_path / "kept"))
     result = pipeline.run()
     result.wait_until_finish()

@@ -75,16 +75,16 @@ def extract_and_filter(inputs: list[str], output: Path, *overrides: str) -> dict
     """read → gate → extract → filter → Parquet as one Beam pipeline (as `m3w build` runs them), audit on."""
     from pipeline.extract.pages import ExtractDocuments
     from pipeline.filter.transforms import FILTER_STAGES, FilterDocuments
-    from pipeline.io.documents import WriteDocuments
-    from pipeline.jobs.runner import make_pipeline
+    from pipeline.io.documents import OutputSettings, WriteDocuments
+    from pipeline.jobs.runner import RunnerSettings, make_pipeline
     from pipeline.jobs.stages import EXTRACT_STAGES, finish_report
 
     config = load_config(overrides=["runner.direct_running_mode=in_memory", "extract.timeout_s=0",
                                     "output.audit_drops=true", *overrides])
-    pipeline = make_pipeline([], config)
+    pipeline = make_pipeline([], RunnerSettings.from_config(config["runner"], "runner"))
     docs = pipeline | "Extract documents" >> ExtractDocuments(inputs, config, str(output))
     docs = docs | "Filter" >> FilterDocuments(config, str(output))
-    docs | "Write" >> WriteDocuments(str(output / "documents"), config)
+    docs | "Write" >> WriteDocuments(str(output / "documents"), OutputSettings.from_config(config["output"], "output"))
     result = pipeline.run()
     result.wait_until_finish()
     return finish_report(result, str(output), EXTRACT_STAGES + FILTER_STAGES, time.time())

@@ -16,18 +16,22 @@ import pytest
 from apache_beam.options.pipeline_options import DirectOptions
 
 from pipeline.config import load_config
-from pipeline.jobs.runner import DataPlaneOverflow, keyed_payload_probe, make_pipeline, pipeline_options
+from pipeline.jobs.runner import DataPlaneOverflow, RunnerSettings, keyed_payload_probe, make_pipeline, pipeline_options
 
 REPO = Path(__file__).resolve().parents[1]
 DATA_PLANE_WARN_BYTES = 512 << 20  # apache_beam.runners.worker.data_plane's large_buffer_warn_threshold_bytes
 
 
+def runner(*overrides: str) -> RunnerSettings:
+    return RunnerSettings.from_config(load_config(overrides=list(overrides))["runner"], "runner")
+
+
 def test_default_local_runner_is_in_memory_with_one_worker():
-    options = pipeline_options([], load_config())
+    options = pipeline_options([], runner())
     direct = options.get_all_options()
     assert direct["direct_running_mode"] == "in_memory" and direct["direct_num_workers"] == 1
     with pytest.raises(ValueError, match="direct_running_mode must be one of"):
-        pipeline_options([], load_config(overrides=["runner.direct_running_mode=multi_processes"]))
+        pipeline_options([], runner("runner.direct_running_mode=multi_processes"))
 
 
 class _WarnLikeTheDataPlane(beam.DoFn):
@@ -53,7 +57,7 @@ def test_a_data_plane_overflow_warning_fails_the_run_even_with_beam_quieted(tmp_
     beam_logger.setLevel(logging.ERROR)
     try:
         out = tmp_path / "count"
-        pipeline = make_pipeline([], load_config())
+        pipeline = make_pipeline([], runner())
         (pipeline | beam.Create([1, 2, 3]) | beam.ParDo(_WarnLikeTheDataPlane(forwarded))
          | beam.combiners.Count.Globally() | beam.Map(lambda n: out.write_text(str(n))))
         with pytest.raises(DataPlaneOverflow, match="913837995 exceeds 536870912"):
@@ -72,12 +76,12 @@ def test_the_chosen_runner_carries_bundles_past_the_data_plane_limit_whole(tmp_p
     data plane's 512 MiB warning threshold into every worker's bundle of the configured runner: 620 MB for
     the one in-memory worker; a default switched to the multi-process runner with 2 workers would get 1.2 GB,
     the size at which it lost keys, and fails here (keys missing, or `DataPlaneOverflow`)."""
-    config = load_config()
-    workers = pipeline_options([], config).view_as(DirectOptions).direct_num_workers
+    settings = runner()
+    workers = pipeline_options([], settings).view_as(DirectOptions).direct_num_workers
     value_bytes = 100_000
     n = math.ceil(1.15 * DATA_PLANE_WARN_BYTES * workers / value_bytes)
     out = tmp_path / "arrived"
-    pipeline = make_pipeline([], config)
+    pipeline = make_pipeline([], settings)
     keyed_payload_probe(pipeline, n, value_bytes) | beam.Map(lambda count: out.write_text(str(count)))
     pipeline.run()
     assert int(out.read_text()) == n
@@ -87,7 +91,7 @@ KILL_SCRIPT = textwrap.dedent("""
     import os, signal, sys
     import apache_beam as beam
     from pipeline.config import load_config
-    from pipeline.jobs.runner import make_pipeline
+    from pipeline.jobs.runner import RunnerSettings, make_pipeline
 
     class KillOnSeven(beam.DoFn):
         def process(self, x):
@@ -96,7 +100,7 @@ KILL_SCRIPT = textwrap.dedent("""
             yield x
 
     config = load_config(overrides=sys.argv[2:])
-    pipeline = make_pipeline([], config)
+    pipeline = make_pipeline([], RunnerSettings.from_config(config["runner"], "runner"))
     (pipeline | beam.Create(range(100)) | beam.Reshuffle() | beam.ParDo(KillOnSeven())
      | beam.combiners.Count.Globally() | beam.Map(lambda n: open(sys.argv[1], "w").write(str(n))))
     pipeline.run()

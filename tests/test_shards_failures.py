@@ -15,10 +15,10 @@ from PIL import Image as PILImage
 
 from pipeline.cli import main as m3w
 from pipeline.config import load_config
-from pipeline.core.failures import SystematicFailure
-from pipeline.dedup.images import DedupImages, _HashImages
+from pipeline.core.failures import BreakerSettings, SystematicFailure
+from pipeline.dedup.images import DedupImages, ImageDedupSettings, _HashImages
 from pipeline.dedup.keys import image_phash
-from pipeline.jobs.runner import make_pipeline
+from pipeline.jobs.runner import RunnerSettings, make_pipeline
 from tests.test_shards_helpers import make_document, write_documents
 
 REPO = Path(__file__).resolve().parents[1]
@@ -71,11 +71,14 @@ def test_phash_with_a_broken_scipy_raises_instead_of_calling_the_image_undecodab
 
 def test_a_broken_scipy_stops_image_dedup_in_the_driver_and_in_the_workers(monkeypatch):
     config = load_config(overrides=["runner.direct_running_mode=in_memory"])
-    hasher = _HashImages(8, 4, None, config)
+    breaker = BreakerSettings.from_config(config["runner"]["circuit_breaker"], "runner.circuit_breaker")
+    hasher = _HashImages(8, 4, None, breaker)
     hasher.setup()  # loaded while scipy was fine; it breaks afterwards (a worker whose environment changed)
     doc = make_document(1, n_images=1, image_source=lambda k: _png())
     monkeypatch.setitem(sys.modules, "scipy.fftpack", None)
     with pytest.raises(ImportError):
         list(hasher.process(doc))  # never an `undecodable` drop
     with pytest.raises(SystematicFailure, match=r"cannot load imagehash \(pHash, with scipy\): ModuleNotFoundError"):
-        make_pipeline([], config) | beam.Create([doc]) | DedupImages(config)
+        settings = ImageDedupSettings.from_config(config["dedup"]["images"], "dedup.images")
+        make_pipeline([], RunnerSettings.from_config(config["runner"], "runner")) | beam.Create([doc]) | DedupImages(
+            settings, breaker)

@@ -12,11 +12,13 @@ Documents in, documents out; every step counts what it removes and why (stage, u
                                           perceptual_duplicate, identical_image_set;
                                           documents identical_image_set, no_images
 - `ConnectedComponents` edges → (node, smallest node of its component), large-star / small-star
+
+Each step takes its own typed subsection of `dedup` (`DedupSettings`, built by the jobs from the config).
 """
 
 from pipeline.core.stages import STAGES as _REGISTRY
 from pipeline.dedup.components import ConnectedComponents
-from pipeline.dedup.documents import DedupDocuments, DedupExact
+from pipeline.dedup.documents import DedupDocuments, DedupExact, DedupSettings
 from pipeline.dedup.images import DedupImages, DropFrequentImageUrls
 from pipeline.dedup.minhash import DedupNear
 from pipeline.dedup.paragraphs import DedupParagraphs
@@ -33,6 +35,7 @@ __all__ = [
     "DedupImages",
     "DedupNear",
     "DedupParagraphs",
+    "DedupSettings",
     "DedupUrls",
     "DropFrequentImageUrls",
 ]

@@ -30,13 +30,14 @@ from typing import Any
 
 import apache_beam as beam
 
+from pipeline.config import Section
 from pipeline.core.accounting import StageCounters
-from pipeline.core.failures import FailureBreaker
-from pipeline.core.preflight import preflight
+from pipeline.core.failures import BreakerSettings, FailureBreaker, preload
+from pipeline.core.preflight import IMAGE_HASHING
 from pipeline.dedup.common import NoteClusterSizes, crawl_order_key
 from pipeline.dedup.components import ConnectedComponents
 from pipeline.dedup.keys import digest, hamming, image_phash, pairwise_hamming, phash_band_keys, sha256_hex
-from pipeline.dedup.urls import url_normalizer
+from pipeline.dedup.urls import UrlDedupSettings, url_normalizer
 from pipeline.images.store import ImageStore
 from schemas.document import Document, Node
 
@@ -44,6 +45,29 @@ URL_STAGE = "dedup_image_urls"
 STAGE = "dedup_images"
 OCCURRENCES = "occurrences"
 DOC_DROPS = "doc_drops"
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageUrlDedupSettings(Section):
+    """`dedup.image_urls`: how many documents make an image URL over-used, before download."""
+
+    enabled: bool
+    max_docs_per_image_url: int
+    drop_docs_without_images: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageDedupSettings(Section):
+    """`dedup.images`: exact and perceptual image dedup after download."""
+
+    enabled: bool
+    hash_size: int
+    hamming_threshold: int
+    max_copies: int
+    identical_image_sets: bool
+    max_bucket_pairwise: int
+    max_rounds: int
+    drop_docs_without_images: bool
 
 
 # ------------------------------------------------------------------------------------ frequent image URLs
@@ -98,13 +122,13 @@ class DropFrequentImageUrls(beam.PTransform):
     Counts images (`frequent_url`) and documents left without images (`no_images`) under `dedup_image_urls`.
     """
 
-    def __init__(self, config: dict[str, Any]):
+    def __init__(self, settings: ImageUrlDedupSettings, url: UrlDedupSettings):
+        """`settings`: the `dedup.image_urls` section; `url`: `dedup.url`, whose normalisation image URLs get."""
         super().__init__()
-        section = config["dedup"]["image_urls"]
-        self.enabled = bool(section["enabled"])
-        self.max_docs = int(section["max_docs_per_image_url"])
-        self.drop_empty = bool(section["drop_docs_without_images"])
-        self.normalize = url_normalizer(config)
+        self.enabled = bool(settings.enabled)
+        self.max_docs = int(settings.max_docs_per_image_url)
+        self.drop_empty = bool(settings.drop_docs_without_images)
+        self.normalize = url_normalizer(url)
 
     def expand(self, docs):
         if not self.enabled:
@@ -144,17 +168,17 @@ class _Occurrence:
 class _HashImages(beam.DoFn):
     """Document → (its key, (document, had_images)) with in-document duplicates removed; occurrences tagged."""
 
-    def __init__(self, hash_size: int, threshold: int, store: ImageStore | None, config: dict[str, Any]):
+    def __init__(self, hash_size: int, threshold: int, store: ImageStore | None, circuit_breaker: BreakerSettings):
         self.hash_size = hash_size
         self.threshold = threshold
         self.store = store
-        self.config = config
+        self.circuit_breaker = circuit_breaker
         self.counts = StageCounters(STAGE)
         self.breaker: FailureBreaker | None = None
 
     def setup(self) -> None:
-        preflight(["dedup_images"], self.config)  # imagehash and its lazy scipy import, on every worker
-        self.breaker = FailureBreaker.from_config(STAGE, self.config["runner"]["circuit_breaker"])
+        preload([IMAGE_HASHING])  # imagehash and its lazy scipy import, on every worker
+        self.breaker = FailureBreaker.from_config(STAGE, self.circuit_breaker)
 
     def process(self, doc: Document) -> Iterator[Any]:
         key = crawl_order_key(doc)
@@ -309,32 +333,34 @@ class DedupImages(beam.PTransform):
     `dedup_images|clusters|info|image_size_<bucket>`.
     """
 
-    def __init__(self, config: dict[str, Any], image_store: ImageStore | None = None):
+    def __init__(self, settings: ImageDedupSettings, circuit_breaker: BreakerSettings,
+                 image_store: ImageStore | None = None):
+        """`settings`: the `dedup.images` section; `circuit_breaker`: `runner.circuit_breaker` (undecodable
+        images); `image_store`: where images that travel by reference (`Image.stored`) are read."""
         super().__init__()
-        self.image_store = image_store  # where images that travel by reference (`Image.stored`) are read
-        self.config = config
-        section = config["dedup"]["images"]
-        self.enabled = bool(section["enabled"])
-        self.hash_size = int(section["hash_size"])
+        self.image_store = image_store
+        self.circuit_breaker = circuit_breaker
+        self.enabled = bool(settings.enabled)
+        self.hash_size = int(settings.hash_size)
         self.bits = self.hash_size * self.hash_size
         if not 2 <= self.hash_size or self.bits > 64:
             raise ValueError(f"dedup.images.hash_size must be 2..8 (a pHash of at most 64 bits), got {self.hash_size}")
-        self.threshold = int(section["hamming_threshold"])
+        self.threshold = int(settings.hamming_threshold)
         if not 0 <= self.threshold < self.bits:
             raise ValueError(f"dedup.images.hamming_threshold must be in 0..{self.bits - 1}, got {self.threshold}")
-        self.max_copies = int(section["max_copies"])
-        self.identical_sets = bool(section["identical_image_sets"])
-        self.max_pairwise = int(section["max_bucket_pairwise"])
-        self.max_rounds = int(section["max_rounds"])
-        self.drop_empty = bool(section["drop_docs_without_images"])
+        self.max_copies = int(settings.max_copies)
+        self.identical_sets = bool(settings.identical_image_sets)
+        self.max_pairwise = int(settings.max_bucket_pairwise)
+        self.max_rounds = int(settings.max_rounds)
+        self.drop_empty = bool(settings.drop_docs_without_images)
 
     def expand(self, docs):
         if not self.enabled:
             return docs
         bits, bands = self.bits, self.threshold + 1
-        preflight(["dedup_images"], self.config)
+        preload([IMAGE_HASHING])
         hashed = docs | "Hash images" >> beam.ParDo(
-            _HashImages(self.hash_size, self.threshold, self.image_store, self.config)).with_outputs(
+            _HashImages(self.hash_size, self.threshold, self.image_store, self.circuit_breaker)).with_outputs(
             OCCURRENCES, main="docs")
         occurrences = hashed[OCCURRENCES]
 

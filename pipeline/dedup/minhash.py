@@ -17,11 +17,13 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import apache_beam as beam
 import numpy as np
 
+from pipeline.config import Section
 from pipeline.core.accounting import StageCounters
 from pipeline.dedup.common import NoteClusterSizes, crawl_order_key
 from pipeline.dedup.components import ConnectedComponents
@@ -32,9 +34,22 @@ STAGE = "dedup_near"
 REASON = "near_duplicate"
 
 
-def make_hasher(near: dict[str, Any]) -> MinHasher:
-    return MinHasher(ngram=int(near["ngram"]), bands=int(near["bands"]), rows=int(near["rows"]),
-                     seed=int(near["seed"]))
+@dataclass(frozen=True)
+class NearDedupSettings(Section):
+    """`dedup.near`: the MinHash LSH family, the optional pair verification and the clustering rounds."""
+
+    enabled: bool
+    ngram: int
+    bands: int
+    rows: int
+    seed: int
+    verify_threshold: float | None
+    max_bucket_pairwise: int
+    max_rounds: int
+
+
+def make_hasher(near: NearDedupSettings) -> MinHasher:
+    return MinHasher(ngram=int(near.ngram), bands=int(near.bands), rows=int(near.rows), seed=int(near.seed))
 
 
 class _BandKeys(beam.DoFn):
@@ -43,7 +58,7 @@ class _BandKeys(beam.DoFn):
     The node is the document's `crawl_order_key`, so the smallest node of a cluster is its first crawl.
     """
 
-    def __init__(self, near: dict[str, Any], verify: bool):
+    def __init__(self, near: NearDedupSettings, verify: bool):
         self.near = near
         self.verify = verify
         self.counts = StageCounters(STAGE)
@@ -131,24 +146,25 @@ class DedupNear(beam.PTransform):
     unconverged nodes and (with verification) rejected pairs to `dedup_near|components|info|...`.
     """
 
-    def __init__(self, config: dict[str, Any]):
+    def __init__(self, settings: NearDedupSettings):
+        """`settings`: the `dedup.near` section."""
         super().__init__()
-        self.near = dict(config["dedup"]["near"])
+        self.near = settings
         make_hasher(self.near)  # fail at graph construction on a bad config, not on a worker
-        threshold = self.near.get("verify_threshold")
+        threshold = settings.verify_threshold
         self.verify_threshold = None if threshold is None else float(threshold)
 
     def expand(self, docs):
-        if not self.near["enabled"]:
+        if not self.near.enabled:
             return docs
         verify = self.verify_threshold is not None
         edges = (
             docs
             | "Band keys" >> beam.ParDo(_BandKeys(self.near, verify))
             | "Group bands" >> beam.GroupByKey()
-            | "Bucket edges" >> beam.ParDo(_BucketEdges(self.verify_threshold, self.near["max_bucket_pairwise"]))
+            | "Bucket edges" >> beam.ParDo(_BucketEdges(self.verify_threshold, self.near.max_bucket_pairwise))
         )
-        labels = edges | "Clusters" >> ConnectedComponents(int(self.near["max_rounds"]), STAGE)
+        labels = edges | "Clusters" >> ConnectedComponents(int(self.near.max_rounds), STAGE)
         labels | "Cluster sizes" >> NoteClusterSizes(STAGE)
         keyed = docs | "Key by node" >> beam.Map(lambda doc: (crawl_order_key(doc), doc))
         return (

@@ -16,12 +16,22 @@ from typing import Any
 
 import apache_beam as beam
 
+from pipeline.config import Section
 from pipeline.core.accounting import StageCounters
 from pipeline.dedup.keys import paragraph_key, split_paragraphs, url_domain
 from schemas.document import Document, Node
 
 STAGE = "dedup_paragraphs"
 REASON = "boilerplate"
+
+
+@dataclasses.dataclass(frozen=True)
+class ParagraphDedupSettings(Section):
+    """`dedup.paragraphs`: how many documents of one domain make a paragraph boilerplate."""
+
+    enabled: bool
+    max_docs_per_paragraph: int
+    drop_empty_documents: bool
 
 
 def _occurrences(doc: Document) -> Iterator[tuple[tuple[str, str], str]]:
@@ -91,12 +101,12 @@ class DedupParagraphs(beam.PTransform):
     Documents left without any text are dropped as `no_text` when `drop_empty_documents` is set.
     """
 
-    def __init__(self, config: dict[str, Any]):
+    def __init__(self, settings: ParagraphDedupSettings):
+        """`settings`: the `dedup.paragraphs` section."""
         super().__init__()
-        section = config["dedup"]["paragraphs"]
-        self.enabled = bool(section["enabled"])
-        self.max_docs = int(section["max_docs_per_paragraph"])
-        self.drop_empty = bool(section["drop_empty_documents"])
+        self.enabled = bool(settings.enabled)
+        self.max_docs = int(settings.max_docs_per_paragraph)
+        self.drop_empty = bool(settings.drop_empty_documents)
 
     def expand(self, docs):
         if not self.enabled:

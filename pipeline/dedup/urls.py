@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import apache_beam as beam
 
+from pipeline.config import Section
 from pipeline.dedup.common import KeepOnePerKey, newest_first_order
 from pipeline.dedup.keys import normalize_url
 from schemas.document import Document
@@ -14,11 +16,20 @@ STAGE = "dedup_url"
 REASON = "duplicate_url"
 
 
-def url_normalizer(config: dict[str, Any]):
+@dataclass(frozen=True)
+class UrlDedupSettings(Section):
+    """`dedup.url`: whether URL dedup runs, and how URLs are normalised (for image URLs too)."""
+
+    enabled: bool
+    ignore_scheme: bool
+    strip_www: bool
+    tracking_params: list[str]
+
+
+def url_normalizer(settings: UrlDedupSettings) -> Callable[[str], str]:
     """The configured `normalize_url` as a one-argument function (shared by URL and image-URL dedup)."""
-    section = config["dedup"]["url"]
-    tracking = tuple(section["tracking_params"])
-    ignore_scheme, strip_www = bool(section["ignore_scheme"]), bool(section["strip_www"])
+    tracking = tuple(settings.tracking_params)
+    ignore_scheme, strip_www = bool(settings.ignore_scheme), bool(settings.strip_www)
 
     def normalize(url: str) -> str:
         return normalize_url(url, tracking, ignore_scheme=ignore_scheme, strip_www=strip_www)
@@ -29,10 +40,11 @@ def url_normalizer(config: dict[str, Any]):
 class DedupUrls(beam.PTransform):
     """Documents → one per normalised URL: the newest WARC date, ties by lowest doc_id (`duplicate_url`)."""
 
-    def __init__(self, config: dict[str, Any]):
+    def __init__(self, settings: UrlDedupSettings):
+        """`settings`: the `dedup.url` section."""
         super().__init__()
-        self.enabled = bool(config["dedup"]["url"]["enabled"])
-        self.normalize = url_normalizer(config)
+        self.enabled = bool(settings.enabled)
+        self.normalize = url_normalizer(settings)
 
     def expand(self, docs):
         if not self.enabled:

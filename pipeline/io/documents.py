@@ -8,6 +8,7 @@ files, and a crash never leaves a half-written shard under its final name.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any
 
 import apache_beam as beam
@@ -15,6 +16,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
+from pipeline.config import Section
+from pipeline.core.failures import BreakerSettings, FailureBreaker
 from pipeline.core.files import write_atomically  # noqa: F401 - re-exported for the stage writers
 from schemas.document import (
     OBELICS_SCHEMA,
@@ -23,6 +26,16 @@ from schemas.document import (
     document_to_dict,
     document_to_row,
 )
+
+
+@dataclass(frozen=True)
+class OutputSettings(Section):
+    """The `output` section: how document Parquet is written, drop audits, progress lines."""
+
+    doc_shards: int
+    parquet_compression: str
+    audit_drops: bool
+    progress_interval_s: float
 
 
 def shard_of(doc_id: str, shards: int) -> int:
@@ -45,11 +58,12 @@ def parquet_bytes(docs: list[Document], with_bytes: bool, compression: str) -> b
 class WriteDocuments(beam.PTransform):
     """Documents → `{directory}/docs-SSSSS-of-NNNNN.parquet`; returns the written paths."""
 
-    def __init__(self, directory: str, config: dict[str, Any], with_bytes: bool = False, image_store=None):
+    def __init__(self, directory: str, output: OutputSettings, with_bytes: bool = False, image_store=None):
+        """`output`: the `output` section (shard count, compression)."""
         super().__init__()
         self.directory = directory.rstrip("/")
-        self.shards = int(config["output"]["doc_shards"])
-        self.compression = config["output"]["parquet_compression"]
+        self.shards = int(output.doc_shards)
+        self.compression = output.parquet_compression
         self.with_bytes = with_bytes
         self.image_store = image_store  # documents carry image references; bytes are read back here, last
 
@@ -138,9 +152,8 @@ class _ReadDocumentFile(beam.DoFn):
     counted drop (`bad_row`), unless (nearly) every row fails: that is a format this reader does not know, and
     the run stops. Without a stage name, a bad row fails the bundle (files this pipeline wrote itself)."""
 
-    def __init__(self, stage: str | None, circuit_breaker: dict[str, Any] | None):
+    def __init__(self, stage: str | None, circuit_breaker: BreakerSettings | None):
         from pipeline.core.accounting import StageCounters
-        from pipeline.core.failures import FailureBreaker
 
         self.counts = StageCounters(stage) if stage else None
         self.breaker = FailureBreaker.from_config(stage, circuit_breaker) if stage and circuit_breaker else None
@@ -173,7 +186,7 @@ class ReadDocumentFiles(beam.PTransform):
     `circuit_breaker` (the config's `runner.circuit_breaker`) stops it when nearly every row is bad.
     """
 
-    def __init__(self, paths: list[str], stage: str | None = None, circuit_breaker: dict[str, Any] | None = None):
+    def __init__(self, paths: list[str], stage: str | None = None, circuit_breaker: BreakerSettings | None = None):
         super().__init__()
         self.paths = sorted(paths)
         self.stage = stage

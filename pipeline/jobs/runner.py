@@ -17,10 +17,14 @@ import logging
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import apache_beam as beam
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, SetupOptions, StandardOptions
+
+from pipeline.config import Section
+from pipeline.core.failures import BreakerSettings
 
 RUNNING_MODES = ("in_memory", "multi_processing", "multi_threading")
 # What Beam's data plane logs (apache_beam.runners.worker.data_plane) just before the multi-process runner
@@ -120,7 +124,17 @@ def keyed_payload_probe(pipeline: beam.Pipeline, n: int, value_bytes: int) -> be
     )
 
 
-def pipeline_options(beam_args: list[str] | None, config: dict[str, Any]) -> PipelineOptions:
+@dataclass(frozen=True)
+class RunnerSettings(Section):
+    """The `runner` section: the local runner's mode and workers, and when item failures stop a run."""
+
+    direct_running_mode: str
+    direct_num_workers: int
+    circuit_breaker: BreakerSettings
+
+
+def pipeline_options(beam_args: list[str] | None, runner: RunnerSettings) -> PipelineOptions:
+    """Beam's options from `beam_args`; without a `--runner`, the local runner as the `runner` section says."""
     args = list(beam_args or [])
     if not any(a.startswith("--default_sdk_harness_log_level") for a in args):
         args.append("--default_sdk_harness_log_level=WARNING")  # workers' INFO chatter hides real warnings
@@ -128,17 +142,18 @@ def pipeline_options(beam_args: list[str] | None, config: dict[str, Any]) -> Pip
     options.view_as(SetupOptions).save_main_session = False
     if options.view_as(StandardOptions).runner is None:
         direct = options.view_as(DirectOptions)
-        mode = config["runner"]["direct_running_mode"]
+        mode = runner.direct_running_mode
         if mode not in RUNNING_MODES:
             raise ValueError(f"runner.direct_running_mode must be one of {RUNNING_MODES}; got {mode!r}")
         direct.direct_running_mode = mode
         # One worker is all the in-memory mode can use (Beam warns otherwise).
-        direct.direct_num_workers = 1 if mode == "in_memory" else int(config["runner"]["direct_num_workers"])
+        direct.direct_num_workers = 1 if mode == "in_memory" else int(runner.direct_num_workers)
     return options
 
 
-def make_pipeline(beam_args: list[str] | None, config: dict[str, Any]) -> beam.Pipeline:
-    options = pipeline_options(beam_args, config)
+def make_pipeline(beam_args: list[str] | None, runner: RunnerSettings) -> beam.Pipeline:
+    """The m3w pipeline on the runner `beam_args` name, else the local one the `runner` section configures."""
+    options = pipeline_options(beam_args, runner)
     if options.view_as(StandardOptions).runner is None:
         from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
