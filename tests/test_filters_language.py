@@ -9,13 +9,23 @@ import pytest
 
 from filters.language import LanguageIdentifier, default_model_path, page_text
 from pipeline.config import load_config
-from pipeline.filter.transforms import DocumentFilters, PageGate
+from pipeline.filter.transforms import DocumentFilters, FilterSettings, PageGate
 from pipeline.read.crawl import Page
 from schemas.document import Document, Image, Node
 
 EN = "The village keeps its market on Saturday mornings, and most people who live there know each other well."
 DE = "Das Dorf hält seinen Markt am Samstagmorgen ab, und die meisten Menschen, die dort leben, kennen sich gut."
 FR = "Le village tient son marché le samedi matin, et la plupart des gens qui y vivent se connaissent bien."
+
+
+def document_filters(*overrides: str) -> DocumentFilters:
+    return DocumentFilters(FilterSettings.from_config(load_config(overrides=overrides)["filters"]))
+
+
+def page_gate(*overrides: str) -> PageGate:
+    config = load_config(overrides=overrides)
+    return PageGate(filters=FilterSettings.from_config(config["filters"]),
+                    max_replacement_ratio=config["read"]["max_replacement_ratio"])
 
 
 @pytest.fixture(scope="module")
@@ -40,9 +50,8 @@ def test_empty_text_has_no_language(identifier):
 def test_any_fasttext_model_by_path(tmp_path):
     model = tmp_path / "my-lid.ftz"
     shutil.copy(default_model_path(), model)
-    config = load_config(overrides=[f"filters.language.model={model}"])
-    filters = DocumentFilters(config)
-    assert filters.identifier.model_path == str(model)
+    filters = document_filters(f"filters.language.model={model}")
+    assert filters.language.identifier.model_path == str(model)
     doc = Document("d1", "https://example.org/a", [Node(text=DE), Node(image=Image("https://example.org/a.jpg"))])
     result = filters(doc)
     assert result.verdict.reason == "language" and result.examined.metadata["language"] == "de"
@@ -70,10 +79,10 @@ def test_glotlid_style_labels_are_understood(monkeypatch):
     prediction = identifier.predict(EN)
     assert (prediction.language, prediction.script) == ("en", "Latn")
     assert prediction.scores == pytest.approx({"en": 0.91, "sco": 0.06, "de": 0.02})
-    config = load_config(overrides=["filters.language.model=/models/glotlid/model_v3.bin",
-                                    "filters.language.languages=[eng_Latn]"])
+    filters = document_filters("filters.language.model=/models/glotlid/model_v3.bin",
+                               "filters.language.languages=[eng_Latn]")
     doc = Document("d1", "https://example.org/a", [Node(text=EN * 3), Node(image=Image("https://example.org/a.jpg"))])
-    labelled = DocumentFilters(config)(doc).examined
+    labelled = filters(doc).examined
     assert labelled.metadata["language"] == "en" and labelled.metadata["language_script"] == "Latn"
 
 
@@ -107,7 +116,7 @@ def html_page(text: str) -> bytes:
 
 @pytest.fixture(scope="module")
 def gate() -> PageGate:
-    return PageGate(load_config())
+    return page_gate()
 
 
 def test_gate_drops_clearly_foreign_pages(gate):
@@ -131,10 +140,10 @@ def test_gate_blocks_listed_urls_before_extraction(gate):
 @pytest.mark.parametrize("switch", ["filters.gate.language=false", "filters.language.enabled=false",
                                     "filters.language.languages=[]"])
 def test_gate_language_check_can_be_switched_off(switch):
-    assert PageGate(load_config(overrides=[switch]))(page("https://de.example/a", html_page(DE * 3))).keep
+    assert page_gate(switch)(page("https://de.example/a", html_page(DE * 3))).keep
 
 
 def test_gate_targets_follow_the_language_list():
-    gate = PageGate(load_config(overrides=["filters.language.languages=[de, fr]"]))
+    gate = page_gate("filters.language.languages=[de, fr]")
     assert gate(page("https://de.example/a", html_page(DE * 3))).keep
     assert gate(page("https://en.example/a", html_page(EN * 3))).reason == "language"

@@ -7,17 +7,23 @@ only come from the rule under test. The measures themselves are checked on hand-
 from __future__ import annotations
 
 import copy
+import dataclasses
 
 import pytest
 
 from filters import text_quality as tq
-from filters.language import LanguageRule, Prediction, normalize_language
-from filters.safety import TextSafety, spam_ratio
+from filters.base import TextItem
+from filters.language import LanguageRule, LanguageSettings, Prediction, normalize_language
+from filters.safety import FlaggedWordsSettings, SpamSettings, TextSafety, spam_ratio
 from filters.wordlists import SUPPORTED_LANGUAGES, common_words, flagged_words, gopher_stopwords, stopwords
 from pipeline.config import load_config
 
 DEFAULTS = load_config()["filters"]
 EPS = 1e-6
+
+
+def item(text: str, lang: str, n_images: int = 0) -> TextItem:
+    return TextItem(text=text, lang=lang, n_images=n_images)
 
 # An ordinary English paragraph: passes every default OBELICS paragraph rule.
 GOOD = ("The river runs past the old mill and the bakery, where the village keeps its market on Saturday "
@@ -28,13 +34,13 @@ GOOD = ("The river runs past the old mill and the bakery, where the village keep
 def paragraph_rules(**on) -> tq.ParagraphRules:
     cfg = {k: (None if k.startswith(("min_", "max_")) else v) for k, v in DEFAULTS["paragraph"].items()}
     cfg.update(on)
-    return tq.ParagraphRules(cfg)
+    return tq.ParagraphRules(tq.ParagraphSettings.from_config(cfg))
 
 
 def obelics_doc_rules(**on) -> tq.ObelicsDocumentRules:
     cfg = {k: (None if k.startswith(("min_", "max_")) else v) for k, v in DEFAULTS["document"]["obelics"].items()}
     cfg.update(on)
-    return tq.ObelicsDocumentRules(cfg)
+    return tq.ObelicsDocumentRules(tq.ObelicsDocumentSettings.from_config(cfg))
 
 
 def assert_boundary(verdict_at, value: float, kind: str, reason: str) -> None:
@@ -85,17 +91,17 @@ def test_word_lists_exist_for_every_supported_language():
 
 
 def test_good_paragraph_passes_every_default_rule():
-    verdict = tq.ParagraphRules(DEFAULTS["paragraph"])(GOOD, "en")
+    verdict = tq.ParagraphRules(tq.ParagraphSettings.from_config(DEFAULTS["paragraph"]))(item(GOOD, "en"))
     assert verdict.keep, verdict
     assert {"char_repetition", "stopwords", "common_words", "flagged_words"} <= set(verdict.scores)
 
 
 def test_paragraph_word_count_bounds():
     rules = paragraph_rules(min_words=4, max_words=6)
-    assert rules("one two three", "en").reason == "obelics_par_word_count"
-    assert rules("one two three four", "en").keep
-    assert rules("one two three four five six", "en").keep
-    assert rules("one two three four five six seven", "en").reason == "obelics_par_word_count"
+    assert rules(item("one two three", "en")).reason == "obelics_par_word_count"
+    assert rules(item("one two three four", "en")).keep
+    assert rules(item("one two three four five six", "en")).keep
+    assert rules(item("one two three four five six seven", "en")).reason == "obelics_par_word_count"
 
 
 REPETITIVE = "Buy the red shoes here. Buy the red shoes here today, because the red shoes sell out fast."
@@ -120,18 +126,19 @@ PARAGRAPH_RULES = [
 def test_paragraph_rule_threshold(key, kind, reason, text, measure):
     value = measure(text)
     assert 0 < value < 1
-    assert_boundary(lambda limit: paragraph_rules(**{key: limit})(text, "en"), value, kind, reason)
+    assert_boundary(lambda limit: paragraph_rules(**{key: limit})(item(text, "en")), value, kind, reason)
 
 
 def test_paragraph_rules_needing_a_word_list_are_skipped_for_languages_without_one():
     rules = paragraph_rules(min_stopwords=0.99, min_common_words=0.99)
-    assert rules("Zorblat quexes fizzled near grobble banks.", "xx").keep
-    assert rules("Zorblat quexes fizzled near grobble banks.", "en").reason == "obelics_par_stopwords"
+    assert rules(item("Zorblat quexes fizzled near grobble banks.", "xx")).keep
+    assert rules(item("Zorblat quexes fizzled near grobble banks.", "en")).reason == "obelics_par_stopwords"
 
 
 def test_paragraph_rules_run_in_obelics_order():
     # Short AND repetitive: the word count is checked first.
-    assert tq.ParagraphRules(DEFAULTS["paragraph"])("go go go", "en").reason == "obelics_par_word_count"
+    rules = tq.ParagraphRules(tq.ParagraphSettings.from_config(DEFAULTS["paragraph"]))
+    assert rules(item("go go go", "en")).reason == "obelics_par_word_count"
 
 
 # -- OBELICS document rules --------------------------------------------------------------------------
@@ -139,17 +146,18 @@ def test_paragraph_rules_run_in_obelics_order():
 
 def test_document_image_count_bounds():
     rules = obelics_doc_rules(min_images=1, max_images=30)
-    assert rules(GOOD, 0, "en").reason == "obelics_image_count"
-    assert rules(GOOD, 1, "en").keep and rules(GOOD, 30, "en").keep
-    assert rules(GOOD, 31, "en").reason == "obelics_image_count"
+    assert rules(item(GOOD, "en", n_images=0)).reason == "obelics_image_count"
+    assert rules(item(GOOD, "en", n_images=1)).keep and rules(item(GOOD, "en", n_images=30)).keep
+    assert rules(item(GOOD, "en", n_images=31)).reason == "obelics_image_count"
 
 
 def test_document_word_count_bounds():
     rules = obelics_doc_rules(min_words=10, max_words=12)
     words = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu".split()
-    assert rules(" ".join(words[:9]), 1, "en").reason == "obelics_word_count"
-    assert rules(" ".join(words[:10]), 1, "en").keep and rules(" ".join(words[:12]), 1, "en").keep
-    assert rules(" ".join(words[:13]), 1, "en").reason == "obelics_word_count"
+    assert rules(item(" ".join(words[:9]), "en", n_images=1)).reason == "obelics_word_count"
+    assert rules(item(" ".join(words[:10]), "en", n_images=1)).keep
+    assert rules(item(" ".join(words[:12]), "en", n_images=1)).keep
+    assert rules(item(" ".join(words[:13]), "en", n_images=1)).reason == "obelics_word_count"
 
 
 DOCUMENT_RULES = [
@@ -169,7 +177,7 @@ DOCUMENT_RULES = [
 def test_document_rule_threshold(key, kind, reason, text, measure):
     value = measure(text)
     assert 0 < value < 1
-    assert_boundary(lambda limit: obelics_doc_rules(**{key: limit})(text, 1, "en"), value, kind, reason)
+    assert_boundary(lambda limit: obelics_doc_rules(**{key: limit})(item(text, "en", n_images=1)), value, kind, reason)
 
 
 # -- Gopher and FineWeb (datatrove) ------------------------------------------------------------------
@@ -188,7 +196,7 @@ def datatrove_rules(group: str, tokenizer: str = "fast", **on) -> tq.DatatroveRu
                        "new_line_ratio": None}}[group]
     cfg[group].update(off)
     cfg[group].update(on)
-    return tq.DatatroveRules(cfg)
+    return tq.DatatroveRules(tq.DocumentSettings.from_config(cfg))
 
 
 def dt_words(text: str) -> list[str]:
@@ -204,37 +212,37 @@ WORDS = ("river mill bakery village market people weather garden bridge station 
 
 def test_gopher_word_count_bounds():
     rules = datatrove_rules("gopher_quality", min_doc_words=5, max_doc_words=7)
-    assert rules(" ".join(WORDS[:4]), "en").reason == "gopher_word_count"
-    assert rules(" ".join(WORDS[:5]), "en").keep and rules(" ".join(WORDS[:7]), "en").keep
-    assert rules(" ".join(WORDS[:8]), "en").reason == "gopher_word_count"
+    assert rules(item(" ".join(WORDS[:4]), "en")).reason == "gopher_word_count"
+    assert rules(item(" ".join(WORDS[:5]), "en")).keep and rules(item(" ".join(WORDS[:7]), "en")).keep
+    assert rules(item(" ".join(WORDS[:8]), "en")).reason == "gopher_word_count"
 
 
 def test_gopher_mean_word_length_bounds():
     rules = datatrove_rules("gopher_quality", min_avg_word_length=3, max_avg_word_length=10)
-    assert rules("ab cd ef gh", "en").reason == "gopher_mean_word_length"
-    assert rules("abc def ghi jkl", "en").keep
-    assert rules("abcdefghij klmnopqrst", "en").keep
-    assert rules("abcdefghijk lmnopqrstuv", "en").reason == "gopher_mean_word_length"
+    assert rules(item("ab cd ef gh", "en")).reason == "gopher_mean_word_length"
+    assert rules(item("abc def ghi jkl", "en")).keep
+    assert rules(item("abcdefghij klmnopqrst", "en")).keep
+    assert rules(item("abcdefghijk lmnopqrstuv", "en")).reason == "gopher_mean_word_length"
 
 
 def test_gopher_stop_words_minimum():
     rules = datatrove_rules("gopher_quality", min_stop_words=2)
-    assert rules("the river and the mill", "en").keep  # the, and
-    assert rules("the river near a mill", "en").reason == "gopher_stop_words"  # only "the"
-    assert rules("die Mühle und der Fluss", "de").keep  # German Gopher stop words: die, und, der
+    assert rules(item("the river and the mill", "en")).keep  # the, and
+    assert rules(item("the river near a mill", "en")).reason == "gopher_stop_words"  # only "the"
+    assert rules(item("die Mühle und der Fluss", "de")).keep  # German Gopher stop words: die, und, der
 
 
 def test_gopher_line_rules_at_their_thresholds():
     bullets = "\n".join(["- item"] * 9 + ["plain line"])  # 9 of 10 lines start with a bullet
     rules = datatrove_rules("gopher_quality", max_bullet_lines_ratio=0.9)
-    assert rules(bullets, "en").keep
-    assert rules("\n".join(["- item"] * 10), "en").reason == "gopher_bullet_lines"
-    assert datatrove_rules("gopher_quality", max_bullet_lines_ratio=0.9 - EPS)(bullets, "en").reason == \
+    assert rules(item(bullets, "en")).keep
+    assert rules(item("\n".join(["- item"] * 10), "en")).reason == "gopher_bullet_lines"
+    assert datatrove_rules("gopher_quality", max_bullet_lines_ratio=0.9 - EPS)(item(bullets, "en")).reason == \
         "gopher_bullet_lines"
     ellipsis = "\n".join(["and then..."] * 3 + ["a full line."] * 7)  # 3 of 10 lines end with an ellipsis
     rules = datatrove_rules("gopher_quality", max_ellipsis_lines_ratio=0.3)
-    assert rules(ellipsis, "en").keep
-    assert datatrove_rules("gopher_quality", max_ellipsis_lines_ratio=0.3 - EPS)(ellipsis, "en").reason == \
+    assert rules(item(ellipsis, "en")).keep
+    assert datatrove_rules("gopher_quality", max_ellipsis_lines_ratio=0.3 - EPS)(item(ellipsis, "en")).reason == \
         "gopher_ellipsis_lines"
 
 
@@ -244,14 +252,15 @@ def test_gopher_line_rules_at_their_thresholds():
 ])
 def test_gopher_symbol_ratios(key, text, count, reason):
     value = text.count(count) / len(dt_words(text))
-    assert_boundary(lambda limit: datatrove_rules("gopher_quality", **{key: limit})(text, "en"), value, "max", reason)
+    assert_boundary(lambda limit: datatrove_rules("gopher_quality", **{key: limit})(item(text, "en")), value, "max",
+                    reason)
 
 
 def test_gopher_alpha_words_ratio():
     text = "river 12 mill 34 bakery village market people weather garden"  # 8 of 10 words have a letter
     value = sum(any(c.isalpha() for c in w) for w in dt_words(text)) / len(dt_words(text))
     assert value == pytest.approx(0.8)
-    assert_boundary(lambda limit: datatrove_rules("gopher_quality", max_non_alpha_words_ratio=limit)(text, "en"),
+    assert_boundary(lambda limit: datatrove_rules("gopher_quality", max_non_alpha_words_ratio=limit)(item(text, "en")),
                     value, "min", "gopher_alpha_words")
 
 
@@ -287,7 +296,7 @@ def test_gopher_repetition_rule_threshold(case):
 
     def verdict(limit):
         setting = [[int(reason.split("_")[2]), limit]] if key in ("top_n_grams", "dup_n_grams") else limit
-        return datatrove_rules("gopher_repetition", **{key: setting})(text, "en")
+        return datatrove_rules("gopher_repetition", **{key: setting})(item(text, "en"))
 
     assert_boundary(verdict, value, "max", reason)
 
@@ -295,32 +304,32 @@ def test_gopher_repetition_rule_threshold(case):
 def test_fineweb_rules_at_their_thresholds():
     ended = "\n".join(["A complete sentence about the river ends here."] * 2 +
                       [f"line number {w} without an ending" for w in WORDS[:8]])  # 2 of 10 lines end in '.'
-    assert_boundary(lambda limit: datatrove_rules("fineweb", line_punct_thr=limit)(ended, "en"), 0.2, "min",
+    assert_boundary(lambda limit: datatrove_rules("fineweb", line_punct_thr=limit)(item(ended, "en")), 0.2, "min",
                     "fineweb_line_punct")
     short = "\n".join([f"short {w}." for w in WORDS[:6]] +
                       [f"this line about the {w} is longer than thirty characters." for w in WORDS[6:9]])
-    assert_boundary(lambda limit: datatrove_rules("fineweb", short_line_thr=limit)(short, "en"), 6 / 9, "max",
+    assert_boundary(lambda limit: datatrove_rules("fineweb", short_line_thr=limit)(item(short, "en")), 6 / 9, "max",
                     "fineweb_short_lines")
     dup_lines = "\n".join(["The same line again and again."] * 2 + [f"Another line about the {w}." for w in WORDS[:8]])
     value = len("The same line again and again.") / len(dup_lines.replace("\n", ""))
-    assert_boundary(lambda limit: datatrove_rules("fineweb", char_duplicates_ratio=limit)(dup_lines, "en"), value,
+    assert_boundary(lambda limit: datatrove_rules("fineweb", char_duplicates_ratio=limit)(item(dup_lines, "en")), value,
                     "max", "fineweb_char_dup")
     listy = "\n".join(f"{w} item." for w in WORDS[:6])
     value = listy.count("\n") / len(dt_words(listy))
-    assert_boundary(lambda limit: datatrove_rules("fineweb", new_line_ratio=limit)(listy, "en"), value, "max",
+    assert_boundary(lambda limit: datatrove_rules("fineweb", new_line_ratio=limit)(item(listy, "en")), value, "max",
                     "fineweb_list_ratio")
 
 
 def test_fineweb_sees_one_paragraph_per_line():
     # Blank lines between paragraphs are not list structure: FineWeb judges trafilatura-style text.
     text = "\n\n".join([GOOD, "Another paragraph about the river, long enough to be a real one."])
-    assert datatrove_rules("fineweb", new_line_ratio=1 / len(dt_words(text)) + EPS)(text, "en").keep
+    assert datatrove_rules("fineweb", new_line_ratio=1 / len(dt_words(text)) + EPS)(item(text, "en")).keep
 
 
 def test_empty_text_is_no_text_not_a_crash():
-    rules = tq.DatatroveRules(DEFAULTS["document"])
-    assert rules("", "en").reason == "no_text"
-    assert rules("... !!! ---", "en").reason == "no_text"
+    rules = tq.DatatroveRules(tq.DocumentSettings.from_config(DEFAULTS["document"]))
+    assert rules(item("", "en")).reason == "no_text"
+    assert rules(item("... !!! ---", "en")).reason == "no_text"
 
 
 def test_fast_tokenizer_splits_words_numbers_and_punctuation():
@@ -331,9 +340,9 @@ def test_fast_tokenizer_splits_words_numbers_and_punctuation():
 def test_datatrove_spacy_tokenizer_option():
     words = " ".join(WORDS[:5])
     rules = datatrove_rules("gopher_quality", min_doc_words=5, tokenizer="datatrove")
-    assert rules(words, "en").keep and rules(" ".join(WORDS[:4]), "en").reason == "gopher_word_count"
+    assert rules(item(words, "en")).keep and rules(item(" ".join(WORDS[:4]), "en")).reason == "gopher_word_count"
     # A language whose assigned tokenizer is not installed (Japanese needs sudachipy) falls back to spaCy's 'xx'.
-    assert datatrove_rules("gopher_quality", min_doc_words=3, tokenizer="datatrove")(words, "ja").keep
+    assert datatrove_rules("gopher_quality", min_doc_words=3, tokenizer="datatrove")(item(words, "ja")).keep
     with pytest.raises(ValueError, match="fast' or 'datatrove"):
         datatrove_rules("gopher_quality", tokenizer="nltk")
 
@@ -350,42 +359,62 @@ def test_language_labels_are_normalized(label, code, script):
     assert normalize_language(label) == (code, script)
 
 
+LANGUAGE = LanguageSettings.from_config(DEFAULTS["language"])
+
+
+def language_rule(**changes) -> LanguageRule:
+    return LanguageRule(dataclasses.replace(LANGUAGE, **changes))
+
+
 @pytest.mark.parametrize("target", ["en", "eng", "eng_Latn", "__label__en"])
 def test_target_languages_match_whatever_form_they_are_written_in(target):
-    rule = LanguageRule({"languages": [target], "threshold": 0.65})
-    assert rule(Prediction("en", 0.9, "", {"en": 0.9})).keep
-    assert rule(Prediction("de", 0.9, "", {"de": 0.9, "en": 0.05})).reason == "language"
+    rule = language_rule(languages=[target], threshold=0.65)
+    assert rule.judge(Prediction("en", 0.9, "", {"en": 0.9})).keep
+    assert rule.judge(Prediction("de", 0.9, "", {"de": 0.9, "en": 0.05})).reason == "language"
 
 
 def test_language_threshold():
     prediction = Prediction("en", 0.65, "", {"en": 0.65})
-    assert_boundary(lambda limit: LanguageRule({"languages": ["en"], "threshold": limit})(prediction), 0.65, "min",
+    assert_boundary(lambda limit: language_rule(languages=["en"], threshold=limit).judge(prediction), 0.65, "min",
                     "language")
     # A second target counts as much as the first; an empty target list keeps every language.
-    assert LanguageRule({"languages": ["en", "de"], "threshold": 0.65})(Prediction("de", 0.9, "", {"de": 0.9})).keep
-    assert LanguageRule({"languages": [], "threshold": 0.65})(Prediction("de", 0.99, "", {"de": 0.99})).keep
+    assert language_rule(languages=["en", "de"], threshold=0.65).judge(Prediction("de", 0.9, "", {"de": 0.9})).keep
+    assert language_rule(languages=[], threshold=0.65).judge(Prediction("de", 0.99, "", {"de": 0.99})).keep
+    # Disabled, the rule only labels: the prediction is in the scores, nothing is dropped.
+    verdict = language_rule(enabled=False).judge(Prediction("de", 0.99, "Latn", {"de": 0.99}))
+    assert verdict.keep and verdict.scores == {"language": "de", "language_score": 0.99, "language_script": "Latn"}
+
+
+def test_language_rule_runs_the_model_on_the_item_text_and_counts():
+    rule = language_rule(languages=["en"])
+    english = rule(item(GOOD, ""))
+    assert english.keep and english.scores["language"] == "en" and english.scores["target_score"] >= 0.65
+    german = rule(item("Der Fluss fließt an der alten Mühle und der Bäckerei vorbei, wo das Dorf seinen Markt hält.",
+                       ""))
+    assert (german.reason, german.scores["language"]) == ("language", "de")
+    assert rule.stats == {"kept": 1, "dropped": 1, "dropped/language": 1}
 
 
 # -- safety text rules -------------------------------------------------------------------------------
 
 
 def safety(**kw) -> TextSafety:
-    flagged = {"enabled": True, "max_ratio": kw.get("flagged")}
-    spam = {"enabled": True, "max_ratio": kw.get("spam"), "min_hits": kw.get("min_hits", 1)}
+    flagged = FlaggedWordsSettings(enabled=True, max_ratio=kw.get("flagged"))
+    spam = SpamSettings(enabled=True, max_ratio=kw.get("spam"), min_hits=kw.get("min_hits", 1))
     return TextSafety(flagged, spam)
 
 
 def test_flagged_words_threshold():
     text = " ".join(WORDS * 5)[: -len(WORDS[-1])] + "shit"  # 1 flagged word in 100
     assert len(tq.words_of(text)) == 100
-    assert_boundary(lambda limit: safety(flagged=limit)(text, "en"), 0.01, "max", "flagged_words")
-    assert safety(flagged=0.01)(" ".join(WORDS * 5), "en").keep
+    assert_boundary(lambda limit: safety(flagged=limit)(item(text, "en")), 0.01, "max", "flagged_words")
+    assert safety(flagged=0.01)(item(" ".join(WORDS * 5), "en")).keep
 
 
 def test_spam_ratio_and_minimum_hits():
     text = "Buy now! Free shipping on every order. Click here for the lowest price, buy now. " + " ".join(WORDS)
     ratio, hits = spam_ratio(tq.words_of(text))
     assert hits == 5  # buy now (twice), free shipping, click here, lowest price
-    assert_boundary(lambda limit: safety(spam=limit, min_hits=5)(text, "en"), ratio, "max", "spam")
-    assert safety(spam=0.0, min_hits=6)(text, "en").keep  # too few occurrences to call it spam
+    assert_boundary(lambda limit: safety(spam=limit, min_hits=5)(item(text, "en")), ratio, "max", "spam")
+    assert safety(spam=0.0, min_hits=6)(item(text, "en")).keep  # too few occurrences to call it spam
     assert spam_ratio(tq.words_of(GOOD)) == (0.0, 0)

@@ -2,25 +2,29 @@
 
 from __future__ import annotations
 
-import copy
+import dataclasses
 
 import pytest
 
-from filters.safety import UrlBlocklist, parent_domains, ut1_lists
+from filters.base import TextItem
+from filters.safety import UrlBlocklist, UrlBlocklistSettings, parent_domains, ut1_lists
 from pipeline.config import load_config
 
-CFG = load_config()["filters"]["safety"]["url_blocklist"]
+SETTINGS = UrlBlocklistSettings.from_config(load_config()["filters"]["safety"]["url_blocklist"])
 
 
 @pytest.fixture(scope="module")
 def blocklist() -> UrlBlocklist:
-    return UrlBlocklist(CFG)
+    return UrlBlocklist(SETTINGS)
 
 
 def only(**changes) -> UrlBlocklist:
-    cfg = copy.deepcopy(CFG)
-    cfg.update(changes)
-    return UrlBlocklist(cfg)
+    return UrlBlocklist(dataclasses.replace(SETTINGS, **changes))
+
+
+def at(url: str) -> TextItem:
+    """What the blocklist reads of a page or document: its URL."""
+    return TextItem(text="", url=url)
 
 
 def test_ut1_lists_load_offline_from_datatrove_wheel():
@@ -37,7 +41,7 @@ def test_ut1_lists_load_offline_from_datatrove_wheel():
     "HTTPS://WWW.00SEX.COM/",  # host names are case-insensitive
 ])
 def test_listed_domains_and_their_subdomains_are_blocked(blocklist, url):
-    verdict = blocklist(url)
+    verdict = blocklist(at(url))
     assert verdict.reason == "url_blocklist" and verdict.scores == {"rule": "domain", "match": "00sex.com"}
 
 
@@ -47,9 +51,9 @@ def test_listed_url_blocks_itself_and_below_but_not_its_siblings(blocklist):
     host, _, path = entry.partition("/")
     assert path
     plain = only(url_words=False)
-    assert plain(f"https://{host}/{path}").scores["rule"] == "url"
-    assert plain(f"http://www.{host}/{path}/deeper/page.html#top").scores["rule"] == "url"
-    assert plain(f"https://{host}/{path}-not-the-same").keep
+    assert plain(at(f"https://{host}/{path}")).scores["rule"] == "url"
+    assert plain(at(f"http://www.{host}/{path}/deeper/page.html#top")).scores["rule"] == "url"
+    assert plain(at(f"https://{host}/{path}-not-the-same")).keep
 
 
 @pytest.mark.parametrize("url", [
@@ -59,26 +63,26 @@ def test_listed_url_blocks_itself_and_below_but_not_its_siblings(blocklist):
     "http://[::1]:8080/page", "http://127.0.0.1/", "not a url at all", "",
 ])
 def test_ordinary_and_odd_urls_pass(blocklist, url):
-    assert blocklist(url).keep
+    assert blocklist(at(url)).keep
 
 
 def test_datatrove_url_word_rules(blocklist):
-    assert blocklist("https://example.com/watch/hentai-episode-1").scores["rule"] == "banned_word"
+    assert blocklist(at("https://example.com/watch/hentai-episode-1")).scores["rule"] == "banned_word"
     # soft-banned words need two of them (soft_word_threshold = 2)
     one, two = "https://example.com/party/lingerie-shop", "https://example.com/party/lingerie-escort"
-    assert blocklist(one).keep
-    assert blocklist(two).scores["rule"] == "soft_banned_words"
-    assert only(soft_word_threshold=3)(two).keep
-    assert blocklist("https://example.com/videos/bigtitsround").scores["rule"] == "banned_subword"
-    assert only(url_words=False)("https://example.com/watch/hentai-episode-1").keep
+    assert blocklist(at(one)).keep
+    assert blocklist(at(two)).scores["rule"] == "soft_banned_words"
+    assert only(soft_word_threshold=3)(at(two)).keep
+    assert blocklist(at("https://example.com/videos/bigtitsround")).scores["rule"] == "banned_subword"
+    assert only(url_words=False)(at("https://example.com/watch/hentai-episode-1")).keep
 
 
 def test_extra_domains_and_urls_from_config():
     rules = only(ut1=False, url_words=False, extra_domains=["bad.example"], extra_urls=["good.example/private/"])
-    assert rules("https://cdn.bad.example/x.html").scores == {"rule": "domain", "match": "bad.example"}
-    assert rules("https://good.example/private/notes").scores["rule"] == "url"
-    assert rules("https://good.example/public/notes").keep
-    assert rules("https://00sex.com/").keep  # UT1 switched off
+    assert rules(at("https://cdn.bad.example/x.html")).scores == {"rule": "domain", "match": "bad.example"}
+    assert rules(at("https://good.example/private/notes")).scores["rule"] == "url"
+    assert rules(at("https://good.example/public/notes")).keep
+    assert rules(at("https://00sex.com/")).keep  # UT1 switched off
 
 
 def test_parent_domains():

@@ -4,10 +4,20 @@ from __future__ import annotations
 
 import pytest
 
-from filters.image_nodes import ImageNodeRules, url_extension
+from filters.base import ImageItem, Verdict
+from filters.image_nodes import ImageNodeRules, ImageNodeSettings, url_extension
 from pipeline.config import load_config
 
-RULES = ImageNodeRules(load_config()["image_nodes"])
+
+def node_rules(*overrides: str) -> ImageNodeRules:
+    return ImageNodeRules(ImageNodeSettings.from_config(load_config(overrides=overrides)["image_nodes"]))
+
+
+RULES = node_rules()
+
+
+def judge(url: str, width=None, height=None, rules: ImageNodeRules = RULES) -> Verdict:
+    return rules(ImageItem(url=url, declared_width=width, declared_height=height))
 
 
 @pytest.mark.parametrize(
@@ -28,7 +38,7 @@ RULES = ImageNodeRules(load_config()["image_nodes"])
     ],
 )
 def test_drops_with_reason(url, width, height, reason):
-    verdict = RULES(url, width, height)
+    verdict = judge(url, width, height)
     assert (verdict.keep, verdict.reason) == (False, reason)
 
 
@@ -43,12 +53,12 @@ def test_drops_with_reason(url, width, height, reason):
     ],
 )
 def test_keeps_content_images(url, width, height):
-    assert RULES(url, width, height).keep
+    assert judge(url, width, height).keep
 
 
 def test_missing_extension_can_be_refused_by_config():
-    cfg = load_config(overrides=["image_nodes.allow_missing_extension=false"])["image_nodes"]
-    assert ImageNodeRules(cfg)("https://cdn.example/image/abc").reason == "bad_format"
+    rules = node_rules("image_nodes.allow_missing_extension=false")
+    assert judge("https://cdn.example/image/abc", rules=rules).reason == "bad_format"
 
 
 @pytest.mark.parametrize(
@@ -68,7 +78,7 @@ def test_missing_extension_can_be_refused_by_config():
     ],
 )
 def test_url_patterns_hit_whole_words(url):
-    verdict = RULES(url)
+    verdict = judge(url)
     assert (verdict.keep, verdict.reason) == (False, "url_pattern"), url
 
 
@@ -83,14 +93,23 @@ def test_url_patterns_hit_whole_words(url):
     ],
 )
 def test_url_patterns_do_not_hit_content_images(url):
-    assert RULES(url).keep, url
+    assert judge(url).keep, url
 
 
 def test_url_pattern_list_comes_from_the_config():
-    cfg = load_config(overrides=["image_nodes.blocked_url_patterns=[bridge]"])["image_nodes"]
-    rules = ImageNodeRules(cfg)
-    assert rules("https://cdn.example.com/2019/iconic-bridge-at-dusk.jpg").reason == "url_pattern"
-    assert rules("https://www.example.org/static/logo.png").keep
+    rules = node_rules("image_nodes.blocked_url_patterns=[bridge]")
+    assert judge("https://cdn.example.com/2019/iconic-bridge-at-dusk.jpg", rules=rules).reason == "url_pattern"
+    assert judge("https://www.example.org/static/logo.png", rules=rules).keep
+
+
+def test_the_rule_counts_what_it_keeps_and_drops_by_reason():
+    rules = node_rules()
+    for url in ("https://host.example/photo.jpg", "data:image/png;base64,AAAA", "https://host.example/logo.png",
+                "https://host.example/b/logo.png"):
+        judge(url, rules=rules)
+    assert rules.stats == {"kept": 1, "dropped": 3, "dropped/data_uri": 1, "dropped/url_pattern": 2}
+    assert rules.filter(ImageItem(url="https://host.example/logo.png")).reason == "url_pattern"
+    assert rules.stats["dropped"] == 3  # `filter` alone judges without counting
 
 
 def test_url_extension():

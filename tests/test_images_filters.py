@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import http.client
 import io
 
@@ -9,15 +10,18 @@ import imagehash
 import pytest
 from PIL import Image
 
-from filters.images import ImageRules, check_image, looks_like_text
-from filters.nsfw import NsfwScorer, nsfw_verdict
+from filters.base import ImageItem
+from filters.images import ImageFilterSettings, ImageRules, looks_like_text
+from filters.nsfw import NsfwRule, NsfwScorer
 from pipeline.config import load_config
 from pipeline.sampledata.imagehost import FAILURE_KINDS, FAILURE_REASONS, ImageHost, bomb_png, generated_picture
+
+SETTINGS = ImageFilterSettings.from_config(load_config()["image_filters"])
 
 
 @pytest.fixture(scope="module")
 def rules() -> ImageRules:
-    return ImageRules.from_config(load_config()["image_filters"])
+    return ImageRules(SETTINGS)
 
 
 def encoded(width: int, height: int, fmt: str = "JPEG") -> bytes:
@@ -27,8 +31,10 @@ def encoded(width: int, height: int, fmt: str = "JPEG") -> bytes:
 
 
 def reason(data: bytes | None, rules: ImageRules) -> str:
-    verdict, picture = check_image(data, rules)
-    assert (picture is not None) == verdict.keep
+    item = ImageItem(url="https://host.example/a.jpg", data=data)
+    verdict = rules(item)
+    if verdict.keep:
+        assert item.picture.tile == []  # kept: the item's picture is decoded, ready for the caller
     return verdict.reason or "keep"
 
 
@@ -50,7 +56,7 @@ def test_aspect_ratio_bounds_are_inclusive(rules):
 
 def test_formats_are_judged_by_the_decoded_bytes(rules):
     for fmt in ("JPEG", "PNG", "WEBP"):
-        verdict, _ = check_image(encoded(300, 300, fmt), rules)
+        verdict = rules(ImageItem(data=encoded(300, 300, fmt)))
         assert verdict.keep, fmt
         assert verdict.scores["original_format"] == {"JPEG": "jpeg"}.get(fmt, fmt.lower())
         assert verdict.scores["original_width"] == 300
@@ -60,8 +66,7 @@ def test_formats_are_judged_by_the_decoded_bytes(rules):
 
 def test_pixel_cap_refuses_before_decoding(rules):
     assert reason(bomb_png(100_000, 100_000), rules) == "too_many_pixels"  # Pillow's own bomb limit
-    small_cap = ImageRules(rules.allowed_formats, rules.min_side, rules.min_aspect_ratio, rules.max_aspect_ratio,
-                           max_pixels=300 * 300)
+    small_cap = ImageRules(dataclasses.replace(SETTINGS, max_pixels=300 * 300))
     assert reason(encoded(300, 300), small_cap) == "keep"
     assert reason(encoded(301, 300), small_cap) == "too_many_pixels"
     # A header that passes Pillow's limit but not ours, with no pixel data at all: refused, not decoded.
@@ -80,26 +85,29 @@ def test_broken_bytes_get_precise_reasons(rules):
 
 def test_header_only_mode_judges_without_decoding(rules):
     good = encoded(400, 300)
-    verdict, picture = check_image(good[: len(good) // 2], rules, decode=False)
-    assert verdict.keep and picture.size == (400, 300)  # truncation is left to the caller's decoder
-    assert reason_no_decode(encoded(100, 300), rules) == "min_side"
-    assert reason_no_decode(bomb_png(), rules) == "too_many_pixels"
-
-
-def reason_no_decode(data: bytes, rules: ImageRules) -> str:
-    return check_image(data, rules, decode=False)[0].reason or "keep"
+    header_only = ImageRules(SETTINGS, decode=False)
+    item = ImageItem(data=good[: len(good) // 2])
+    verdict = header_only(item)
+    assert verdict.keep and item.picture.size == (400, 300)  # truncation is left to the caller's decoder
+    assert item.picture.tile != []  # opened, not decoded
+    assert header_only(ImageItem(data=encoded(100, 300))).reason == "min_side"
+    assert header_only(ImageItem(data=bomb_png())).reason == "too_many_pixels"
 
 
 def test_invalid_aspect_config_is_a_clear_error():
-    section = dict(load_config()["image_filters"], min_aspect_ratio=3.0, max_aspect_ratio=2.0)
     with pytest.raises(ValueError, match="aspect"):
-        ImageRules.from_config(section)
+        ImageRules(dataclasses.replace(SETTINGS, min_aspect_ratio=3.0, max_aspect_ratio=2.0))
 
 
-def test_nsfw_verdict_threshold_is_inclusive():
-    assert nsfw_verdict(0.8, 0.8).reason == "nsfw"
-    assert nsfw_verdict(0.7999, 0.8).keep
-    assert nsfw_verdict(0.3, 0.8).scores == {"nsfw_score": 0.3}
+def test_nsfw_rule_threshold_is_inclusive():
+    rule = NsfwRule(SETTINGS.nsfw)
+    threshold = SETTINGS.nsfw.threshold
+    assert rule(ImageItem(nsfw_score=threshold)).reason == "nsfw"
+    assert rule(ImageItem(nsfw_score=threshold - 1e-4)).keep
+    assert rule(ImageItem(nsfw_score=0.3)).scores == {"nsfw_score": 0.3}
+    assert rule.stats == {"kept": 2, "dropped": 1, "dropped/nsfw": 1}
+    with pytest.raises(ValueError, match="nsfw_score"):
+        rule(ImageItem(url="https://host.example/a.jpg"))  # a caller that forgot to score is a code error
 
 
 def test_nsfw_scorer_runs_offline_from_the_wheel_and_is_deterministic():

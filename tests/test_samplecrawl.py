@@ -301,15 +301,16 @@ def test_canary_notes_pass_the_paragraph_rules():
     """The note after a canary picture must survive the text filters, or its class word never reaches a shard."""
     import random
 
-    from filters.text_quality import ParagraphRules
+    from filters.base import TextItem
+    from filters.text_quality import ParagraphRules, ParagraphSettings
     from pipeline.sampledata.crawl.canaries import canary_paragraph
     from pipeline.sampledata.crawl.generate import CANARY_NOTE_WORDS
 
-    rules = ParagraphRules(load_config()["filters"]["paragraph"])
+    rules = ParagraphRules(ParagraphSettings.from_config(load_config()["filters"]["paragraph"]))
     rng = random.Random(0)
     for _ in range(500):
         paragraph = canary_paragraph(rng.choice(CANARY_CLASSES), rng, *CANARY_NOTE_WORDS)
-        verdict = rules(paragraph, "en")
+        verdict = rules(TextItem(text=paragraph, lang="en"))
         assert verdict.keep, (paragraph, verdict)
 
 

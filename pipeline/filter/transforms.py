@@ -8,10 +8,12 @@
   the document stays), then the document quality rules (OBELICS, Gopher, FineWeb). Kept documents carry
   the scores the rules measured in `metadata["filter_scores"]`.
 
-The rules themselves are pure functions in `filters/`; `DocumentFilters` composes them without Beam (tests,
-benchmarks), and the DoFns only count and route. Models and lists load once per worker in `setup()`.
-With `output.audit_drops`, dropped pages, documents and paragraphs are written with their reason as JSON
-lines under `<audit_dir>/dropped/` (`gate-*`, `filter-*`).
+The rules themselves are `TextFilter`s in `filters/` (one `filter(TextItem) -> Verdict` each); `DocumentFilters`
+composes them without Beam (tests, benchmarks), and the DoFns only count and route. Models and lists load once
+per worker in `setup()`. Every unit takes only its typed config sections (`FilterSettings`, the `filters`
+section, and its subsections), built by the jobs at the edge. Given an `audit_dir` (the jobs pass one when
+`output.audit_drops` is on), dropped pages, documents and paragraphs are written with their reason as JSON lines
+under `<audit_dir>/dropped/` (`gate-*`, `filter-*`).
 """
 
 from __future__ import annotations
@@ -21,13 +23,16 @@ import json
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
 
 import apache_beam as beam
 
-from filters.base import Verdict
+from filters.base import TextItem, Verdict
+from filters.language import LanguageSettings
+from filters.safety import SafetySettings
+from filters.text_quality import DocumentSettings, ParagraphSettings
+from pipeline.config import Section
 from pipeline.core.accounting import DROPPED_TAG, StageCounters
-from pipeline.core.failures import FailureBreaker
+from pipeline.core.failures import BreakerSettings, FailureBreaker
 from pipeline.core.stages import names
 from pipeline.io.documents import WriteDropAudit
 from pipeline.read.crawl import Page
@@ -45,34 +50,60 @@ def _detail(verdict: Verdict) -> str:
     return json.dumps(verdict.scores, sort_keys=True, ensure_ascii=False, default=str)
 
 
+# -- settings ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GateSettings(Section):
+    """`filters.gate`: which cheap checks run on raw pages, and how much text the language check reads."""
+
+    enabled: bool
+    url_blocklist: bool
+    language: bool
+    min_target_score: float
+    min_text_chars: int
+    max_text_chars: int
+
+
+@dataclass(frozen=True)
+class FilterSettings(Section):
+    """The `filters` section: the gate's and the document filters' rules, each group in its own subsection."""
+
+    language: LanguageSettings
+    gate: GateSettings
+    safety: SafetySettings
+    paragraph: ParagraphSettings
+    document: DocumentSettings
+
+
 # -- the gate ----------------------------------------------------------------------------------------
 
 
 class PageGate:
-    """URL blocklist and cheap language check on a raw page (pure; loads its model and lists on creation)."""
+    """URL blocklist and cheap language check on a raw page (pure; loads its model and lists on creation).
 
-    def __init__(self, config: dict[str, Any]):
-        from filters.language import LanguageIdentifier, LanguageRule
+    `max_replacement_ratio` is `read.max_replacement_ratio`: a page that decodes worse is not judged here
+    (extraction drops it as `undecodable`)."""
+
+    def __init__(self, *, filters: FilterSettings, max_replacement_ratio: float):
+        from filters.language import LanguageRule
         from filters.safety import UrlBlocklist
 
-        fcfg = config["filters"]
-        gate = fcfg["gate"]
-        self.max_replacement = float(config["read"]["max_replacement_ratio"])
-        self.min_chars = int(gate["min_text_chars"])
-        self.max_chars = int(gate["max_text_chars"])
-        self.min_target_score = float(gate["min_target_score"])
-        block = fcfg["safety"]["url_blocklist"]
-        self.blocklist = UrlBlocklist(block) if gate["url_blocklist"] and block["enabled"] else None
-        lang = fcfg["language"]
-        self.rule = LanguageRule(lang) if gate["language"] and lang["enabled"] and lang["languages"] else None
-        self.identifier = LanguageIdentifier(lang["model"], int(lang["top_k"])) if self.rule else None
+        gate, language, block = filters.gate, filters.language, filters.safety.url_blocklist
+        self.max_replacement = float(max_replacement_ratio)
+        self.min_chars = int(gate.min_text_chars)
+        self.max_chars = int(gate.max_text_chars)
+        self.blocklist = UrlBlocklist(block) if gate.url_blocklist and block.enabled else None
+        # Only sure cases are dropped before extraction: the target needs just `min_target_score` here.
+        judged = gate.language and language.enabled and language.languages
+        self.rule = LanguageRule(dataclasses.replace(language, threshold=gate.min_target_score)) if judged else None
 
     def __call__(self, page: Page) -> Verdict:
         from filters.language import page_text
         from pipeline.read.decode import decode_html, replacement_ratio
 
         if self.blocklist is not None:
-            verdict = self.blocklist(page.url)
+            verdict = self.blocklist(TextItem(text="", url=page.url))
             if not verdict.keep:
                 return verdict
         if self.rule is None:
@@ -83,19 +114,21 @@ class PageGate:
         text = page_text(html_text, self.max_chars)
         if len(text) < self.min_chars:
             return Verdict.ok(gate="too_little_text")
-        return self.rule(self.identifier.predict(text), threshold=self.min_target_score)
+        return self.rule(TextItem(text=text, url=page.url))
 
 
 class GateDoFn(beam.DoFn):
-    def __init__(self, config: dict[str, Any]):
-        self.config = config
-        self.audit = bool(config["output"]["audit_drops"])
+    def __init__(self, *, filters: FilterSettings, max_replacement_ratio: float, circuit_breaker: BreakerSettings,
+                 audit: bool = False):
+        self.filters = filters
+        self.max_replacement_ratio = max_replacement_ratio
+        self.audit = audit
         self.counts = StageCounters(GATE_STAGE)
-        self.breaker = FailureBreaker.from_config(GATE_STAGE, config["runner"]["circuit_breaker"])
+        self.breaker = FailureBreaker.from_config(GATE_STAGE, circuit_breaker)
         self.gate: PageGate | None = None
 
     def setup(self) -> None:
-        self.gate = PageGate(self.config)
+        self.gate = PageGate(filters=self.filters, max_replacement_ratio=self.max_replacement_ratio)
 
     def process(self, page: Page):
         self.counts.seen("pages")
@@ -119,18 +152,30 @@ class GateDoFn(beam.DoFn):
 
 
 class GatePages(beam.PTransform):
-    """Pages → the pages worth extracting (stage `gate`); a no-op when `filters.gate.enabled` is false."""
+    """Pages → the pages worth extracting (stage `gate`); a no-op when `filters.gate.enabled` is false.
 
-    def __init__(self, config: dict[str, Any], audit_dir: str | None = None):
+    Args:
+        filters: the `filters` section (the gate reads `gate`, `language` and `safety.url_blocklist`).
+        max_replacement_ratio: `read.max_replacement_ratio` (pages decoding worse are left to extraction).
+        circuit_breaker: `runner.circuit_breaker`.
+        audit_dir: where dropped pages are listed (None: nowhere).
+    """
+
+    def __init__(self, *, filters: FilterSettings, max_replacement_ratio: float, circuit_breaker: BreakerSettings,
+                 audit_dir: str | None = None):
         super().__init__()
-        self.config = config
+        self.filters = filters
+        self.max_replacement_ratio = max_replacement_ratio
+        self.circuit_breaker = circuit_breaker
         self.audit_dir = audit_dir
 
     def expand(self, pages):
-        if not self.config["filters"]["gate"]["enabled"]:
+        if not self.filters.gate.enabled:
             return pages
-        results = pages | "Gate pages" >> beam.ParDo(GateDoFn(self.config)).with_outputs(DROPPED_TAG, main="pages")
-        if self.audit_dir and self.config["output"]["audit_drops"]:
+        gate = GateDoFn(filters=self.filters, max_replacement_ratio=self.max_replacement_ratio,
+                        circuit_breaker=self.circuit_breaker, audit=self.audit_dir is not None)
+        results = pages | "Gate pages" >> beam.ParDo(gate).with_outputs(DROPPED_TAG, main="pages")
+        if self.audit_dir is not None:
             results[DROPPED_TAG] | "Audit gate drops" >> WriteDropAudit(self.audit_dir, "gate")
         return results.pages
 
@@ -150,50 +195,53 @@ class Filtered:
 
 
 class DocumentFilters:
-    """language → safety → paragraph rules → document quality, on one document (pure; no Beam)."""
+    """language → safety → paragraph rules → document quality, on one document (pure; no Beam).
 
-    def __init__(self, config: dict[str, Any]):
-        from filters.language import LanguageIdentifier, LanguageRule
+    Each rule counts its own outcomes (`rule.stats`); `rule_stats()` gathers them by rule."""
+
+    def __init__(self, filters: FilterSettings):
+        from filters.language import LanguageRule
         from filters.safety import TextSafety, UrlBlocklist
         from filters.text_quality import DocumentQuality, ParagraphRules
 
-        fcfg = config["filters"]
-        lang = fcfg["language"]
-        self.language_enabled = bool(lang["enabled"])
-        self.language_rule = LanguageRule(lang)
-        self.identifier = LanguageIdentifier(lang["model"], int(lang["top_k"]))
-        safety = fcfg["safety"]
-        self.blocklist = UrlBlocklist(safety["url_blocklist"]) if safety["url_blocklist"]["enabled"] else None
-        self.text_safety = TextSafety(safety["flagged_words"], safety["spam"])
-        self.paragraph_rules = ParagraphRules(fcfg["paragraph"]) if fcfg["paragraph"]["enabled"] else None
-        self.quality = DocumentQuality(fcfg["document"])
+        safety = filters.safety
+        self.language = LanguageRule(filters.language)  # with the section disabled it only labels
+        self.blocklist = UrlBlocklist(safety.url_blocklist) if safety.url_blocklist.enabled else None
+        self.text_safety = TextSafety(safety.flagged_words, safety.spam)
+        self.paragraph_rules = ParagraphRules(filters.paragraph) if filters.paragraph.enabled else None
+        self.quality = DocumentQuality(filters.document)
+
+    def rule_stats(self) -> dict[str, Counter[str]]:
+        """Kept and dropped (by reason) per rule, over every item this instance judged."""
+        rules = (self.language, self.blocklist, self.text_safety, self.paragraph_rules, self.quality)
+        return {type(rule).__name__: Counter(rule.stats) for rule in rules if rule is not None}
 
     def __call__(self, original: Document) -> Filtered:
         """Never changes `original` (Beam elements are immutable): the rules work on a copy."""
         doc = dataclasses.replace(original, nodes=list(original.nodes), metadata=dict(original.metadata))
         # Language, on the whole text; the label is stored even when language filtering is off.
-        prediction = self.identifier.predict(doc.text)
-        verdict = self.language_rule(prediction)
-        doc.metadata["language"] = prediction.language
-        doc.metadata["language_score"] = round(prediction.score, 4)
-        if prediction.script:
-            doc.metadata["language_script"] = prediction.script
-        if self.language_enabled and not verdict.keep:
+        verdict = self.language(TextItem(text=doc.text, url=doc.url, n_images=len(doc.images)))
+        lang = verdict.scores["language"]
+        doc.metadata["language"] = lang
+        doc.metadata["language_score"] = verdict.scores["language_score"]
+        if "language_script" in verdict.scores:
+            doc.metadata["language_script"] = verdict.scores["language_script"]
+        if not verdict.keep:
             return Filtered(verdict=verdict, examined=doc)
-        lang = prediction.language
         # Safety, on the whole text before any cleaning: a page full of profanity is dropped, not tidied up.
+        item = TextItem(text=doc.text, lang=lang, url=doc.url, n_images=len(doc.images))
         if self.blocklist is not None:
-            verdict = self.blocklist(doc.url)
+            verdict = self.blocklist(item)
             if not verdict.keep:
                 return Filtered(verdict=verdict, examined=doc)
-        verdict = self.text_safety(doc.text, lang)
+        verdict = self.text_safety(item)
         if not verdict.keep:
             return Filtered(verdict=verdict, examined=doc)
         scores = dict(verdict.scores)
         out = Filtered(examined=doc)
         if self.paragraph_rules is not None:
             self._clean_paragraphs(doc, lang, out)
-        verdict = self.quality(doc.text, len(doc.images), lang)
+        verdict = self.quality(TextItem(text=doc.text, lang=lang, url=doc.url, n_images=len(doc.images)))
         out.verdict = verdict
         if not verdict.keep:
             return out
@@ -211,7 +259,7 @@ class DocumentFilters:
             kept = []
             for paragraph in (p for p in (node.text or "").split("\n\n") if p.strip()):
                 out.paragraphs_in += 1
-                verdict = self.paragraph_rules(paragraph, lang)
+                verdict = self.paragraph_rules(TextItem(text=paragraph, lang=lang, url=doc.url))
                 if verdict.keep:
                     kept.append(paragraph)
                 else:
@@ -225,16 +273,16 @@ class DocumentFilters:
 class FilterDoFn(beam.DoFn):
     """Documents → kept documents; every document, image and paragraph counted by reason."""
 
-    def __init__(self, config: dict[str, Any]):
-        self.config = config
-        self.audit = bool(config["output"]["audit_drops"])
+    def __init__(self, *, filters: FilterSettings, circuit_breaker: BreakerSettings, audit: bool = False):
+        self.settings = filters
+        self.audit = audit
         self.counts = StageCounters(FILTER_STAGE)
         self.paragraph_counts = StageCounters(PARAGRAPH_STAGE)
-        self.breaker = FailureBreaker.from_config(FILTER_STAGE, config["runner"]["circuit_breaker"])
+        self.breaker = FailureBreaker.from_config(FILTER_STAGE, circuit_breaker)
         self.filters: DocumentFilters | None = None
 
     def setup(self) -> None:
-        self.filters = DocumentFilters(self.config)
+        self.filters = DocumentFilters(self.settings)
 
     def process(self, doc: Document):
         images = len(doc.images)
@@ -269,17 +317,24 @@ class FilterDoFn(beam.DoFn):
 
 
 class FilterDocuments(beam.PTransform):
-    """Documents → documents that pass the language, safety and quality filters (paragraphs cleaned)."""
+    """Documents → documents that pass the language, safety and quality filters (paragraphs cleaned).
 
-    def __init__(self, config: dict[str, Any], audit_dir: str | None = None):
+    Args:
+        filters: the `filters` section.
+        circuit_breaker: `runner.circuit_breaker`.
+        audit_dir: where dropped documents and paragraphs are listed (None: nowhere).
+    """
+
+    def __init__(self, *, filters: FilterSettings, circuit_breaker: BreakerSettings, audit_dir: str | None = None):
         super().__init__()
-        self.config = config
+        self.filters = filters
+        self.circuit_breaker = circuit_breaker
         self.audit_dir = audit_dir
 
     def expand(self, docs):
-        results = docs | "Filter documents" >> beam.ParDo(FilterDoFn(self.config)).with_outputs(
-            DROPPED_TAG, main="docs")
-        if self.audit_dir and self.config["output"]["audit_drops"]:
+        do_fn = FilterDoFn(filters=self.filters, circuit_breaker=self.circuit_breaker, audit=self.audit_dir is not None)
+        results = docs | "Filter documents" >> beam.ParDo(do_fn).with_outputs(DROPPED_TAG, main="docs")
+        if self.audit_dir is not None:
             results[DROPPED_TAG] | "Audit filter drops" >> WriteDropAudit(self.audit_dir, "filter")
         return results.docs
 

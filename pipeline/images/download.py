@@ -40,7 +40,7 @@ import urllib.error  # noqa: E402
 import urllib.request  # noqa: E402
 from collections.abc import Iterator  # noqa: E402
 from contextlib import contextmanager  # noqa: E402
-from dataclasses import dataclass, field  # noqa: E402
+from dataclasses import asdict, dataclass, field  # noqa: E402
 from typing import Any  # noqa: E402
 from urllib.parse import urlsplit  # noqa: E402
 
@@ -49,18 +49,44 @@ import pyarrow as pa  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 from apache_beam.io.filesystems import FileSystems  # noqa: E402
 
-from filters.images import ImageRules, check_image  # noqa: E402
-from filters.nsfw import NsfwScorer, nsfw_verdict  # noqa: E402
+from filters.base import ImageItem  # noqa: E402
+from filters.images import ImageFilterSettings, ImageRules  # noqa: E402
+from filters.nsfw import NsfwRule, NsfwScorer  # noqa: E402
+from pipeline.config import Section  # noqa: E402
 from pipeline.core.accounting import StageCounters  # noqa: E402
-from pipeline.core.failures import FailureBreaker  # noqa: E402
+from pipeline.core.failures import BreakerSettings, FailureBreaker, preload  # noqa: E402
 from pipeline.core.files import write_atomically  # noqa: E402
-from pipeline.core.preflight import preflight  # noqa: E402
+from pipeline.core.preflight import download_loaders  # noqa: E402
 from pipeline.images.store import ImageStore  # noqa: E402
 
 log = logging.getLogger(__name__)
 
 DOWNLOAD = "download"
 IMAGE_FILTER = "image_filter"
+
+
+@dataclass(frozen=True)
+class DownloadSettings(Section):
+    """The `download` section: how image bytes are fetched, from where, with what identity, and stored."""
+
+    urls_per_shard: int
+    thread_count: int
+    timeout_s: float
+    retries: int
+    shard_retries: int
+    user_agent: str
+    user_agent_token: str
+    disallowed_header_directives: list[str]
+    page_opt_out: list[str]
+    max_bytes: int
+    image_size: int
+    resize_mode: str
+    resize_only_if_bigger: bool
+    encode_format: str
+    encode_quality: int
+    allow_loopback: bool
+    retry_next_run: list[str]
+    rewrite_to: str | None
 
 
 # ------------------------------------------------------------------------------------------------
@@ -433,23 +459,26 @@ _RESIZE_LOCK = threading.Lock()
 class ShardDownloader:
     """Downloads and checks one list of URLs in this process; built once per worker (it loads the NSFW model)."""
 
-    def __init__(self, config: dict[str, Any]):
+    def __init__(self, download: DownloadSettings, image_filters: ImageFilterSettings):
+        """`download` and `image_filters`: the config sections of those names."""
         from img2dataset.resizer import Resizer
 
-        self.dl = config["download"]
-        self.filters = config["image_filters"]
-        self.rules = ImageRules.from_config(self.filters)
-        self.policy = OutboundPolicy(bool(self.dl["allow_loopback"]))
-        self.opener = guarded_opener(self.policy, str(self.dl["user_agent"]), int(self.dl["max_bytes"]))
-        nsfw = self.filters["nsfw"]
-        self.nsfw = NsfwScorer.from_config(nsfw) if nsfw["enabled"] else None
-        self.nsfw_threshold = float(nsfw["threshold"])
+        self.dl = download
+        self.filters = image_filters
+        self.policy = OutboundPolicy(bool(self.dl.allow_loopback))
+        self.opener = guarded_opener(self.policy, str(self.dl.user_agent), int(self.dl.max_bytes))
+        nsfw = self.filters.nsfw
+        self.nsfw = NsfwScorer.from_config(nsfw) if nsfw.enabled else None
+        self.nsfw_rule = NsfwRule(nsfw)
+        # Without NSFW nothing needs Pillow's pixels: the header checks suffice, and the resizer's
+        # decode (which fails on truncated or corrupt data) is the only one.
+        self.rules = ImageRules(self.filters, decode=self.nsfw is not None)
         self.resizer = Resizer(
-            image_size=int(self.dl["image_size"]),
-            resize_mode=str(self.dl["resize_mode"]),
-            resize_only_if_bigger=bool(self.dl["resize_only_if_bigger"]),
-            encode_format=str(self.dl["encode_format"]),
-            encode_quality=int(self.dl["encode_quality"]),
+            image_size=int(self.dl.image_size),
+            resize_mode=str(self.dl.resize_mode),
+            resize_only_if_bigger=bool(self.dl.resize_only_if_bigger),
+            encode_format=str(self.dl.encode_format),
+            encode_quality=int(self.dl.encode_quality),
         )
         # img2dataset only fetches: the bytes come back untouched, checked and resized by us afterwards,
         # so format and pixel-count checks see the original before any decoder does.
@@ -471,28 +500,28 @@ class ShardDownloader:
         from img2dataset.downloader import Downloader
         from img2dataset.writer import ParquetSampleWriter
 
-        rewrite_to = self.dl["rewrite_to"]
+        rewrite_to = self.dl.rewrite_to
         table = pa.table({"source_url": urls, "url": [fetch_url(u, rewrite_to) for u in urls]})
         shard_file = os.path.join(tmp, "urls.feather")
         downloader = Downloader(
             sample_writer_class=ParquetSampleWriter,
             resizer=self.fetch_only,
-            thread_count=max(1, min(int(self.dl["thread_count"]), len(urls))),
+            thread_count=max(1, min(int(self.dl.thread_count), len(urls))),
             save_caption=False,
             extract_exif=False,
             output_folder=tmp,
             column_list=["source_url", "url"],
-            timeout=float(self.dl["timeout_s"]),
+            timeout=float(self.dl.timeout_s),
             number_sample_per_shard=max(1, len(urls)),
             oom_shard_count=5,
             compute_hash=None,
             verify_hash_type=None,
             encode_format="jpg",
-            retries=int(self.dl["retries"]),
-            user_agent_token=str(self.dl["user_agent_token"]),
-            disallowed_header_directives=list(self.dl["disallowed_header_directives"]) or None,
+            retries=int(self.dl.retries),
+            user_agent_token=str(self.dl.user_agent_token),
+            disallowed_header_directives=list(self.dl.disallowed_header_directives) or None,
         )
-        for attempt in range(int(self.dl["shard_retries"]) + 1):
+        for attempt in range(int(self.dl.shard_retries) + 1):
             with pa.OSFile(shard_file, "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
                 writer.write_table(table)
             with urlopen_through(self.opener):
@@ -501,7 +530,7 @@ class ShardDownloader:
                 return os.path.join(tmp, "00000.parquet")
             log.warning("m3w download: img2dataset failed on a shard of %d URLs (attempt %d)", len(urls), attempt + 1)
         raise RuntimeError(f"img2dataset failed on a shard of {len(urls)} URLs after "
-                           f"{int(self.dl['shard_retries']) + 1} attempts")
+                           f"{int(self.dl.shard_retries) + 1} attempts")
 
     def _process(self, parquet_path: str) -> list[ImageResult]:
         results: list[ImageResult] = []
@@ -514,13 +543,12 @@ class ShardDownloader:
                     results.append(ImageResult(url, download_reason(row["error_message"]), DOWNLOAD,
                                                detail=(row["error_message"] or "")[:200]))
                     continue
-                # Without NSFW nothing needs Pillow's pixels: the header checks suffice, and the resizer's
-                # decode (which fails on truncated or corrupt data) is the only one.
-                verdict, picture = check_image(row["jpg"], self.rules, decode=self.nsfw is not None)
+                item = ImageItem(url=url, data=row["jpg"])
+                verdict = self.rules(item)
                 if not verdict.keep:
                     results.append(ImageResult(url, verdict.reason, IMAGE_FILTER, meta=dict(verdict.scores)))
                     continue
-                pending.append((url, row["jpg"], picture, dict(verdict.scores)))
+                pending.append((url, row["jpg"], item.picture, dict(verdict.scores)))
             results.extend(self._finish(pending))
         return results
 
@@ -533,7 +561,7 @@ class ShardDownloader:
                     out.append(ImageResult(url, "decode_error", IMAGE_FILTER, meta=meta,
                                            detail="the NSFW classifier could not read the picture"))
                     continue
-                verdict = nsfw_verdict(score, self.nsfw_threshold)
+                verdict = self.nsfw_rule(ImageItem(url=url, nsfw_score=score))
                 meta["nsfw_score"] = score
                 if not verdict.keep:
                     out.append(ImageResult(url, verdict.reason, IMAGE_FILTER, meta=meta))
@@ -548,9 +576,9 @@ class ShardDownloader:
                 sha256=hashlib.sha256(stored).hexdigest(),
                 stored_width=int(width),
                 stored_height=int(height),
-                stored_format=str(self.dl["encode_format"]),
-                resize_mode=str(self.dl["resize_mode"]),
-                image_size=int(self.dl["image_size"]),
+                stored_format=str(self.dl.encode_format),
+                resize_mode=str(self.dl.resize_mode),
+                image_size=int(self.dl.image_size),
             )
             out.append(ImageResult(url, meta=meta, data=stored))
         return out
@@ -566,12 +594,12 @@ _RUNTIME_KEYS = {"thread_count", "shard_retries", "urls_per_shard", "retry_next_
 _NSFW_RUNTIME_KEYS = {"threads", "batch_size"}
 
 
-def results_fingerprint(config: dict[str, Any]) -> str:
+def results_fingerprint(download: DownloadSettings, image_filters: ImageFilterSettings) -> str:
     """Hash of every setting that shapes a shard's stored results."""
-    download = {k: v for k, v in config["download"].items() if k not in _RUNTIME_KEYS}
-    filters = dict(config["image_filters"])
+    fetching = {k: v for k, v in asdict(download).items() if k not in _RUNTIME_KEYS}
+    filters = asdict(image_filters)
     filters["nsfw"] = {k: v for k, v in filters["nsfw"].items() if k not in _NSFW_RUNTIME_KEYS}
-    payload = json.dumps({"download": download, "image_filters": filters}, sort_keys=True, default=str)
+    payload = json.dumps({"download": fetching, "image_filters": filters}, sort_keys=True, default=str)
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
@@ -600,21 +628,26 @@ class FetchShardsDoFn(beam.DoFn):
     by the next run, and the shard is rewritten with their new answers.
     """
 
-    def __init__(self, config: dict[str, Any], workdir: str):
-        self.config = config
+    def __init__(self, workdir: str, download: DownloadSettings, image_filters: ImageFilterSettings,
+                 circuit_breaker: BreakerSettings):
+        """`download`, `image_filters`: those config sections; `circuit_breaker`: `runner.circuit_breaker`."""
+        self.download = download
+        self.image_filters = image_filters
+        self.circuit_breaker = circuit_breaker
         self.workdir = workdir.rstrip("/")
         self.store = ImageStore.in_workdir(self.workdir)
-        self.fingerprint = results_fingerprint(config)
-        self.retry_reasons = frozenset(config["download"]["retry_next_run"])
+        self.fingerprint = results_fingerprint(download, image_filters)
+        self.retry_reasons = frozenset(download.retry_next_run)
         self.download_counts = StageCounters(DOWNLOAD)
         self.filter_counts = StageCounters(IMAGE_FILTER)
         self.downloader: ShardDownloader | None = None
         self.breaker: FailureBreaker | None = None
 
     def setup(self) -> None:
-        preflight(["images"], self.config)  # img2dataset, the NSFW model: a broken install fails here, named
-        self.downloader = ShardDownloader(self.config)
-        self.breaker = FailureBreaker.from_config(DOWNLOAD, self.config["runner"]["circuit_breaker"])
+        # img2dataset, the NSFW model: a broken install fails here, named
+        preload(download_loaders(self.image_filters.nsfw))
+        self.downloader = ShardDownloader(self.download, self.image_filters)
+        self.breaker = FailureBreaker.from_config(DOWNLOAD, self.circuit_breaker)
 
     def process(self, element: tuple[tuple[int, int], Any]) -> Iterator[tuple[str, tuple[int, ImageResult]]]:
         """Yields (doc key, (node index, result)) for every use of every URL of the shard: only references
