@@ -4,11 +4,12 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 
 import pytest
 
-from pipeline.config import load_config
+from pipeline.config import ConfigError, load_config
 from pipeline.core.failures import BreakerSettings
 from pipeline.filter.transforms import DocumentFilters, FilterSettings
 from pipeline.io.documents import document_files, parquet_bytes, read_documents
@@ -73,6 +74,16 @@ BREAKER = BreakerSettings.from_config(config()["runner"]["circuit_breaker"])
 @pytest.fixture(scope="module")
 def filters() -> DocumentFilters:
     return document_filters()
+
+
+def test_filter_settings_are_exactly_the_filters_section():
+    section = config()["filters"]
+    assert dataclasses.asdict(FilterSettings.from_config(section, "filters")) == section
+    broken = copy.deepcopy(section)
+    broken["paragraph"]["min_word"] = broken["paragraph"].pop("min_words")
+    expected = r"'filters.paragraph': unknown keys \['min_word'\], missing keys \['min_words'\]"
+    with pytest.raises(ConfigError, match=expected):
+        FilterSettings.from_config(broken, "filters")
 
 
 def test_good_article_is_kept_with_its_language_and_scores(filters):

@@ -94,6 +94,14 @@ def test_header_only_mode_judges_without_decoding(rules):
     assert header_only(ImageItem(data=bomb_png())).reason == "too_many_pixels"
 
 
+def test_image_settings_are_exactly_their_sections():
+    from filters.image_nodes import ImageNodeSettings
+
+    config = load_config()
+    assert dataclasses.asdict(SETTINGS) == config["image_filters"]
+    assert dataclasses.asdict(ImageNodeSettings.from_config(config["image_nodes"])) == config["image_nodes"]
+
+
 def test_invalid_aspect_config_is_a_clear_error():
     with pytest.raises(ValueError, match="aspect"):
         ImageRules(dataclasses.replace(SETTINGS, min_aspect_ratio=3.0, max_aspect_ratio=2.0))
