@@ -109,9 +109,10 @@ def m3w_download(urls: list[str], base: str, work: Path, workers: int, threads: 
     from pipeline.config import load_config
     from pipeline.core.accounting import query_counts, stage_table
     from pipeline.images.store import ImageStore
-    from pipeline.images.transforms import STAGES, DownloadImages
-    from pipeline.io.documents import WriteDocuments
-    from pipeline.jobs.runner import make_pipeline
+    from pipeline.images.transforms import STAGES
+    from pipeline.io.documents import OutputSettings, WriteDocuments
+    from pipeline.jobs.runner import RunnerSettings, make_pipeline
+    from pipeline.jobs.stages import download_images
     from schemas.document import Document, Image, Node, make_doc_id
 
     config = load_config(overrides=[
@@ -126,10 +127,11 @@ def m3w_download(urls: list[str], base: str, work: Path, workers: int, threads: 
             nodes += [Node(image=Image(url=url)), Node(text="A caption-like paragraph.")]
         docs.append(Document(make_doc_id(page, "bench", start), page, nodes))
     tag = "nsfw" if nsfw else "plain"
-    pipeline = make_pipeline([], config)
+    pipeline = make_pipeline([], RunnerSettings.from_config(config["runner"], "runner"))
     workdir = str(work / f"work-{tag}")
-    (pipeline | beam.Create(docs) | DownloadImages(config, workdir)
-     | WriteDocuments(str(work / f"out-{tag}"), config, with_bytes=True, image_store=ImageStore.in_workdir(workdir)))
+    output = OutputSettings.from_config(config["output"], "output")
+    (pipeline | beam.Create(docs) | download_images(config, workdir)
+     | WriteDocuments(str(work / f"out-{tag}"), output, with_bytes=True, image_store=ImageStore.in_workdir(workdir)))
     cost: dict[str, float] = {}
     with measured(cost):
         result = pipeline.run()

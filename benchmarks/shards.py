@@ -84,7 +84,9 @@ def synthetic_documents(count: int, seed: int = 0):
 def writer_one_core(docs, config, store_dir: Path) -> tuple[int, float]:
     """The shard writer's work per document, timed in this process (one core), Beam left out: fitted images go
     through the image store (`store_dir`) and are read back for the tar, as in the job."""
+    from pipeline.core.failures import BreakerSettings
     from pipeline.images.store import ImageStore
+    from pipeline.shards.settings import ShardSettings
     from pipeline.shards.tokenizer import train_bpe
     from pipeline.shards.writer import BuildSamplesDoFn, StoredMember
     from schemas.shards import tar_bytes
@@ -92,7 +94,8 @@ def writer_one_core(docs, config, store_dir: Path) -> tuple[int, float]:
     shards = config["shards"]
     info = train_bpe((d.text for d in docs), int(shards["bpe_vocab_size"]), int(shards["bpe_min_frequency"]))
     store = ImageStore(str(store_dir))
-    fn = BuildSamplesDoFn(config, store)
+    breaker = BreakerSettings.from_config(config["runner"]["circuit_breaker"], "runner.circuit_breaker")
+    fn = BuildSamplesDoFn(ShardSettings.from_config(shards, "shards"), breaker, store)
     fn.setup()
     with Timer() as timer:
         records = [item for doc in docs for item in fn.process(doc, info) if isinstance(item, tuple)]

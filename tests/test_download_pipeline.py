@@ -29,13 +29,15 @@ from filters.nsfw import NsfwScorer
 from pipeline.cli import main
 from pipeline.config import load_config
 from pipeline.core.accounting import query_counts, stage_table, unbalanced
+from pipeline.core.failures import BreakerSettings
 from pipeline.extract.pages import extract_page
 from pipeline.images.download import results_from_parquet
 from pipeline.images.store import ImageStore
-from pipeline.images.transforms import STAGES, DownloadImages
-from pipeline.io.documents import WriteDocuments, parquet_bytes, read_documents
-from pipeline.jobs.runner import make_pipeline
-from pipeline.read.crawl import Page, ReadCrawlFiles
+from pipeline.images.transforms import STAGES
+from pipeline.io.documents import OutputSettings, WriteDocuments, parquet_bytes, read_documents
+from pipeline.jobs.runner import RunnerSettings, make_pipeline
+from pipeline.jobs.stages import download_images
+from pipeline.read.crawl import Page, ReadCrawlFiles, ReadSettings
 from pipeline.sampledata.imagehost import FAILURE_REASONS, ImageHost
 from schemas.document import Document, Image, Node, make_doc_id
 
@@ -62,9 +64,10 @@ def images_config(host: ImageHost, *overrides: str, nsfw: bool = False) -> dict:
 
 def run_images(docs: list[Document], config: dict, tmp: Path) -> tuple[list[Document], dict]:
     """DownloadImages on in-memory documents → (written documents read back, stage table)."""
-    pipeline = make_pipeline([], config)
-    (pipeline | beam.Create(docs) | DownloadImages(config, str(tmp / "work"))
-     | WriteDocuments(str(tmp / "out"), config, with_bytes=True, image_store=ImageStore.in_workdir(str(tmp / "work"))))
+    pipeline = make_pipeline([], RunnerSettings.from_config(config["runner"], "runner"))
+    output = OutputSettings.from_config(config["output"], "output")
+    (pipeline | beam.Create(docs) | download_images(config, str(tmp / "work"))
+     | WriteDocuments(str(tmp / "out"), output, with_bytes=True, image_store=ImageStore.in_workdir(str(tmp / "work"))))
     NETWORK.clear()
     result = pipeline.run()
     result.wait_until_finish()
@@ -220,7 +223,8 @@ def sample_crawl(tmp_path_factory):
 
 def extract_warc(path: Path) -> list[Document]:
     config = load_config(overrides=["extract.timeout_s=0"])
-    reader = ReadCrawlFiles(config)
+    reader = ReadCrawlFiles(ReadSettings.from_config(config["read"], "read"),
+                            BreakerSettings.from_config(config["runner"]["circuit_breaker"], "runner.circuit_breaker"))
     reader.setup()
     return [e.document for e in (extract_page(p, config) for p in reader.process(str(path))) if e.document]
 

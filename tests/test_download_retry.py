@@ -10,11 +10,10 @@ import socket
 import pytest
 
 from pipeline.cli import main as m3w
-from pipeline.config import load_config
-from pipeline.images.download import results_fingerprint
 from pipeline.io.documents import parquet_bytes, read_documents
 from pipeline.sampledata.imagehost import ImageHost
 from schemas.document import Document, Image, Node, make_doc_id
+from tests.test_download_safety import fingerprint_of
 
 
 def _docs(n: int) -> list[Document]:
@@ -89,12 +88,11 @@ def test_a_download_failing_everywhere_with_one_error_stops_the_run_by_name(tmp_
 
 
 def test_results_fingerprint_covers_every_setting_that_changes_a_fetch():
-    base = load_config()
-    fingerprint = results_fingerprint(base)
+    fingerprint = fingerprint_of()
     for setting in ("download.rewrite_to=http://127.0.0.1:9", "download.user_agent=other", "download.timeout_s=3",
                     "download.retries=4", "download.allow_loopback=true", "download.max_bytes=100",
                     "image_filters.min_side=10"):
-        assert results_fingerprint(load_config(overrides=[setting])) != fingerprint, setting
+        assert fingerprint_of(setting) != fingerprint, setting
     for setting in ("download.thread_count=3", "download.urls_per_shard=7", "download.shard_retries=5",
                     "download.retry_next_run=[]", "image_filters.nsfw.threads=4"):
-        assert results_fingerprint(load_config(overrides=[setting])) == fingerprint, setting
+        assert fingerprint_of(setting) == fingerprint, setting

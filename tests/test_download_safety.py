@@ -13,8 +13,10 @@ import urllib.request
 
 import pytest
 
+from filters.images import ImageFilterSettings
 from pipeline.config import load_config
 from pipeline.images.download import (
+    DownloadSettings,
     OutboundPolicy,
     download_reason,
     fetch_url,
@@ -156,15 +158,20 @@ def test_ftp_and_file_urls_have_no_handler():
             _open(opener, url)
 
 
+def fingerprint_of(*overrides: str) -> str:
+    """`results_fingerprint` of the defaults with `overrides`."""
+    config = load_config(overrides=list(overrides))
+    return results_fingerprint(DownloadSettings.from_config(config["download"], "download"),
+                               ImageFilterSettings.from_config(config["image_filters"], "image_filters"))
+
+
 def test_shard_identity_ignores_runtime_settings_but_not_what_changes_a_fetch_or_its_result():
-    base = load_config()
-    fingerprint = results_fingerprint(base)
-    moved = load_config(overrides=["download.thread_count=3", "image_filters.nsfw.batch_size=2"])
-    assert results_fingerprint(moved) == fingerprint
+    fingerprint = fingerprint_of()
+    assert fingerprint_of("download.thread_count=3", "image_filters.nsfw.batch_size=2") == fingerprint
     for override in ("download.image_size=224", "download.resize_mode=border", "image_filters.min_side=100",
                      "image_filters.nsfw.threshold=0.5", "download.rewrite_to=http://127.0.0.1:9",
                      "download.timeout_s=1"):
-        assert results_fingerprint(load_config(overrides=[override])) != fingerprint, override
+        assert fingerprint_of(override) != fingerprint, override
     urls = ["https://a.test/1.jpg", "https://a.test/2.jpg"]
     assert shard_basename(0, 2, urls, fingerprint) == shard_basename(0, 2, list(urls), fingerprint)
     assert shard_basename(0, 2, urls, fingerprint) != shard_basename(0, 2, urls[:1], fingerprint)

@@ -17,8 +17,8 @@ from pipeline.cli import main
 from pipeline.config import ConfigError, load_config
 from pipeline.core.stages import BY_NAME
 from pipeline.export.mmc4 import mmc4_sample
-from pipeline.export.pairs import PairRules, document_pairs, looks_like_file_name
-from pipeline.export.writer import check_export_config
+from pipeline.export.pairs import PairExportSettings, PairRules, document_pairs, looks_like_file_name
+from pipeline.export.writer import ExportSettings, check_export_config
 from pipeline.jobs.stages import run_export
 from schemas.document import Document, Image, Node, make_doc_id
 from tests.test_shards_helpers import drawn_bytes, make_document, photo_bytes, sample_documents, write_documents
@@ -135,9 +135,13 @@ def test_export_mmc4_job_counts_everything_and_round_trips_through_webdataset(tm
 # ---------------------------------------------------------------------------------------------------- pairs
 
 
+def export_settings(*overrides: str) -> ExportSettings:
+    return ExportSettings.from_config(load_config(overrides=list(overrides))["export"], "export")
+
+
 def pair_rules(**changes) -> PairRules:
     cfg = {**load_config()["export"]["pairs"], **changes}
-    return PairRules.from_config(cfg)
+    return PairRules.from_config(PairExportSettings.from_config(cfg, "export.pairs"))
 
 
 @pytest.mark.parametrize("text", ["IMG_0042.jpg", "DSC01234", "hero_banner-2x", "photo.webp", "IMG 0042",
@@ -168,14 +172,14 @@ def test_pair_text_rules_at_their_thresholds(text, reason):
 
 
 def test_pair_language_rule_uses_fasttext():
-    from filters.language import LanguageIdentifier, LanguageRule
+    from filters.base import TextItem
+    from filters.language import LanguageRule, LanguageSettings
 
-    identifier = LanguageIdentifier()
-    rule = LanguageRule({"languages": ["en"], "threshold": 0.5})
+    rule = LanguageRule(LanguageSettings(enabled=True, model=None, languages=["en"], threshold=0.5, top_k=10))
     rules = pair_rules(languages=["en"])
 
     def language_of(text):
-        return rule(identifier.predict(text)).reason or None
+        return rule(TextItem(text=text)).reason or None
 
     assert rules.rejection("A grey heron standing in the river at sunrise", language_of) is None
     assert rules.rejection("Ein Graureiher steht bei Sonnenaufgang im Fluss", language_of) == "language"
@@ -183,9 +187,9 @@ def test_pair_language_rule_uses_fasttext():
 
 def test_bad_pair_rules_fail_before_any_work():
     with pytest.raises(ConfigError, match="sources"):
-        check_export_config("pairs", load_config(overrides=["export.pairs.sources=[caption, title]"]))
+        check_export_config("pairs", export_settings("export.pairs.sources=[caption, title]"))
     with pytest.raises(ConfigError, match="boilerplate_patterns"):
-        check_export_config("pairs", load_config(overrides=["export.pairs.boilerplate_patterns=['(unclosed']"]))
+        check_export_config("pairs", export_settings("export.pairs.boilerplate_patterns=['(unclosed']"))
 
 
 def captioned_document() -> Document:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 
 from pipeline.config import load_config
-from pipeline.images.download import DOWNLOAD, IMAGE_FILTER, ImageResult
+from pipeline.images.download import DOWNLOAD, IMAGE_FILTER, DownloadSettings, ImageResult
 from pipeline.images.transforms import USES, PlanDownloadsDoFn, RebuildDocumentsDoFn, document_key
 from schemas.document import Document, Image, Node
 
@@ -51,7 +51,7 @@ def test_document_fates():
 
 def test_plan_never_emits_an_opted_out_or_unsafe_url_and_does_not_touch_its_input():
     config = load_config(overrides=["download.allow_loopback=false"])
-    plan = PlanDownloadsDoFn(config)
+    plan = PlanDownloadsDoFn(DownloadSettings.from_config(config["download"], "download"))
     opted = doc_with(["https://a.test/1.jpg"], opt_out=["noai"])
     outputs = list(plan.process(opted))
     assert [o for o in outputs if getattr(o, "tag", None) == USES] == []

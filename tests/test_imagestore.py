@@ -7,8 +7,10 @@ import hashlib
 
 import pytest
 
+from filters.images import ImageFilterSettings
 from pipeline.config import load_config
-from pipeline.images.download import FetchShardsDoFn, ImageResult
+from pipeline.core.failures import BreakerSettings
+from pipeline.images.download import DownloadSettings, FetchShardsDoFn, ImageResult
 from pipeline.images.store import ImageStore, StoreError
 from schemas.document import Document, Image, Node
 
@@ -45,7 +47,10 @@ def test_documents_travel_by_reference_and_get_their_bytes_back(tmp_path):
 
 
 def test_a_finished_download_shard_whose_images_did_not_survive_is_fetched_again(tmp_path):
-    fetcher = FetchShardsDoFn(load_config(), str(tmp_path / "work"))
+    config = load_config()
+    breaker = BreakerSettings.from_config(config["runner"]["circuit_breaker"], "runner.circuit_breaker")
+    fetcher = FetchShardsDoFn(str(tmp_path / "work"), DownloadSettings.from_config(config["download"], "download"),
+                              ImageFilterSettings.from_config(config["image_filters"], "image_filters"), breaker)
     kept = ImageResult("https://a.test/1.jpg", meta={"sha256": fetcher.store.put(b"one")})
     dropped = ImageResult("https://a.test/2.jpg", "http_404", "download")
     fetcher._store("shard-00000-of-00001-x", [kept, dropped])

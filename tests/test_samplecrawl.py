@@ -18,7 +18,8 @@ import pytest
 from PIL import Image
 
 from pipeline.config import load_config
-from pipeline.read.crawl import ReadCrawlFiles
+from pipeline.core.failures import BreakerSettings
+from pipeline.read.crawl import ReadCrawlFiles, ReadSettings
 from pipeline.sampledata.crawl import CANARY_CLASSES, generate_sample_crawl, is_canary_url, render_canary
 from pipeline.sampledata.crawl import text as text_module
 from pipeline.sampledata.crawl.generate import BLOCKLISTED_DOMAIN, FAIL_KINDS, IMG_HOST
@@ -91,9 +92,15 @@ def test_ground_truth_has_every_planted_kind(crawl):
     assert {200, 301, 404} <= statuses
 
 
+def default_reader() -> ReadCrawlFiles:
+    config = load_config()
+    return ReadCrawlFiles(ReadSettings.from_config(config["read"], "read"),
+                          BreakerSettings.from_config(config["runner"]["circuit_breaker"], "runner.circuit_breaker"))
+
+
 def test_pipeline_reader_keeps_exactly_the_html_pages(crawl):
     root, truth = crawl
-    reader = ReadCrawlFiles(load_config())
+    reader = default_reader()
     read = list(reader.process(str(root / "crawl.warc.gz")))
     assert sorted((p.url, p.date) for p in read) == sorted((p["url"], p["warc_date"]) for p in truth["pages"])
     by_url = {(p.url, p.date): p for p in read}
@@ -374,5 +381,5 @@ def test_bulk_pages_add_volume_after_the_planted_web_with_pictures_from_the_imag
         with Image.open(io.BytesIO(data)) as decoded:
             assert decoded.size == BULK_IMAGE_SIZE and decoded.format == "JPEG"
     assert len({hashlib.sha256(data).digest() for data in pictures}) == len(pictures)
-    read = {page.url for page in ReadCrawlFiles(load_config()).process(str(tmp_path / "bulk" / "crawl.warc.gz"))}
+    read = {page.url for page in default_reader().process(str(tmp_path / "bulk" / "crawl.warc.gz"))}
     assert read == {page["url"] for page in truth["pages"]}

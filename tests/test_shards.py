@@ -20,8 +20,9 @@ from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 from pipeline.config import ConfigError, load_config
 from pipeline.inspect.validate import validate
 from pipeline.io.documents import read_documents
-from pipeline.jobs.runner import make_pipeline
+from pipeline.jobs.runner import RunnerSettings, make_pipeline
 from pipeline.shards.sequences import fit_image
+from pipeline.shards.settings import ShardSettings
 from pipeline.shards.tokenizer import (
     TrainTokenizer,
     prepare_tokenizer,
@@ -264,8 +265,8 @@ def test_tokenizer_trains_on_a_deterministic_capped_sample_of_documents():
     assert 0 < len(chosen) <= 4
     expected = train_bpe([text for _, _, text in chosen], 300)
     for order in (docs, docs[::-1]):
-        pipeline = make_pipeline([], config)
-        infos = pipeline | beam.Create(order) | TrainTokenizer(config)
+        pipeline = make_pipeline([], RunnerSettings.from_config(config["runner"], "runner"))
+        infos = pipeline | beam.Create(order) | TrainTokenizer(ShardSettings.from_config(config["shards"], "shards"))
         assert_that(infos | beam.Map(lambda info: info.sha256), equal_to([expected.sha256]))
         pipeline.run().wait_until_finish()
 
@@ -275,7 +276,7 @@ def test_bad_shard_config_fails_before_any_work():
              ("shards.max_images=0", "max_images"), ("shards.docs_parquet_images=maybe", "docs_parquet")]
     for override, match in cases:
         with pytest.raises(ConfigError, match=match):
-            check_shard_config(shard_config(override)["shards"])
+            check_shard_config(ShardSettings.from_config(shard_config(override)["shards"], "shards"))
 
 
 def test_decoded_image_slot_matches_an_independent_resize(built):

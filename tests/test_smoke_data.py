@@ -268,7 +268,9 @@ def test_tar_written_by_the_builder_is_plain_webdataset(canary_set):
 def test_canary_shards_are_byte_for_byte_what_the_projects_shard_writer_writes(canary_set, tmp_path):
     """`build_records`/`write_shard_set` rebuild the writer without Beam (for a bare GPU machine); the project's
     writer (BuildSamplesDoFn with its image store, train_bpe, write_manifest) must give the same bytes."""
+    from pipeline.core.failures import BreakerSettings
     from pipeline.images.store import ImageStore
+    from pipeline.shards.settings import ShardSettings
     from pipeline.shards.tokenizer import train_bpe
     from pipeline.shards.writer import BuildSamplesDoFn, StoredMember, write_manifest
 
@@ -279,7 +281,9 @@ def test_canary_shards_are_byte_for_byte_what_the_projects_shard_writer_writes(c
     assert tokenizer.json == canary_set["tokenizer"].json
     assert tokenizer.special_tokens == canary_set["tokenizer"].special_tokens
     store = ImageStore(str(tmp_path / "store"))
-    builder = BuildSamplesDoFn(config, store)
+    settings = ShardSettings.from_config(shards, "shards")
+    breaker = BreakerSettings.from_config(config["runner"]["circuit_breaker"], "runner.circuit_breaker")
+    builder = BuildSamplesDoFn(settings, breaker, store)
     builder.setup()
     project = [(key, {suffix: store.get(data.sha256) if isinstance(data, StoredMember) else data
                       for suffix, data in members.items()})
@@ -290,6 +294,6 @@ def test_canary_shards_are_byte_for_byte_what_the_projects_shard_writer_writes(c
     theirs = tmp_path / "project"
     write_shard_set(project, canary_set["tokenizer"], config, str(theirs), len(docs))  # same tars...
     write_manifest(json.loads((ours / "manifest.json").read_text())["shards"], str(theirs), tokenizer, len(docs),
-                   shards)  # ...and the project's manifest and tokenizer file over them
+                   settings)  # ...and the project's manifest and tokenizer file over them
     for name in ("manifest.json", "tokenizer.json", *(f"shards/{p.name}" for p in (ours / "shards").iterdir())):
         assert (ours / name).read_bytes() == (theirs / name).read_bytes(), name

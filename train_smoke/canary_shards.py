@@ -171,6 +171,7 @@ def build_records(docs: list[Document], config: dict[str, Any]) -> tuple[list[tu
     from tokenizers import Tokenizer
 
     from pipeline.shards import sequences
+    from pipeline.shards.settings import ShardSettings
 
     shards = config["shards"]
     tokenizer = train_tokenizer([d.text for d in docs], int(shards["bpe_vocab_size"]),
@@ -178,7 +179,7 @@ def build_records(docs: list[Document], config: dict[str, Any]) -> tuple[list[tu
     encoder = Tokenizer.from_str(tokenizer.json)
     encoder.encode_special_tokens = True  # text that says "<image>" stays text
     special = sequences.SpecialIds(*(tokenizer.id_of(role) for role in ("image", "eoc", "eos", "pad")))
-    window_config = sequences.WindowConfig.from_config(shards)
+    window_config = sequences.WindowConfig.from_config(ShardSettings.from_config(shards, "shards"))
     size = sequences.parse_image_size(shards["image_size"])
     extension = IMAGE_EXTENSIONS[shards["image_format"]]
     records = []
@@ -279,6 +280,7 @@ def write_shard_set(records: list[tuple[str, dict[str, bytes]]], tokenizer: Cana
     """Records → tar shards (placed by key hash, as the Beam sink does) + tokenizer + manifest (last), laid out
     as `pipeline.shards.writer.write_manifest` lays them out. Returns out_dir."""
     from pipeline.shards.sequences import WindowConfig, parse_image_size
+    from pipeline.shards.settings import ShardSettings
 
     shards = config["shards"]
     count = int(shards["num_shards"] or 1)
@@ -297,7 +299,7 @@ def write_shard_set(records: list[tuple[str, dict[str, bytes]]], tokenizer: Cana
                         "sha256": sha256_bytes(data)})
     with open(os.path.join(out_dir, TOKENIZER_NAME), "wb") as handle:
         handle.write(tokenizer.json.encode("utf-8"))
-    window = WindowConfig.from_config(shards)
+    window = WindowConfig.from_config(ShardSettings.from_config(shards, "shards"))
     manifest = {
         "format": FORMAT_NAME, "format_version": FORMAT_VERSION, "seq_len": window.seq_len,
         "max_images": window.max_images, "image_size": list(parse_image_size(shards["image_size"])),

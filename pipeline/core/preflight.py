@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from filters.images import NsfwSettings
 from pipeline.core.failures import preload
 
 Loader = tuple[str, Callable[[], Any]]
@@ -40,10 +41,21 @@ def load_downloader() -> None:
     import img2dataset  # noqa: F401
 
 
-def load_nsfw(section: dict[str, Any]) -> None:
+def load_nsfw(settings: NsfwSettings) -> None:
     from filters.nsfw import NsfwScorer
 
-    NsfwScorer.from_config(section)
+    NsfwScorer.from_config(settings)
+
+
+IMAGE_HASHING: Loader = ("imagehash (pHash, with scipy)", load_image_hashing)
+
+
+def download_loaders(nsfw: NsfwSettings) -> list[Loader]:
+    """What fetching and checking images needs (`images`): img2dataset, the NSFW model when enabled, imagehash."""
+    loaders: list[Loader] = [("img2dataset", load_downloader)]
+    if nsfw.enabled:
+        loaders.append(("the open_nsfw model (onnxruntime)", lambda: load_nsfw(nsfw)))
+    return [*loaders, IMAGE_HASHING]
 
 
 def loaders_for(stages: Iterable[str], config: dict[str, Any]) -> list[Loader]:
@@ -58,12 +70,10 @@ def loaders_for(stages: Iterable[str], config: dict[str, Any]) -> list[Loader]:
     if "filter" in stages:
         loaders.append(("the fastText language model", lambda: load_language_model(language)))
     if "images" in stages:
-        loaders.append(("img2dataset", load_downloader))
-        nsfw = config["image_filters"]["nsfw"]
-        if nsfw["enabled"]:
-            loaders.append(("the open_nsfw model (onnxruntime)", lambda: load_nsfw(nsfw)))
-    if "images" in stages or "dedup_images" in stages:
-        loaders.append(("imagehash (pHash, with scipy)", load_image_hashing))
+        nsfw = NsfwSettings.from_config(config["image_filters"]["nsfw"], "image_filters.nsfw")
+        loaders.extend(download_loaders(nsfw))
+    if "dedup_images" in stages:
+        loaders.append(IMAGE_HASHING)
     unique = {name: load for name, load in loaders}
     return list(unique.items())
 

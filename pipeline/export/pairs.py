@@ -22,9 +22,8 @@ import json
 import re
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
 
-from pipeline.config import ConfigError
+from pipeline.config import ConfigError, Section
 from pipeline.export.mmc4 import MEMBER_EXTENSIONS, text_blocks_and_images, usable_images
 from schemas.document import Document
 
@@ -36,6 +35,19 @@ _FILE_NAME = re.compile(
     r"|^[\w-]*_[\w-]*$",
     re.IGNORECASE,
 )
+
+
+@dataclass(frozen=True)
+class PairExportSettings(Section):
+    """`export.pairs`: which texts pair with an image and what disqualifies one (pipeline/defaults.yaml)."""
+
+    sources: list[str]
+    min_words: int
+    max_words: int | None
+    languages: list[str]
+    language_threshold: float
+    reject_file_names: bool
+    boilerplate_patterns: list[str]
 
 
 @dataclass
@@ -51,20 +63,21 @@ class PairRules:
     boilerplate: list[re.Pattern]
 
     @classmethod
-    def from_config(cls, cfg: dict[str, Any]) -> PairRules:
-        sources = tuple(cfg["sources"])
+    def from_config(cls, settings: PairExportSettings) -> PairRules:
+        """The `export.pairs` section, checked (sources, patterns) and compiled."""
+        sources = tuple(settings.sources)
         unknown = [s for s in sources if s not in SOURCES]
         if not sources or unknown or len(set(sources)) != len(sources):
             raise ConfigError(f"export.pairs.sources must be distinct names from {SOURCES}; got {list(sources)}")
         try:
-            patterns = [re.compile(p, re.IGNORECASE) for p in cfg["boilerplate_patterns"]]
+            patterns = [re.compile(p, re.IGNORECASE) for p in settings.boilerplate_patterns]
         except re.error as error:
             raise ConfigError(f"export.pairs.boilerplate_patterns: {error}") from error
-        max_words = cfg["max_words"]
-        return cls(sources=sources, min_words=int(cfg["min_words"]),
-                   max_words=None if max_words is None else int(max_words), languages=list(cfg["languages"] or []),
-                   language_threshold=float(cfg["language_threshold"]),
-                   reject_file_names=bool(cfg["reject_file_names"]), boilerplate=patterns)
+        max_words = settings.max_words
+        return cls(sources=sources, min_words=int(settings.min_words),
+                   max_words=None if max_words is None else int(max_words), languages=list(settings.languages or []),
+                   language_threshold=float(settings.language_threshold),
+                   reject_file_names=bool(settings.reject_file_names), boilerplate=patterns)
 
     def rejection(self, text: str, language_of=None) -> str | None:
         """The first rule `text` breaks (its drop reason), or None when it qualifies as a caption.

@@ -15,6 +15,7 @@ runner. Counts: documents, images (and, for pairs, candidate texts) in = out + d
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import json
@@ -24,10 +25,10 @@ from typing import Any
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
-from pipeline.config import ConfigError
+from pipeline.config import ConfigError, Section
 from pipeline.core.accounting import StageCounters
 from pipeline.export.mmc4 import mmc4_sample
-from pipeline.export.pairs import PairRules, document_pairs
+from pipeline.export.pairs import PairExportSettings, PairRules, document_pairs
 from pipeline.io.documents import write_atomically
 from pipeline.shards.writer import record_bytes, sample_key, shard_count, shard_index
 from schemas.document import Document
@@ -41,28 +42,47 @@ FORMAT_VERSION = 1
 SampleRecord = tuple[str, dict[str, bytes]]
 
 
+@dataclasses.dataclass(frozen=True)
+class Mmc4ExportSettings(Section):
+    """`export.mmc4`: which documents make MMC4 samples, and the similarity every image gets."""
+
+    min_images: int
+    consumer_min_image_bytes: int
+    similarity: float
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportSettings(Section):
+    """The `export` section: shard sizes and one subsection per layout (pipeline/defaults.yaml)."""
+
+    num_shards: int | None
+    target_shard_bytes: int
+    mmc4: Mmc4ExportSettings
+    pairs: PairExportSettings
+
+
 def stage_of(kind: str) -> str:
     return f"export_{kind}"
 
 
-def check_export_config(kind: str, config: dict[str, Any]) -> None:
+def check_export_config(kind: str, settings: ExportSettings) -> None:
     """Fail before any work when the `export` section cannot be honoured."""
     if kind not in KINDS:
         raise ConfigError(f"unknown export kind {kind!r} (known: {', '.join(KINDS)})")
-    cfg = config["export"]
-    if int(cfg["target_shard_bytes"]) < 1 or (cfg["num_shards"] is not None and int(cfg["num_shards"]) < 1):
+    if int(settings.target_shard_bytes) < 1 or (settings.num_shards is not None and int(settings.num_shards) < 1):
         raise ConfigError("export.target_shard_bytes and export.num_shards must be positive")
     if kind == "pairs":
-        PairRules.from_config(cfg["pairs"])
+        PairRules.from_config(settings.pairs)
 
 
 class Mmc4DoFn(beam.DoFn):
     """Document → its MMC4 sample (key, {"json": ...}); counts documents, images and samples."""
 
-    def __init__(self, cfg: dict[str, Any]):
-        self.min_images = int(cfg["min_images"])
-        self.small_bytes = int(cfg["consumer_min_image_bytes"])
-        self.similarity = float(cfg["similarity"])
+    def __init__(self, settings: Mmc4ExportSettings):
+        """`settings`: the `export.mmc4` section."""
+        self.min_images = int(settings.min_images)
+        self.small_bytes = int(settings.consumer_min_image_bytes)
+        self.similarity = float(settings.similarity)
         self.counts = StageCounters(stage_of("mmc4"))
 
     def process(self, doc: Document) -> Iterator[SampleRecord]:
@@ -85,9 +105,9 @@ class Mmc4DoFn(beam.DoFn):
 class PairsDoFn(beam.DoFn):
     """Document → its image-text pairs; counts documents, images, candidate texts and samples."""
 
-    def __init__(self, cfg: dict[str, Any]):
-        self.cfg = cfg
-        self.rules = PairRules.from_config(cfg)
+    def __init__(self, settings: PairExportSettings):
+        """`settings`: the `export.pairs` section."""
+        self.rules = PairRules.from_config(settings)
         self.counts = StageCounters(stage_of("pairs"))
         self._language = None
 
@@ -96,11 +116,13 @@ class PairsDoFn(beam.DoFn):
 
     def setup(self) -> None:
         if self.rules.languages:
-            from filters.language import LanguageIdentifier, LanguageRule
+            from filters.base import TextItem
+            from filters.language import LanguageRule, LanguageSettings
 
-            identifier = LanguageIdentifier()
-            rule = LanguageRule({"languages": self.rules.languages, "threshold": self.rules.language_threshold})
-            self._language = lambda text: rule(identifier.predict(text)).reason or None
+            # The bundled lid.176 model, reading 10 labels per prediction (the identifier's own default).
+            rule = LanguageRule(LanguageSettings(enabled=True, model=None, languages=list(self.rules.languages),
+                                                 threshold=self.rules.language_threshold, top_k=10))
+            self._language = lambda text: rule(TextItem(text=text)).reason or None
 
     def process(self, doc: Document) -> Iterator[SampleRecord]:
         counts = self.counts
@@ -146,7 +168,13 @@ class WriteExportShardDoFn(beam.DoFn):
         yield {"file": name, "samples": len(unique), "bytes": len(data), "sha256": sha256_bytes(data)}
 
 
-def write_index(entries: list[dict[str, Any]], output_dir: str, kind: str, cfg: dict[str, Any]) -> str:
+def manifest_config(kind: str, settings: ExportSettings) -> dict[str, Any]:
+    """The settings a `kind` export ran with, as its manifest records them: shard sizes and the kind's section."""
+    return {"num_shards": settings.num_shards, "target_shard_bytes": settings.target_shard_bytes,
+            **dataclasses.asdict(getattr(settings, kind))}
+
+
+def write_index(entries: list[dict[str, Any]], output_dir: str, kind: str, settings: ExportSettings) -> str:
     """Stale shards of an earlier run removed, then sizes.json, then the manifest (last: it marks completion)."""
     entries = sorted(entries, key=lambda e: e["file"])
     listed = {FileSystems.join(output_dir, e["file"]) for e in entries}
@@ -163,7 +191,7 @@ def write_index(entries: list[dict[str, Any]], output_dir: str, kind: str, cfg: 
         "shards": entries,
         "total_samples": sum(e["samples"] for e in entries),
         "shard_pattern": f"{{00000..{len(entries) - 1:05d}}}.tar" if entries else None,
-        "config": cfg,
+        "config": manifest_config(kind, settings),
     }
     path = FileSystems.join(output_dir, MANIFEST_NAME)
     write_atomically(path, json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=False).encode("utf-8"))
@@ -173,16 +201,17 @@ def write_index(entries: list[dict[str, Any]], output_dir: str, kind: str, cfg: 
 class WriteExport(beam.PTransform):
     """Sample records → the shards, sizes.json and manifest.json of `output_dir`."""
 
-    def __init__(self, output_dir: str, kind: str, cfg: dict[str, Any]):
+    def __init__(self, output_dir: str, kind: str, settings: ExportSettings):
+        """`settings`: the `export` section (shard sizes; the `kind` subsection goes into the manifest)."""
         super().__init__()
         self.output_dir = output_dir.rstrip("/")
         self.kind = kind
-        self.cfg = cfg
+        self.settings = settings
 
     def expand(self, records):
-        cfg, kind, output_dir = self.cfg, self.kind, self.output_dir
+        settings, kind, output_dir = self.settings, self.kind, self.output_dir
         total = records | "Sample bytes" >> beam.Map(record_bytes) | "Total bytes" >> beam.CombineGlobally(sum)
-        count = total | "Shard count" >> beam.Map(shard_count, cfg)
+        count = total | "Shard count" >> beam.Map(shard_count, settings.num_shards, settings.target_shard_bytes)
         keyed = records | "Assign shard" >> beam.Map(
             lambda record, n: (shard_index(record[0], n), record), n=beam.pvalue.AsSingleton(count))
         used = (keyed | "Shard ids" >> beam.Keys() | "Distinct ids" >> beam.Distinct()
@@ -193,5 +222,5 @@ class WriteExport(beam.PTransform):
             | "Write shards" >> beam.ParDo(WriteExportShardDoFn(output_dir, stage_of(kind)),
                                            used=beam.pvalue.AsSingleton(used))
             | "Collect entries" >> beam.combiners.ToList()
-            | "Write manifest" >> beam.Map(write_index, output_dir, kind, cfg)
+            | "Write manifest" >> beam.Map(write_index, output_dir, kind, settings)
         )

@@ -27,11 +27,14 @@ from typing import Any
 
 import apache_beam as beam
 
+from filters.images import ImageFilterSettings
 from pipeline.core.accounting import StageCounters
+from pipeline.core.failures import BreakerSettings
 from pipeline.core.stages import names
 from pipeline.images.download import (
     DOWNLOAD,
     IMAGE_FILTER,
+    DownloadSettings,
     FetchShardsDoFn,
     ImageResult,
     OutboundPolicy,
@@ -63,10 +66,11 @@ class PlanDownloadsDoFn(beam.DoFn):
     judged without DNS; names are judged again at connect time), or it is not http(s).
     """
 
-    def __init__(self, config: dict[str, Any]):
-        self.rewrite_to = config["download"]["rewrite_to"]
-        self.policy = OutboundPolicy(bool(config["download"]["allow_loopback"]))
-        self.opt_out = {str(d).lower() for d in config["download"]["page_opt_out"]}
+    def __init__(self, download: DownloadSettings):
+        """`download`: the `download` section (rewrite_to, allow_loopback and page_opt_out are used)."""
+        self.rewrite_to = download.rewrite_to
+        self.policy = OutboundPolicy(bool(download.allow_loopback))
+        self.opt_out = {str(d).lower() for d in download.page_opt_out}
         self.counts = StageCounters(DOWNLOAD)
 
     def process(self, doc: Document) -> Iterator[Any]:
@@ -160,23 +164,30 @@ class DownloadImages(beam.PTransform):
     `workdir` (any Beam filesystem path) keeps finished URL shards and the image store
     (`ImageStore.in_workdir(workdir)`), so a re-run fetches only the rest. The commands load its heavy
     dependencies in the driver first (`pipeline.core.preflight`), and every worker again in `setup()`.
+    `download` and `image_filters` are the config sections of those names, `circuit_breaker` is
+    `runner.circuit_breaker` (transport and processing errors).
     """
 
-    def __init__(self, config: dict[str, Any], workdir: str):
+    def __init__(self, workdir: str, download: DownloadSettings, image_filters: ImageFilterSettings,
+                 circuit_breaker: BreakerSettings):
         super().__init__()
-        self.config = config
         self.workdir = workdir
+        self.download = download
+        self.image_filters = image_filters
+        self.circuit_breaker = circuit_breaker
 
     def expand(self, docs):
-        per_shard = int(self.config["download"]["urls_per_shard"])
-        planned = docs | "Plan downloads" >> beam.ParDo(PlanDownloadsDoFn(self.config)).with_outputs(USES, main="docs")
+        per_shard = int(self.download.urls_per_shard)
+        plan = PlanDownloadsDoFn(self.download)
+        planned = docs | "Plan downloads" >> beam.ParDo(plan).with_outputs(USES, main="docs")
         urls = planned[USES] | "Uses by URL" >> beam.GroupByKey()
         total = urls | "Count URLs" >> beam.combiners.Count.Globally()
         per_use = (
             urls
             | "Assign URL shards" >> beam.Map(_assign_shard, beam.pvalue.AsSingleton(total), per_shard)
             | "Group URL shards" >> beam.GroupByKey()
-            | "Fetch URL shards" >> beam.ParDo(FetchShardsDoFn(self.config, self.workdir))
+            | "Fetch URL shards" >> beam.ParDo(
+                FetchShardsDoFn(self.workdir, self.download, self.image_filters, self.circuit_breaker))
         )
         return (
             {"docs": planned.docs, "images": per_use}

@@ -27,10 +27,11 @@ from pipeline.core.accounting import broken_links, metric_kind, query_counts, st
 from pipeline.core.files import write_json
 from pipeline.core.preflight import preflight
 from pipeline.core.progress import run_pipeline
+from pipeline.dedup import DedupSettings
 from pipeline.extract.pages import ExtractDocuments
-from pipeline.io.documents import ReadDocumentFiles, WriteDocuments, parquet_files, stage_dir
-from pipeline.jobs.runner import make_pipeline
-from pipeline.jobs.stages import write_config
+from pipeline.io.documents import OutputSettings, ReadDocumentFiles, WriteDocuments, parquet_files, stage_dir
+from pipeline.jobs.runner import RunnerSettings, make_pipeline
+from pipeline.jobs.stages import download_images, output_settings, write_config
 from pipeline.report.run_report import enrich_report, write_report
 from pipeline.report.summary import WriteSummary
 
@@ -55,6 +56,18 @@ class BuildContext:
         return FileSystems.join(self.output, "work", "download")
 
     @property
+    def runner(self) -> RunnerSettings:
+        return RunnerSettings.from_config(self.config["runner"], "runner")
+
+    @property
+    def dedup(self) -> DedupSettings:
+        return DedupSettings.from_config(self.config["dedup"], "dedup")
+
+    @property
+    def output_settings(self) -> OutputSettings:
+        return output_settings(self.config)
+
+    @property
     def image_store(self):
         from pipeline.images.store import ImageStore
 
@@ -62,46 +75,50 @@ class BuildContext:
 
 
 def _run(pipeline: beam.Pipeline, config: dict[str, Any]) -> tuple[dict[str, int], str]:
-    result = run_pipeline(pipeline, config["output"]["progress_interval_s"])
+    result = run_pipeline(pipeline, output_settings(config).progress_interval_s)
     return query_counts(result), metric_kind(result)
 
 
 def documents_stage(ctx: BuildContext, out: str) -> beam.Pipeline:
     """read → gate → extract → filter → dedup documents → drop over-used image URLs → Parquet."""
     from pipeline.dedup import DedupDocuments, DropFrequentImageUrls
-    from pipeline.filter.transforms import FilterDocuments
+    from pipeline.filter.transforms import FilterDocuments, FilterSettings
 
-    pipeline = make_pipeline(ctx.beam_args, ctx.config)
+    pipeline = make_pipeline(ctx.beam_args, ctx.runner)
     docs = pipeline | "Extract documents" >> ExtractDocuments(ctx.inputs, ctx.config, ctx.output)
-    docs = docs | "Filter" >> FilterDocuments(ctx.config, ctx.output)
-    docs = docs | "Dedup documents" >> DedupDocuments(ctx.config)
-    docs = docs | "Drop frequent image URLs" >> DropFrequentImageUrls(ctx.config)
-    docs | "Write documents" >> WriteDocuments(out, ctx.config)
+    docs = docs | "Filter" >> FilterDocuments(
+        filters=FilterSettings.from_config(ctx.config["filters"], "filters"),
+        circuit_breaker=ctx.runner.circuit_breaker,
+        audit_dir=ctx.output if ctx.output_settings.audit_drops else None)
+    docs = docs | "Dedup documents" >> DedupDocuments(ctx.dedup)
+    docs = docs | "Drop frequent image URLs" >> DropFrequentImageUrls(ctx.dedup.image_urls, ctx.dedup.url)
+    docs | "Write documents" >> WriteDocuments(out, ctx.output_settings)
     return pipeline
 
 
 def images_stage(ctx: BuildContext, out: str) -> beam.Pipeline:
     """download (resumable per URL shard) → image filters → image dedup → Parquet with image bytes."""
     from pipeline.dedup import DedupImages
-    from pipeline.images.transforms import DownloadImages
 
-    pipeline = make_pipeline(ctx.beam_args, ctx.config)
+    pipeline = make_pipeline(ctx.beam_args, ctx.runner)
     docs = pipeline | "Read documents" >> ReadDocumentFiles(parquet_files(ctx.stage_dir("documents")))
-    docs = docs | "Download images" >> DownloadImages(ctx.config, ctx.download_dir)
+    docs = docs | "Download images" >> download_images(ctx.config, ctx.download_dir)
     # Image bytes stay in the store; only the last writer reads them back (pipeline/images/store.py).
-    docs = docs | "Dedup images" >> DedupImages(ctx.config, ctx.image_store)
-    docs | "Write documents" >> WriteDocuments(out, ctx.config, with_bytes=True, image_store=ctx.image_store)
+    docs = docs | "Dedup images" >> DedupImages(ctx.dedup.images, ctx.runner.circuit_breaker, ctx.image_store)
+    docs | "Write documents" >> WriteDocuments(out, ctx.output_settings, with_bytes=True, image_store=ctx.image_store)
     docs | "Summary" >> WriteSummary(FileSystems.join(out, "summary.json"))
     return pipeline
 
 
 def shards_stage(ctx: BuildContext, out: str) -> beam.Pipeline:
     """documents with images → training sequences → webdataset shards + manifest."""
+    from pipeline.shards.settings import ShardSettings
     from pipeline.shards.writer import WriteShards
 
-    pipeline = make_pipeline(ctx.beam_args, ctx.config)
+    pipeline = make_pipeline(ctx.beam_args, ctx.runner)
     docs = pipeline | "Read documents" >> ReadDocumentFiles(parquet_files(ctx.stage_dir("images")))
-    docs | "Write shards" >> WriteShards(out, ctx.config, ctx.image_store)
+    shards = ShardSettings.from_config(ctx.config["shards"], "shards")
+    docs | "Write shards" >> WriteShards(out, shards, ctx.output_settings, ctx.runner.circuit_breaker, ctx.image_store)
     return pipeline
 
 

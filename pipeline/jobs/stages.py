@@ -17,22 +17,25 @@ import apache_beam as beam
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
+from filters.images import ImageFilterSettings
 from pipeline.config import dump_config
 from pipeline.core.accounting import broken_links, flow_of, metric_kind, query_counts, stage_table, unbalanced
 from pipeline.core.files import write_atomically, write_json
 from pipeline.core.preflight import preflight
 from pipeline.core.progress import run_pipeline
 from pipeline.dedup import STAGES as DEDUP_STAGES
-from pipeline.dedup import DedupDocuments, DedupImages, DropFrequentImageUrls
+from pipeline.dedup import DedupDocuments, DedupImages, DedupSettings, DropFrequentImageUrls
 from pipeline.export.writer import READ_STAGE as EXPORT_READ
-from pipeline.export.writer import Mmc4DoFn, PairsDoFn, WriteExport, check_export_config, stage_of
+from pipeline.export.writer import ExportSettings, Mmc4DoFn, PairsDoFn, WriteExport, check_export_config, stage_of
 from pipeline.extract.pages import ExtractDocuments
-from pipeline.filter.transforms import FILTER_STAGES, FilterDocuments
+from pipeline.filter.transforms import FILTER_STAGES, FilterDocuments, FilterSettings
+from pipeline.images.download import DownloadSettings
 from pipeline.images.store import ImageStore
 from pipeline.images.transforms import STAGES as IMAGE_STAGES
 from pipeline.images.transforms import DownloadImages
-from pipeline.io.documents import ReadDocumentFiles, WriteDocuments, document_files
-from pipeline.jobs.runner import make_pipeline
+from pipeline.io.documents import OutputSettings, ReadDocumentFiles, WriteDocuments, document_files
+from pipeline.jobs.runner import RunnerSettings, make_pipeline
+from pipeline.shards.settings import ShardSettings
 from pipeline.shards.writer import STAGE as SHARD_STAGE
 from pipeline.shards.writer import WriteShards, check_shard_config, scratch_store
 from schemas.shards import MANIFEST_NAME, manifest_summary, read_manifest
@@ -78,10 +81,14 @@ def run_job(output: str, config: dict[str, Any], beam_args: list[str] | None, st
     started = time.time()
     preflight(needs, config)
     write_config(output, config)
-    pipeline = make_pipeline(beam_args, config)
+    pipeline = make_pipeline(beam_args, RunnerSettings.from_config(config["runner"], "runner"))
     build(pipeline)
-    result = run_pipeline(pipeline, config["output"]["progress_interval_s"])
+    result = run_pipeline(pipeline, output_settings(config).progress_interval_s)
     return finish_report(result, output, stages, started, extra() if callable(extra) else extra)
+
+
+def output_settings(config: dict[str, Any]) -> OutputSettings:
+    return OutputSettings.from_config(config["output"], "output")
 
 
 def documents_dir(output: str) -> str:
@@ -92,7 +99,7 @@ def run_extract(inputs: list[str], output: str, config: dict[str, Any], beam_arg
     """`m3w extract`: crawl files → OBELICS Parquet documents + report.json + config.yaml."""
     def build(pipeline: beam.Pipeline) -> None:
         docs = pipeline | "Extract documents" >> ExtractDocuments(inputs, config, output)
-        docs | "Write documents" >> WriteDocuments(documents_dir(output), config)
+        docs | "Write documents" >> WriteDocuments(documents_dir(output), output_settings(config))
 
     return run_job(output, config, beam_args, EXTRACT_STAGES, build, needs=["extract"])
 
@@ -103,10 +110,20 @@ def run_filter(inputs: list[str], output: str, config: dict[str, Any], beam_args
 
     def build(pipeline: beam.Pipeline) -> None:
         docs = pipeline | "Read documents" >> ReadDocumentFiles(paths)
-        docs = docs | "Filter" >> FilterDocuments(config, output)
-        docs | "Write documents" >> WriteDocuments(documents_dir(output), config)
+        docs = docs | "Filter" >> FilterDocuments(
+            filters=FilterSettings.from_config(config["filters"], "filters"),
+            circuit_breaker=RunnerSettings.from_config(config["runner"], "runner").circuit_breaker,
+            audit_dir=output if output_settings(config).audit_drops else None)
+        docs | "Write documents" >> WriteDocuments(documents_dir(output), output_settings(config))
 
     return run_job(output, config, beam_args, FILTER_STAGES, build, needs=["filter"], extra={"inputs": paths})
+
+
+def download_images(config: dict[str, Any], workdir: str) -> DownloadImages:
+    """The image stage with its sections (`download`, `image_filters`, `runner.circuit_breaker`) from `config`."""
+    return DownloadImages(workdir, DownloadSettings.from_config(config["download"], "download"),
+                          ImageFilterSettings.from_config(config["image_filters"], "image_filters"),
+                          RunnerSettings.from_config(config["runner"], "runner").circuit_breaker)
 
 
 def run_download(inputs: list[str], output: str, config: dict[str, Any], beam_args: list[str] | None = None,
@@ -121,8 +138,8 @@ def run_download(inputs: list[str], output: str, config: dict[str, Any], beam_ar
 
     def build(pipeline: beam.Pipeline) -> None:
         docs = pipeline | "Read documents" >> ReadDocumentFiles(files)
-        docs = docs | "Download images" >> DownloadImages(config, workdir)
-        docs | "Write documents" >> WriteDocuments(documents_dir(output), config, with_bytes=True,
+        docs = docs | "Download images" >> download_images(config, workdir)
+        docs | "Write documents" >> WriteDocuments(documents_dir(output), output_settings(config), with_bytes=True,
                                                    image_store=ImageStore.in_workdir(workdir))
 
     return run_job(output, config, beam_args, IMAGE_STAGES, build, needs=["images"])
@@ -147,18 +164,20 @@ def run_dedup(inputs: list[str], output: str, config: dict[str, Any], beam_args:
     carry bytes. Reads OBELICS-layout Parquet from other tools as well (counted: a bad row is a drop)."""
     paths = document_files(inputs)
     with_bytes = has_image_bytes(paths)
+    dedup = DedupSettings.from_config(config["dedup"], "dedup")
+    breaker = RunnerSettings.from_config(config["runner"], "runner").circuit_breaker
 
     def build(pipeline: beam.Pipeline) -> None:
         docs = (
             pipeline
-            | "Read documents" >> ReadDocumentFiles(paths, stage=DEDUP_READ,
-                                                    circuit_breaker=config["runner"]["circuit_breaker"])
-            | "Dedup documents" >> DedupDocuments(config)
-            | "Drop frequent image URLs" >> DropFrequentImageUrls(config)
+            | "Read documents" >> ReadDocumentFiles(paths, stage=DEDUP_READ, circuit_breaker=breaker)
+            | "Dedup documents" >> DedupDocuments(dedup)
+            | "Drop frequent image URLs" >> DropFrequentImageUrls(dedup.image_urls, dedup.url)
         )
         if with_bytes:
-            docs = docs | "Dedup images" >> DedupImages(config)
-        docs | "Write documents" >> WriteDocuments(documents_dir(output), config, with_bytes=with_bytes)
+            docs = docs | "Dedup images" >> DedupImages(dedup.images, breaker)
+        docs | "Write documents" >> WriteDocuments(documents_dir(output), output_settings(config),
+                                                   with_bytes=with_bytes)
 
     return run_job(output, config, beam_args, [DEDUP_READ, *DEDUP_STAGES], build,
                    needs=["dedup_images"] if with_bytes else [], extra={"inputs": paths, "image_dedup": with_bytes})
@@ -166,7 +185,8 @@ def run_dedup(inputs: list[str], output: str, config: dict[str, Any], beam_args:
 
 def run_shard(inputs: list[str], output: str, config: dict[str, Any], beam_args: list[str] | None = None):
     """`m3w shard`: Parquet documents with image bytes → shards + manifest + tokenizer + docs + report.json."""
-    check_shard_config(config["shards"])
+    shards = ShardSettings.from_config(config["shards"], "shards")
+    check_shard_config(shards)
     files = document_files(inputs)
     manifest = FileSystems.join(output, MANIFEST_NAME)
     if FileSystems.exists(manifest):
@@ -174,7 +194,8 @@ def run_shard(inputs: list[str], output: str, config: dict[str, Any], beam_args:
 
     def build(pipeline: beam.Pipeline) -> None:
         docs = pipeline | "Read documents" >> ReadDocumentFiles(files)
-        docs | "Write shards" >> WriteShards(output, config)
+        docs | "Write shards" >> WriteShards(output, shards, output_settings(config),
+                                             RunnerSettings.from_config(config["runner"], "runner").circuit_breaker)
 
     def summary() -> dict[str, Any]:
         scratch = scratch_store(output).root
@@ -188,16 +209,15 @@ def run_shard(inputs: list[str], output: str, config: dict[str, Any], beam_args:
 def run_export(kind: str, inputs: list[str], output: str, config: dict[str, Any],
                beam_args: list[str] | None = None) -> dict[str, Any]:
     """`m3w export KIND`: Parquet documents with image bytes → KIND's shards + manifest + report.json."""
-    check_export_config(kind, config)
+    settings = ExportSettings.from_config(config["export"], "export")
+    check_export_config(kind, settings)
     files = document_files(inputs)
     manifest_path = FileSystems.join(output, MANIFEST_NAME)
     if FileSystems.exists(manifest_path):
         FileSystems.delete([manifest_path])  # the shards are about to change: no manifest until they are complete
-    cfg = config["export"]
-    settings = {"num_shards": cfg["num_shards"], "target_shard_bytes": cfg["target_shard_bytes"], **cfg[kind]}
 
     def build(pipeline: beam.Pipeline) -> None:
-        samples = Mmc4DoFn(cfg["mmc4"]) if kind == "mmc4" else PairsDoFn(cfg["pairs"])
+        samples = Mmc4DoFn(settings.mmc4) if kind == "mmc4" else PairsDoFn(settings.pairs)
         docs = pipeline | "Read documents" >> ReadDocumentFiles(files, stage=EXPORT_READ)
         records = docs | "Build samples" >> beam.ParDo(samples)
         records | "Write export" >> WriteExport(output, kind, settings)

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from pipeline.shards.settings import ShardSettings
 from schemas.shards import INPUT_IDS_DTYPE, MASK_DTYPE, compute_phi, loss_target_mask
 
 RESIZE_MODES = ("center_crop", "pad", "stretch")
@@ -54,10 +55,11 @@ class WindowConfig:
             raise ValueError(f"shards.max_images must be in 1..255; got {self.max_images}")
 
     @classmethod
-    def from_config(cls, shards: dict) -> WindowConfig:
-        return cls(seq_len=int(shards["seq_len"]), max_images=int(shards["max_images"]),
-                   random_window=bool(shards["random_window"]), seed=int(shards["seed"]),
-                   min_images_per_sequence=int(shards["min_images_per_sequence"]))
+    def from_config(cls, shards: ShardSettings) -> WindowConfig:
+        """The window settings of the `shards` section."""
+        return cls(seq_len=int(shards.seq_len), max_images=int(shards.max_images),
+                   random_window=bool(shards.random_window), seed=int(shards.seed),
+                   min_images_per_sequence=int(shards.min_images_per_sequence))
 
 
 @dataclass

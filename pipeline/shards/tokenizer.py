@@ -19,6 +19,8 @@ from typing import Any
 import apache_beam as beam
 from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
+from pipeline.shards.settings import ShardSettings
+
 IMAGE_TOKEN = "<image>"
 EOC_TOKEN = "<EOC>"
 EOS_TOKEN = "<eos>"
@@ -137,18 +139,19 @@ class TrainTokenizer(beam.PTransform):
     With `shards.tokenizer` set, loads that file instead and ignores the documents.
     """
 
-    def __init__(self, config: dict[str, Any]):
+    def __init__(self, settings: ShardSettings):
+        """`settings`: the `shards` section (its tokenizer, eos_token and bpe_* keys are used)."""
         super().__init__()
-        self.shards = config["shards"]
+        self.settings = settings
 
     def expand(self, docs):
-        cfg = self.shards
-        if cfg.get("tokenizer"):
-            info = load_tokenizer_file(cfg["tokenizer"], cfg.get("eos_token"))
+        settings = self.settings
+        if settings.tokenizer:
+            info = load_tokenizer_file(settings.tokenizer, settings.eos_token)
             return docs.pipeline | "Tokenizer file" >> beam.Create([info])
-        rate = float(cfg["bpe_sample_rate"])
-        max_chars = int(cfg["bpe_max_chars_per_document"])
-        vocab_size, min_frequency = int(cfg["bpe_vocab_size"]), int(cfg["bpe_min_frequency"])
+        rate = float(settings.bpe_sample_rate)
+        max_chars = int(settings.bpe_max_chars_per_document)
+        vocab_size, min_frequency = int(settings.bpe_vocab_size), int(settings.bpe_min_frequency)
 
         def ranked_text(doc) -> Iterable[tuple[float, str, str]]:
             rank = sample_rank(doc.doc_id)
@@ -161,6 +164,6 @@ class TrainTokenizer(beam.PTransform):
         return (
             docs
             | "BPE sample" >> beam.FlatMap(ranked_text)
-            | "BPE cap" >> beam.combiners.Top.Smallest(int(cfg["bpe_max_documents"]))
+            | "BPE cap" >> beam.combiners.Top.Smallest(int(settings.bpe_max_documents))
             | "Train BPE" >> beam.Map(train)
         )

@@ -1,6 +1,7 @@
 """Documents with images → webdataset training shards + manifest + tokenizer + document Parquet (Beam).
 
-`WriteShards(output_dir, config)`:
+`WriteShards(output_dir, settings, output, circuit_breaker)` (the `shards`, `output` and
+`runner.circuit_breaker` sections):
 
 1. the tokenizer: the configured file, or a byte-level BPE trained on a deterministic sample of the
    run's documents (`pipeline.shards.tokenizer.TrainTokenizer`, a top-k combiner, never all text in one place);
@@ -38,9 +39,9 @@ from apache_beam.io.filesystems import FileSystems
 
 from pipeline.config import ConfigError
 from pipeline.core.accounting import StageCounters
-from pipeline.core.failures import FailureBreaker
+from pipeline.core.failures import BreakerSettings, FailureBreaker
 from pipeline.images.store import STORE_DIR, ImageStore
-from pipeline.io.documents import WriteDocuments, write_atomically
+from pipeline.io.documents import OutputSettings, WriteDocuments, write_atomically
 from pipeline.shards.sequences import (
     IMAGE_FORMATS,
     RESIZE_MODES,
@@ -54,6 +55,7 @@ from pipeline.shards.sequences import (
     parse_image_size,
     token_stream,
 )
+from pipeline.shards.settings import ShardSettings
 from pipeline.shards.tokenizer import TokenizerInfo, TrainTokenizer, tokenizer_from_json
 from schemas.document import Document
 from schemas.shards import (
@@ -97,23 +99,23 @@ class StoredMember:
 SampleRecord = tuple[str, dict[str, "bytes | StoredMember"]]  # (key, {member suffix: bytes or a reference})
 
 
-def check_shard_config(shards: dict[str, Any]) -> None:
+def check_shard_config(shards: ShardSettings) -> None:
     """Fail before any work when the `shards` section cannot be honoured."""
     try:
         WindowConfig.from_config(shards)
-        height, width = parse_image_size(shards["image_size"])
+        height, width = parse_image_size(shards.image_size)
     except (TypeError, ValueError) as error:
         raise ConfigError(f"shards: {error}") from error
     if min(height, width) < 1:
-        raise ConfigError(f"shards.image_size must be positive; got {shards['image_size']}")
-    if shards["resize_mode"] not in RESIZE_MODES:
-        raise ConfigError(f"shards.resize_mode must be one of {RESIZE_MODES}; got {shards['resize_mode']!r}")
-    if shards["image_format"] not in IMAGE_FORMATS:
-        raise ConfigError(f"shards.image_format must be one of {tuple(IMAGE_FORMATS)}; got {shards['image_format']!r}")
-    if shards["docs_parquet_images"] not in DOC_PARQUET_MODES:
+        raise ConfigError(f"shards.image_size must be positive; got {shards.image_size}")
+    if shards.resize_mode not in RESIZE_MODES:
+        raise ConfigError(f"shards.resize_mode must be one of {RESIZE_MODES}; got {shards.resize_mode!r}")
+    if shards.image_format not in IMAGE_FORMATS:
+        raise ConfigError(f"shards.image_format must be one of {tuple(IMAGE_FORMATS)}; got {shards.image_format!r}")
+    if shards.docs_parquet_images not in DOC_PARQUET_MODES:
         raise ConfigError(f"shards.docs_parquet_images must be one of {DOC_PARQUET_MODES}; "
-                          f"got {shards['docs_parquet_images']!r}")
-    if int(shards["target_shard_bytes"]) < 1 or (shards["num_shards"] is not None and int(shards["num_shards"]) < 1):
+                          f"got {shards.docs_parquet_images!r}")
+    if int(shards.target_shard_bytes) < 1 or (shards.num_shards is not None and int(shards.num_shards) < 1):
         raise ConfigError("shards.target_shard_bytes and shards.num_shards must be positive")
 
 
@@ -152,16 +154,17 @@ def document_parts(doc: Document, kept_images: dict[int, int], tokenizer) -> lis
 class BuildSamplesDoFn(beam.DoFn):
     """Document → its windows as webdataset sample records; the kept document on the `docs` output."""
 
-    def __init__(self, config: dict[str, Any], store: ImageStore):
-        shards = config["shards"]
-        check_shard_config(shards)
+    def __init__(self, settings: ShardSettings, circuit_breaker: BreakerSettings, store: ImageStore):
+        """`settings`: the `shards` section; `circuit_breaker`: `runner.circuit_breaker` (undecodable images);
+        `store`: where images by reference are read and fitted slots are put."""
+        check_shard_config(settings)
         self.store = store
-        self.circuit_breaker = config["runner"]["circuit_breaker"]
+        self.circuit_breaker = circuit_breaker
         self.breaker: FailureBreaker | None = None
-        self.shards = shards
-        self.window_config = WindowConfig.from_config(shards)
-        self.image_size = parse_image_size(shards["image_size"])
-        self.extension = IMAGE_EXTENSIONS[shards["image_format"]]
+        self.settings = settings
+        self.window_config = WindowConfig.from_config(settings)
+        self.image_size = parse_image_size(settings.image_size)
+        self.extension = IMAGE_EXTENSIONS[settings.image_format]
         self.counts = StageCounters(STAGE)
         self._tokenizer = None
         self._tokenizer_sha = ""
@@ -184,7 +187,7 @@ class BuildSamplesDoFn(beam.DoFn):
         Only the decoder refusing an image's own bytes is that image's fault (`undecodable`); any other error
         of fitting (resizing, encoding, the store) stops the run, and so does (nearly) every image of a worker
         being undecodable (`FailureBreaker`)."""
-        cfg = self.shards
+        settings = self.settings
         index_of: dict[int, int] = {}
         fitted: list[tuple[str, StoredMember]] = []
         drops: dict[str, int] = {}
@@ -196,8 +199,8 @@ class BuildSamplesDoFn(beam.DoFn):
                 drops["no_bytes"] = drops.get("no_bytes", 0) + 1
                 continue
             try:
-                data = fit_image(source, self.image_size, cfg["resize_mode"], cfg["image_format"],
-                                 int(cfg["image_quality"]))
+                data = fit_image(source, self.image_size, settings.resize_mode, settings.image_format,
+                                 int(settings.image_quality))
             except UndecodableImage as error:
                 self.breaker.failed(error)
                 drops["undecodable"] = drops.get("undecodable", 0) + 1
@@ -247,7 +250,6 @@ class BuildSamplesDoFn(beam.DoFn):
     def record(self, doc: Document, window: Window, n_windows: int,
                fitted: list[tuple[str, StoredMember]]) -> SampleRecord:
         """One window → (key, members), the layout of `schemas.shards`."""
-        cfg = self.shards
         key = sample_key(doc.doc_id, window.index)
         slots = [fitted[index] for index in window.image_indices]
         members: dict[str, bytes | StoredMember] = {
@@ -275,8 +277,8 @@ class BuildSamplesDoFn(beam.DoFn):
             "image_urls": [url for url, _ in slots],
             "image_sha256": [stored.sha256 for _, stored in slots],
             "image_size": list(self.image_size),
-            "resize_mode": cfg["resize_mode"],
-            "image_format": cfg["image_format"],
+            "resize_mode": self.settings.resize_mode,
+            "image_format": self.settings.image_format,
             "seq_len": self.window_config.seq_len,
             "mode": "random_window" if self.window_config.random_window else "chunked",
         }
@@ -309,10 +311,11 @@ def shard_index(key: str, shards: int) -> int:
     return int(hashlib.sha256(key.encode("utf-8")).hexdigest()[:16], 16) % shards
 
 
-def shard_count(total_bytes: int, shards: dict[str, Any]) -> int:
-    if shards["num_shards"]:
-        return int(shards["num_shards"])
-    return max(1, math.ceil(total_bytes / int(shards["target_shard_bytes"])))
+def shard_count(total_bytes: int, num_shards: int | None, target_shard_bytes: int) -> int:
+    """`num_shards` when set, else enough shards of about `target_shard_bytes` for `total_bytes`."""
+    if num_shards:
+        return int(num_shards)
+    return max(1, math.ceil(total_bytes / int(target_shard_bytes)))
 
 
 class WriteShardDoFn(beam.DoFn):
@@ -354,7 +357,7 @@ def _canonical(members: dict[str, bytes | StoredMember]) -> bytes:
 
 
 def write_manifest(entries: list[dict[str, Any]], output_dir: str, tokenizer: TokenizerInfo, documents: int,
-                   shards: dict[str, Any]) -> str:
+                   shards: ShardSettings) -> str:
     """Tokenizer file, then removal of stale shards, then the manifest (last: it marks completion)."""
     write_atomically(FileSystems.join(output_dir, TOKENIZER_NAME), tokenizer.json.encode("utf-8"))
     entries = sorted(entries, key=lambda e: e["file"])
@@ -369,15 +372,15 @@ def write_manifest(entries: list[dict[str, Any]], output_dir: str, tokenizer: To
         "format_version": FORMAT_VERSION,
         "seq_len": window.seq_len,
         "max_images": window.max_images,
-        "image_size": list(parse_image_size(shards["image_size"])),
-        "resize_mode": shards["resize_mode"],
-        "image_format": shards["image_format"],
+        "image_size": list(parse_image_size(shards.image_size)),
+        "resize_mode": shards.resize_mode,
+        "image_format": shards.image_format,
         "mode": "random_window" if window.random_window else "chunked",
         "tokenizer": tokenizer.manifest_entry(TOKENIZER_NAME),
         "shards": entries,
         "total_samples": sum(entry["samples"] for entry in entries),
         "total_documents": documents,
-        "config": shards,
+        "config": dataclasses.asdict(shards),
     }
     path = FileSystems.join(output_dir, MANIFEST_NAME)
     write_atomically(path, json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=False).encode("utf-8"))
@@ -387,31 +390,36 @@ def write_manifest(entries: list[dict[str, Any]], output_dir: str, tokenizer: To
 class WriteShards(beam.PTransform):
     """Documents (with image bytes) → `output_dir/{shards/*.tar, tokenizer.json, manifest.json, docs/}`.
 
-    `image_store` holds the bytes of images that travel by reference and receives the fitted slots (a
-    build passes its own; default: `output_dir/work/images`, scratch that `m3w shard` removes when done).
-    Returns a one-element PCollection with the manifest's path, available once everything is written.
+    `settings` is the `shards` section, `output` the `output` section (the document Parquet in docs/),
+    `circuit_breaker` the `runner.circuit_breaker` one. `image_store` holds the bytes of images that travel
+    by reference and receives the fitted slots (a build passes its own; default: `output_dir/work/images`,
+    scratch that `m3w shard` removes when done). Returns a one-element PCollection with the manifest's
+    path, available once everything is written.
     """
 
-    def __init__(self, output_dir: str, config: dict[str, Any], image_store: ImageStore | None = None):
+    def __init__(self, output_dir: str, settings: ShardSettings, output: OutputSettings,
+                 circuit_breaker: BreakerSettings, image_store: ImageStore | None = None):
         super().__init__()
-        check_shard_config(config["shards"])
+        check_shard_config(settings)
         self.output_dir = output_dir.rstrip("/")
-        self.config = config
+        self.settings = settings
+        self.output = output
+        self.circuit_breaker = circuit_breaker
         self.store = image_store or scratch_store(self.output_dir)
 
     def expand(self, docs):
-        shards = self.config["shards"]
+        shards = self.settings
         output_dir = self.output_dir
         shards_dir = FileSystems.join(output_dir, SHARDS_DIR)
 
-        tokenizer = docs | "Tokenizer" >> TrainTokenizer(self.config)
+        tokenizer = docs | "Tokenizer" >> TrainTokenizer(shards)
         built = docs | "Build samples" >> beam.ParDo(
-            BuildSamplesDoFn(self.config, self.store), tokenizer=beam.pvalue.AsSingleton(tokenizer)
+            BuildSamplesDoFn(shards, self.circuit_breaker, self.store), tokenizer=beam.pvalue.AsSingleton(tokenizer)
         ).with_outputs(DOCS_TAG, main="samples")
         samples = built.samples
 
         total = samples | "Sample bytes" >> beam.Map(record_bytes) | "Total bytes" >> beam.CombineGlobally(sum)
-        count = total | "Shard count" >> beam.Map(shard_count, shards)
+        count = total | "Shard count" >> beam.Map(shard_count, shards.num_shards, shards.target_shard_bytes)
         keyed = samples | "Assign shard" >> beam.Map(
             lambda record, n: (shard_index(record[0], n), record), n=beam.pvalue.AsSingleton(count)
         )
@@ -435,10 +443,10 @@ class WriteShards(beam.PTransform):
                 beam.pvalue.AsSingleton(documents), shards,
             )
         )
-        mode = shards["docs_parquet_images"]
+        mode = shards.docs_parquet_images
         if mode != "none":
             built[DOCS_TAG] | "Write documents" >> WriteDocuments(
-                FileSystems.join(output_dir, DOCS_DIR), self.config, with_bytes=mode == "bytes", image_store=self.store
+                FileSystems.join(output_dir, DOCS_DIR), self.output, with_bytes=mode == "bytes", image_store=self.store
             )
         return manifest
 
