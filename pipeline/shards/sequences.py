@@ -158,38 +158,39 @@ def make_window(index: int, start: int, tokens: np.ndarray, slots: np.ndarray, s
                   phi=phi, phi_next=phi_next, n_targets=int(targets.sum()), starts_at_boundary=at_boundary)
 
 
-def build_windows(ids: np.ndarray, image_at: np.ndarray, config: WindowConfig, special: SpecialIds,
+def build_windows(ids: np.ndarray, image_at: np.ndarray, windowing: WindowConfig, special: SpecialIds,
                   doc_id: str) -> list[Window]:
     """Every window of a document's stream (before drops), in order."""
-    if config.random_window:
-        start, tokens, slots = random_window(ids, image_at, config.seq_len, config.max_images, config.seed, doc_id)
+    if windowing.random_window:
+        start, tokens, slots = random_window(ids, image_at, windowing.seq_len, windowing.max_images, windowing.seed,
+                                             doc_id)
         boundary = start == 0 or int(ids[start]) == special.image
-        return [make_window(0, start, tokens, slots, config.seq_len, special, boundary)]
+        return [make_window(0, start, tokens, slots, windowing.seq_len, special, boundary)]
     windows = []
-    for index, (start, end) in enumerate(chunked_spans(ids, special.image, config.seq_len, config.max_images)):
+    for index, (start, end) in enumerate(chunked_spans(ids, special.image, windowing.seq_len, windowing.max_images)):
         boundary = start == 0 or int(ids[start]) == special.image
-        windows.append(make_window(index, start, ids[start:end], image_at[start:end], config.seq_len, special,
+        windows.append(make_window(index, start, ids[start:end], image_at[start:end], windowing.seq_len, special,
                                    boundary))
     return windows
 
 
-def drop_reason(window: Window, config: WindowConfig) -> str | None:
+def drop_reason(window: Window, windowing: WindowConfig) -> str | None:
     """Why a window is not emitted (the contract: no target → not emitted), or None."""
     if window.n_targets == 0:
         return "no_target"
-    if len(window.image_indices) < config.min_images_per_sequence:
+    if len(window.image_indices) < windowing.min_images_per_sequence:
         return "too_few_images"
     return None
 
 
-def build_sequences(parts: Sequence[list[int] | int], config: WindowConfig, special: SpecialIds,
+def build_sequences(parts: Sequence[list[int] | int], windowing: WindowConfig, special: SpecialIds,
                     doc_id: str) -> tuple[list[Window], Counter]:
     """A document's parts → (emitted windows, Counter of drop reasons)."""
     ids, image_at = token_stream(parts, special)
     kept: list[Window] = []
     drops: Counter = Counter()
-    for window in build_windows(ids, image_at, config, special, doc_id):
-        reason = drop_reason(window, config)
+    for window in build_windows(ids, image_at, windowing, special, doc_id):
+        reason = drop_reason(window, windowing)
         if reason:
             drops[reason] += 1
         else:
