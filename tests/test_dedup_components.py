@@ -14,12 +14,16 @@ import pytest
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
+from pipeline.config import load_defaults
 from pipeline.core.accounting import query_counts, stage_table, unbalanced
 from pipeline.dedup import ConnectedComponents, DedupNear
-from pipeline.dedup.keys import MinHasher, estimated_jaccard
-from pipeline.dedup.minhash import NearDedupSettings
+from pipeline.dedup.keys import estimated_jaccard
+from pipeline.dedup.minhash import NearDedupSettings, make_hasher
 from pipeline.jobs.runner import RunnerSettings, make_pipeline
 from schemas.document import Document, Node
+
+# The hasher of the default config: what DedupNear uses in the tests below.
+DEFAULT_HASHER = make_hasher(NearDedupSettings.from_config(load_defaults()["dedup"]["near"], "dedup.near"))
 
 
 class Collect(beam.PTransform):
@@ -112,7 +116,7 @@ def _doc(doc_id: str, text: str, date: str = "2024-01-01T00:00:00Z") -> Document
 
 def _transitive_triple() -> tuple[str, str, str]:
     """Texts A, B, C with A~B and B~C sharing LSH band keys and A, C sharing none (found, not assumed)."""
-    hasher = MinHasher()
+    hasher = DEFAULT_HASHER
     for seed in range(50):
         words = _words(seed, 1200)
         texts = (" ".join(words[0:1000]), " ".join(words[100:1100]), " ".join(words[200:1200]))
@@ -148,7 +152,7 @@ def near_config(fast_config):
 
 def test_transitive_chains_land_in_one_cluster(near_config, run_near):
     a, b, c = _transitive_triple()
-    hasher = MinHasher()
+    hasher = DEFAULT_HASHER
     assert estimated_jaccard(hasher.signature(a), hasher.signature(c)) < hasher.threshold()  # A ≁ C
     triple = [_doc("c", c, "2024-03-01T00:00:00Z"), _doc("b", b, "2024-02-01T00:00:00Z"),
               _doc("a", a, "2024-04-01T00:00:00Z")]
@@ -166,7 +170,7 @@ def test_transitive_chains_land_in_one_cluster(near_config, run_near):
 
 def _candidate_below(threshold: float) -> tuple[str, str]:
     """Two texts that share an LSH band but whose estimated Jaccard is below `threshold` (found, not assumed)."""
-    hasher = MinHasher()
+    hasher = DEFAULT_HASHER
     for seed in range(100, 200):
         words = _words(seed, 1300)
         x, y = " ".join(words[0:1000]), " ".join(words[300:1300])

@@ -125,10 +125,10 @@ def test_minhash_is_deterministic_and_estimates_jaccard():
 
 def test_minhash_handles_long_texts_in_chunks():
     text = " ".join(words(random.Random(3), 12000))  # more shingles than one chunk
-    hasher = MinHasher()
+    hasher = MinHasher(5, 14, 8, 1)
     assert hasher.signature(text).shape == (112,)
     with pytest.raises(ValueError):
-        MinHasher(bands=0)
+        MinHasher(5, 0, 8, 1)
 
 
 def _photo(seed: int, size: int = 256) -> Image.Image:
@@ -146,16 +146,16 @@ def _encode(image: Image.Image, fmt: str, **kwargs) -> bytes:
 
 def test_phash_survives_reencoding_and_resizing_but_separates_pictures():
     picture = _photo(1)
-    original = image_phash(_encode(picture, "PNG"))
-    copy = image_phash(_encode(picture.resize((160, 160)), "JPEG", quality=60))
-    webp = image_phash(_encode(picture.resize((200, 200)), "WEBP", quality=70))
+    original = image_phash(_encode(picture, "PNG"), 8)
+    copy = image_phash(_encode(picture.resize((160, 160)), "JPEG", quality=60), 8)
+    webp = image_phash(_encode(picture.resize((200, 200)), "WEBP", quality=70), 8)
     assert hamming(original, copy) <= 4 and hamming(original, webp) <= 4
-    others = [image_phash(_encode(_photo(seed), "PNG")) for seed in range(2, 12)]
+    others = [image_phash(_encode(_photo(seed), "PNG"), 8) for seed in range(2, 12)]
     assert min(hamming(original, other) for other in others) > 10
     distances = pairwise_hamming([original, copy, *others])
     assert distances[0, 1] == hamming(original, copy) and distances[0, 2] == hamming(original, others[0])
     with pytest.raises(ValueError, match="undecodable"):
-        image_phash(b"\x89PNG\r\n\x1a\n not really")
+        image_phash(b"\x89PNG\r\n\x1a\n not really", 8)
 
 
 def test_phash_bands_find_every_pair_within_the_threshold():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 
 import numpy as np
@@ -10,6 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image as PILImage
 
+from pipeline.config import load_defaults
 from pipeline.shards.sequences import (
     SpecialIds,
     WindowConfig,
@@ -19,10 +21,17 @@ from pipeline.shards.sequences import (
     fit_image,
     token_stream,
 )
+from pipeline.shards.settings import ShardSettings
 from schemas.shards import compute_phi, loss_target_mask
 
 SPECIAL = SpecialIds(image=2, eoc=3, eos=1, pad=0)
+DEFAULT_WINDOWING = WindowConfig.from_config(ShardSettings.from_config(load_defaults()["shards"], "shards"))
 TEXT_IDS = st.integers(min_value=4, max_value=60)
+
+
+def windowing(**changes) -> WindowConfig:
+    """The defaults' window settings with `changes` (checked again, as the config's are)."""
+    return dataclasses.replace(DEFAULT_WINDOWING, **changes)
 
 
 def naive_phi(ids: np.ndarray, mask: np.ndarray, image: int) -> tuple[list[int], list[int]]:
@@ -129,7 +138,7 @@ def test_token_stream_places_image_and_eoc_tokens_per_contract(doc, config):
 @given(doc=documents, seq_len=st.integers(2, 60), max_images=st.integers(1, 4), seed=st.integers(0, 1000),
        doc_id=st.text(min_size=1, max_size=12))
 def test_random_window_is_a_seeded_contiguous_window_with_the_first_n_images(doc, seq_len, max_images, seed, doc_id):
-    config = WindowConfig(seq_len=seq_len, max_images=max_images, random_window=True, seed=seed)
+    config = windowing(seq_len=seq_len, max_images=max_images, random_window=True, seed=seed)
     ids, image_at = token_stream(to_parts(doc), SPECIAL)
     (window,) = build_windows(ids, image_at, config, SPECIAL, doc_id)
     (again,) = build_windows(ids, image_at, config, SPECIAL, doc_id)
@@ -155,7 +164,7 @@ def test_the_contracts_example_stream_and_phi():
     # T0 <EOC> <image> T1 <EOC> <image> T2 <EOC> <eos>
     ids, _ = token_stream([[10, 11], 0, [12], 1, [13]], SPECIAL)
     assert ids.tolist() == [10, 11, 3, 2, 12, 3, 2, 13, 3, 1]
-    window, = build_windows(ids, np.where(ids == 2, 0, -1), WindowConfig(seq_len=12), SPECIAL, "d")
+    window, = build_windows(ids, np.where(ids == 2, 0, -1), windowing(seq_len=12), SPECIAL, "d")
     assert window.phi.tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2, 2, 0, 0]
     assert window.phi_next.tolist() == [1, 1, 1, 1, 2, 2, 2, 0, 0, 0, 0, 0]
     targets = loss_target_mask(window.input_ids, window.attention_mask, 2, 0)
@@ -171,7 +180,7 @@ def test_image_first_document_has_no_leading_eoc():
 def test_long_text_window_ends_before_an_image_so_the_next_starts_with_it():
     # 6 text tokens, image, 6 text tokens: with L=10 the first window ends at the image's <EOC>.
     ids, image_at = token_stream([[10] * 6, 0, [11] * 6], SPECIAL)
-    windows = build_windows(ids, image_at, WindowConfig(seq_len=10), SPECIAL, "d")
+    windows = build_windows(ids, image_at, windowing(seq_len=10), SPECIAL, "d")
     assert [w.tokens.tolist() for w in windows] == [[10] * 6 + [3], [2] + [11] * 6 + [3, 1]]
     assert [w.starts_at_boundary for w in windows] == [True, True]
     assert windows[1].phi[:9].tolist() == [1] * 9
@@ -179,7 +188,7 @@ def test_long_text_window_ends_before_an_image_so_the_next_starts_with_it():
 
 def test_more_than_n_images_start_a_new_window():
     ids, image_at = token_stream([[10], 0, [11], 1, [12], 2, [13]], SPECIAL)
-    windows = build_windows(ids, image_at, WindowConfig(seq_len=50, max_images=2), SPECIAL, "d")
+    windows = build_windows(ids, image_at, windowing(seq_len=50, max_images=2), SPECIAL, "d")
     assert [w.image_indices for w in windows] == [[0, 1], [2]]
     assert windows[1].tokens[0] == SPECIAL.image
 
@@ -187,7 +196,7 @@ def test_more_than_n_images_start_a_new_window():
 def test_random_window_seed_depends_on_doc_id_and_config_seed_only():
     ids, image_at = token_stream([list(range(10, 60)) * 4], SPECIAL)
     def start(seed, doc_id):
-        return build_windows(ids, image_at, WindowConfig(seq_len=16, random_window=True, seed=seed), SPECIAL,
+        return build_windows(ids, image_at, windowing(seq_len=16, random_window=True, seed=seed), SPECIAL,
                              doc_id)[0].token_start
     starts = {start(0, f"doc{i}") for i in range(20)}
     assert len(starts) > 5, "different documents get different windows"
@@ -196,18 +205,18 @@ def test_random_window_seed_depends_on_doc_id_and_config_seed_only():
 
 
 def test_sequences_without_target_or_with_too_few_images_are_counted_not_emitted():
-    kept, drops = build_sequences([[10] * 3], WindowConfig(seq_len=8, min_images_per_sequence=1), SPECIAL, "d")
+    kept, drops = build_sequences([[10] * 3], windowing(seq_len=8, min_images_per_sequence=1), SPECIAL, "d")
     assert kept == [] and drops == {"too_few_images": 1}
     # A stream of 9 tokens in windows of 8 leaves a lone <eos>: nothing predicts it inside its window.
-    kept, drops = build_sequences([[10] * 7], WindowConfig(seq_len=8), SPECIAL, "d")
+    kept, drops = build_sequences([[10] * 7], windowing(seq_len=8), SPECIAL, "d")
     assert len(kept) == 1 and drops == {"no_target": 1}
 
 
 def test_window_config_rejects_impossible_values():
     with pytest.raises(ValueError, match="seq_len"):
-        WindowConfig(seq_len=1)
+        windowing(seq_len=1)
     with pytest.raises(ValueError, match="max_images"):
-        WindowConfig(max_images=0)
+        windowing(max_images=0)
 
 
 def _png(width: int, height: int) -> bytes:

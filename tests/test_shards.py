@@ -238,7 +238,7 @@ def test_no_documents_gives_an_empty_but_complete_manifest(tmp_path):
 
 def test_trained_bpe_is_deterministic_with_the_special_tokens():
     texts = ["Über den Fluss, the river runs to the sea.", "Le marché ouvre à l'aube."] * 30
-    first, second = train_bpe(texts, 400), train_bpe(texts, 400)
+    first, second = train_bpe(texts, 400, 2), train_bpe(texts, 400, 2)
     assert first.json == second.json and first.sha256 == second.sha256
     assert {r: e["token"] for r, e in first.special_tokens.items()} == {
         "image": "<image>", "eoc": "<EOC>", "eos": "<eos>", "pad": "<pad>"}
@@ -263,7 +263,7 @@ def test_tokenizer_trains_on_a_deterministic_capped_sample_of_documents():
                                     "shards.bpe_sample_rate=0.6", "shards.bpe_max_documents=4"])
     chosen = sorted((sample_rank(d.doc_id), d.doc_id, d.text) for d in docs if sample_rank(d.doc_id) < 0.6)[:4]
     assert 0 < len(chosen) <= 4
-    expected = train_bpe([text for _, _, text in chosen], 300)
+    expected = train_bpe([text for _, _, text in chosen], 300, int(config["shards"]["bpe_min_frequency"]))
     for order in (docs, docs[::-1]):
         pipeline = make_pipeline([], RunnerSettings.from_config(config["runner"], "runner"))
         infos = pipeline | beam.Create(order) | TrainTokenizer(ShardSettings.from_config(config["shards"], "shards"))

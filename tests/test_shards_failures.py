@@ -63,10 +63,10 @@ def _png() -> bytes:
 
 def test_phash_with_a_broken_scipy_raises_instead_of_calling_the_image_undecodable(monkeypatch):
     with pytest.raises(ValueError, match="undecodable image"):
-        image_phash(b"not a picture")  # the image's fault: the caller counts a drop
+        image_phash(b"not a picture", 8)  # the image's fault: the caller counts a drop
     monkeypatch.setitem(sys.modules, "scipy.fftpack", None)  # `import scipy.fftpack` now fails
     with pytest.raises(ImportError, match="scipy.fftpack"):
-        image_phash(_png())
+        image_phash(_png(), 8)
 
 
 def test_a_broken_scipy_stops_image_dedup_in_the_driver_and_in_the_workers(monkeypatch):

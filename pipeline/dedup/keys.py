@@ -179,7 +179,7 @@ class MinHasher:
     the minimum. Picklable and cheap to build, so every worker computes the same signatures.
     """
 
-    def __init__(self, ngram: int = 5, bands: int = 14, rows: int = 8, seed: int = 1):
+    def __init__(self, ngram: int, bands: int, rows: int, seed: int):
         if not 1 <= ngram <= len(_POSITION_MULTIPLIERS) or bands < 1 or rows < 1:
             raise ValueError(f"ngram must be 1..64, bands and rows positive (got {ngram}, {bands}, {rows})")
         self.ngram, self.bands, self.rows, self.seed = ngram, bands, rows, seed
@@ -235,7 +235,7 @@ def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def image_phash(data: bytes, hash_size: int = 8) -> int:
+def image_phash(data: bytes, hash_size: int) -> int:
     """Perceptual hash (imagehash's pHash: DCT of a 32x32 grey image) as an int of hash_size^2 bits.
 
     Raises `ValueError` when the bytes do not decode (the caller counts that as a drop). Only the decoder's

@@ -42,11 +42,13 @@ class SpecialIds:
 
 @dataclass(frozen=True)
 class WindowConfig:
-    seq_len: int = 256
-    max_images: int = 5
-    random_window: bool = False
-    seed: int = 0
-    min_images_per_sequence: int = 0
+    """How a document's token stream is cut into training sequences (the `shards` section's window keys)."""
+
+    seq_len: int
+    max_images: int
+    random_window: bool
+    seed: int
+    min_images_per_sequence: int
 
     def __post_init__(self) -> None:
         if self.seq_len < 2:

@@ -99,7 +99,7 @@ def load_tokenizer_file(path: str, eos_token: str | None = None) -> TokenizerInf
     return prepare_tokenizer(tokenizer, eos_token=eos_token)
 
 
-def train_bpe(texts: Iterable[str], vocab_size: int, min_frequency: int = 2) -> TokenizerInfo:
+def train_bpe(texts: Iterable[str], vocab_size: int, min_frequency: int) -> TokenizerInfo:
     """A byte-level BPE trained on `texts` (in the given order), special tokens first (`<pad>` = 0).
 
     Byte-level: every string is encodable, nothing maps to an unknown token. NFC normalisation so
