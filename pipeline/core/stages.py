@@ -3,7 +3,7 @@
 The report's stage order, the funnel, the build order and the check that nothing is lost between
 stages are all derived from this one list. A stage's counters are named `<name>|<unit>|in/out/drop`;
 `unit` is what flows through it (records, pages, documents), `label` names its output in the funnel.
-Adding a stage means adding it here (tests/test_stages.py fails on a counter no entry names).
+Adding a stage means adding it here (tests/test_architecture.py fails on a stage name no entry registers).
 """
 
 from __future__ import annotations
