@@ -31,7 +31,7 @@ from pipeline.dedup import DedupSettings
 from pipeline.extract.pages import ExtractDocuments
 from pipeline.io.documents import OutputSettings, ReadDocumentFiles, WriteDocuments, parquet_files, stage_dir
 from pipeline.jobs.runner import RunnerSettings, make_pipeline
-from pipeline.jobs.stages import download_images, output_settings, write_config
+from pipeline.jobs.stages import download_images, output_settings, runner_settings, write_config
 from pipeline.report.run_report import enrich_report, write_report
 from pipeline.report.summary import WriteSummary
 
@@ -57,7 +57,7 @@ class BuildContext:
 
     @property
     def runner(self) -> RunnerSettings:
-        return RunnerSettings.from_config(self.config["runner"], "runner")
+        return runner_settings(self.config)
 
     @property
     def dedup(self) -> DedupSettings:

@@ -81,7 +81,7 @@ def run_job(output: str, config: dict[str, Any], beam_args: list[str] | None, st
     started = time.time()
     preflight(needs, config)
     write_config(output, config)
-    pipeline = make_pipeline(beam_args, RunnerSettings.from_config(config["runner"], "runner"))
+    pipeline = make_pipeline(beam_args, runner_settings(config))
     build(pipeline)
     result = run_pipeline(pipeline, output_settings(config).progress_interval_s)
     return finish_report(result, output, stages, started, extra() if callable(extra) else extra)
@@ -89,6 +89,11 @@ def run_job(output: str, config: dict[str, Any], beam_args: list[str] | None, st
 
 def output_settings(config: dict[str, Any]) -> OutputSettings:
     return OutputSettings.from_config(config["output"], "output")
+
+
+def runner_settings(config: dict[str, Any]) -> RunnerSettings:
+    """The `runner` section; its `circuit_breaker` goes to every stage that turns item errors into drops."""
+    return RunnerSettings.from_config(config["runner"], "runner")
 
 
 def documents_dir(output: str) -> str:
@@ -112,7 +117,7 @@ def run_filter(inputs: list[str], output: str, config: dict[str, Any], beam_args
         docs = pipeline | "Read documents" >> ReadDocumentFiles(paths)
         docs = docs | "Filter" >> FilterDocuments(
             filters=FilterSettings.from_config(config["filters"], "filters"),
-            circuit_breaker=RunnerSettings.from_config(config["runner"], "runner").circuit_breaker,
+            circuit_breaker=runner_settings(config).circuit_breaker,
             audit_dir=output if output_settings(config).audit_drops else None)
         docs | "Write documents" >> WriteDocuments(documents_dir(output), output_settings(config))
 
@@ -123,7 +128,7 @@ def download_images(config: dict[str, Any], workdir: str) -> DownloadImages:
     """The image stage with its sections (`download`, `image_filters`, `runner.circuit_breaker`) from `config`."""
     return DownloadImages(workdir, DownloadSettings.from_config(config["download"], "download"),
                           ImageFilterSettings.from_config(config["image_filters"], "image_filters"),
-                          RunnerSettings.from_config(config["runner"], "runner").circuit_breaker)
+                          runner_settings(config).circuit_breaker)
 
 
 def run_download(inputs: list[str], output: str, config: dict[str, Any], beam_args: list[str] | None = None,
@@ -165,7 +170,7 @@ def run_dedup(inputs: list[str], output: str, config: dict[str, Any], beam_args:
     paths = document_files(inputs)
     with_bytes = has_image_bytes(paths)
     dedup = DedupSettings.from_config(config["dedup"], "dedup")
-    breaker = RunnerSettings.from_config(config["runner"], "runner").circuit_breaker
+    breaker = runner_settings(config).circuit_breaker
 
     def build(pipeline: beam.Pipeline) -> None:
         docs = (
@@ -195,7 +200,7 @@ def run_shard(inputs: list[str], output: str, config: dict[str, Any], beam_args:
     def build(pipeline: beam.Pipeline) -> None:
         docs = pipeline | "Read documents" >> ReadDocumentFiles(files)
         docs | "Write shards" >> WriteShards(output, shards, output_settings(config),
-                                             RunnerSettings.from_config(config["runner"], "runner").circuit_breaker)
+                                             runner_settings(config).circuit_breaker)
 
     def summary() -> dict[str, Any]:
         scratch = scratch_store(output).root
