@@ -13,7 +13,7 @@ Synthetic web: 50 documents per domain, ~150 words each from a 30,000-word vocab
 notice on every page of a domain, a domain logo image on every page; planted: 4% older crawls of
 the same URL, 4% exact copies, 4% near copies (2 words changed) on other domains, and 4% pages that
 show another page's photo re-encoded and resized under a new URL (found by `--images`).
-`--tiny`: 200 documents with images (a check that the benchmark runs, not a figure).
+`--tiny`: 200 documents with images, one worker (a check that the benchmark runs, not a figure).
 """
 
 from __future__ import annotations
@@ -169,11 +169,11 @@ def main() -> None:
     parser.add_argument("--images", action="store_true", help="also run DedupImages on small downloaded pictures")
     parser.add_argument("--mode", default="multi_processing", choices=["multi_processing", "in_memory"],
                         help="local runner mode (in_memory: one process)")
-    parser.add_argument("--tiny", action="store_true", help="200 documents with images: seconds")
+    parser.add_argument("--tiny", action="store_true", help="200 documents with images, one worker: seconds")
     parser.add_argument("--run-one", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.tiny:
-        args.sizes, args.images = [200], True
+        args.sizes, args.images, args.workers = [200], True, 1
     if args.run_one:
         print(json.dumps(run_one(args.run_one, args.workers, args.images, args.mode)))
         return

@@ -11,7 +11,8 @@ number of worker processes:
 - m3w + NSFW: the same with the open_nsfw classifier on every image (the filter's own cost).
 
 Prints the figures and the command. `python -m benchmarks.images --images 4000 --workers 2`
-`--tiny`: 8 images, 4 per shard, one worker, no start-up run (a check that the benchmark runs, not a figure).
+`--tiny`: 8 images, 4 per shard, one worker, no start-up run, no NSFW run (a check that the benchmark runs, not
+a figure).
 """
 
 from __future__ import annotations
@@ -152,10 +153,11 @@ def main() -> None:
     parser.add_argument("--baseline", type=int, default=16,
                         help="images of a tiny run measuring each tool's fixed start-up cost (0: skip)")
     parser.add_argument("--skip-nsfw", action="store_true", help="do not measure the NSFW run")
-    parser.add_argument("--tiny", action="store_true", help="8 images on one worker: seconds")
+    parser.add_argument("--tiny", action="store_true", help="8 images on one worker, NSFW off: seconds")
     args = parser.parse_args()
     if args.tiny:
         args.images, args.workers, args.threads, args.shard, args.distinct, args.baseline = 8, 1, 4, 4, 4, 0
+        args.skip_nsfw = True
     logging.getLogger("apache_beam").setLevel(logging.ERROR)
 
     work = Path(tempfile.mkdtemp(prefix="m3w-bench-images-"))

@@ -11,7 +11,7 @@ Prints, per run: keys that arrived of N, seconds, whether Beam logged the data-p
 stderr), and the exit (ok / error / hang: killed
 after `--timeout`). The multi-process mode feeds each stage to a worker as one bundle over gRPC; past
 about 1 GB per bundle it loses or stalls (docs/runner.md). m3w's default, in_memory, has no data plane.
-`--tiny`: 50 values of 1 KB in each mode (a check that the benchmark runs, not a figure).
+`--tiny`: 50 values of 1 KB in each mode, one worker (a check that the benchmark runs, not a figure).
 """
 
 from __future__ import annotations
@@ -82,7 +82,7 @@ def main() -> None:
     parser.add_argument("--modes", nargs="+", default=["in_memory", "multi_processing"])
     parser.add_argument("--workers", type=int, default=2, help="workers of the multi-process mode")
     parser.add_argument("--timeout", type=float, default=900, help="seconds before a run counts as hung")
-    parser.add_argument("--tiny", action="store_true", help="50 values of 1 KB per mode: seconds")
+    parser.add_argument("--tiny", action="store_true", help="50 values of 1 KB per mode, one worker: seconds")
     parser.add_argument("--run-one", help=argparse.SUPPRESS)
     parser.add_argument("--result", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -91,7 +91,7 @@ def main() -> None:
         Path(args.result).write_text(json.dumps(figures))
         return
     if args.tiny:
-        args.sizes, args.value_kb = [50], 1
+        args.sizes, args.value_kb, args.workers = [50], 1, 1
     print(f"command: python -m benchmarks.runner_bundles --sizes {' '.join(map(str, args.sizes))} "
           f"--value-kb {args.value_kb} --modes {' '.join(args.modes)} --workers {args.workers}"
           f"   ({os.cpu_count()} cores)")
