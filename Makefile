@@ -27,7 +27,7 @@ interop-venv:
 	PYTHON=$(PYTHON) bash tests/interop/make_venv.sh
 
 test: $(STAMP) system-deps interop-venv
-	$(PY) -m pytest -q -p no:cacheprovider
+	$(PY) -m pytest -q -p no:cacheprovider -n auto --dist worksteal
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
