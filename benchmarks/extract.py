@@ -1,8 +1,9 @@
 """Extraction fidelity and speed: m3w vs bare `trafilatura.extract` on the same real pages, in one run.
 
-    python benchmarks/extract.py [--rounds 2] [--profile] [--pipeline]
+    python -m benchmarks.extract [--rounds 2] [--profile] [--pipeline] [--tiny]
 
-Pages: every fixture page (article-benchmark and trafilatura-cache, read in place).
+Pages: every fixture page (article-benchmark and trafilatura-cache, read in place); `--tiny` runs the same code
+on the first few of them, one round, in seconds (the suite's check that the benchmark runs).
 
 Fidelity, per page, for bare `trafilatura.extract(include_images=True, output_format="xml")` (its defaults
 keep reader comments; a second row without them, m3w's choice of content), for m3w in trafilatura's order
@@ -38,13 +39,12 @@ import time
 from collections import Counter
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from _fixture_warc import FIXTURES, fixture_pages, write_fixture_warc  # noqa: E402
+from benchmarks._fixture_warc import FIXTURES, fixture_pages, write_fixture_warc
 
 _WORDS = re.compile(r"\w+")
 _PREFIX = 40
 _TICK = os.sysconf("SC_CLK_TCK")
+TINY_PAGES = 10
 
 
 # ---------------------------------------------------------------- the DOM oracle
@@ -216,11 +216,11 @@ def speed(pages, rounds: int, chunk: int = 10) -> tuple[float, float, float]:
     import trafilatura
 
     from pipeline.config import load_config
-    from pipeline.extract.pages import ExtractDoFn
+    from pipeline.jobs.stages import extract_dofn
     from pipeline.read.crawl import Page
 
     raw = [Page(url=url, body=body, charset=None, source="bench") for url, body in pages]
-    dofn = ExtractDoFn(load_config())
+    dofn = extract_dofn(load_config())
     dofn.setup()
 
     def bare(batch) -> float:
@@ -286,13 +286,17 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true", help="print the top entries of a profile of m3w's extraction")
     parser.add_argument("--top", type=int, default=30)
     parser.add_argument("--pipeline", action="store_true", help="also time the whole `m3w extract` command")
+    parser.add_argument("--tiny", action="store_true", help=f"the first {TINY_PAGES} pages, one round: seconds")
     args = parser.parse_args()
     cpu = args.cpu if args.cpu is not None else max(os.sched_getaffinity(0))
     os.sched_setaffinity(0, {cpu})
     pages = fixture_pages()
+    if args.tiny:
+        pages, args.rounds = pages[:TINY_PAGES], 1
     truth = json.loads((FIXTURES / "article-benchmark" / "ground-truth.json").read_text())
     truth_by_url = {entry["url"]: entry["articleBody"] for entry in truth.values()}
-    print(f"command: python benchmarks/extract.py --rounds {args.rounds}   "
+    flags = "".join(f" --{flag}" for flag in ("profile", "pipeline", "tiny") if getattr(args, flag))
+    print(f"command: python -m benchmarks.extract --rounds {args.rounds}{flags}   "
           f"({len(pages)} real pages, pinned to CPU {cpu})")
     if args.profile:
         profile(pages, args.top)

@@ -4,16 +4,20 @@ that is not about the page, or the same outcome on (nearly) every page, stops th
 from __future__ import annotations
 
 import os
+import pickle
 import subprocess
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import pytest
 
 from pipeline.config import load_config
 from pipeline.core.failures import FailureBreaker, SystematicFailure
-from pipeline.extract.pages import ExtractDoFn, extract_page
+from pipeline.extract.pages import PageExtractor
+from pipeline.extract.transforms import ExtractDoFn
+from pipeline.jobs.stages import extract_dofn
 from pipeline.read.crawl import Page
 
 HANG = b"<!-- m3w-test: this page hangs the extractor -->"
@@ -25,15 +29,15 @@ ARTICLE = ("<html><body><article><h1>A walk in the hills</h1>" + "".join(
 IMPORT_ERROR = b"<!-- m3w-test: extraction cannot import its dependencies -->"
 
 
-def misbehave_on_marked_pages(page: Page, config: dict) -> object:
-    """extract_page, except on marked pages: one never returns (a busy loop, as a pathological page spins in
+def misbehave_on_marked_pages(page: Page, extractor: PageExtractor) -> object:
+    """The extractor, except on marked pages: one never returns (a busy loop, as a pathological page spins in
     C or Python code that nothing but killing the process can stop), one raises an ImportError."""
     if HANG in page.body:
         while True:
             pass
     if IMPORT_ERROR in page.body:
         raise ImportError("cannot import name 'Cleaner' from 'lxml.html.clean' (simulated broken install)")
-    return extract_page(page, config)
+    return extractor(page)
 
 
 def page(url: str, body: bytes) -> Page:
@@ -52,13 +56,12 @@ HANGING = page("https://hills.example/hang", ARTICLE.encode() + HANG)
 @pytest.fixture(scope="module")
 def dofn():
     """One extract DoFn with the timeout child on, shared by the tests below (each child start costs seconds)."""
-    extract_dofn = ExtractDoFn(load_config(overrides=[f"extract.timeout_s={TIMEOUT_S}"]),
-                               extract_fn=misbehave_on_marked_pages)
+    isolated = extract_dofn(load_config(overrides=[f"extract.timeout_s={TIMEOUT_S}"]), step=misbehave_on_marked_pages)
     started = time.monotonic()
-    extract_dofn.setup()  # the child starts (spawn, imports) here, outside every page's timeout
+    isolated.setup()  # the child starts (spawn, imports) here, outside every page's timeout
     print(f"child start-up {time.monotonic() - started:.2f}s, page timeout {TIMEOUT_S}s")
-    yield extract_dofn
-    extract_dofn.teardown()
+    yield isolated
+    isolated.teardown()
 
 
 def test_a_hanging_page_is_dropped_as_timeout_and_the_next_page_is_extracted(dofn):
@@ -90,12 +93,12 @@ def test_an_import_error_in_the_timeout_child_stops_the_run_at_the_first_page(do
 
 
 def test_one_bad_page_is_a_counted_drop():
-    def fail_on_one(page, config):
+    def fail_on_one(page, extractor):
         if page.url.endswith("/bad"):
             raise ValueError("malformed table")
-        return extract_page(page, config)
+        return extractor(page)
 
-    dofn = ExtractDoFn(load_config(overrides=["extract.timeout_s=0"]), extract_fn=fail_on_one)
+    dofn = extract_dofn(load_config(overrides=["extract.timeout_s=0"]), step=fail_on_one)
     dofn.setup()
     assert run(dofn, page("https://hills.example/bad", ARTICLE.encode())) == []
     assert len(run(dofn, page("https://hills.example/good", ARTICLE.encode()))) == 1
@@ -103,14 +106,14 @@ def test_one_bad_page_is_a_counted_drop():
 
 def test_m3w_extract_exits_non_zero_naming_a_forced_import_error(monkeypatch, tmp_path, fixtures_dir, capsys):
     """Issue 14: a broken install used to write zero documents and exit 0."""
-    import trafilatura
+    import trafilatura.htmlprocessing
 
     from pipeline.cli import main
 
     def broken(*args, **kwargs):
         raise ImportError("cannot import name 'Cleaner' from 'lxml.html.clean' (forced by the test)")
 
-    monkeypatch.setattr(trafilatura, "bare_extraction", broken)
+    monkeypatch.setattr(trafilatura.htmlprocessing, "tree_cleaning", broken)
     status = main(["extract", "--input", str(fixtures_dir / "warc" / "warcfile.warc.gz"), "--output",
                    str(tmp_path / "out"), "--set", "extract.timeout_s=0", "--set",
                    "runner.direct_running_mode=in_memory"])
@@ -131,3 +134,18 @@ def test_m3w_extract_with_lxml_html_clean_missing_fails_at_once_by_name(tmp_path
     assert done.returncode != 0
     assert "ImportError" in done.stderr and "lxml_html_clean" in done.stderr
     assert not (tmp_path / "out" / "documents").exists()
+
+
+def test_the_timeout_child_imports_no_beam():
+    """What the child unpickles (its entry, the extractor, its start-up check) imports only extraction: it starts
+    in a second or two, not in Beam's several."""
+    from pipeline.extract.content import load_extract_dependencies
+    from pipeline.extract.pages import extract_fields
+
+    dofn = extract_dofn(load_config())
+    sent = pickle.dumps((partial(extract_fields, step=dofn.step, extractor=dofn.extractor), load_extract_dependencies))
+    probe = ("import pickle, sys; import pipeline.extract.isolate; pickle.loads(sys.stdin.buffer.read())[1](); "
+             "assert 'apache_beam' not in sys.modules, 'apache_beam imported'")
+    done = subprocess.run([sys.executable, "-c", probe], input=sent, capture_output=True, timeout=120,
+                          cwd=Path(__file__).resolve().parents[1])
+    assert done.returncode == 0, done.stderr.decode()

@@ -9,8 +9,11 @@ from lxml import etree
 
 import pipeline.extract.pages as extract_module
 from pipeline.config import load_config
+from pipeline.extract.content import main_content
 from pipeline.extract.html_images import dom_text, mark_images, normalise, parse_html
-from pipeline.extract.pages import Collector, dom_order, extract_page, locate, main_content
+from pipeline.extract.order import Collector, dom_order, locate
+from pipeline.extract.pages import extract_page
+from pipeline.extract.settings import ExtractSettings
 from pipeline.read.crawl import Page
 
 CONFIG = load_config(overrides=["extract.timeout_s=0"])
@@ -92,8 +95,8 @@ def test_images_inside_table_cells_keep_their_cell_order():
 
 def _moved_by_trafilatura(monkeypatch, reorder):
     """Make trafilatura's output move items: `reorder` rearranges the children of its real body."""
-    def moved_main_content(tree, url, ecfg):
-        body = main_content(tree, url, ecfg)
+    def moved_main_content(tree, url, settings):
+        body = main_content(tree, url, settings)
         children = list(body)
         for child in children:
             body.remove(child)
@@ -166,7 +169,7 @@ def test_dom_gaps_measure_page_text_between_an_image_and_its_neighbours():
     page = html(f"<h1>{HEADLINE}</h1><p>{P[0]}</p><aside>{skipped}</aside>{FIGURE}" + paragraphs(*P[1:]))
     tree = parse_html(page.decode())
     mark_images(tree, URL)
-    body = main_content(tree, URL, CONFIG["extract"])
+    body = main_content(tree, URL, ExtractSettings.from_config(CONFIG["extract"]))
     collector = Collector()
     collector.walk(body)
     items = collector.finish()

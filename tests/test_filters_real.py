@@ -73,17 +73,16 @@ def write_warc(path: Path, pages: list[tuple[str, bytes]]) -> None:
 
 def extract_and_filter(inputs: list[str], output: Path, *overrides: str) -> dict:
     """read → gate → extract → filter → Parquet as one Beam pipeline (as `m3w build` runs them), audit on."""
-    from pipeline.extract.pages import ExtractDocuments
     from pipeline.filter.transforms import FILTER_STAGES, FilterDocuments, FilterSettings
     from pipeline.io.documents import OutputSettings, WriteDocuments
     from pipeline.jobs.runner import RunnerSettings, make_pipeline
-    from pipeline.jobs.stages import EXTRACT_STAGES, finish_report
+    from pipeline.jobs.stages import EXTRACT_STAGES, extract_documents, finish_report
 
     config = load_config(overrides=["runner.direct_running_mode=in_memory", "extract.timeout_s=0",
                                     "output.audit_drops=true", *overrides])
     runner = RunnerSettings.from_config(config["runner"], "runner")
     pipeline = make_pipeline([], runner)
-    docs = pipeline | "Extract documents" >> ExtractDocuments(inputs, config, str(output))
+    docs = pipeline | "Extract documents" >> extract_documents(inputs, config, str(output))
     docs = docs | "Filter" >> FilterDocuments(filters=FilterSettings.from_config(config["filters"]),
                                               circuit_breaker=runner.circuit_breaker, audit_dir=str(output))
     docs | "Write" >> WriteDocuments(str(output / "documents"), OutputSettings.from_config(config["output"], "output"))

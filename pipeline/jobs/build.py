@@ -28,10 +28,9 @@ from pipeline.core.files import write_json
 from pipeline.core.preflight import preflight
 from pipeline.core.progress import run_pipeline
 from pipeline.dedup import DedupSettings
-from pipeline.extract.pages import ExtractDocuments
 from pipeline.io.documents import OutputSettings, ReadDocumentFiles, WriteDocuments, parquet_files, stage_dir
 from pipeline.jobs.runner import RunnerSettings, make_pipeline
-from pipeline.jobs.stages import download_images, output_settings, runner_settings, write_config
+from pipeline.jobs.stages import download_images, extract_documents, output_settings, runner_settings, write_config
 from pipeline.report.run_report import enrich_report, write_report
 from pipeline.report.summary import WriteSummary
 
@@ -85,7 +84,7 @@ def documents_stage(ctx: BuildContext, out: str) -> beam.Pipeline:
     from pipeline.filter.transforms import FilterDocuments, FilterSettings
 
     pipeline = make_pipeline(ctx.beam_args, ctx.runner)
-    docs = pipeline | "Extract documents" >> ExtractDocuments(ctx.inputs, ctx.config, ctx.output)
+    docs = pipeline | "Extract documents" >> extract_documents(ctx.inputs, ctx.config, ctx.output)
     docs = docs | "Filter" >> FilterDocuments(
         filters=FilterSettings.from_config(ctx.config["filters"], "filters"),
         circuit_breaker=ctx.runner.circuit_breaker,

@@ -17,6 +17,7 @@ import apache_beam as beam
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
+from filters.image_nodes import ImageNodeSettings
 from filters.images import ImageFilterSettings
 from pipeline.config import dump_config
 from pipeline.core.accounting import broken_links, flow_of, metric_kind, query_counts, stage_table, unbalanced
@@ -27,7 +28,9 @@ from pipeline.dedup import STAGES as DEDUP_STAGES
 from pipeline.dedup import DedupDocuments, DedupImages, DedupSettings, DropFrequentImageUrls
 from pipeline.export.writer import READ_STAGE as EXPORT_READ
 from pipeline.export.writer import ExportSettings, Mmc4DoFn, PairsDoFn, WriteExport, check_export_config, stage_of
-from pipeline.extract.pages import ExtractDocuments
+from pipeline.extract.pages import extract_with
+from pipeline.extract.settings import ExtractSettings
+from pipeline.extract.transforms import ExtractDocuments, ExtractDoFn
 from pipeline.filter.transforms import FILTER_STAGES, FilterDocuments, FilterSettings
 from pipeline.images.download import DownloadSettings
 from pipeline.images.store import ImageStore
@@ -35,6 +38,7 @@ from pipeline.images.transforms import STAGES as IMAGE_STAGES
 from pipeline.images.transforms import DownloadImages
 from pipeline.io.documents import OutputSettings, ReadDocumentFiles, WriteDocuments, document_files
 from pipeline.jobs.runner import RunnerSettings, make_pipeline
+from pipeline.read.crawl import ReadSettings
 from pipeline.shards.settings import ShardSettings
 from pipeline.shards.writer import STAGE as SHARD_STAGE
 from pipeline.shards.writer import WriteShards, check_shard_config, scratch_store
@@ -100,10 +104,30 @@ def documents_dir(output: str) -> str:
     return FileSystems.join(output, "documents")
 
 
+def extract_documents(inputs: list[str], config: dict[str, Any], output: str | None) -> ExtractDocuments:
+    """read → gate → extract with their sections from `config`; dropped pages listed under `output` when
+    `output.audit_drops` is on."""
+    read = ReadSettings.from_config(config["read"], "read")
+    return ExtractDocuments(
+        inputs, read=read, filters=FilterSettings.from_config(config["filters"], "filters"),
+        extract=ExtractSettings.from_config(config["extract"], "extract"),
+        image_nodes=ImageNodeSettings.from_config(config["image_nodes"], "image_nodes"),
+        circuit_breaker=runner_settings(config).circuit_breaker,
+        audit_dir=output if output_settings(config).audit_drops else None)
+
+
+def extract_dofn(config: dict[str, Any], audit_drops: bool = False, step: Callable = extract_with) -> ExtractDoFn:
+    """The extract step alone, with its sections from `config` (benchmarks, tests; `step`: see ExtractDoFn)."""
+    return ExtractDoFn(extract=ExtractSettings.from_config(config["extract"], "extract"),
+                       image_nodes=ImageNodeSettings.from_config(config["image_nodes"], "image_nodes"),
+                       max_replacement_ratio=ReadSettings.from_config(config["read"], "read").max_replacement_ratio,
+                       audit_drops=audit_drops, circuit_breaker=runner_settings(config).circuit_breaker, step=step)
+
+
 def run_extract(inputs: list[str], output: str, config: dict[str, Any], beam_args: list[str] | None = None):
     """`m3w extract`: crawl files → OBELICS Parquet documents + report.json + config.yaml."""
     def build(pipeline: beam.Pipeline) -> None:
-        docs = pipeline | "Extract documents" >> ExtractDocuments(inputs, config, output)
+        docs = pipeline | "Extract documents" >> extract_documents(inputs, config, output)
         docs | "Write documents" >> WriteDocuments(documents_dir(output), output_settings(config))
 
     return run_job(output, config, beam_args, EXTRACT_STAGES, build, needs=["extract"])
