@@ -133,9 +133,7 @@ def tiny_runs(request) -> Iterator[dict[str, Future]]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", [
-    pytest.param(name, marks=pytest.mark.xfail(strict=False, reason="benchmarks.extract --tiny is being added"))
-    if name == "extract" else name for name in EXPECTED])
+@pytest.mark.parametrize("name", list(EXPECTED))
 def test_benchmark_runs_as_written(name: str, tiny_runs: dict[str, Future]) -> None:
     run = tiny_runs[name].result() if name in tiny_runs else _run_tiny(name)
     assert run.returncode == 0, f"python -m benchmarks.{name} --tiny: exit {run.returncode}\n{run.stderr[-4000:]}"
