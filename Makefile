@@ -4,7 +4,7 @@ PYTHON ?= python3
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.m3w-installed
 
-.PHONY: demo test install system-deps lint bench interop-venv
+.PHONY: demo test install system-deps lint interop-venv
 
 $(STAMP): setup.cfg setup.py pyproject.toml
 	$(PYTHON) -m venv $(VENV)

@@ -105,7 +105,7 @@ def test_correct_canary_shards_pass_with_every_figure_on_the_right_side(shard_se
 
 
 # The suite keeps one row of each outcome and kind and seed 0 (about a minute of CPU per training run); the
-# whole table, with seeds 0-2 on correct shards, is `python benchmarks/smoke.py --mutations` (docs/smoke.md).
+# whole table, with seeds 0-2 on correct shards, is `python -m benchmarks.smoke --mutations` (docs/smoke.md).
 SUITE_ROWS = ("shuffled_10pct", "rotated_10pct", "phi_plus_1_10pct")
 
 
