@@ -1,1 +1,2 @@
-"""Stage 2, extract: pages → ordered text/image documents with trafilatura, in DOM order (`pages.ExtractDocuments`)."""
+"""Stage 2, extract: pages → ordered text/image documents with trafilatura, in DOM order (`pages.PageExtractor`,
+without Beam; in Beam `transforms.ExtractDocuments`)."""
