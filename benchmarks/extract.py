@@ -136,7 +136,7 @@ def bare_items(url: str, body: bytes, include_comments: bool = True) -> tuple[li
 
 
 def m3w_items(url: str, body: bytes, config) -> tuple[list[tuple[str, str]], str]:
-    from pipeline.extract.pages import extract_page
+    from pipeline.jobs.stages import extract_page
     from pipeline.read.crawl import Page
 
     doc = extract_page(Page(url=url, body=body, charset=None, source="bench"), config).document
@@ -267,7 +267,7 @@ def pipeline_rate(pages_once: int) -> float:
 
 def profile(pages, top: int) -> None:
     from pipeline.config import load_config
-    from pipeline.extract.pages import extract_page
+    from pipeline.jobs.stages import extract_page
     from pipeline.read.crawl import Page
 
     config = load_config(overrides=["extract.timeout_s=0"])

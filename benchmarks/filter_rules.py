@@ -40,8 +40,8 @@ def _timed(fn, rounds: int):
 def per_item_costs(pages, rounds: int) -> dict:
     from filters.base import TextItem
     from pipeline.config import load_config
-    from pipeline.extract.pages import extract_page
     from pipeline.filter.transforms import DocumentFilters, FilterSettings, PageGate
+    from pipeline.jobs.stages import extract_page
     from pipeline.read.crawl import Page
 
     config = load_config(overrides=["extract.timeout_s=0", "filters.language.languages=[]"])

@@ -14,6 +14,7 @@ from pipeline.config import ConfigError, Section, load_defaults
 from pipeline.core.failures import BreakerSettings
 from pipeline.dedup import DedupSettings
 from pipeline.export.writer import ExportSettings
+from pipeline.extract.settings import ExtractSettings
 from pipeline.images.download import DownloadSettings
 from pipeline.io.documents import OutputSettings
 from pipeline.jobs.runner import RunnerSettings
@@ -30,9 +31,10 @@ SECTIONS: list[tuple[type[Section], str]] = [
     (ExportSettings, "export"),
     (RunnerSettings, "runner"),
     (BreakerSettings, "runner.circuit_breaker"),
+    (ExtractSettings, "extract"),
 ]
-# Stage folders whose DoFns and PTransforms take typed sections (extract and filter are typed by their owners).
-TYPED_FOLDERS = ("read", "dedup", "images", "shards", "io", "export")
+# Stage folders whose DoFns, PTransforms and rules take typed sections, never the whole config.
+TYPED_FOLDERS = ("read", "extract", "filter", "dedup", "images", "shards", "io", "export")
 
 
 def section_of(config: dict, path: str) -> dict:

@@ -30,13 +30,12 @@ from pipeline.cli import main
 from pipeline.config import load_config
 from pipeline.core.accounting import query_counts, stage_table, unbalanced
 from pipeline.core.failures import BreakerSettings
-from pipeline.extract.pages import extract_page
 from pipeline.images.download import results_from_parquet
 from pipeline.images.store import ImageStore
 from pipeline.images.transforms import STAGES
 from pipeline.io.documents import OutputSettings, WriteDocuments, parquet_bytes, read_documents
 from pipeline.jobs.runner import RunnerSettings, make_pipeline
-from pipeline.jobs.stages import download_images
+from pipeline.jobs.stages import download_images, extract_page
 from pipeline.read.crawl import Page, ReadCrawlFiles, ReadSettings
 from pipeline.sampledata.imagehost import FAILURE_REASONS, ImageHost
 from schemas.document import Document, Image, Node, make_doc_id

@@ -9,7 +9,7 @@ import pytest
 
 from pipeline.config import load_config
 from pipeline.extract.html_images import mark_images, parse_html
-from pipeline.extract.pages import extract_page
+from pipeline.jobs.stages import extract_page
 from pipeline.read.crawl import Page
 from pipeline.read.decode import decode_html
 

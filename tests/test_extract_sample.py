@@ -14,7 +14,7 @@ import pytest
 from warcio.archiveiterator import ArchiveIterator
 
 from pipeline.config import load_config
-from pipeline.extract.pages import extract_page
+from pipeline.jobs.stages import extract_page
 from pipeline.read.crawl import Page, charset_of
 from pipeline.sampledata.crawl import generate_sample_crawl
 from pipeline.sampledata.crawl.canaries import canary_class_of_text

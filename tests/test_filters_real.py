@@ -14,8 +14,8 @@ from warcio.warcwriter import WARCWriter
 
 from filters.language import LanguageIdentifier, page_text
 from pipeline.config import load_config
-from pipeline.extract.pages import extract_page
 from pipeline.io.documents import read_documents
+from pipeline.jobs.stages import extract_page
 from pipeline.read.crawl import Page
 from pipeline.read.decode import decode_html
 

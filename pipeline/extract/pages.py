@@ -156,21 +156,6 @@ def extract_fields(fields: dict[str, Any], step: Callable[[Any, PageExtractor], 
     return step(SimpleNamespace(**fields), extractor)
 
 
-_EXTRACTORS: dict[str, PageExtractor] = {}
-
-
-def extract_page(page: Page, config: dict[str, Any]) -> Extracted:
-    """`PageExtractor` built from a whole config dict (once per process), on one page: for tests and benchmarks
-    that hold a config; the pipeline builds its sections at the edge."""
-    key = repr((config["extract"], config["image_nodes"], config["read"]["max_replacement_ratio"]))
-    if key not in _EXTRACTORS:
-        _EXTRACTORS[key] = PageExtractor(
-            extract=ExtractSettings.from_config(config["extract"], "extract"),
-            image_nodes=ImageNodeSettings.from_config(config["image_nodes"], "image_nodes"),
-            max_replacement_ratio=config["read"]["max_replacement_ratio"])
-    return _EXTRACTORS[key](page)
-
-
 def _int_or_none(value: str | None) -> int | None:
     try:
         return int(float(str(value).strip().lower().removesuffix("px")))

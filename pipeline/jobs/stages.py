@@ -28,7 +28,7 @@ from pipeline.dedup import STAGES as DEDUP_STAGES
 from pipeline.dedup import DedupDocuments, DedupImages, DedupSettings, DropFrequentImageUrls
 from pipeline.export.writer import READ_STAGE as EXPORT_READ
 from pipeline.export.writer import ExportSettings, Mmc4DoFn, PairsDoFn, WriteExport, check_export_config, stage_of
-from pipeline.extract.pages import extract_with
+from pipeline.extract.pages import Extracted, PageExtractor, extract_with
 from pipeline.extract.settings import ExtractSettings
 from pipeline.extract.transforms import ExtractDocuments, ExtractDoFn
 from pipeline.filter.transforms import FILTER_STAGES, FilterDocuments, FilterSettings
@@ -38,7 +38,7 @@ from pipeline.images.transforms import STAGES as IMAGE_STAGES
 from pipeline.images.transforms import DownloadImages
 from pipeline.io.documents import OutputSettings, ReadDocumentFiles, WriteDocuments, document_files
 from pipeline.jobs.runner import RunnerSettings, make_pipeline
-from pipeline.read.crawl import ReadSettings
+from pipeline.read.crawl import Page, ReadSettings
 from pipeline.shards.settings import ShardSettings
 from pipeline.shards.writer import STAGE as SHARD_STAGE
 from pipeline.shards.writer import WriteShards, check_shard_config, scratch_store
@@ -114,6 +114,24 @@ def extract_documents(inputs: list[str], config: dict[str, Any], output: str | N
         image_nodes=ImageNodeSettings.from_config(config["image_nodes"], "image_nodes"),
         circuit_breaker=runner_settings(config).circuit_breaker,
         audit_dir=output if output_settings(config).audit_drops else None)
+
+
+def page_extractor(config: dict[str, Any]) -> PageExtractor:
+    """The pure page → document step with its sections from `config` (tests, benchmarks: no Beam)."""
+    return PageExtractor(extract=ExtractSettings.from_config(config["extract"], "extract"),
+                         image_nodes=ImageNodeSettings.from_config(config["image_nodes"], "image_nodes"),
+                         max_replacement_ratio=ReadSettings.from_config(config["read"], "read").max_replacement_ratio)
+
+
+_EXTRACTORS: dict[str, PageExtractor] = {}
+
+
+def extract_page(page: Page, config: dict[str, Any]) -> Extracted:
+    """One page through `page_extractor(config)`, built once per config in this process (tests, benchmarks)."""
+    key = repr((config["extract"], config["image_nodes"], config["read"]["max_replacement_ratio"]))
+    if key not in _EXTRACTORS:
+        _EXTRACTORS[key] = page_extractor(config)
+    return _EXTRACTORS[key](page)
 
 
 def extract_dofn(config: dict[str, Any], audit_drops: bool = False, step: Callable = extract_with) -> ExtractDoFn:
