@@ -16,11 +16,11 @@ from apache_beam.metrics import Metrics
 from apache_beam.metrics.metric import MetricsFilter
 
 from pipeline.core import progress
+from pipeline.core.counts import SEP, stage_table  # noqa: F401 - re-exported
 from pipeline.core.stages import document_flow, flow_of  # noqa: F401 - re-exported
 
 NAMESPACE = "m3w"
 DROPPED_TAG = "dropped"
-SEP = "|"
 
 
 @dataclass(frozen=True)
@@ -98,29 +98,6 @@ def metric_kind(result: beam.runners.runner.PipelineResult) -> str:
     """Which values the balance check used: `committed`, `attempted` (may overcount retried bundles), `mixed`."""
     kinds = {_counter_value(counter)[1] for counter in _m3w_counters(result)}
     return kinds.pop() if len(kinds) == 1 else ("mixed" if kinds else "none")
-
-
-def stage_table(counts: dict[str, int], stage_order: Iterable[str] = ()) -> dict[str, Any]:
-    """Counters → {stage: {unit: {in, out, dropped: {reason: n}, info: {...}, balanced}}}."""
-    stages: dict[str, dict[str, Any]] = {}
-    for name, value in counts.items():
-        parts = name.split(SEP)
-        if len(parts) < 3:
-            continue
-        stage, unit, kind = parts[0], parts[1], parts[2]
-        entry = stages.setdefault(stage, {}).setdefault(unit, {"in": 0, "out": 0, "dropped": {}, "info": {}})
-        if kind in ("in", "out"):
-            entry[kind] += value
-        elif kind == "drop" and len(parts) > 3:
-            entry["dropped"][parts[3]] = entry["dropped"].get(parts[3], 0) + value
-        elif kind == "info" and len(parts) > 3:
-            entry["info"][parts[3]] = entry["info"].get(parts[3], 0) + value
-    for units in stages.values():
-        for entry in units.values():
-            entry["dropped"] = dict(sorted(entry["dropped"].items()))
-            entry["balanced"] = entry["in"] == entry["out"] + sum(entry["dropped"].values())
-    order = {name: i for i, name in enumerate(stage_order)}
-    return dict(sorted(stages.items(), key=lambda kv: (order.get(kv[0], len(order)), kv[0])))
 
 
 def unbalanced(table: dict[str, Any]) -> list[str]:

@@ -23,10 +23,11 @@ from typing import Any, TextIO
 
 import apache_beam as beam
 
+from pipeline.core.counts import stage_table
 from pipeline.core.files import write_atomically
+from pipeline.core.stages import names
 
 ENV = "M3W_PROGRESS_DIR"
-SEP = "|"
 
 # -- worker side -----------------------------------------------------------------------------------------
 
@@ -87,44 +88,34 @@ def read_tallies(directory: str) -> Counter[str]:
 
 def describe(now: Counter[str], before: Counter[str], seconds: float, elapsed_s: float) -> str | None:
     """One progress line for the stages whose counters moved since `before`, or None when nothing moved."""
-    stages: dict[str, dict[str, Any]] = {}
-    for name, value in now.items():
-        parts = name.split(SEP)
-        if len(parts) < 3:
-            continue
-        stage, unit, kind = parts[0], parts[1], parts[2]
-        entry = stages.setdefault(stage, {"unit": None, "in": 0, "before": 0, "drops": Counter(), "moved": False})
-        if value != before.get(name, 0):
-            entry["moved"] = True
-        if kind == "in" and (entry["unit"] is None or unit == _main_unit(stage, now)):
-            entry["unit"], entry["in"], entry["before"] = unit, value, before.get(name, 0)
-        elif kind == "drop" and len(parts) > 3 and unit == _main_unit(stage, now):
-            entry["drops"][parts[3]] += value
-    moving = [(stage, e) for stage, e in stages.items() if e["moved"] and e["unit"]]
-    if not moving:
-        return None
+    table, previous = stage_table(now, names()), stage_table(before)
     pieces = []
-    for stage, e in moving:
-        rate = (e["in"] - e["before"]) / seconds if seconds > 0 else 0.0
-        piece = f"{stage}: {e['in']:,} {e['unit']} ({rate:,.1f}/s)"
-        if e["drops"]:
-            top = ", ".join(f"{reason} {n:,}" for reason, n in e["drops"].most_common(3))
-            more = len(e["drops"]) - 3
-            piece += f", dropped {sum(e['drops'].values()):,} ({top}{f', +{more} more' if more > 0 else ''})"
+    for stage, units in table.items():
+        unit = _main_unit(units)
+        if unit is None or units == previous.get(stage):
+            continue
+        counted = units[unit]
+        rate = (counted["in"] - previous.get(stage, {}).get(unit, {}).get("in", 0)) / seconds if seconds > 0 else 0.0
+        piece = f"{stage}: {counted['in']:,} {unit} ({rate:,.1f}/s)"
+        drops = Counter(counted["dropped"])
+        if drops:
+            top = ", ".join(f"{reason} {n:,}" for reason, n in drops.most_common(3))
+            more = len(drops) - 3
+            piece += f", dropped {sum(drops.values()):,} ({top}{f', +{more} more' if more > 0 else ''})"
         pieces.append(piece)
-    return f"m3w progress {_clock(elapsed_s)} | " + " | ".join(pieces)
+    return f"m3w progress {_clock(elapsed_s)} | " + " | ".join(pieces) if pieces else None
 
 
 _UNIT_ORDER = ("pages", "documents", "records", "images", "files", "paragraphs")
 
 
-def _main_unit(stage: str, counts: Counter[str]) -> str | None:
+def _main_unit(units: dict[str, Any]) -> str | None:
     """The unit a stage is about: the first of `_UNIT_ORDER` it counts inputs of."""
-    units = {name.split(SEP)[1] for name in counts if name.startswith(stage + SEP) and name.split(SEP)[2:3] == ["in"]}
+    counted = [unit for unit, entry in units.items() if entry["in"]]
     for unit in _UNIT_ORDER:
-        if unit in units:
+        if unit in counted:
             return unit
-    return min(units) if units else None
+    return min(counted) if counted else None
 
 
 def _clock(seconds: float) -> str:
