@@ -14,7 +14,7 @@ from pathlib import Path
 from train_smoke.canary_shards import build_canary_shards
 
 ROOT = Path(__file__).resolve().parents[1]
-ALLOWED_PIPELINE = ("pipeline", "pipeline.config", "pipeline.sampledata.crawl")
+ALLOWED_PIPELINE = ("pipeline", "pipeline.config", "pipeline.sampledata", "pipeline.sampledata.crawl")
 
 RUNNER = textwrap.dedent("""
     import importlib.abc, runpy, sys
@@ -25,7 +25,7 @@ RUNNER = textwrap.dedent("""
     class Block(importlib.abc.MetaPathFinder):
         def find_spec(self, name, path=None, target=None):
             top = name.split(".")[0]
-            pipeline_ok = any(name == a or name.startswith(a + ".") for a in ALLOWED[2:]) or name in ALLOWED[:2]
+            pipeline_ok = any(name == a or name.startswith(a + ".") for a in ALLOWED[3:]) or name in ALLOWED[:3]
             if top in BLOCKED or (top == "pipeline" and not pipeline_ok):
                 raise ImportError(f"{{name}} is not installed on the GPU machine")
             return None
