@@ -52,7 +52,7 @@ def names(folder: str | None = None) -> list[str]:
 
 def document_flow() -> list[tuple[str, str]]:
     """(stage, unit) of every stage on the main document flow, in order (job readers start their own)."""
-    return [(s.name, s.unit) for s in STAGES if s.in_flow and not s.job_reader and not s.name.startswith("export_")]
+    return [(s.name, s.unit) for s in STAGES if s.in_flow and not s.job_reader and s.folder != "export"]
 
 
 def flow_of(stage_names: list[str]) -> list[tuple[str, str]]:
