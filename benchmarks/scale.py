@@ -1,7 +1,7 @@
 """Scale rehearsal: `m3w build` on a generated crawl of N pages, every stage, the default local runner.
 
     python -m benchmarks.scale [--pages 10000 100000] [--images-per-page 1] [--nsfw] [--workdir DIR]
-                               [--set KEY=VALUE ...] [--tiny]
+                               [--stages STAGE ...] [--set KEY=VALUE ...] [--tiny]
 
 For each size, the sample-crawl generator writes the bundled sample web plus enough bulk articles to
 make N HTML pages (`generate_sample_crawl(bulk_pages=...)`, `--images-per-page` pictures each, drawn
@@ -54,7 +54,8 @@ def generate(crawl: Path, pages: int, images_per_page: int, canary_pages: int) -
     return len(truth["pages"]), time.time() - started
 
 
-def run_one(crawl: str, output: str, rewrite_to: str, nsfw: bool, overrides: list[str], result_path: str) -> None:
+def run_one(crawl: str, output: str, rewrite_to: str, nsfw: bool, overrides: list[str], result_path: str,
+            only: list[str] | None = None) -> None:
     """The measured build (in this process); writes its report's figures to `result_path`."""
     from pipeline.config import load_config
     from pipeline.jobs.build import run_build
@@ -62,11 +63,11 @@ def run_one(crawl: str, output: str, rewrite_to: str, nsfw: bool, overrides: lis
     config = load_config(overrides=["download.allow_loopback=true", f"download.rewrite_to={rewrite_to}",
                                     f"image_filters.nsfw.enabled={'true' if nsfw else 'false'}", *overrides])
     started = time.time()
-    report = run_build([str(Path(crawl) / "crawl.warc.gz")], output, config)
+    report = run_build([str(Path(crawl) / "crawl.warc.gz")], output, config, only=only)
     Path(result_path).write_text(json.dumps({
         "started": started, "stages": report["stages"], "timings_s": report["timings_s"],
-        "unbalanced": report["unbalanced"], "broken_links": report["broken_links"],
-        "resumed_stages": report["resumed_stages"]}))
+        "stage_started": report["stage_started"], "unbalanced": report["unbalanced"],
+        "broken_links": report["broken_links"], "resumed_stages": report["resumed_stages"]}))
 
 
 def _count(stages: dict, stage: str, unit: str, kind: str) -> int:
@@ -92,9 +93,10 @@ def measure(pages: int, args: argparse.Namespace, workdir: Path) -> dict:
     with ImageHost(root=crawl / "images") as host:
         command = [sys.executable, "-m", "benchmarks.scale", "--run-one", str(crawl), "--output", str(output),
                    "--rewrite-to", host.base_url, "--result", str(result_path),
-                   *(["--nsfw"] if args.nsfw else []), *(f"--set={item}" for item in args.set)]
+                   *(["--nsfw"] if args.nsfw else []), *(f"--set={item}" for item in args.set),
+                   *(["--stages", *args.stages] if args.stages else [])]
         # One sample a second: an hour-long run needs no finer grain, and /proc scans cost CPU on the same cores.
-        returncode, _, wall, sampler = run_sampled(command, interval=1.0)
+        returncode, clock, wall, sampler = run_sampled(command, interval=1.0)
     if returncode:
         raise SystemExit(f"{pages:,} pages: the build failed with exit code {returncode}")
     result = json.loads(result_path.read_text())
@@ -103,7 +105,8 @@ def measure(pages: int, args: argparse.Namespace, workdir: Path) -> dict:
     return {
         "pages": _count(stages, "read", "records", "out") or html_pages, "generator_s": generator_s,
         "wall": wall, "cpu": sampler.samples[-1].cpu_seconds if sampler.samples else 0.0,
-        "peak_tree": sampler.peak_rss, "timings_s": result["timings_s"], "resumed": result["resumed_stages"],
+        "peak_tree": sampler.peak_rss, "stage_peaks": stage_peaks(sampler, clock, result),
+        "timings_s": result["timings_s"], "resumed": result["resumed_stages"],
         "documents": _count(stages, "filter", "documents", "in"),
         "images_fetched": _count(stages, "download", "urls", "in"),
         "images_kept": _count(stages, "dedup_images", "images", "out"),
@@ -111,6 +114,16 @@ def measure(pages: int, args: argparse.Namespace, workdir: Path) -> dict:
         "store_files": files, "store_bytes": store_bytes,
         "unbalanced": result["unbalanced"], "broken_links": result["broken_links"],
     }
+
+
+def stage_peaks(sampler, clock: float, result: dict) -> dict[str, int]:
+    """Peak resident memory of the tree while each stage that ran (not resumed) was running."""
+    peaks = {}
+    for name, started in result.get("stage_started", {}).items():
+        start = started - clock
+        stop = start + result["timings_s"][name]
+        peaks[name] = max((s.rss for s in sampler.samples if start <= s.seconds <= stop), default=0)
+    return peaks
 
 
 def main() -> None:
@@ -121,13 +134,15 @@ def main() -> None:
     parser.add_argument("--workdir", help="keep crawls and builds here (resumable); default: a temporary folder")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
     parser.add_argument("--tiny", action="store_true", help="the sample web alone, 2 canary pages: seconds")
+    parser.add_argument("--stages", nargs="+", metavar="STAGE",
+                        help="run only these build stages (documents, images, shards; earlier finished ones resume)")
     parser.add_argument("--run-one", help=argparse.SUPPRESS)
     parser.add_argument("--output", help=argparse.SUPPRESS)
     parser.add_argument("--rewrite-to", help=argparse.SUPPRESS)
     parser.add_argument("--result", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.run_one:
-        run_one(args.run_one, args.output, args.rewrite_to, args.nsfw, args.set, args.result)
+        run_one(args.run_one, args.output, args.rewrite_to, args.nsfw, args.set, args.result, args.stages)
         return
     if args.tiny:
         args.pages = [0]
@@ -144,6 +159,7 @@ def main() -> None:
 
 def report(runs: list[dict], args: argparse.Namespace) -> None:
     extra = "".join(f" --set {item}" for item in args.set) + (" --tiny" if args.tiny else "")
+    extra += f" --stages {' '.join(args.stages)}" if args.stages else ""
     print(f"command: python -m benchmarks.scale --pages {' '.join(str(r['pages']) for r in runs)} "
           f"--images-per-page {args.images_per_page}{' --nsfw' if args.nsfw else ''}{extra}   "
           f"({os.cpu_count()} cores; NSFW {'on' if args.nsfw else 'off'}; CPU = the build's whole process tree)")
@@ -160,6 +176,9 @@ def report(runs: list[dict], args: argparse.Namespace) -> None:
               f"| {'yes' if not lost else 'NO'}{resumed} |")
         print(f"  stages (wall s): {', '.join(f'{k} {v:,.0f}' for k, v in run['timings_s'].items())}; "
               f"generator {run['generator_s']:,.0f} s (not in the figures)")
+        if run["stage_peaks"]:
+            print(f"  peak RSS tree per stage run: "
+                  f"{', '.join(f'{k} {v / 2**20:,.0f} MiB' for k, v in run['stage_peaks'].items())}")
         for problem in lost:
             print(f"  LOST OR UNBALANCED: {problem}")
         if run["peak_tree"] > MAX_PEAK_RSS:

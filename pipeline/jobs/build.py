@@ -182,6 +182,7 @@ def run_build(inputs: list[str], output: str, config: dict[str, Any], beam_args:
     write_config(output, config)
     counts: dict[str, int] = {}
     timings: dict[str, float] = {}
+    started_at: dict[str, float] = {}  # Unix time each stage that ran (not resumed) started: lines up with samplers
     kinds: dict[str, str] = {}  # per stage: the metric values (committed or attempted) its balance check used
     resumed: list[str] = []
     redoing = False  # once a stage runs, every later one runs too: its input may have changed
@@ -199,7 +200,7 @@ def run_build(inputs: list[str], output: str, config: dict[str, Any], beam_args:
                 break
             redoing = True
             _clear(directory)
-            started = time.time()
+            started = started_at[name] = time.time()
             stage_counts, kinds[name] = _run(job(ctx, directory), config)
             seconds = round(time.time() - started, 3)
             lost = _lost_on_the_way(counts, stage_counts)
@@ -219,6 +220,7 @@ def run_build(inputs: list[str], output: str, config: dict[str, Any], beam_args:
         "broken_links": broken_links(table, registry.document_flow()),
         "metrics": kinds,
         "timings_s": timings,
+        "stage_started": started_at,
         "resumed_stages": resumed,
     }
     enrich_report(report, ctx)
