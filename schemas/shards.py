@@ -251,8 +251,15 @@ def tar_bytes(samples: Iterable[tuple[str, dict[str, bytes]]]) -> bytes:
     """(key, {suffix: bytes}) pairs → a deterministic tar: samples sorted by key, members by suffix,
     fixed mtime/mode/owner, PAX format (long keys are fine)."""
     buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for key, members in sorted(samples, key=lambda item: item[0]):
+    write_tar(buffer, sorted(samples, key=lambda item: item[0]))
+    return buffer.getvalue()
+
+
+def write_tar(fileobj: BinaryIO, samples: Iterable[tuple[str, dict[str, bytes]]]) -> None:
+    """The tar of `tar_bytes`, streamed to `fileobj` with the samples in the order given (sorted by key by
+    the caller): one sample's bytes in memory at a time, whatever the shard's size."""
+    with tarfile.open(fileobj=fileobj, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for key, members in samples:
             for suffix in sorted(members):
                 data = members[suffix]
                 info = tarfile.TarInfo(member_name(key, suffix))
@@ -262,7 +269,6 @@ def tar_bytes(samples: Iterable[tuple[str, dict[str, bytes]]]) -> bytes:
                 info.uid = info.gid = 0
                 info.uname = info.gname = ""
                 tar.addfile(info, io.BytesIO(data))
-    return buffer.getvalue()
 
 
 def shard_file_name(index: int) -> str:

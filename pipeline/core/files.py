@@ -7,9 +7,12 @@ object stores replace an object whole on rename, so the temporary object is rena
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import os
-from typing import Any
+from collections.abc import Iterator
+from typing import Any, BinaryIO
 
 from apache_beam.io.filesystems import FileSystems
 
@@ -20,12 +23,15 @@ def _local_path(path: str) -> str | None:
     return None if "://" in path else path
 
 
-def write_atomically(path: str, data: bytes) -> None:
+@contextlib.contextmanager
+def open_atomically(path: str) -> Iterator[BinaryIO]:
+    """A handle to write `path` through: the file appears whole, under its name, only when the block ends
+    without an exception (streamed, so a large file never has to fit in memory)."""
     local = _local_path(path)
     if local is None:
         temp = path + ".inprogress"
         with FileSystems.create(temp) as handle:
-            handle.write(data)
+            yield handle
         FileSystems.rename([temp], [path])
         return
     directory = os.path.dirname(os.path.abspath(local))
@@ -33,7 +39,7 @@ def write_atomically(path: str, data: bytes) -> None:
     temp = f"{local}.inprogress-{os.getpid()}"
     try:
         with open(temp, "wb") as handle:
-            handle.write(data)
+            yield handle
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temp, local)
@@ -46,6 +52,35 @@ def write_atomically(path: str, data: bytes) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def write_atomically(path: str, data: bytes) -> None:
+    with open_atomically(path) as handle:
+        handle.write(data)
+
+
+class HashingWriter:
+    """A write-only file object that passes bytes on and keeps their sha256 and count (for manifests)."""
+
+    def __init__(self, target: BinaryIO):
+        self.target = target
+        self.digest = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data: bytes) -> int:
+        self.target.write(data)
+        self.digest.update(data)
+        self.size += len(data)
+        return len(data)
+
+    def tell(self) -> int:
+        return self.size
+
+    def flush(self) -> None:
+        self.target.flush()
+
+    def hexdigest(self) -> str:
+        return self.digest.hexdigest()
 
 
 def write_json(path: str, payload: dict[str, Any]) -> None:

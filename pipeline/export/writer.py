@@ -27,9 +27,9 @@ from apache_beam.io.filesystems import FileSystems
 
 from pipeline.config import ConfigError, Section
 from pipeline.core.accounting import StageCounters
+from pipeline.core.files import write_atomically
 from pipeline.export.mmc4 import mmc4_sample
 from pipeline.export.pairs import PairExportSettings, PairRules, document_pairs
-from pipeline.io.documents import write_atomically
 from pipeline.shards.writer import record_bytes, sample_key, shard_count, shard_index
 from schemas.document import Document
 from schemas.shards import MANIFEST_NAME, sha256_bytes, tar_bytes

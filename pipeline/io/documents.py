@@ -8,6 +8,7 @@ files, and a crash never leaves a half-written shard under its final name.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,7 +19,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from pipeline.config import Section
 from pipeline.core.failures import BreakerSettings, FailureBreaker
-from pipeline.core.files import write_atomically  # noqa: F401 - re-exported for the stage writers
+from pipeline.core.files import open_atomically
 from schemas.document import (
     OBELICS_SCHEMA,
     OBELICS_SCHEMA_WITH_BYTES,
@@ -46,13 +47,38 @@ def shard_name(prefix: str, index: int, shards: int, suffix: str) -> str:
     return f"{prefix}-{index:05d}-of-{shards:05d}{suffix}"
 
 
+# A row group is cut once its documents hold this many bytes (text and images): writing a shard of documents
+# with their images then holds one row group in memory, not the shard. Part of the file's bytes, so fixed.
+ROW_GROUP_BYTES = 64 * 2**20
+
+
 def parquet_bytes(docs: list[Document], with_bytes: bool, compression: str) -> bytes:
-    schema = OBELICS_SCHEMA_WITH_BYTES if with_bytes else OBELICS_SCHEMA
-    rows = [document_to_row(d, with_bytes=with_bytes) for d in docs]
-    table = pa.Table.from_pylist(rows, schema=schema)
     sink = pa.BufferOutputStream()
-    pq.write_table(table, sink, compression=compression)
+    write_parquet(sink, docs, with_bytes, compression)
     return sink.getvalue().to_pybytes()
+
+
+def write_parquet(sink: Any, docs: Iterable[Document], with_bytes: bool, compression: str) -> None:
+    """Documents (in the order given) → one Parquet file on `sink`, streamed row group by row group."""
+    schema = OBELICS_SCHEMA_WITH_BYTES if with_bytes else OBELICS_SCHEMA
+    with pq.ParquetWriter(sink, schema, compression=compression) as writer:
+        rows: list[dict[str, Any]] = []
+        held = groups = 0
+        for doc in docs:
+            rows.append(document_to_row(doc, with_bytes=with_bytes))
+            held += _payload_bytes(doc, with_bytes)
+            if held >= ROW_GROUP_BYTES:
+                writer.write_table(pa.Table.from_pylist(rows, schema=schema))
+                rows, held, groups = [], 0, groups + 1
+        if rows or not groups:  # an empty shard still gets its (empty) row group, as a whole-table write gives
+            writer.write_table(pa.Table.from_pylist(rows, schema=schema))
+
+
+def _payload_bytes(doc: Document, with_bytes: bool) -> int:
+    text = sum(len(node.text) for node in doc.nodes if node.text is not None)
+    if not with_bytes:
+        return text
+    return text + sum(len(node.image.data) for node in doc.nodes if node.image is not None and node.image.data)
 
 
 class WriteDocuments(beam.PTransform):
@@ -74,9 +100,11 @@ class WriteDocuments(beam.PTransform):
         def write(item: tuple[int, dict[str, Any]]) -> str:
             index, grouped = item
             batch = sorted(grouped["docs"], key=lambda d: d.doc_id)
-            batch = [store.with_bytes(d) for d in batch] if store is not None else batch
+            # The group carries image references; each document's bytes are read back as its row group is built.
+            docs = (store.with_bytes(d) for d in batch) if store is not None else batch
             path = FileSystems.join(directory, shard_name("docs", index, shards, ".parquet"))
-            write_atomically(path, parquet_bytes(batch, with_bytes, compression))
+            with open_atomically(path) as handle:
+                write_parquet(handle, docs, with_bytes, compression)
             return path
 
         keyed = docs | "Key by shard" >> beam.Map(lambda d: (shard_of(d.doc_id, shards), d))
@@ -152,18 +180,19 @@ class _ReadDocumentFile(beam.DoFn):
     counted drop (`bad_row`), unless (nearly) every row fails: that is a format this reader does not know, and
     the run stops. Without a stage name, a bad row fails the bundle (files this pipeline wrote itself)."""
 
-    def __init__(self, stage: str | None, circuit_breaker: BreakerSettings | None):
+    def __init__(self, stage: str | None, circuit_breaker: BreakerSettings | None, image_store=None):
         from pipeline.core.accounting import StageCounters
 
         self.counts = StageCounters(stage) if stage else None
         self.breaker = FailureBreaker.from_config(stage, circuit_breaker) if stage and circuit_breaker else None
+        self.image_store = image_store
 
     def process(self, path: str):
         from schemas.document import row_to_document
 
-        for row in _read_rows(path):
+        for row in iter_rows(path):
             if self.counts is None:
-                yield row_to_document(row)
+                yield self._carried(row_to_document(row))
                 continue
             self.counts.seen("documents")
             try:
@@ -176,7 +205,10 @@ class _ReadDocumentFile(beam.DoFn):
             if self.breaker is not None:
                 self.breaker.succeeded()
             self.counts.kept("documents")
-            yield doc
+            yield self._carried(doc)
+
+    def _carried(self, doc: Document) -> Document:
+        return self.image_store.by_reference(doc) if self.image_store is not None else doc
 
 
 class ReadDocumentFiles(beam.PTransform):
@@ -186,32 +218,40 @@ class ReadDocumentFiles(beam.PTransform):
     `circuit_breaker` (the config's `runner.circuit_breaker`) stops it when nearly every row is bad.
     """
 
-    def __init__(self, paths: list[str], stage: str | None = None, circuit_breaker: BreakerSettings | None = None):
+    def __init__(self, paths: list[str], stage: str | None = None, circuit_breaker: BreakerSettings | None = None,
+                 image_store=None):
         super().__init__()
         self.paths = sorted(paths)
         self.stage = stage
         self.circuit_breaker = circuit_breaker
+        self.image_store = image_store
 
     def expand(self, pbegin):
         return (
             pbegin
             | "Files" >> beam.Create(self.paths)
             | "Spread files" >> beam.Reshuffle()
-            | "Read parquet" >> beam.ParDo(_ReadDocumentFile(self.stage, self.circuit_breaker))
+            | "Read parquet" >> beam.ParDo(_ReadDocumentFile(self.stage, self.circuit_breaker, self.image_store))
         )
 
 
-def _read_rows(path: str) -> list[dict[str, Any]]:
+# Rows decoded at a time: a file of documents with their images is never held whole (a shard of 25,000
+# documents with pictures is ~650 MB on disk and several times that as Python objects).
+READ_BATCH_ROWS = 256
+
+
+def iter_rows(path: str) -> Iterator[dict[str, Any]]:
+    """The rows of one Parquet file, decoded a batch at a time; a file that cannot be read is an error."""
     try:
         with FileSystems.open(path) as handle:
-            table = pq.read_table(handle)
+            for batch in pq.ParquetFile(handle).iter_batches(batch_size=READ_BATCH_ROWS):
+                yield from batch.to_pylist()
     except Exception as error:
         raise ValueError(f"cannot read documents from {path}: {type(error).__name__}: {error}") from error
-    return table.to_pylist()
 
 
 def read_documents(paths: list[str]) -> list[Document]:
     """Load documents back from Parquet (tests, inspection, later stages run locally)."""
     from schemas.document import row_to_document
 
-    return [row_to_document(row) for path in paths for row in _read_rows(path)]
+    return [row_to_document(row) for path in paths for row in iter_rows(path)]

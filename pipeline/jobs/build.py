@@ -115,7 +115,9 @@ def shards_stage(ctx: BuildContext, out: str) -> beam.Pipeline:
     from pipeline.shards.writer import WriteShards
 
     pipeline = make_pipeline(ctx.beam_args, ctx.runner)
-    docs = pipeline | "Read documents" >> ReadDocumentFiles(parquet_files(ctx.stage_dir("images")))
+    # Bytes go back into the store as they are read: the shuffles before the shard writer carry references.
+    docs = pipeline | "Read documents" >> ReadDocumentFiles(parquet_files(ctx.stage_dir("images")),
+                                                            image_store=ctx.image_store)
     shards = ShardSettings.from_config(ctx.config["shards"], "shards")
     docs | "Write shards" >> WriteShards(out, shards, ctx.output_settings, ctx.runner.circuit_breaker, ctx.image_store)
     return pipeline

@@ -240,9 +240,10 @@ def run_shard(inputs: list[str], output: str, config: dict[str, Any], beam_args:
         FileSystems.delete([manifest])  # shards are about to change: no manifest until they are complete
 
     def build(pipeline: beam.Pipeline) -> None:
-        docs = pipeline | "Read documents" >> ReadDocumentFiles(files)
+        store = scratch_store(output)  # bytes wait there from the read on, so shuffles carry references
+        docs = pipeline | "Read documents" >> ReadDocumentFiles(files, image_store=store)
         docs | "Write shards" >> WriteShards(output, shards, output_settings(config),
-                                             runner_settings(config).circuit_breaker)
+                                             runner_settings(config).circuit_breaker, store)
 
     def summary() -> dict[str, Any]:
         scratch = scratch_store(output).root

@@ -40,8 +40,9 @@ from apache_beam.io.filesystems import FileSystems
 from pipeline.config import ConfigError
 from pipeline.core.accounting import StageCounters
 from pipeline.core.failures import BreakerSettings, FailureBreaker
+from pipeline.core.files import HashingWriter, open_atomically, write_atomically
 from pipeline.images.store import STORE_DIR, ImageStore
-from pipeline.io.documents import OutputSettings, WriteDocuments, write_atomically
+from pipeline.io.documents import OutputSettings, WriteDocuments
 from pipeline.shards.sequences import (
     IMAGE_FORMATS,
     RESIZE_MODES,
@@ -75,9 +76,8 @@ from schemas.shards import (
     SHARDS_DIR,
     TOKENIZER_NAME,
     npy_bytes,
-    sha256_bytes,
     shard_file_name,
-    tar_bytes,
+    write_tar,
 )
 
 log = logging.getLogger(__name__)
@@ -338,14 +338,15 @@ class WriteShardDoFn(beam.DoFn):
             if unique and unique[-1][0] == key:
                 self.counts.dropped("sequences", "duplicate_key")
                 continue
-            unique.append((key, {suffix: self.store.get(data.sha256) if isinstance(data, StoredMember) else data
-                                 for suffix, data in members.items()}))
+            unique.append((key, members))
         self.counts.kept("sequences", len(unique))
-        data = tar_bytes(unique)
         name = shard_file_name(sorted(used).index(index))
-        write_atomically(FileSystems.join(self.shards_dir, name), data)
-        yield {"file": f"{SHARDS_DIR}/{name}", "samples": len(unique), "bytes": len(data),
-               "sha256": sha256_bytes(data)}
+        # Streamed: the records carry image references, and one sample's bytes are read back at a time.
+        with open_atomically(FileSystems.join(self.shards_dir, name)) as handle:
+            tar = HashingWriter(handle)
+            write_tar(tar, ((key, {suffix: self.store.get(data.sha256) if isinstance(data, StoredMember) else data
+                                   for suffix, data in members.items()}) for key, members in unique))
+        yield {"file": f"{SHARDS_DIR}/{name}", "samples": len(unique), "bytes": tar.size, "sha256": tar.hexdigest()}
 
 
 def _digest(data: bytes | StoredMember) -> bytes:
