@@ -22,6 +22,12 @@ fixture pages only, no real WARCs (a check that the benchmark runs, not a figure
 
 from __future__ import annotations
 
+if not __package__:  # run as `python benchmarks/build.py`: the repository root on the path, not this folder
+    import sys
+    from pathlib import Path
+
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
+
 import argparse
 import json
 import os

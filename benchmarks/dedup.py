@@ -18,6 +18,12 @@ show another page's photo re-encoded and resized under a new URL (found by `--im
 
 from __future__ import annotations
 
+if not __package__:  # run as `python benchmarks/dedup.py`: the repository root on the path, not this folder
+    import sys
+    from pathlib import Path
+
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
+
 import argparse
 import json
 import os

@@ -26,6 +26,12 @@ m3w's extraction (in-process).
 
 from __future__ import annotations
 
+if not __package__:  # run as `python benchmarks/extract.py`: the repository root on the path, not this folder
+    import sys
+    from pathlib import Path
+
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
+
 import argparse
 import cProfile
 import json

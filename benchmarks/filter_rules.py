@@ -16,6 +16,12 @@ one round (a check that the benchmark runs, not a figure).
 
 from __future__ import annotations
 
+if not __package__:  # run as `python benchmarks/filter_rules.py`: the repository root on the path, not this folder
+    import sys
+    from pathlib import Path
+
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
+
 import argparse
 import statistics
 import tempfile

@@ -16,6 +16,12 @@ about 1 GB per bundle it loses or stalls (docs/runner.md). m3w's default, in_mem
 
 from __future__ import annotations
 
+if not __package__:  # run as `python benchmarks/runner_bundles.py`: the repository root on the path, not this folder
+    import sys
+    from pathlib import Path
+
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
+
 import argparse
 import json
 import logging

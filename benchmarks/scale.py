@@ -22,6 +22,12 @@ sample web alone with 2 canary pages (66 pages, no bulk; a check that the benchm
 
 from __future__ import annotations
 
+if not __package__:  # run as `python benchmarks/scale.py`: the repository root on the path, not this folder
+    import sys
+    from pathlib import Path
+
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
+
 import argparse
 import json
 import os

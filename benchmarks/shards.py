@@ -16,6 +16,12 @@ measures, on this machine:
 
 from __future__ import annotations
 
+if not __package__:  # run as `python benchmarks/shards.py`: the repository root on the path, not this folder
+    import sys
+    from pathlib import Path
+
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
+
 import argparse
 import io
 import os

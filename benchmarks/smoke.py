@@ -25,6 +25,12 @@ shuffle gap and its lower bound, for φ and φ_next). It is the same table tests
 
 from __future__ import annotations
 
+if not __package__:  # run as `python benchmarks/smoke.py`: the repository root on the path, not this folder
+    import sys
+    from pathlib import Path
+
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
+
 import argparse
 import shlex
 import sys

@@ -20,6 +20,12 @@ so on damaged files its records/s counts only what it read. `--tiny`: the large 
 
 from __future__ import annotations
 
+if not __package__:  # run as `python benchmarks/warc.py`: the repository root on the path, not this folder
+    import sys
+    from pathlib import Path
+
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
+
 import argparse
 import contextlib
 import io

@@ -47,6 +47,7 @@ EXPECTED: dict[str, tuple[list[str], list[str]]] = {
         r"\| sequences \| image store \| nothing lost \|",
         rf"\| {POS} \| {POS} \| {POS} \| {POS} \| {POS} MiB \| {POS} / {POS} \| {POS} \| {POS} files, {NUM} MiB "
         r"\| yes \|",
+        rf"  peak RSS tree per stage run: documents {POS} MiB, images {POS} MiB, shards {POS} MiB",
     ], ["LOST OR UNBALANCED", "PEAK MEMORY ABOVE"]),
     "images": ([
         r"run +wall s +img/s +cpu s +img/cpu-s",
@@ -142,3 +143,16 @@ def test_benchmark_runs_as_written(name: str, tiny_runs: dict[str, Future]) -> N
     missing = [pattern for pattern in patterns if not any(re.fullmatch(pattern, line) for line in lines)]
     assert not missing, f"python -m benchmarks.{name} --tiny printed no line matching {missing}:\n{run.stdout}"
     assert not [alarm for alarm in alarms if alarm in run.stdout], run.stdout
+
+
+def test_every_benchmark_also_runs_by_its_file_path() -> None:
+    """`python benchmarks/scale.py ...` (the form issues quote) works as well as `python -m benchmarks.scale`."""
+    def run(name: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, f"benchmarks/{name}.py", "--help"], cwd=REPO, capture_output=True,
+                              text=True, timeout=TIMEOUT_S)
+
+    with ThreadPoolExecutor(max_workers=PARALLEL) as pool:
+        runs = dict(zip(EXPECTED, pool.map(run, EXPECTED)))
+    assert set(runs) == {path.stem for path in (REPO / "benchmarks").glob("[!_]*.py")}
+    for name, result in runs.items():
+        assert result.returncode == 0 and f"usage: {name}.py" in result.stdout, f"{name}: {result.stderr[-2000:]}"
