@@ -19,6 +19,12 @@ def pytest_configure(config):
         raise pytest.UsageError(f"real-web fixtures not found at {FIXTURES}")
 
 
+def pytest_collection_modifyitems(items):
+    """Slow (end-to-end) tests first, in a fixed order: under pytest-xdist the workers then share the long
+    runs from the start and finish on short tests, instead of one worker ending alone on a training run."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 @pytest.fixture(scope="session")
 def fixtures_dir() -> Path:
     return FIXTURES
