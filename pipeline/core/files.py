@@ -30,8 +30,13 @@ def open_atomically(path: str) -> Iterator[BinaryIO]:
     local = _local_path(path)
     if local is None:
         temp = path + ".inprogress"
-        with FileSystems.create(temp) as handle:
-            yield handle
+        try:
+            with FileSystems.create(temp) as handle:
+                yield handle
+        except BaseException:
+            if FileSystems.exists(temp):
+                FileSystems.delete([temp])
+            raise
         FileSystems.rename([temp], [path])
         return
     directory = os.path.dirname(os.path.abspath(local))
