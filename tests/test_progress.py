@@ -24,6 +24,11 @@ def test_describe_names_the_moving_stage_its_rate_and_drops():
     assert line == ("m3w progress 2m05s | extract: 400 pages (10.0/s), dropped 100 "
                     "(no_text 60, no_images 30, undecodable 8, +1 more)")
     assert progress.describe(now, now, 30.0, 155.0) is None  # nothing moved: no line
+    assert progress.moved_stages(now, before) == ["extract"]
+    # ...unless the reporter keeps the stages that moved last: a long step that counts nothing still shows.
+    assert progress.describe(now, now, 30.0, 155.0, keep=["extract"]) == (
+        "m3w progress 2m35s | extract: 400 pages (0.0/s), dropped 100 (no_text 60, no_images 30, undecodable 8, "
+        "+1 more)")
 
 
 def test_reporter_prints_plain_lines_when_not_a_terminal(tmp_path, monkeypatch):
@@ -40,6 +45,14 @@ def test_reporter_prints_plain_lines_when_not_a_terminal(tmp_path, monkeypatch):
     assert lines, "no progress line was printed"
     assert all(line.startswith("m3w progress ") and "\r" not in line for line in lines)
     assert "filter: 21 documents" in lines[-1] and "dropped 6 (language 6)" in lines[-1]
+    # A step that counts nothing for a while (an image shard being fetched) still prints a line every interval.
+    quiet = io.StringIO()
+    with progress.ProgressReporter(0.2, stream=quiet):
+        progress.count("download|urls|in", 5)
+        time.sleep(2.5)  # counted once, then about ten intervals without a change
+    lines = quiet.getvalue().splitlines()
+    assert len(lines) >= 5 and all("download: 5 urls" in line for line in lines), lines
+    assert "(0.0/s)" in lines[-1]
     assert progress.ENV not in __import__("os").environ  # the run's progress dir does not leak into the next
 
 

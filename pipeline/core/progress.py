@@ -19,6 +19,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
+from collections.abc import Collection
 from typing import Any, TextIO
 
 import apache_beam as beam
@@ -86,13 +87,18 @@ def read_tallies(directory: str) -> Counter[str]:
     return total
 
 
-def describe(now: Counter[str], before: Counter[str], seconds: float, elapsed_s: float) -> str | None:
-    """One progress line for the stages whose counters moved since `before`, or None when nothing moved."""
+def describe(now: Counter[str], before: Counter[str], seconds: float, elapsed_s: float,
+             keep: Collection[str] = ()) -> str | None:
+    """One progress line for the stages whose counters moved since `before`, or None when nothing moved.
+
+    `keep`: stages shown even when they did not move (the reporter passes the last ones that did, so a long
+    step that counts nothing until it ends, like fetching an image shard, still prints a line every interval).
+    """
     table, previous = stage_table(now, names()), stage_table(before)
     pieces = []
     for stage, units in table.items():
         unit = _main_unit(units)
-        if unit is None or units == previous.get(stage):
+        if unit is None or (units == previous.get(stage) and stage not in keep):
             continue
         counted = units[unit]
         rate = (counted["in"] - previous.get(stage, {}).get(unit, {}).get("in", 0)) / seconds if seconds > 0 else 0.0
@@ -104,6 +110,12 @@ def describe(now: Counter[str], before: Counter[str], seconds: float, elapsed_s:
             piece += f", dropped {sum(drops.values()):,} ({top}{f', +{more} more' if more > 0 else ''})"
         pieces.append(piece)
     return f"m3w progress {_clock(elapsed_s)} | " + " | ".join(pieces) if pieces else None
+
+
+def moved_stages(now: Counter[str], before: Counter[str]) -> list[str]:
+    """The stages whose counters changed between two tallies."""
+    previous = stage_table(before)
+    return [stage for stage, units in stage_table(now, names()).items() if units != previous.get(stage)]
 
 
 _UNIT_ORDER = ("pages", "documents", "records", "images", "files", "paragraphs")
@@ -158,6 +170,7 @@ class ProgressReporter:
     def _report_forever(self) -> None:
         started = last_time = time.monotonic()
         before: Counter[str] = Counter()
+        shown: list[str] = []  # the stages that moved last: shown at 0/s while nothing moves
         stream = self.stream or sys.stderr
         in_place = stream.isatty()
         finished = False
@@ -168,8 +181,9 @@ class ProgressReporter:
                 write_tally()  # the in-memory runner counts in this process: its tally may be up to 1 s old
             now_time = time.monotonic()
             now = read_tallies(self.directory)
-            line = describe(now, before, now_time - last_time, now_time - started)
-            before, last_time = now, now_time
+            moved = moved_stages(now, before) or shown
+            line = describe(now, before, now_time - last_time, now_time - started, keep=moved)
+            before, last_time, shown = now, now_time, moved
             if line is None:
                 continue
             stream.write(("\r\033[K" + line) if in_place else (line + "\n"))
