@@ -159,7 +159,8 @@ def test_without_canaries_the_general_criteria_decide_on_bounds(shard_sets, tmp_
 
 
 def test_mixed_sets_are_weighted_and_the_report_is_deterministic(shard_sets, tmp_path):
-    args = ["--weights", "1", "0.5", "--set", "smoke.train.steps=3", *FAST]
+    args = ["--weights", "1", "0.5", "--set", "smoke.train.steps=3", *QUICK, "--set", "smoke.verdict.leak_sequences=8",
+            "--set", "smoke.data.max_eval_sequences=64", "--set", "smoke.verdict.bootstrap_samples=200"]
     sets = [shard_sets["correct"], shard_sets["shuffled_5pct"]]  # one tokenizer: the same documents
     smoke(sets, tmp_path / "a", *args)
     _, report = smoke(sets, tmp_path / "b", *args)
