@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import apache_beam as beam
 import pyarrow as pa
@@ -27,6 +27,9 @@ from schemas.document import (
     document_to_dict,
     document_to_row,
 )
+
+if TYPE_CHECKING:
+    from pipeline.images.store import ImageStore
 
 
 @dataclass(frozen=True)
@@ -84,7 +87,8 @@ def _payload_bytes(doc: Document, with_bytes: bool) -> int:
 class WriteDocuments(beam.PTransform):
     """Documents → `{directory}/docs-SSSSS-of-NNNNN.parquet`; returns the written paths."""
 
-    def __init__(self, directory: str, output: OutputSettings, with_bytes: bool = False, image_store=None):
+    def __init__(self, directory: str, output: OutputSettings, with_bytes: bool = False,
+                 image_store: ImageStore | None = None):
         """`output`: the `output` section (shard count, compression)."""
         super().__init__()
         self.directory = directory.rstrip("/")
@@ -180,7 +184,8 @@ class _ReadDocumentFile(beam.DoFn):
     counted drop (`bad_row`), unless (nearly) every row fails: that is a format this reader does not know, and
     the run stops. Without a stage name, a bad row fails the bundle (files this pipeline wrote itself)."""
 
-    def __init__(self, stage: str | None, circuit_breaker: BreakerSettings | None, image_store=None):
+    def __init__(self, stage: str | None, circuit_breaker: BreakerSettings | None,
+                 image_store: ImageStore | None = None):
         from pipeline.core.accounting import StageCounters
 
         self.counts = StageCounters(stage) if stage else None
@@ -215,11 +220,13 @@ class ReadDocumentFiles(beam.PTransform):
     """Parquet document files → Documents, one file per element so reading spreads over the workers.
 
     `stage` names the counters of a reader of files from elsewhere (bad rows are counted drops);
-    `circuit_breaker` (the config's `runner.circuit_breaker`) stops it when nearly every row is bad.
+    `circuit_breaker` (the config's `runner.circuit_breaker`) stops it when nearly every row is bad;
+    `image_store`: inline image bytes go there as they are read, and documents carry references (so the
+    shuffles after the read hold no picture; the writer at the end reads them back).
     """
 
     def __init__(self, paths: list[str], stage: str | None = None, circuit_breaker: BreakerSettings | None = None,
-                 image_store=None):
+                 image_store: ImageStore | None = None):
         super().__init__()
         self.paths = sorted(paths)
         self.stage = stage
