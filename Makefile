@@ -4,7 +4,7 @@ PYTHON ?= python3
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.m3w-installed
 
-.PHONY: demo test install system-deps lint interop-venv
+.PHONY: demo test test-mutations install system-deps lint interop-venv
 
 $(STAMP): setup.cfg setup.py pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,7 +27,11 @@ interop-venv:
 	PYTHON=$(PYTHON) bash tests/interop/make_venv.sh
 
 test: $(STAMP) system-deps interop-venv
-	$(PY) -m pytest -q -p no:cacheprovider -n auto --dist worksteal
+	$(PY) -m pytest -q -p no:cacheprovider -n auto --dist worksteal -m "not mutation_table"
+
+# The rest of the smoke mutation table (seeds 1-2, four more partial corruptions: ~10 CPU-minutes); CI runs it too.
+test-mutations: $(STAMP)
+	$(PY) -m pytest -q -p no:cacheprovider -n auto --dist worksteal -m mutation_table tests/test_smoke_verdict.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

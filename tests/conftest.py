@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -20,9 +21,14 @@ def pytest_configure(config):
 
 
 def pytest_collection_modifyitems(items):
-    """Slow (end-to-end) tests first, in a fixed order: under pytest-xdist the workers then share the long
-    runs from the start and finish on short tests, instead of one worker ending alone on a training run."""
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+    """Slow (end-to-end) tests first in every worker's share. pytest-xdist hands each of its N workers one
+    contiguous 1/N of the collection (then steals from the longest queue), so each share gets its slice of
+    the slow tests at its start and of the quick ones after: the long training runs overlap from the start
+    instead of piling up at the end of one queue (where the stealing worker then picks them up last)."""
+    workers = max(1, int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
+    slow = [item for item in items if item.get_closest_marker("slow") is not None]
+    quick = [item for item in items if item.get_closest_marker("slow") is None]
+    items[:] = [item for share in range(workers) for item in slow[share::workers] + quick[share::workers]]
 
 
 @pytest.fixture(scope="session")
