@@ -30,9 +30,9 @@ from pipeline.core.accounting import StageCounters
 from pipeline.core.files import write_atomically
 from pipeline.export.mmc4 import mmc4_sample
 from pipeline.export.pairs import PairExportSettings, PairRules, document_pairs
-from pipeline.shards.writer import record_bytes, sample_key, shard_count, shard_index
+from pipeline.shards.writer import record_bytes, sample_key, shard_count, shard_index, write_tar_file
 from schemas.document import Document
-from schemas.shards import MANIFEST_NAME, sha256_bytes, tar_bytes
+from schemas.shards import MANIFEST_NAME
 
 KINDS = ("mmc4", "pairs")
 READ_STAGE = "export_read"
@@ -162,10 +162,9 @@ class WriteExportShardDoFn(beam.DoFn):
         unique = [record for n, record in enumerate(ordered) if n == 0 or ordered[n - 1][0] != record[0]]
         self.counts.dropped("samples", "duplicate_key", len(ordered) - len(unique))
         self.counts.kept("samples", len(unique))
-        data = tar_bytes(unique)
         name = export_shard_name(sorted(used).index(index))
-        write_atomically(FileSystems.join(self.output_dir, name), data)
-        yield {"file": name, "samples": len(unique), "bytes": len(data), "sha256": sha256_bytes(data)}
+        size, digest = write_tar_file(FileSystems.join(self.output_dir, name), unique)  # `unique` is sorted by key
+        yield {"file": name, "samples": len(unique), "bytes": size, "sha256": digest}
 
 
 def manifest_config(kind: str, settings: ExportSettings) -> dict[str, Any]:

@@ -30,7 +30,7 @@ import json
 import logging
 import math
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -342,11 +342,20 @@ class WriteShardDoFn(beam.DoFn):
         self.counts.kept("sequences", len(unique))
         name = shard_file_name(sorted(used).index(index))
         # Streamed: the records carry image references, and one sample's bytes are read back at a time.
-        with open_atomically(FileSystems.join(self.shards_dir, name)) as handle:
-            tar = HashingWriter(handle)
-            write_tar(tar, ((key, {suffix: self.store.get(data.sha256) if isinstance(data, StoredMember) else data
-                                   for suffix, data in members.items()}) for key, members in unique))
-        yield {"file": f"{SHARDS_DIR}/{name}", "samples": len(unique), "bytes": tar.size, "sha256": tar.hexdigest()}
+        size, digest = write_tar_file(
+            FileSystems.join(self.shards_dir, name),
+            ((key, {suffix: self.store.get(data.sha256) if isinstance(data, StoredMember) else data
+                    for suffix, data in members.items()}) for key, members in unique))
+        yield {"file": f"{SHARDS_DIR}/{name}", "samples": len(unique), "bytes": size, "sha256": digest}
+
+
+def write_tar_file(path: str, samples: Iterable[tuple[str, dict[str, bytes]]]) -> tuple[int, str]:
+    """Samples (sorted by key) → a tar shard at `path`, streamed and atomic; returns its size and sha256 for the
+    manifest. Shared by the shard writer and `m3w export`."""
+    with open_atomically(path) as handle:
+        tar = HashingWriter(handle)
+        write_tar(tar, samples)
+    return tar.size, tar.hexdigest()
 
 
 def _digest(data: bytes | StoredMember) -> bytes:
