@@ -5,8 +5,9 @@ image payload (100,000 pages x a 30 KB picture = 3 GB per shuffle) and walks the
 data-plane limits (docs/runner.md). So the download stage writes each stored image once to
 `<root>/<sha[:2]>/<sha256>` and documents travel with `Image.stored` (that sha256) and no bytes; the
 steps that need pixels (pHash for image dedup, fitting the shard slots) and the final writers read them
-back. The store is any Beam filesystem path; a file is written under a temporary name and renamed, so
-a reader never sees half an image, and a read checks the digest. Files are not fsync'd one by one (that
+back. The store is any Beam filesystem path; a file is written under a temporary name of its writer's own
+and renamed (`open_atomically`), so a reader never sees half an image, two threads or workers storing the
+same picture at once both succeed, and a read checks the digest. Files are not fsync'd one by one (that
 doubled the cost of storing an image): a resumed download checks every image a finished shard refers
 to (`verified`) and fetches the shard again when one did not survive a crash.
 
@@ -18,10 +19,10 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import os
 
 from apache_beam.io.filesystems import FileSystems
 
+from pipeline.core.files import open_atomically
 from schemas.document import Document
 
 STORE_DIR = "images"  # the store's folder inside a work area
@@ -56,8 +57,9 @@ class ImageStore:
         """Store `data` (once: an existing file with the same digest is kept); returns its sha256."""
         sha256 = hashlib.sha256(data).hexdigest()
         path = self.path(sha256)
-        if not FileSystems.exists(path):
-            _write_renamed(path, data)
+        if not FileSystems.exists(path):  # another writer may be storing the same bytes right now: both succeed
+            with open_atomically(path, durable=False) as handle:
+                handle.write(data)
         return sha256
 
     def get(self, sha256: str) -> bytes:
@@ -95,17 +97,3 @@ class ImageStore:
                  for node in doc.nodes]
         return dataclasses.replace(doc, nodes=nodes)
 
-
-def _write_renamed(path: str, data: bytes) -> None:
-    """Write under a temporary name, then rename: readers see the whole file or none (no fsync, see above)."""
-    if "://" in path and not path.startswith("file://"):  # object stores replace an object whole on rename
-        with FileSystems.create(path + ".inprogress") as handle:
-            handle.write(data)
-        FileSystems.rename([path + ".inprogress"], [path])
-        return
-    local = path.removeprefix("file://")
-    os.makedirs(os.path.dirname(local), exist_ok=True)
-    temp = f"{local}.inprogress-{os.getpid()}"
-    with open(temp, "wb") as handle:
-        handle.write(data)
-    os.replace(temp, local)
