@@ -107,6 +107,7 @@ class DataConfig:
     shuffle_buffer: int
     prefetch_factor: int
     check_phi: bool
+    max_undecodable_share: float
     pair_max_tokens: int
 
 
@@ -203,6 +204,8 @@ class SmokeSettings:
             raise ConfigError("smoke.model: xattn_every, lm_layers and resampler_latents must be ≥ 1")
         if not 0.0 < d.eval_fraction < 1.0:
             raise ConfigError(f"smoke.data.eval_fraction must be in (0, 1); got {d.eval_fraction}")
+        if not 0.0 <= d.max_undecodable_share <= 1.0:
+            raise ConfigError(f"smoke.data.max_undecodable_share must be in [0, 1]; got {d.max_undecodable_share}")
         if not 0.5 <= self.verdict.confidence < 1.0:
             raise ConfigError(f"smoke.verdict.confidence must be in [0.5, 1); got {self.verdict.confidence}")
         if not 0.0 <= t.phi_next_prob <= 1.0:
