@@ -5,13 +5,16 @@ from __future__ import annotations
 import io
 import itertools
 import json
+import re
 import tarfile
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from pipeline.cli import main
 from pipeline.config import ConfigError
 from schemas.shards import iter_tar_groups, shard_paths
 from train_smoke.canary_shards import build_records, canary_documents, mutate, shard_config, write_shard_set
@@ -22,11 +25,13 @@ from train_smoke.data import (
     ShardSetError,
     StreamingSequences,
     TableBatches,
+    UndecodableShards,
     held_out,
     load_tables,
     open_shard_sets,
 )
 from train_smoke.model import FlamingoLM
+from train_smoke.run import SmokeRun
 from train_smoke.train import Trainer, mean_loss
 
 CLASSES = ("circle", "ring", "stripes", "dots")
@@ -297,3 +302,96 @@ def test_canary_shards_are_byte_for_byte_what_the_projects_shard_writer_writes(c
                    settings)  # ...and the project's manifest and tokenizer file over them
     for name in ("manifest.json", "tokenizer.json", *(f"shards/{p.name}" for p in (ours / "shards").iterdir())):
         assert (ours / name).read_bytes() == (theirs / name).read_bytes(), name
+
+# --------------------------------------------------------------------------- undecodable samples (issue 23, item 8)
+
+
+def corrupted_set(canary_set, out: Path, count: int) -> tuple[str, list[str]]:
+    """The canary records with every image of `count` sequences zeroed, written with a manifest over the broken
+    bytes (so only decoding can find them); returns the set and the broken keys."""
+    records = canary_set["records"]
+    broken = mutate(records, "corrupt_images", canary_set["tokenizer"].id_of("image"), fraction=count / len(records))
+    changed = [key for (key, a), (_, b) in zip(records, broken) if a != b]
+    assert len(changed) == count
+    return write_shard_set(broken, canary_set["tokenizer"], canary_set["config"], str(out), len(records)), changed
+
+
+def first_in_read_order(shard_set: str, keys: list[str]) -> tuple[str, str]:
+    """(shard, key) of the first of `keys` a reader of the shard set meets."""
+    return next((path, key) for path in shard_paths(shard_set) for key, _ in iter_tar_groups(path) if key in keys)
+
+
+def test_m3w_smoke_refuses_shards_with_30_percent_undecodable_images_before_training(canary_set, tmp_path, capsys,
+                                                                                      monkeypatch):
+    n = len(canary_set["records"])
+    shards, changed = corrupted_set(canary_set, tmp_path / "bad", round(0.3 * n))
+    shard, key = first_in_read_order(shards, changed)
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("refused shards must never reach training")
+
+    monkeypatch.setattr(Trainer, "train", no_training)
+    started = time.perf_counter()
+    code = main(["smoke", shards, "--output", str(tmp_path / "out"), "--profile", "tiny", "--quiet"])
+    seconds = time.perf_counter() - started
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert (f"{len(changed)} of {n} samples cannot be decoded ({len(changed) / n:.2%}, above "
+            f"smoke.data.max_undecodable_share 1.00%); first: {shard}: sample {key} (UnidentifiedImageError") in err
+    assert seconds < 30 and not (tmp_path / "out" / "smoke_report.json").exists()
+    # Streaming: the first pass (the held-out sample the verdict judges) refuses them before training too.
+    code = main(["smoke", shards, "--output", str(tmp_path / "streamed"), "--profile", "tiny", "--quiet",
+                 "--set", "smoke.data.cache=false"])
+    err = capsys.readouterr().err
+    assert code == 2 and "samples cannot be decoded" in err, err
+    assert re.search(r"first: \S+shard-\d+\.tar: sample (\S+) \(", err).group(1) in changed
+
+
+def test_undecodable_samples_are_refused_only_above_the_limit_exactly(canary_set, tmp_path):
+    n = len(canary_set["records"])
+    limit = 2 / n
+    at_limit, _ = corrupted_set(canary_set, tmp_path / "two", 2)
+    over, changed = corrupted_set(canary_set, tmp_path / "three", 3)
+    _, _, counts = load_tables(ShardSet.open(at_limit), 16, None, 0.25, 1000, None, max_undecodable_share=limit)
+    assert (counts.undecodable, counts.decoded, counts.undecodable_share) == (2, n, limit)
+    assert counts.dropped == {"unreadable_sample:UnidentifiedImageError": 2}
+    assert counts.read == counts.train + counts.eval + 2
+    shard, key = first_in_read_order(over, changed)
+    with pytest.raises(UndecodableShards, match=rf"3 of {n} samples cannot be decoded .* first: "
+                                                rf"{shard}: sample {key} \(UnidentifiedImageError: cannot identify"):
+        load_tables(ShardSet.open(over), 16, None, 0.25, 1000, None, max_undecodable_share=limit)
+    # The training stream judges what it decoded at the end of each epoch, against the same limit.
+    assert len(list(itertools.islice(StreamingSequences(ShardSet.open(at_limit), 16, None, 0.0001, shuffle_buffer=4,
+                                                        seed=0, max_undecodable_share=limit), 2 * n))) == 2 * n
+    with pytest.raises(UndecodableShards, match=rf"3 of {n} samples cannot be decoded"):
+        list(itertools.islice(StreamingSequences(ShardSet.open(over), 16, None, 0.0001, shuffle_buffer=4, seed=0,
+                                                 max_undecodable_share=limit), 2 * n))
+
+
+def test_half_a_percent_undecodable_proceeds_under_the_default_limit_and_the_verdict_counts_them(canary_set, tmp_path,
+                                                                                              capsys):
+    docs = canary_documents(200, images_per_doc=(2, 3), classes=CLASSES, image_size=32, seed=4)
+    records, tokenizer = build_records(docs, canary_set["config"])
+    records = records[:200]  # one sequence per document at seq_len 48: exactly 200
+    shards, changed = corrupted_set({**canary_set, "records": records, "tokenizer": tokenizer}, tmp_path / "half", 1)
+    config = resolve_config(None, ["smoke.data.image_size=16"], profile="tiny")
+    assert config["smoke"]["data"]["max_undecodable_share"] == 0.01
+    run = SmokeRun([shards], config, progress=False)  # loads and checks the data; trains nothing yet
+    assert len(run.train_tables["half"]) + len(run.eval_tables["half"]) == 199
+    undecodable = run.undecodable()
+    assert {k: undecodable[k] for k in ("samples", "of", "share", "limit")} == {"samples": 1, "of": 200,
+                                                                                 "share": 0.005, "limit": 0.01}
+    assert undecodable["first"].endswith(  # without the object's address: the report stays byte-stable
+        f"sample {changed[0]} (UnidentifiedImageError: cannot identify image file <_io.BytesIO object>)")
+    # Three steps teach nothing (exit 1), but the run is judged, and its verdict names the skipped sample.
+    code = main(["smoke", shards, "--output", str(tmp_path / "out"), "--profile", "tiny", "--quiet",
+                 "--set", "smoke.data.image_size=16", "--set", "smoke.train.steps=3", "--set",
+                 "smoke.train.control_run=false", "--set", "smoke.train.probe_every=0",
+                 "--set", "smoke.verdict.bootstrap_samples=50", "--set", "smoke.verdict.leak_sequences=8"])
+    out = capsys.readouterr().out
+    verdict = json.loads((tmp_path / "out" / "smoke_report.json").read_text())["verdict"]
+    assert code == 1 and verdict["undecodable_samples"] == 1
+    assert "(1 of 200 samples undecodable and skipped, 0.50%; limit 1.00%)" in verdict["summary"]
+    check = verdict["checks"]["undecodable_samples"]
+    assert (check["status"], check["value"], check["threshold"]) == ("pass", 0.005, 0.01)
+    assert "undecodable_samples" in out and "1 of 200 samples undecodable" in out

@@ -1,7 +1,8 @@
 """The smoke trainer runs where only torch and a few common packages are installed (the GPU machine: torch,
 numpy, pyarrow, pillow, tokenizers, matplotlib, pyyaml, tqdm, scipy): `python -m train_smoke` in a process
-that cannot import Apache Beam, webdataset or any pipeline module beyond the config file's loader and the
-sample crawl's canary definitions (pure Python, shared by the crawl generator and the verdict)."""
+that cannot import Apache Beam, webdataset or any pipeline module beyond the config file's loader, the atomic
+file writer (Beam only for remote paths) and the sample crawl's canary definitions (pure Python, shared by the
+crawl generator and the verdict)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ from pathlib import Path
 from train_smoke.canary_shards import build_canary_shards
 
 ROOT = Path(__file__).resolve().parents[1]
-ALLOWED_PIPELINE = ("pipeline", "pipeline.config", "pipeline.sampledata", "pipeline.sampledata.crawl")
+EXACT_PIPELINE = ("pipeline", "pipeline.config", "pipeline.core", "pipeline.core.files", "pipeline.sampledata")
+ALLOWED_PIPELINE = (*EXACT_PIPELINE, "pipeline.sampledata.crawl")  # the last one with its submodules
 
 RUNNER = textwrap.dedent("""
     import importlib.abc, runpy, sys
@@ -25,7 +27,7 @@ RUNNER = textwrap.dedent("""
     class Block(importlib.abc.MetaPathFinder):
         def find_spec(self, name, path=None, target=None):
             top = name.split(".")[0]
-            pipeline_ok = any(name == a or name.startswith(a + ".") for a in ALLOWED[3:]) or name in ALLOWED[:3]
+            pipeline_ok = name.startswith(ALLOWED[-1] + ".") or name in ALLOWED
             if top in BLOCKED or (top == "pipeline" and not pipeline_ok):
                 raise ImportError(f"{{name}} is not installed on the GPU machine")
             return None
@@ -51,10 +53,11 @@ def test_python_m_train_smoke_needs_neither_beam_nor_the_pipeline(tmp_path):
     loaded = result.stderr.rsplit("LOADED", 1)[-1].strip().split(",")
     assert not [m for m in loaded if m.startswith(("apache_beam", "webdataset"))], loaded
     sample_crawl = {m for m in loaded if m.startswith("pipeline.sampledata")}
-    assert set(loaded) <= {"pipeline", "pipeline.config", *sample_crawl}
+    assert set(loaded) <= {*EXACT_PIPELINE, *sample_crawl}
     # Three steps teach nothing: the canary events are wrong, so the verdict fails (exit 1), with a full report.
     assert result.returncode == 1, result.stderr[-3000:]
     report = json.loads((out / "smoke_report.json").read_text())
     assert report["verdict"]["status"] == "fail"
+    assert report["verdict"]["undecodable_samples"] == 0 and "0 of " in report["verdict"]["summary"]
     assert "canary_wrong_events[phi]" in report["verdict"]["failed"]
     assert (out / "plots" / "overview.png").exists() and (out / "smoke_timing.json").exists()

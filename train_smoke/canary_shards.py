@@ -17,7 +17,11 @@ bytes for the same documents.
 - `phi_exclusive`: φ at each `<image>` position names the previous image (an "exclusive" φ);
 - `phi_next_shift`: φ_next moved one position earlier (at each `<image>` it names the following image);
 - `shuffle_images`: each image slot gets an image of another document;
-- `permute_images`: the images of a sequence rotated among its own slots.
+- `permute_images`: the images of a sequence rotated among its own slots;
+- `corrupt_images`: every image of a sequence replaced by as many zero bytes, which no decoder accepts (the
+  trainer skips such samples up to `smoke.data.max_undecodable_share`, then refuses the shards).
+
+Every file is written atomically (`pipeline.core.files`), the manifest last.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
+from pipeline.core.files import write_atomically
 from pipeline.sampledata.crawl.canaries import (
     CANARY_CLASSES,
     CANARY_IMAGE_HOST,
@@ -70,7 +75,7 @@ from schemas.shards import (
 SPECIAL_TOKENS = {"pad": "<pad>", "eos": "<eos>", "image": "<image>", "eoc": "<EOC>"}
 _KEY_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 
-MUTATIONS = ("phi_shift", "phi_exclusive", "phi_next_shift", "shuffle_images", "permute_images")
+MUTATIONS = ("phi_shift", "phi_exclusive", "phi_next_shift", "shuffle_images", "permute_images", "corrupt_images")
 # The partial-strength corruptions the verdict must catch (FAIL, at worst "inconclusive", never PASS):
 # (name, mutation, share of sequences). `benchmarks/smoke.py --mutations` and tests/test_smoke_mutations.py run it.
 MUTATION_TABLE = (
@@ -233,6 +238,13 @@ def mutate(records: list[tuple[str, dict[str, bytes]]], mutation: str, image_tok
         raise ValueError(f"unknown mutation {mutation!r} (known: {', '.join(MUTATIONS)})")
     out = [(key, dict(members)) for key, members in records]
     rng = random.Random(f"m3w-mutation:{mutation}:{seed}:{fraction}")
+    if mutation == "corrupt_images":  # among sequences with an image, so that each chosen one is undecodable
+        with_images = [i for i, (_, members) in enumerate(out) if any(IMAGE_MEMBER_RE.match(s) for s in members)]
+        for index in sorted(rng.sample(with_images, round(fraction * len(out)))):
+            members = out[index][1]
+            for suffix in [s for s in members if IMAGE_MEMBER_RE.match(s)]:
+                members[suffix] = bytes(len(members[suffix]))
+        return out
     chosen = sorted(rng.sample(range(len(out)), round(fraction * len(out))))
     if mutation in ("phi_shift", "phi_exclusive", "phi_next_shift"):
         for index in chosen:
@@ -284,7 +296,6 @@ def write_shard_set(records: list[tuple[str, dict[str, bytes]]], tokenizer: Cana
 
     shards = config["shards"]
     count = int(shards["num_shards"] or 1)
-    os.makedirs(os.path.join(out_dir, SHARDS_DIR), exist_ok=True)
     groups: dict[int, list] = {}
     for record in records:
         groups.setdefault(int(hashlib.sha256(record[0].encode("utf-8")).hexdigest()[:16], 16) % count,
@@ -293,12 +304,10 @@ def write_shard_set(records: list[tuple[str, dict[str, bytes]]], tokenizer: Cana
     for number, index in enumerate(sorted(groups)):
         data = tar_bytes(groups[index])
         name = shard_file_name(number)
-        with open(os.path.join(out_dir, SHARDS_DIR, name), "wb") as handle:
-            handle.write(data)
+        write_atomically(os.path.join(out_dir, SHARDS_DIR, name), data)
         entries.append({"file": f"{SHARDS_DIR}/{name}", "samples": len(groups[index]), "bytes": len(data),
                         "sha256": sha256_bytes(data)})
-    with open(os.path.join(out_dir, TOKENIZER_NAME), "wb") as handle:
-        handle.write(tokenizer.json.encode("utf-8"))
+    write_atomically(os.path.join(out_dir, TOKENIZER_NAME), tokenizer.json.encode("utf-8"))
     window = WindowConfig.from_config(ShardSettings.from_config(shards, "shards"))
     manifest = {
         "format": FORMAT_NAME, "format_version": FORMAT_VERSION, "seq_len": window.seq_len,
@@ -309,8 +318,8 @@ def write_shard_set(records: list[tuple[str, dict[str, bytes]]], tokenizer: Cana
         "total_samples": sum(entry["samples"] for entry in entries), "total_documents": documents,
         "config": shards,
     }
-    with open(os.path.join(out_dir, MANIFEST_NAME), "wb") as handle:
-        handle.write(json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=False).encode("utf-8"))
+    write_atomically(os.path.join(out_dir, MANIFEST_NAME),
+                     json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=False).encode("utf-8"))
     return out_dir
 
 

@@ -2,7 +2,8 @@
 Apache Beam nor the rest of the pipeline: what a bare GPU machine with torch can run).
 
 Exit status: 0 PASS, 1 FAIL or "inconclusive", 2 shards the trainer refuses (no manifest, a checksum that does
-not match, an unreadable shard, stored φ/φ_next that the tokens contradict).
+not match, an unreadable shard, stored φ/φ_next that the tokens contradict, more undecodable samples than
+`smoke.data.max_undecodable_share`).
 """
 
 from __future__ import annotations
@@ -40,11 +41,20 @@ def run(args: argparse.Namespace) -> int:
     try:
         report = run_smoke(args.shards, args.output, config, progress=not args.quiet)
     except ShardSetError as error:
-        print(f"m3w smoke: {error}", file=sys.stderr)
+        print(f"m3w smoke: {refusal_text(error)}", file=sys.stderr)
         return 2
     print_summary(report)
     print(f"report, timings and plots written to {args.output}")
     return 0 if report["verdict"]["passed"] else 1
+
+
+def refusal_text(error: Exception) -> str:
+    """The refusal's own message: one raised in a DataLoader worker process arrives wrapped, as "Caught X in
+    DataLoader worker process N. Original Traceback ...", with the message on the last line after the type."""
+    text = str(error).strip()
+    if text.startswith("Caught ") and "Original Traceback" in text:
+        return text.splitlines()[-1].split(": ", 1)[-1]
+    return text
 
 
 def print_summary(report: dict) -> None:

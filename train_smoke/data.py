@@ -15,7 +15,13 @@ The trainer checks its input before it trusts it: every shard's sha256 must matc
 that cannot be read stops the run (`ShardSetError`, naming the shard), and φ and φ_next are recomputed from
 the tokens of every sample read (training and held-out, cached or streamed): the first mismatch stops the
 run naming shard and key, because a verdict on corrupt alignment arrays would judge the wrong thing. A
-single sample whose members cannot be decoded is skipped and counted under its reason (`DataCounts`).
+sample whose members cannot be decoded (an image PIL cannot open, a broken array) is skipped and counted under
+its reason (`DataCounts`), but only up to `smoke.data.max_undecodable_share` of the samples decoded: above it
+the shards are refused (`UndecodableShards`, naming the count, the share and the first shard and key), since a
+verdict on what is left of them would pass shards a real trainer cannot use. The share is judged before
+training on every sample the first pass decodes: the whole set when cached; when streaming, the held-out
+sample the verdict judges (documents by hash, read until `max_eval_sequences` are found). The training stream
+judges again what each loader worker decoded, at the end of each of its epochs over its shards.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import functools
 import hashlib
 import io
 import random
+import re
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -160,17 +167,57 @@ class DecodedSequence:
     images: list[np.ndarray]  # uint8 [3, S, S] per filled slot, in slot order
 
 
+NOT_IN_THIS_SPLIT = "not_in_this_split"  # read, but skipped before decoding (the other side of the split)
+_OBJECT_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
+
+
 @dataclass
 class DataCounts:
-    """Sequences read per shard set, where they went, and why any was dropped (in = train + eval + drops)."""
+    """Sequences read per shard set, where they went, and why any was dropped (in = train + eval + drops);
+    `undecodable` of them (among `decoded`: read and not skipped for the split) could not be decoded,
+    the first one named in `first_undecodable`."""
 
     read: int = 0
     train: int = 0
     eval: int = 0
     dropped: Counter = field(default_factory=Counter)
+    undecodable: int = 0
+    first_undecodable: str | None = None
+
+    @property
+    def decoded(self) -> int:
+        """Samples whose members were decoded (or tried): the base of the undecodable share."""
+        return self.read - self.dropped[NOT_IN_THIS_SPLIT]
+
+    @property
+    def undecodable_share(self) -> float:
+        return self.undecodable / self.decoded if self.decoded else 0.0
+
+    def skip_undecodable(self, reason: str, shard: str, key: str, error: Exception) -> None:
+        """Count a sample whose members cannot be decoded, under `reason:<exception type>`."""
+        self.dropped[f"{reason}:{type(error).__name__}"] += 1
+        self.undecodable += 1
+        if self.first_undecodable is None:  # without object addresses (PIL names its BytesIO): reports stay byte-stable
+            message = _OBJECT_ADDRESS.sub("", str(error).strip().split("\n", 1)[0])
+            self.first_undecodable = f"{shard}: sample {key} ({type(error).__name__}: {message})"
 
     def as_dict(self) -> dict[str, Any]:
-        return {"in": self.read, "train": self.train, "eval": self.eval, "dropped": dict(sorted(self.dropped.items()))}
+        return {"in": self.read, "train": self.train, "eval": self.eval, "dropped": dict(sorted(self.dropped.items())),
+                "undecodable": {"samples": self.undecodable, "of": self.decoded,
+                                "share": round(self.undecodable_share, 6), "first": self.first_undecodable}}
+
+
+class UndecodableShards(ShardSetError):
+    """More samples than `smoke.data.max_undecodable_share` cannot be decoded: the shards are refused."""
+
+
+def check_undecodable(source: str, counts: DataCounts, max_share: float) -> None:
+    """Refuse `source` when the share of undecodable samples among those decoded is above `max_share`."""
+    if counts.undecodable_share > max_share:
+        raise UndecodableShards(
+            f"{source}: {counts.undecodable} of {counts.decoded} samples cannot be decoded "
+            f"({counts.undecodable_share:.2%}, above smoke.data.max_undecodable_share {max_share:.2%}); "
+            f"first: {counts.first_undecodable}")
 
 
 class PhiMismatch(ShardSetError):
@@ -223,14 +270,14 @@ def iter_decoded(shard_set: ShardSet, shards: list[str], image_size: int, max_se
         for key, members in read_groups(path, counts):
             try:
                 if keep is not None and not keep(_doc_id_of(key, members)):
-                    counts.dropped["not_in_this_split"] += 1
+                    counts.dropped[NOT_IN_THIS_SPLIT] += 1
                     continue
                 decoded = decode_sample(key, members, path, shard_set.special, image_size, max_seq_len,
                                         verify_phi)
             except PhiMismatch:
                 raise
-            except Exception as error:  # noqa: BLE001 - a malformed sample is counted, not fatal
-                counts.dropped[f"unreadable_sample:{type(error).__name__}"] += 1
+            except Exception as error:  # noqa: BLE001 - a malformed sample is counted (and limited), not fatal
+                counts.skip_undecodable("unreadable_sample", path, key, error)
                 continue
             if not decoded.targets.any():
                 counts.dropped["no_target"] += 1
@@ -354,18 +401,21 @@ class SequenceTable:
 
 
 def load_tables(shard_set: ShardSet, image_size: int, max_seq_len: int | None, eval_fraction: float,
-                max_eval: int, max_train: int | None, load_train: bool = True, verify_phi: bool = True
+                max_eval: int, max_train: int | None, load_train: bool = True, verify_phi: bool = True,
+                max_undecodable_share: float = 1.0
                 ) -> tuple[SequenceTable | None, SequenceTable | None, DataCounts]:
     """(train table or None, eval table or None, counts): one pass over the shards, split by document.
 
     With `load_train` False (streaming) only held-out sequences are decoded, and reading stops once
     `max_eval` of them are found, so a large shard set is not read in full before training starts.
+    More undecodable samples than `max_undecodable_share` of those decoded raise `UndecodableShards`.
     """
     counts = DataCounts()
     keep = None if load_train else (lambda doc_id: held_out(doc_id, eval_fraction))
     sequences = iter_decoded(shard_set, shard_set.shards, image_size, max_seq_len, counts, keep=keep,
                              verify_phi=verify_phi)
     train, held = split_sequences(sequences, counts, eval_fraction, max_eval, max_train, stop_when_held=not load_train)
+    check_undecodable(shard_set.source, counts, max_undecodable_share)
     n_slots = shard_set.max_images
     train_table = SequenceTable(train, n_slots, image_size) if train else None
     eval_table = SequenceTable(held, n_slots, image_size) if held else None
@@ -439,12 +489,15 @@ def collate(items: list[DecodedSequence], max_images: int, image_size: int) -> B
 
 class StreamingSequences(torch.utils.data.IterableDataset):
     """Training sequences straight from the shards: shards split over DataLoader workers, a seeded shuffle
-    buffer, endless epochs (each with its own shard order). Held-out documents are skipped before decoding."""
+    buffer, endless epochs (each with its own shard order). Held-out documents are skipped before decoding.
+    At the end of each epoch the undecodable share of what this worker decoded so far is judged against
+    `max_undecodable_share` (`UndecodableShards`)."""
 
     def __init__(self, shard_set: ShardSet, image_size: int, max_seq_len: int | None, eval_fraction: float,
-                 shuffle_buffer: int, seed: int, verify_phi: bool = True):
+                 shuffle_buffer: int, seed: int, verify_phi: bool = True, max_undecodable_share: float = 1.0):
         super().__init__()
         self.verify_phi = verify_phi
+        self.max_undecodable_share = max_undecodable_share
         self.shard_set = shard_set
         self.image_size = image_size
         self.max_seq_len = max_seq_len
@@ -474,6 +527,8 @@ class StreamingSequences(torch.utils.data.IterableDataset):
                 index = rng.randrange(len(buffer))
                 yield buffer[index]
                 buffer[index] = seq
+            where = f" (loader worker {worker})" if info else ""
+            check_undecodable(f"{self.shard_set.source}{where}", self.counts, self.max_undecodable_share)
             rng.shuffle(buffer)
             yield from buffer
             if produced == 0:
@@ -483,8 +538,10 @@ class StreamingSequences(torch.utils.data.IterableDataset):
 
 def streaming_batches(shard_set: ShardSet, image_size: int, max_seq_len: int | None, eval_fraction: float,
                       batch_size: int, shuffle_buffer: int, seed: int, num_workers: int, prefetch_factor: int,
-                      pin_memory: bool, verify_phi: bool = True) -> Iterator[Batch]:
-    dataset = StreamingSequences(shard_set, image_size, max_seq_len, eval_fraction, shuffle_buffer, seed, verify_phi)
+                      pin_memory: bool, verify_phi: bool = True, max_undecodable_share: float = 1.0
+                      ) -> Iterator[Batch]:
+    dataset = StreamingSequences(shard_set, image_size, max_seq_len, eval_fraction, shuffle_buffer, seed, verify_phi,
+                                 max_undecodable_share)
     loader = torch.utils.data.DataLoader(
         dataset, batch_size=batch_size, num_workers=num_workers, pin_memory=pin_memory,
         collate_fn=functools.partial(collate, max_images=shard_set.max_images, image_size=image_size),

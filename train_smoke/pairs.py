@@ -7,7 +7,8 @@ tokenizer (the model has one vocabulary) and cut to `smoke.data.pair_max_tokens`
 training and held-out parts by their document id, as shard sequences are, and always held in memory.
 
 A pair set is recognised by its manifest's format; its shards' sha256 must match the manifest. A pair whose
-members cannot be read is skipped and counted (`DataCounts`); an unreadable shard stops the run.
+members cannot be read is skipped and counted (`DataCounts`), up to `smoke.data.max_undecodable_share` of
+the pairs (above it the set is refused, as shard sets are); an unreadable shard stops the run.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from train_smoke.data import (
     DecodedSequence,
     SequenceTable,
     ShardSetError,
+    check_undecodable,
     decode_resized,
     read_groups,
     split_sequences,
@@ -104,17 +106,18 @@ def iter_pairs(pair_set: PairSet, tokenizer, special: SpecialTokens, image_size:
         for key, members in read_groups(path, counts):
             try:
                 yield pair_sequence(key, members, tokenizer, special, image_size, max_text_tokens)
-            except Exception as error:  # noqa: BLE001 - a malformed pair is counted, not fatal
-                counts.dropped[f"unreadable_pair:{type(error).__name__}"] += 1
+            except Exception as error:  # noqa: BLE001 - a malformed pair is counted (and limited), not fatal
+                counts.skip_undecodable("unreadable_pair", path, key, error)
 
 
 def load_pair_tables(pair_set: PairSet, tokenizer, special: SpecialTokens, image_size: int, max_text_tokens: int,
-                     eval_fraction: float, max_eval: int, max_train: int | None
+                     eval_fraction: float, max_eval: int, max_train: int | None, max_undecodable_share: float = 1.0
                      ) -> tuple[SequenceTable | None, SequenceTable | None, DataCounts]:
     """(train table, held-out table, counts) of a pair set, split by document like the shard sets."""
     pair_set.verify_checksums()
     counts = DataCounts()
     pairs = iter_pairs(pair_set, tokenizer, special, image_size, max_text_tokens, counts)
     train, held = split_sequences(pairs, counts, eval_fraction, max_eval, max_train)
+    check_undecodable(pair_set.source, counts, max_undecodable_share)
     return (SequenceTable(train, 1, image_size) if train else None,
             SequenceTable(held, 1, image_size) if held else None, counts)

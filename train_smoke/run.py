@@ -5,19 +5,22 @@ Outputs (any Beam filesystem path):
                         training curves and data counts; deterministic (same shards + config → same bytes)
     smoke_timing.json   wall-clock figures: seconds, tokens/s, data-wait share, FLOPs and MFU (vary run to run)
     plots/*.png         loss curves, ablations, gain vs distance from the image, gates over steps, overview
+
+Each is written atomically (`pipeline.core.files`): a reader, or a run stopped halfway, sees the old file or the
+new one, never a torn one.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from typing import Any
 
 import torch
 
 from pipeline.config import Config, dump_config
+from pipeline.core.files import write_atomically
 from train_smoke.config import SmokeSettings
 from train_smoke.data import (
     ShardSet,
@@ -48,21 +51,6 @@ def load_tokenizer(path: str):
         return Tokenizer.from_str(handle.read().decode("utf-8"))
 
 
-def write_bytes(path: str, data: bytes) -> None:
-    """Local paths with plain file I/O (no Beam needed); remote ones through Beam's filesystems."""
-    from schemas.shards import is_remote
-
-    if is_remote(path):
-        from apache_beam.io.filesystems import FileSystems
-
-        with FileSystems.create(path) as handle:
-            handle.write(data)
-        return
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    with open(path, "wb") as handle:
-        handle.write(data)
-
-
 def _join(base: str, *names: str) -> str:
     return "/".join([base.rstrip("/"), *names])
 
@@ -90,7 +78,7 @@ class SmokeRun:
         for shard_set in self.sets:
             train, held, counts = load_tables(shard_set, d.image_size, d.max_seq_len, d.eval_fraction,
                                               d.max_eval_sequences, d.max_train_sequences, load_train=d.cache,
-                                              verify_phi=d.check_phi)
+                                              verify_phi=d.check_phi, max_undecodable_share=d.max_undecodable_share)
             if held is None:
                 raise ShardSetError(f"{shard_set.source}: no held-out sequences (raise smoke.data.eval_fraction "
                                     "or give more documents)")
@@ -103,13 +91,21 @@ class SmokeRun:
         for pair_set in self.pair_sets:  # always in memory; one image slot per sequence
             train, held, counts = load_pair_tables(pair_set, self.tokenizer, self.sets[0].special, d.image_size,
                                                    d.pair_max_tokens, d.eval_fraction, d.max_eval_sequences,
-                                                   d.max_train_sequences)
+                                                   d.max_train_sequences, d.max_undecodable_share)
             if train is None and pair_set.weight > 0:
                 raise ShardSetError(f"{pair_set.source}: no training pairs after the held-out split")
             self.train_tables[pair_set.name] = train
             self.pair_eval_tables[pair_set.name] = held
             self.data_counts[pair_set.name] = {**counts.as_dict(), "weight": pair_set.weight,
                                                "source": pair_set.source, "kind": "pairs"}
+
+    def undecodable(self) -> dict[str, Any]:
+        """Undecodable samples over every dataset, as the loading pass counted them (for the verdict)."""
+        entries = [counts["undecodable"] for counts in self.data_counts.values()]
+        samples, decoded = sum(e["samples"] for e in entries), sum(e["of"] for e in entries)
+        return {"samples": samples, "of": decoded, "share": round(samples / decoded, 6) if decoded else 0.0,
+                "limit": self.settings.data.max_undecodable_share,
+                "first": next((e["first"] for e in entries if e["first"]), None)}
 
     def model_config(self) -> ModelConfig:
         cfg = self.settings.model
@@ -132,7 +128,8 @@ class SmokeRun:
                 out[shard_set.name] = streaming_batches(
                     shard_set, s.data.image_size, s.data.max_seq_len, s.data.eval_fraction, s.train.batch_size,
                     s.data.shuffle_buffer, seed + 1000 * index, s.data.num_workers, s.data.prefetch_factor,
-                    pin_memory=self.device.type == "cuda", verify_phi=s.data.check_phi)
+                    pin_memory=self.device.type == "cuda", verify_phi=s.data.check_phi,
+                    max_undecodable_share=s.data.max_undecodable_share)
         for index, pair_set in enumerate(self.pair_sets, start=len(self.sets)):
             if pair_set.weight > 0:
                 out[pair_set.name] = TableBatches(self.train_tables[pair_set.name], s.train.batch_size,
@@ -202,7 +199,7 @@ class SmokeRun:
         control_gates = None if control_model is None else {
             block: xattn for block, (xattn, _) in control_model.gates().items()}
         gates = gate_summary(main_gates, control_gates)
-        verdict = judge(figures, gates, s.verdict)
+        verdict = judge(figures, gates, s.verdict, self.undecodable())
         losses = self.dataset_losses(model, main)
         eval_seconds = time.perf_counter() - eval_started
         peak = peak_tflops(self.device)
@@ -227,12 +224,12 @@ class SmokeRun:
             "total_seconds": round(time.perf_counter() - started, 3),
             "torch_threads": torch.get_num_threads(),
         }
-        write_bytes(_join(output_dir, REPORT_NAME), _json_bytes(report))
-        write_bytes(_join(output_dir, TIMING_NAME), _json_bytes(timing))
-        write_bytes(_join(output_dir, "config.yaml"), dump_config(self.config).encode("utf-8"))
+        write_atomically(_join(output_dir, REPORT_NAME), _json_bytes(report))
+        write_atomically(_join(output_dir, TIMING_NAME), _json_bytes(timing))
+        write_atomically(_join(output_dir, "config.yaml"), dump_config(self.config).encode("utf-8"))
         from train_smoke.plots import write_plots
 
-        report["plots"] = write_plots(report, _join(output_dir, PLOTS_DIR), write_bytes)
+        report["plots"] = write_plots(report, _join(output_dir, PLOTS_DIR), write_atomically)
         report["timing"] = timing
         return report
 

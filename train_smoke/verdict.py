@@ -548,7 +548,8 @@ def _merge_figures(per_set: dict[str, dict[str, Any]]) -> dict[str, Any]:
             "general": general}
 
 
-def judge(per_set: dict[str, dict[str, Any]], gates: dict[str, Any] | None, cfg: VerdictConfig) -> dict[str, Any]:
+def judge(per_set: dict[str, dict[str, Any]], gates: dict[str, Any] | None, cfg: VerdictConfig,
+          undecodable: dict[str, Any] | None = None) -> dict[str, Any]:
     """Figures → criteria → verdict.
 
     With canaries every canary criterion of both modes must pass and the general criteria must not fail;
@@ -556,6 +557,9 @@ def judge(per_set: dict[str, dict[str, Any]], gates: dict[str, Any] | None, cfg:
     pass. A criterion passes only when its confidence bound clears the margin, fails when the bound lies on the
     wrong side of it, and is inconclusive when the bound straddles it; an inconclusive required criterion makes
     the whole verdict inconclusive, never a pass.
+
+    `undecodable` (samples skipped because they could not be decoded: `samples` of `of`, `share`, `limit`,
+    `first`) is reported beside the criteria and in the summary; shards above the limit never reach a verdict.
     """
     merged = _merge_figures(per_set)
     canary_set, general = merged["canary"], merged["general"]
@@ -600,6 +604,11 @@ def judge(per_set: dict[str, dict[str, Any]], gates: dict[str, Any] | None, cfg:
             "mean |tanh α| of the cross-attention gates after training vs the control run on shuffled images")
     else:
         add("gates_vs_control", "reported", "not_applicable", None, None, "no control run")
+    if undecodable is not None:
+        first = f"; first: {undecodable['first']}" if undecodable["first"] else ""
+        add("undecodable_samples", "reported", "pass" if undecodable["share"] <= undecodable["limit"] else "fail",
+            undecodable["share"], undecodable["limit"],
+            f"{undecodable['samples']} of {undecodable['of']} samples decoded could not be and were skipped{first}")
 
     blocking = [c for c in criteria if c.level in ("required", "consulted")]
     failed = [c.name for c in blocking if c.status == "fail"]
@@ -619,7 +628,11 @@ def judge(per_set: dict[str, dict[str, Any]], gates: dict[str, Any] | None, cfg:
         status = "pass"
         summary = "the model uses the images φ and φ_next name: " + ", ".join(
             sorted(c.name for c in criteria if c.level == "required"))
+    if undecodable is not None:
+        summary += (f" ({undecodable['samples']} of {undecodable['of']} samples undecodable and skipped, "
+                    f"{undecodable['share']:.2%}; limit {undecodable['limit']:.2%})")
     return {"status": status, "passed": status == "pass", "summary": summary, "failed": failed,
+            "undecodable_samples": None if undecodable is None else undecodable["samples"],
             "inconclusive": unsure, "canaries_used": has_canaries,
             "checks": {c.name: c.as_dict() for c in criteria}}
 

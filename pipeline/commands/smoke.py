@@ -1,6 +1,7 @@
 """`m3w smoke`: fit a small gated cross-attention VLM on shard sets and say, with evidence, whether the data
 teaches it to use its images where the tokens say they are. Exits 1 when the verdict is not a pass, 2 when
-the trainer refuses the shards (see `train_smoke.cli`, which `python -m train_smoke` runs without Beam).
+the trainer refuses the shards: a checksum or φ the tokens contradict, or more undecodable samples than
+`smoke.data.max_undecodable_share` (see `train_smoke.cli`, which `python -m train_smoke` runs without Beam).
 
 Several shard sets are mixed with Flamingo's per-dataset weights (`--weights`, one λ per set). Outputs:
 smoke_report.json (verdict, criteria, figures), smoke_timing.json (tokens/s, MFU, data-wait share) and
