@@ -18,6 +18,7 @@ from pipeline.cli import main
 from pipeline.config import ConfigError
 from schemas.shards import iter_tar_groups, shard_paths
 from train_smoke.canary_shards import build_records, canary_documents, mutate, shard_config, write_shard_set
+from train_smoke.cli import refusal_text
 from train_smoke.config import SmokeSettings, resolve_config
 from train_smoke.data import (
     PhiMismatch,
@@ -29,6 +30,7 @@ from train_smoke.data import (
     held_out,
     load_tables,
     open_shard_sets,
+    streaming_batches,
 )
 from train_smoke.model import FlamingoLM
 from train_smoke.run import SmokeRun
@@ -395,3 +397,17 @@ def test_half_a_percent_undecodable_proceeds_under_the_default_limit_and_the_ver
     check = verdict["checks"]["undecodable_samples"]
     assert (check["status"], check["value"], check["threshold"]) == ("pass", 0.005, 0.01)
     assert "undecodable_samples" in out and "1 of 200 samples undecodable" in out
+
+
+def test_a_refusal_in_a_loader_worker_reaches_the_command_line_as_one_line(canary_set, tmp_path):
+    """The gpu profile streams through DataLoader worker processes; their refusal arrives wrapped in the worker's
+    traceback, and `m3w smoke` prints only the message."""
+    n = len(canary_set["records"])
+    over, _ = corrupted_set(canary_set, tmp_path / "three", 3)
+    batches = streaming_batches(ShardSet.open(over), 16, None, 0.0001, batch_size=4, shuffle_buffer=4, seed=0,
+                                num_workers=1, prefetch_factor=2, pin_memory=False, max_undecodable_share=2 / n)
+    with pytest.raises(UndecodableShards) as caught:
+        for _ in range(n):
+            next(batches)
+    assert "Original Traceback" in str(caught.value)
+    assert refusal_text(caught.value).startswith(f"{over} (loader worker 0): 3 of {n} samples cannot be decoded (")
