@@ -40,7 +40,7 @@ import urllib.error  # noqa: E402
 import urllib.request  # noqa: E402
 from collections.abc import Iterator  # noqa: E402
 from contextlib import contextmanager  # noqa: E402
-from dataclasses import asdict, dataclass, field  # noqa: E402
+from dataclasses import dataclass, field  # noqa: E402
 from typing import Any  # noqa: E402
 from urllib.parse import urlsplit  # noqa: E402
 
@@ -56,6 +56,7 @@ from pipeline.config import Section  # noqa: E402
 from pipeline.core.accounting import StageCounters  # noqa: E402
 from pipeline.core.failures import BreakerSettings, FailureBreaker, preload  # noqa: E402
 from pipeline.core.files import write_atomically  # noqa: E402
+from pipeline.core.fingerprint import output_relevant, section_values, settings_digest  # noqa: E402
 from pipeline.core.preflight import download_loaders  # noqa: E402
 from pipeline.images.store import ImageStore  # noqa: E402
 
@@ -587,20 +588,13 @@ class ShardDownloader:
 # ------------------------------------------------------------------------------------------------
 # Resumable shards in Beam
 # ------------------------------------------------------------------------------------------------
-# Settings that only say how much runs at once or when to try again, never what a URL's answer is. Everything
-# else (where a URL is fetched from, `rewrite_to`; who asks, `user_agent`; timeouts and retries, which decide
-# whether a slow host counts as failed) is part of the results fingerprint: a change fetches again.
-_RUNTIME_KEYS = {"thread_count", "shard_retries", "urls_per_shard", "retry_next_run"}
-_NSFW_RUNTIME_KEYS = {"threads", "batch_size"}
-
-
 def results_fingerprint(download: DownloadSettings, image_filters: ImageFilterSettings) -> str:
-    """Hash of every setting that shapes a shard's stored results."""
-    fetching = {k: v for k, v in asdict(download).items() if k not in _RUNTIME_KEYS}
-    filters = asdict(image_filters)
-    filters["nsfw"] = {k: v for k, v in filters["nsfw"].items() if k not in _NSFW_RUNTIME_KEYS}
-    payload = json.dumps({"download": fetching, "image_filters": filters}, sort_keys=True, default=str)
-    return hashlib.sha256(payload.encode()).hexdigest()
+    """Hash of every setting that shapes a shard's stored results: all of both sections but the runtime-only
+    ones (`RUNTIME_ONLY` in pipeline/core/fingerprint.py, the definition `m3w build`'s resume uses too).
+    m3w's version is left out on purpose: an upgrade redoes a build's images stage, which finds its fetched
+    shards here instead of asking every host again."""
+    sections = {"download": section_values(download), "image_filters": section_values(image_filters)}
+    return settings_digest(output_relevant(sections))
 
 
 def url_shard(url: str, shards: int) -> int:

@@ -1,36 +1,44 @@
 """`m3w build`: crawl → documents → images → shards as three resumable Beam jobs, and the run report.
 
 Each stage writes its output under `OUTPUT/stages/<name>/` and, last, a `_SUCCESS.json` marker
-holding its counts and the fingerprint of the config and inputs it ran with. A re-run skips every
-stage whose marker matches and redoes the others from scratch (a stage without a marker may be
-half-written, so it is cleared first). Inside the images stage, finished download shards are kept
-across runs as well. Every stage is deterministic, so an interrupted-then-resumed build writes the
-same bytes as an uninterrupted one.
+holding its counts and the fingerprint of what it depended on (settings, input files, m3w's version:
+pipeline/core/fingerprint.py). A re-run skips every stage whose marker matches and redoes the others
+from scratch (a stage without a marker may be half-written, so it is cleared first). Inside the images
+stage, finished download shards are kept across runs as well. Every stage is deterministic, so an
+interrupted-then-resumed build writes the same bytes as an uninterrupted one.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
-from pipeline.config import dump_config
 from pipeline.core import stages as registry
 from pipeline.core.accounting import broken_links, metric_kind, query_counts, stage_table, unbalanced
 from pipeline.core.files import write_json
+from pipeline.core.fingerprint import (
+    RUNTIME_ONLY,
+    FileState,
+    files_named_by,
+    output_relevant,
+    read_files,
+    stage_fingerprint,
+)
 from pipeline.core.preflight import preflight
 from pipeline.core.progress import run_pipeline
 from pipeline.dedup import DedupSettings
 from pipeline.io.documents import OutputSettings, ReadDocumentFiles, WriteDocuments, parquet_files, stage_dir
 from pipeline.jobs.runner import RunnerSettings, make_pipeline
 from pipeline.jobs.stages import download_images, extract_documents, output_settings, runner_settings, write_config
+from pipeline.read.crawl import expand_inputs
 from pipeline.report.run_report import enrich_report, write_report
 from pipeline.report.summary import WriteSummary
 
@@ -71,6 +79,12 @@ class BuildContext:
         from pipeline.images.store import ImageStore
 
         return ImageStore.in_workdir(self.download_dir)
+
+    @cached_property
+    def files_read(self) -> list[FileState]:
+        """The crawl files the inputs match, as the reader expands them, and the files settings name (a URL
+        map, models): listed once per run, for the stages' fingerprints."""
+        return read_files([*expand_inputs(self.inputs), *files_named_by(self.config)])
 
 
 def _run(pipeline: beam.Pipeline, config: dict[str, Any]) -> tuple[dict[str, int], str]:
@@ -131,20 +145,21 @@ STAGES: list[tuple[str, Callable[[BuildContext, str], beam.Pipeline]]] = [
 ]
 
 
-# Settings that change how a stage runs but never what it writes: a resume may change them.
-NOT_IN_FINGERPRINT = {("runner",), ("download", "rewrite_to"), ("download", "thread_count")}
+# Settings no stage of a build reads (`m3w smoke`, `m3w export`), and those that change how a stage runs but
+# never what it writes (pipeline/core/fingerprint.py, shared with the download cache): a resume may change them.
+NOT_IN_FINGERPRINT = RUNTIME_ONLY | {("smoke",), ("export",)}
 
 
-def _output_relevant(config: dict[str, Any], path: tuple[str, ...] = ()) -> dict[str, Any]:
-    return {key: _output_relevant(value, path + (key,)) if isinstance(value, dict) else value
-            for key, value in config.items() if path + (key,) not in NOT_IN_FINGERPRINT}
+def _output_relevant(config: dict[str, Any]) -> dict[str, Any]:
+    return output_relevant(config, NOT_IN_FINGERPRINT)
 
 
 def fingerprint(ctx: BuildContext, stage: str) -> str:
-    """What a stage's output depends on: the output-relevant config and the inputs."""
-    payload = json.dumps({"config": dump_config(_output_relevant(ctx.config)), "inputs": sorted(ctx.inputs),
-                          "stage": stage}, sort_keys=True)
-    return hashlib.sha256(payload.encode()).hexdigest()
+    """What a stage's output depends on: the output-relevant config, the files the build reads (the crawl
+    files its inputs match, with their size and modification time, and the files settings name) and m3w's
+    version. Every stage's covers the crawl files, so one finished with older input is never trusted, even
+    when only an earlier stage ran since (`run_build(only=...)`)."""
+    return stage_fingerprint(stage, _output_relevant(ctx.config), ctx.files_read)
 
 
 def _read_marker(directory: str) -> dict[str, Any] | None:
