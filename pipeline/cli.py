@@ -13,6 +13,7 @@ import sys
 from pipeline.commands import discover
 from pipeline.config import ConfigError
 from pipeline.core.failures import SystematicFailure
+from pipeline.core.outputs import OutputInUse
 from pipeline.core.packages import PackageCollision, check_top_level_packages
 
 QUIET_LOGGERS = ("apache_beam", "trafilatura", "htmldate", "root", "courlan", "justext", "img2dataset")
@@ -41,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         check_top_level_packages()
         return int(commands[args.command].run(args, beam_args) or 0)
-    except (ConfigError, FileNotFoundError, PackageCollision) as err:
+    except (ConfigError, FileNotFoundError, OutputInUse, PackageCollision) as err:
         print(f"m3w: {err}", file=sys.stderr)
         return 2
     except Exception as err:  # noqa: BLE001 - a systematic failure is named in one line; anything else re-raised

@@ -24,6 +24,13 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
                         help="override one config key, e.g. --set filters.language.threshold=0.8 (repeatable)")
 
 
+def add_overwrite_flag(parser: argparse.ArgumentParser) -> None:
+    """`--overwrite` for the stage commands (pipeline/core/outputs.py: a re-run clears its own output)."""
+    parser.add_argument("--overwrite", action="store_true",
+                        help="clear OUTPUT first even when it holds something other than this command's earlier "
+                             "output (without it such a folder is refused; `m3w download` keeps its --workdir)")
+
+
 def print_report_summary(report: dict) -> None:
     import sys
 

@@ -2,15 +2,16 @@
 
 Each job is a few lines: which stages it runs, what it reads and writes. `run_job` does the rest the
 same way for every one of them: load the heavy dependencies first (a broken install fails in seconds),
-write config.yaml, build the pipeline on the chosen runner, run it with progress lines, and write
-report.json with every stage's balance and every link between stages checked.
+clear the command's earlier output (or refuse a folder holding anything else), write config.yaml, build the
+pipeline on the chosen runner, run it with progress lines, and write report.json with every stage's balance
+and every link between stages checked.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import apache_beam as beam
@@ -22,6 +23,7 @@ from filters.images import ImageFilterSettings
 from pipeline.config import dump_config
 from pipeline.core.accounting import broken_links, flow_of, metric_kind, query_counts, stage_table, unbalanced
 from pipeline.core.files import write_atomically, write_json
+from pipeline.core.outputs import claim_output
 from pipeline.core.preflight import preflight
 from pipeline.core.progress import run_pipeline
 from pipeline.dedup import STAGES as DEDUP_STAGES
@@ -76,14 +78,20 @@ def finish_report(result, output: str, stages: list[str], started: float, extra:
 
 
 def run_job(output: str, config: dict[str, Any], beam_args: list[str] | None, stages: list[str],
-            build: Callable[[beam.Pipeline], None], needs: list[str] = (), extra: Extra | None = None
+            build: Callable[[beam.Pipeline], None], needs: list[str] = (), extra: Extra | None = None, *,
+            command: str, overwrite: bool = False, keep: Sequence[str] = (), reads: Sequence[str] = ()
             ) -> dict[str, Any]:
-    """Preflight `needs`, write config.yaml, run the pipeline `build` wires, write report.json over `stages`.
+    """Preflight `needs`, claim `output` for `command`, write config.yaml, run the pipeline `build` wires,
+    write report.json over `stages`.
 
-    `extra` (a dict, or a function called once the pipeline has finished) adds fields to the report.
+    `extra` (a dict, or a function called once the pipeline has finished) adds fields to the report. The
+    output folder is cleared of the command's earlier output first, or refused when it holds anything else
+    (`overwrite`: clear it anyway); `keep` survives either, `reads` (the inputs) must lie outside what is
+    cleared (pipeline/core/outputs.py).
     """
     started = time.time()
     preflight(needs, config)
+    claim_output(output, command, overwrite=overwrite, keep=keep, reads=reads)
     write_config(output, config)
     pipeline = make_pipeline(beam_args, runner_settings(config))
     build(pipeline)
@@ -142,16 +150,19 @@ def extract_dofn(config: dict[str, Any], audit_drops: bool = False, step: Callab
                        audit_drops=audit_drops, circuit_breaker=runner_settings(config).circuit_breaker, step=step)
 
 
-def run_extract(inputs: list[str], output: str, config: dict[str, Any], beam_args: list[str] | None = None):
+def run_extract(inputs: list[str], output: str, config: dict[str, Any], beam_args: list[str] | None = None,
+                overwrite: bool = False):
     """`m3w extract`: crawl files → OBELICS Parquet documents + report.json + config.yaml."""
     def build(pipeline: beam.Pipeline) -> None:
         docs = pipeline | "Extract documents" >> extract_documents(inputs, config, output)
         docs | "Write documents" >> WriteDocuments(documents_dir(output), output_settings(config))
 
-    return run_job(output, config, beam_args, EXTRACT_STAGES, build, needs=["extract"])
+    return run_job(output, config, beam_args, EXTRACT_STAGES, build, needs=["extract"], command="extract",
+                   overwrite=overwrite, reads=inputs)
 
 
-def run_filter(inputs: list[str], output: str, config: dict[str, Any], beam_args: list[str] | None = None):
+def run_filter(inputs: list[str], output: str, config: dict[str, Any], beam_args: list[str] | None = None,
+               overwrite: bool = False):
     """`m3w filter`: OBELICS Parquet documents → filtered documents + report.json + config.yaml."""
     paths = document_files(inputs)
 
@@ -163,7 +174,8 @@ def run_filter(inputs: list[str], output: str, config: dict[str, Any], beam_args
             audit_dir=output if output_settings(config).audit_drops else None)
         docs | "Write documents" >> WriteDocuments(documents_dir(output), output_settings(config))
 
-    return run_job(output, config, beam_args, FILTER_STAGES, build, needs=["filter"], extra={"inputs": paths})
+    return run_job(output, config, beam_args, FILTER_STAGES, build, needs=["filter"], extra={"inputs": paths},
+                   command="filter", overwrite=overwrite, reads=paths)
 
 
 def download_images(config: dict[str, Any], workdir: str) -> DownloadImages:
@@ -174,11 +186,12 @@ def download_images(config: dict[str, Any], workdir: str) -> DownloadImages:
 
 
 def run_download(inputs: list[str], output: str, config: dict[str, Any], beam_args: list[str] | None = None,
-                 workdir: str | None = None) -> dict[str, Any]:
+                 workdir: str | None = None, overwrite: bool = False) -> dict[str, Any]:
     """`m3w download`: OBELICS Parquet documents → documents with image bytes + report.json + config.yaml.
 
     The image store lives in the work folder (`--workdir`, default `OUTPUT/work/download/images`); the
     written documents carry their image bytes inline, so `m3w shard` and `m3w inspect` read them alone.
+    A re-run clears the earlier documents and report but keeps the work folder: its cache.
     """
     files = document_files(inputs)
     workdir = workdir or FileSystems.join(output, "work", "download")
@@ -189,7 +202,8 @@ def run_download(inputs: list[str], output: str, config: dict[str, Any], beam_ar
         docs | "Write documents" >> WriteDocuments(documents_dir(output), output_settings(config), with_bytes=True,
                                                    image_store=ImageStore.in_workdir(workdir))
 
-    return run_job(output, config, beam_args, IMAGE_STAGES, build, needs=["images"])
+    return run_job(output, config, beam_args, IMAGE_STAGES, build, needs=["images"], command="download",
+                   overwrite=overwrite, keep=[workdir], reads=files)
 
 
 def has_image_bytes(paths: list[str]) -> bool:
@@ -205,8 +219,8 @@ def has_image_bytes(paths: list[str]) -> bool:
     return False
 
 
-def run_dedup(inputs: list[str], output: str, config: dict[str, Any], beam_args: list[str] | None = None
-              ) -> dict[str, Any]:
+def run_dedup(inputs: list[str], output: str, config: dict[str, Any], beam_args: list[str] | None = None,
+              overwrite: bool = False) -> dict[str, Any]:
     """`m3w dedup`: document dedup and image-URL frequency always; image content dedup when the documents
     carry bytes. Reads OBELICS-layout Parquet from other tools as well (counted: a bad row is a drop)."""
     paths = document_files(inputs)
@@ -227,17 +241,17 @@ def run_dedup(inputs: list[str], output: str, config: dict[str, Any], beam_args:
                                                    with_bytes=with_bytes)
 
     return run_job(output, config, beam_args, [DEDUP_READ, *DEDUP_STAGES], build,
-                   needs=["dedup_images"] if with_bytes else [], extra={"inputs": paths, "image_dedup": with_bytes})
+                   needs=["dedup_images"] if with_bytes else [], extra={"inputs": paths, "image_dedup": with_bytes},
+                   command="dedup", overwrite=overwrite, reads=paths)
 
 
-def run_shard(inputs: list[str], output: str, config: dict[str, Any], beam_args: list[str] | None = None):
+def run_shard(inputs: list[str], output: str, config: dict[str, Any], beam_args: list[str] | None = None,
+              overwrite: bool = False):
     """`m3w shard`: Parquet documents with image bytes → shards + manifest + tokenizer + docs + report.json."""
     shards = ShardSettings.from_config(config["shards"], "shards")
     check_shard_config(shards)
     files = document_files(inputs)
-    manifest = FileSystems.join(output, MANIFEST_NAME)
-    if FileSystems.exists(manifest):
-        FileSystems.delete([manifest])  # shards are about to change: no manifest until they are complete
+    manifest = FileSystems.join(output, MANIFEST_NAME)  # written last: none until the shards are complete
 
     def build(pipeline: beam.Pipeline) -> None:
         store = scratch_store(output)  # bytes wait there from the read on, so shuffles carry references
@@ -251,18 +265,17 @@ def run_shard(inputs: list[str], output: str, config: dict[str, Any], beam_args:
             FileSystems.delete([scratch])
         return {"shards": {**manifest_summary(read_manifest(manifest)), "manifest": manifest}}
 
-    return run_job(output, config, beam_args, [SHARD_STAGE], build, extra=summary)
+    return run_job(output, config, beam_args, [SHARD_STAGE], build, extra=summary, command="shard",
+                   overwrite=overwrite, reads=files)
 
 
 def run_export(kind: str, inputs: list[str], output: str, config: dict[str, Any],
-               beam_args: list[str] | None = None) -> dict[str, Any]:
+               beam_args: list[str] | None = None, overwrite: bool = False) -> dict[str, Any]:
     """`m3w export KIND`: Parquet documents with image bytes → KIND's shards + manifest + report.json."""
     settings = ExportSettings.from_config(config["export"], "export")
     check_export_config(kind, settings)
     files = document_files(inputs)
-    manifest_path = FileSystems.join(output, MANIFEST_NAME)
-    if FileSystems.exists(manifest_path):
-        FileSystems.delete([manifest_path])  # the shards are about to change: no manifest until they are complete
+    manifest_path = FileSystems.join(output, MANIFEST_NAME)  # written last: none until the shards are complete
 
     def build(pipeline: beam.Pipeline) -> None:
         samples = Mmc4DoFn(settings.mmc4) if kind == "mmc4" else PairsDoFn(settings.pairs)
@@ -275,4 +288,5 @@ def run_export(kind: str, inputs: list[str], output: str, config: dict[str, Any]
         return {"export": {"kind": kind, "samples": manifest["total_samples"], "shards": len(manifest["shards"]),
                            "shard_pattern": manifest["shard_pattern"], "manifest": manifest_path}}
 
-    return run_job(output, config, beam_args, [EXPORT_READ, stage_of(kind)], build, extra=summary)
+    return run_job(output, config, beam_args, [EXPORT_READ, stage_of(kind)], build, extra=summary,
+                   command="export", overwrite=overwrite, reads=files)
