@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The smoke trainer on one GPU, end to end, on a machine with only torch, numpy, pyarrow, pillow, tokenizers,
-# matplotlib, pyyaml, tqdm and scipy (no Apache Beam, no webdataset, no rest of the pipeline):
+# matplotlib, pyyaml, pydantic, tqdm and scipy (no Apache Beam, no webdataset, no rest of the pipeline):
 #   1. canary shards for all 8 canary classes (train_smoke.canary_shards, the shard writer's layout),
 #   2. `python -m train_smoke --profile gpu` (= `m3w smoke`): main + control run, ablations for φ and φ_next,
 #      verdict, smoke_report.json, smoke_timing.json (tokens/s, MFU, data wait, peak GPU memory) and plots/,

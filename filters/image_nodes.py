@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+from pydantic import NonNegativeInt, PositiveInt
+
 from filters.base import ImageFilter, ImageItem, Verdict
 from pipeline.config import Section
 
@@ -87,8 +89,8 @@ class ImageNodeSettings(Section):
 
     allowed_formats: list[str]
     allow_missing_extension: bool
-    min_declared_side: int
-    max_url_chars: int
+    min_declared_side: NonNegativeInt
+    max_url_chars: PositiveInt
     blocked_url_patterns: list[str]
 
 
@@ -99,9 +101,9 @@ class ImageNodeRules(ImageFilter):
     def __init__(self, settings: ImageNodeSettings):
         super().__init__()
         self.allowed = {f.lower() for f in settings.allowed_formats}
-        self.allow_missing = bool(settings.allow_missing_extension)
-        self.min_side = int(settings.min_declared_side)
-        self.max_url_chars = int(settings.max_url_chars)
+        self.allow_missing = settings.allow_missing_extension
+        self.min_side = settings.min_declared_side
+        self.max_url_chars = settings.max_url_chars
         self.blocked = WordPatterns(list(settings.blocked_url_patterns))
 
     def filter(self, item: ImageItem) -> Verdict:

@@ -13,9 +13,10 @@ import warnings
 from dataclasses import dataclass
 
 from PIL import Image, UnidentifiedImageError
+from pydantic import NonNegativeInt, PositiveFloat, PositiveInt
 
 from filters.base import ImageFilter, ImageItem, Verdict
-from pipeline.config import Section
+from pipeline.config import Section, Share
 
 # We enforce our own pixel cap from the header (below); Pillow's warning for large images is noise here.
 warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
@@ -36,10 +37,10 @@ class NsfwSettings(Section):
     """`image_filters.nsfw`: the NSFW model, its threshold and how it runs (filters/nsfw.py)."""
 
     enabled: bool
-    threshold: float
+    threshold: Share
     model_path: str | None
-    threads: int
-    batch_size: int
+    threads: PositiveInt
+    batch_size: PositiveInt
 
 
 @dataclass(frozen=True)
@@ -47,10 +48,10 @@ class ImageFilterSettings(Section):
     """`image_filters`: the checks on downloaded bytes (units: original pixels) and the NSFW subsection."""
 
     allowed_formats: list[str]
-    min_side: int
-    min_aspect_ratio: float  # width / height
-    max_aspect_ratio: float
-    max_pixels: int
+    min_side: NonNegativeInt
+    min_aspect_ratio: PositiveFloat  # width / height
+    max_aspect_ratio: PositiveFloat
+    max_pixels: PositiveInt
     nsfw: NsfwSettings
 
 
@@ -80,10 +81,10 @@ class ImageRules(ImageFilter):
         if not 0 < settings.min_aspect_ratio <= settings.max_aspect_ratio:
             raise ValueError("image_filters: need 0 < min_aspect_ratio <= max_aspect_ratio")
         self.allowed_formats = frozenset(canonical_format(f) for f in settings.allowed_formats)
-        self.min_side = int(settings.min_side)
-        self.min_aspect_ratio = float(settings.min_aspect_ratio)
-        self.max_aspect_ratio = float(settings.max_aspect_ratio)
-        self.max_pixels = int(settings.max_pixels)
+        self.min_side = settings.min_side
+        self.min_aspect_ratio = settings.min_aspect_ratio
+        self.max_aspect_ratio = settings.max_aspect_ratio
+        self.max_pixels = settings.max_pixels
         self.decode = decode
 
     def filter(self, item: ImageItem) -> Verdict:

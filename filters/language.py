@@ -17,8 +17,10 @@ from functools import lru_cache
 from importlib import resources
 from typing import Any
 
+from pydantic import PositiveInt
+
 from filters.base import TextFilter, TextItem, Verdict
-from pipeline.config import Section
+from pipeline.config import Section, Share
 
 LABEL_PREFIX = "__label__"
 
@@ -102,8 +104,8 @@ class LanguageSettings(Section):
     enabled: bool
     model: str | None
     languages: list[str]
-    threshold: float
-    top_k: int
+    threshold: Share
+    top_k: PositiveInt
 
 
 class LanguageRule(TextFilter):
@@ -118,11 +120,11 @@ class LanguageRule(TextFilter):
         super().__init__()
         targets: list[str] = []
         for target in settings.languages or ():
-            code = normalize_language(str(target))[0]
+            code = normalize_language(target)[0]
             targets += [code, iso639_1(code)]  # 'eng' must match lid.176's 'en' as well as GlotLID's 'eng_Latn'
         self.targets = tuple(dict.fromkeys(targets)) if settings.enabled else ()
-        self.threshold = float(settings.threshold)
-        self.identifier = LanguageIdentifier(settings.model, int(settings.top_k))
+        self.threshold = settings.threshold
+        self.identifier = LanguageIdentifier(settings.model, settings.top_k)
 
     def target_score(self, prediction: Prediction) -> float:
         return max((prediction.scores.get(t, 0.0) for t in self.targets), default=0.0)

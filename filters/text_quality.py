@@ -22,9 +22,10 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import cache
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
+from pydantic import NonNegativeFloat, NonNegativeInt, PositiveInt, Strict
 
 from filters.base import TextFilter, TextItem, Verdict
 from filters.wordlists import (
@@ -34,7 +35,7 @@ from filters.wordlists import (
     normalize_word,
     stopwords,
 )
-from pipeline.config import Section
+from pipeline.config import Section, Share
 
 log = logging.getLogger(__name__)
 
@@ -136,38 +137,41 @@ def _at_least(value: float, limit: float | None) -> bool:
 
 # -- settings (thresholds live in pipeline/defaults.yaml; a null threshold switches its rule off) ------
 
+# [n, max share] of Gopher's n-gram rules: a YAML pair of an integer n ≥ 1 and a share.
+NGramLimit = Annotated[tuple[PositiveInt, Share], Strict(False)]
+
 
 @dataclass(frozen=True)
 class ObelicsSettings(Section):
     """The thresholds OBELICS's paragraph and document rules share (each of their sections has them all)."""
 
     enabled: bool
-    min_words: int | None
-    max_words: int | None
-    char_repetition_n: int
-    max_char_repetition: float | None
-    word_repetition_n: int
-    max_word_repetition: float | None
-    max_special_chars: float | None
-    min_stopwords: float | None
-    min_punctuation: float | None
-    min_common_words: float | None
+    min_words: NonNegativeInt | None
+    max_words: NonNegativeInt | None
+    char_repetition_n: PositiveInt
+    max_char_repetition: Share | None
+    word_repetition_n: PositiveInt
+    max_word_repetition: Share | None
+    max_special_chars: Share | None
+    min_stopwords: Share | None
+    min_punctuation: Share | None
+    min_common_words: Share | None
 
 
 @dataclass(frozen=True)
 class ParagraphSettings(ObelicsSettings):
     """`filters.paragraph`: OBELICS's paragraph rules."""
 
-    max_flagged_words: float | None
-    punctuation_min_tokens: int
+    max_flagged_words: Share | None
+    punctuation_min_tokens: NonNegativeInt
 
 
 @dataclass(frozen=True)
 class ObelicsDocumentSettings(ObelicsSettings):
     """`filters.document.obelics`: OBELICS's document rules."""
 
-    min_images: int | None
-    max_images: int | None
+    min_images: NonNegativeInt | None
+    max_images: NonNegativeInt | None
 
 
 @dataclass(frozen=True)
@@ -175,15 +179,15 @@ class GopherQualitySettings(Section):
     """`filters.document.gopher_quality`: datatrove's GopherQualityFilter arguments."""
 
     enabled: bool
-    min_doc_words: int | None
-    max_doc_words: int | None
-    min_avg_word_length: float | None
-    max_avg_word_length: float | None
-    max_symbol_word_ratio: float | None
-    max_bullet_lines_ratio: float | None
-    max_ellipsis_lines_ratio: float | None
-    max_non_alpha_words_ratio: float | None
-    min_stop_words: int | None
+    min_doc_words: NonNegativeInt | None
+    max_doc_words: NonNegativeInt | None
+    min_avg_word_length: NonNegativeFloat | None
+    max_avg_word_length: NonNegativeFloat | None
+    max_symbol_word_ratio: NonNegativeFloat | None  # per word: may exceed 1
+    max_bullet_lines_ratio: Share | None
+    max_ellipsis_lines_ratio: Share | None
+    max_non_alpha_words_ratio: Share | None
+    min_stop_words: NonNegativeInt | None
 
 
 @dataclass(frozen=True)
@@ -191,12 +195,12 @@ class GopherRepetitionSettings(Section):
     """`filters.document.gopher_repetition`: datatrove's GopherRepetitionFilter arguments."""
 
     enabled: bool
-    dup_line_frac: float | None
-    dup_para_frac: float | None
-    dup_line_char_frac: float | None
-    dup_para_char_frac: float | None
-    top_n_grams: list[list[float]] | None  # [n, max share] pairs
-    dup_n_grams: list[list[float]] | None
+    dup_line_frac: Share | None
+    dup_para_frac: Share | None
+    dup_line_char_frac: Share | None
+    dup_para_char_frac: Share | None
+    top_n_grams: list[NGramLimit] | None
+    dup_n_grams: list[NGramLimit] | None
 
 
 @dataclass(frozen=True)
@@ -204,19 +208,19 @@ class FineWebSettings(Section):
     """`filters.document.fineweb`: datatrove's FineWebQualityFilter arguments."""
 
     enabled: bool
-    line_punct_thr: float | None
+    line_punct_thr: Share | None
     line_punct_exclude_zero: bool
-    short_line_thr: float | None
-    short_line_length: int
-    char_duplicates_ratio: float | None
-    new_line_ratio: float | None
+    short_line_thr: Share | None
+    short_line_length: NonNegativeInt
+    char_duplicates_ratio: Share | None
+    new_line_ratio: NonNegativeFloat | None  # per word: may exceed 1
 
 
 @dataclass(frozen=True)
 class DocumentSettings(Section):
     """`filters.document`: the word tokenizer of datatrove's rules, and each group of document rules."""
 
-    tokenizer: str
+    tokenizer: Literal["fast", "datatrove"]
     obelics: ObelicsDocumentSettings
     gopher_quality: GopherQualitySettings
     gopher_repetition: GopherRepetitionSettings
@@ -246,7 +250,7 @@ class ParagraphRules(TextFilter):
             return Verdict.drop("obelics_par_word_count", **scores)
         flagged = (("flagged_words", lambda: flagged_ratio(words, lang), _at_most, c.max_flagged_words),)
         checks = _obelics_checks(paragraph, words, lang, c, flagged,
-                                 lambda: punctuation_ratio(paragraph, int(c.punctuation_min_tokens)))
+                                 lambda: punctuation_ratio(paragraph, c.punctuation_min_tokens))
         return _run_checks("obelics_par_", checks, scores)
 
 
@@ -420,7 +424,7 @@ class DatatroveRules(TextFilter):
     def __init__(self, settings: DocumentSettings):
         super().__init__()
         self.settings = settings
-        self.tokenizer = str(settings.tokenizer)
+        self.tokenizer = settings.tokenizer
         tokenizer_language("en", self.tokenizer)  # an unknown tokenizer name fails here, not on the first document
         self._filters: dict[str, list[tuple[Any, Any, bool]]] = {}
 
@@ -454,8 +458,8 @@ class DatatroveRules(TextFilter):
                     dup_line_frac=repetition.dup_line_frac, dup_para_frac=repetition.dup_para_frac,
                     dup_line_char_frac=repetition.dup_line_char_frac,
                     dup_para_char_frac=repetition.dup_para_char_frac,
-                    top_n_grams=tuple((int(n), float(f)) for n, f in repetition.top_n_grams or ()),
-                    dup_n_grams=tuple((int(n), float(f)) for n, f in repetition.dup_n_grams or ()),
+                    top_n_grams=tuple(repetition.top_n_grams or ()),
+                    dup_n_grams=tuple(repetition.dup_n_grams or ()),
                     language=language),
                 gopher_repetition_reason, False))
         fineweb = self.settings.fineweb
@@ -463,14 +467,14 @@ class DatatroveRules(TextFilter):
             # datatrove's FineWeb filter has no off switch per rule: a null threshold becomes one that never fires.
             def limit(key: str, off: float) -> float:
                 value = getattr(fineweb, key)
-                return off if value is None else float(value)
+                return off if value is None else value
 
             built.append((
                 FineWebQualityFilter(
                     line_punct_thr=limit("line_punct_thr", 0.0),
-                    line_punct_exclude_zero=bool(fineweb.line_punct_exclude_zero),
+                    line_punct_exclude_zero=fineweb.line_punct_exclude_zero,
                     short_line_thr=limit("short_line_thr", math.inf),
-                    short_line_length=int(fineweb.short_line_length),
+                    short_line_length=fineweb.short_line_length,
                     char_duplicates_ratio=limit("char_duplicates_ratio", math.inf),
                     new_line_ratio=limit("new_line_ratio", math.inf),
                     language=language),

@@ -1,22 +1,36 @@
-"""One config for every threshold: packaged defaults, deep-merged with a user YAML and `key=value` overrides."""
+"""One config for every threshold: packaged defaults, deep-merged with a user YAML and `key=value` overrides,
+then checked whole against its typed sections before anything runs.
+
+The check is pydantic v2 in strict mode on the sections' own frozen dataclasses: a value of the wrong type, a
+number out of its range or an unknown choice is a ConfigError naming the key, the value and what is expected.
+Nothing is coerced: a quoted '"false"' is no boolean and '"256"' no integer (PyYAML also reads `1e-3`, a number
+without a dot, as a string: write `1.0e-3`); only an integer is taken where a float is expected.
+"""
 
 from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import io
-import typing
+import re
 from collections.abc import Iterable, Mapping
 from importlib import resources
-from typing import Any, Self
+from typing import Annotated, Any, Self
 
 import yaml
+from pydantic import ConfigDict, Field, GetCoreSchemaHandler, TypeAdapter, ValidationError
+from pydantic_core import CoreSchema
 
 Config = dict[str, Any]
 
+# A share, fraction or probability: a float in [0, 1] (for counts and sizes the sections use pydantic's
+# NonNegativeInt and PositiveInt, for other floats NonNegativeFloat and PositiveFloat).
+Share = Annotated[float, Field(ge=0.0, le=1.0)]
+
 
 class ConfigError(ValueError):
-    """A user config names a key the defaults do not have, or has the wrong shape."""
+    """A config names a key the defaults do not have, has the wrong shape, or a value of the wrong type or range."""
 
 
 def load_defaults() -> Config:
@@ -58,8 +72,11 @@ def load_config(
     user_yaml: str | None = None,
     overrides: Iterable[str] = (),
     extra: Mapping[str, Any] | None = None,
+    check: bool = True,
 ) -> Config:
-    """Defaults ← user YAML file (any Beam filesystem path) ← `extra` dict ← `key=value` overrides."""
+    """Defaults ← user YAML file (any Beam filesystem path) ← `extra` dict ← `key=value` overrides, checked whole
+    (`check_config`) unless `check` is false: the standalone smoke trainer, which cannot import the pipeline's
+    sections, checks its own section instead (train_smoke/config.py)."""
     config = load_defaults()
     if user_yaml:
         from apache_beam.io.filesystems import FileSystems
@@ -71,6 +88,15 @@ def load_config(
         config = _merge(config, extra)
     for item in overrides:
         config = _merge(config, parse_override(item))
+    return check_config(config) if check else config
+
+
+def check_config(config: Config) -> Config:
+    """`config` unchanged when every value has its key's type, range and choices (`pipeline.settings.M3wSettings`:
+    every section's typed dataclass); else a ConfigError naming each bad key, its value and what is expected."""
+    from pipeline.settings import M3wSettings
+
+    _validate(M3wSettings, config, "")
     return config
 
 
@@ -81,25 +107,120 @@ def dump_config(config: Config) -> str:
 @dataclasses.dataclass(frozen=True)
 class Section:
     """A typed config section: a frozen dataclass whose fields are the section's keys, documented in
-    defaults.yaml. Each unit (DoFn, PTransform, rule) takes only its own section, so what it depends on
-    is visible in its signature; the jobs build the sections at the edge with `from_config`."""
+    defaults.yaml, each annotated with its type, range (`Annotated[int, Field(ge=1)]`, `Share`) or choices
+    (`Literal`). Each unit (DoFn, PTransform, rule) takes only its own section, so what it depends on is
+    visible in its signature; the jobs build the sections at the edge with `from_config`."""
+
+    # Strict: no str → bool/int/float, no float → int; the only conversion is int → float. Unknown keys refused.
+    __pydantic_config__ = ConfigDict(strict=True, extra="forbid")
+
+    @classmethod
+    def __get_pydantic_core_schema__(cls, source: type, handler: GetCoreSchemaHandler) -> CoreSchema:
+        """Strict values, but a nested section is given as its YAML mapping (strict pydantic wants an instance)."""
+        schema = handler(source)
+        if schema.get("type") == "dataclass":
+            schema["strict"] = False
+        return schema
 
     @classmethod
     def from_config(cls, section: Mapping[str, Any], where: str = "") -> Self:
-        """The section's dict → this dataclass; a missing or unknown key is a ConfigError naming it.
-        Fields typed as another Section are converted from their nested dicts the same way."""
-        where = where or cls.__name__
-        if not isinstance(section, Mapping):
-            raise ConfigError(f"config section '{where}' must be a mapping, got {section!r}")
-        fields = {field.name: field for field in dataclasses.fields(cls)}
-        unknown, missing = sorted(set(section) - set(fields)), sorted(set(fields) - set(section))
-        if unknown or missing:
-            raise ConfigError(f"config section '{where}': unknown keys {unknown}, missing keys {missing}")
-        hints = typing.get_type_hints(cls)
-        values = {}
-        for name, value in section.items():
-            kind = hints.get(name)
-            if isinstance(kind, type) and issubclass(kind, Section):
-                value = kind.from_config(value, f"{where}.{name}")
-            values[name] = value
-        return cls(**values)
+        """The section's dict → this dataclass, nested sections included; a missing or unknown key, a wrong type,
+        an out-of-range number or an unknown choice is a ConfigError naming the key path under `where`."""
+        return _validate(cls, section, where or cls.__name__)
+
+
+@functools.cache
+def _adapter(kind: type) -> TypeAdapter:
+    return TypeAdapter(kind)
+
+
+def _validate(kind: type[Section], data: Any, where: str) -> Any:
+    try:
+        return _adapter(kind).validate_python(data)
+    except ValidationError as error:
+        raise ConfigError(describe_errors(error, data, where)) from None
+
+
+# What a pydantic error type expects, in the words of a YAML config.
+_EXPECTED = {
+    "bool_type": "a boolean (true or false)",
+    "int_type": "an integer",
+    "float_type": "a number",
+    "string_type": "a string",
+    "list_type": "a list",
+    "dict_type": "a mapping",
+    "dataclass_type": "a mapping (a config section)",
+    "none_required": "null",
+}
+_BOUNDS = {"ge": "at least {}", "gt": "more than {}", "le": "at most {}", "lt": "less than {}"}
+_MISSING = {"missing", "missing_argument", "missing_keyword_only_argument"}
+_UNKNOWN = {"unexpected_keyword_argument", "extra_forbidden", "unexpected_positional_argument"}
+_E_NOTATION = re.compile(r"[+-]?\d+[eE][+-]?\d+")
+
+
+def describe_errors(error: ValidationError, data: Any, where: str) -> str:
+    """One line per bad key of `data` (a section at path `where`): its full path, what is expected, the value."""
+    sections: dict[str, tuple[list[str], list[str]]] = {}
+    keys: dict[str, tuple[Any, list[str], set[str]]] = {}
+    lines = []
+    for item in error.errors(include_url=False):
+        kind, loc = item["type"], item["loc"]
+        if kind in _MISSING or kind in _UNKNOWN:
+            unknown, missing = sections.setdefault(_join(where, _key_path(data, loc[:-1])), ([], []))
+            (unknown if kind in _UNKNOWN else missing).append(str(loc[-1]))
+        elif kind == "value_error" and isinstance(item.get("ctx", {}).get("error"), ConfigError):
+            lines.append(str(item["ctx"]["error"]))  # a section's own check (e.g. smoke's), already worded
+        else:
+            value, expected, kinds = keys.setdefault(_join(where, _key_path(data, loc)), (item["input"], [], set()))
+            wanted = _expected(kind, item)
+            if wanted not in expected:
+                expected.append(wanted)
+            kinds.add(kind)
+    for path, (unknown, missing) in sections.items():
+        lines.append(f"config section '{path or '(top level)'}': unknown keys {sorted(unknown)}, "
+                     f"missing keys {sorted(missing)}")
+    for path, (value, expected, kinds) in keys.items():
+        shown = repr(value) if len(repr(value)) <= 80 else repr(value)[:77] + "..."
+        lines.append(f"config key '{path}': expected {' or '.join(expected)}; got {shown}{_hint(value, kinds)}")
+    return "\n".join(lines)
+
+
+def _expected(kind: str, item: Any) -> str:
+    ctx = item.get("ctx") or {}
+    if kind == "literal_error":
+        return f"one of {ctx['expected']}"
+    if kind == "too_short":
+        return f"a list of at least {ctx['min_length']} items"
+    if kind == "too_long":
+        return f"a list of at most {ctx['max_length']} items"
+    for bound, words in _BOUNDS.items():
+        if bound in ctx:
+            return words.format(ctx[bound])
+    if kind == "value_error":
+        return f"a valid value ({ctx.get('error')})"
+    return _EXPECTED.get(kind) or item["msg"].removeprefix("Input should be ")
+
+
+def _hint(value: Any, kinds: set[str]) -> str:
+    if not isinstance(value, str) or not kinds & {"bool_type", "int_type", "float_type"}:
+        return ""
+    if _E_NOTATION.fullmatch(value.strip()):
+        mantissa, exponent = re.split("[eE]", value.strip())
+        return (f" (YAML reads a number in e-notation without a dot as a string: write {mantissa}.0e{exponent})")
+    return " (a string is never read as a boolean or a number: write the value without quotes)"
+
+
+def _key_path(data: Any, loc: tuple[int | str, ...]) -> str:
+    """The keys of `loc` that exist in `data`, dotted ([i] for list items): pydantic puts the member of a union
+    that failed (e.g. 'int', 'list[int]') into the location too, and those are no keys."""
+    path = ""
+    for part in loc:
+        if isinstance(data, Mapping) and part in data:
+            data, path = data[part], _join(path, str(part))
+        elif isinstance(data, list) and isinstance(part, int) and 0 <= part < len(data):
+            data, path = data[part], f"{path}[{part}]"
+    return path
+
+
+def _join(where: str, path: str) -> str:
+    return f"{where}.{path}" if where and path else where or path

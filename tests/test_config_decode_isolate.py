@@ -125,10 +125,14 @@ class Runner(Section):
     circuit_breaker: Breaker
 
 
+RUNNER = {"direct_running_mode": "in_memory", "direct_num_workers": 2,
+          "circuit_breaker": {"min_items": 50, "max_failure_share": 0.9}}
+
+
 def test_a_typed_section_takes_exactly_its_keys_and_converts_nested_sections():
-    runner = Runner.from_config(load_config()["runner"], "runner")
+    runner = Runner.from_config(RUNNER, "runner")
     assert runner.circuit_breaker == Breaker(min_items=50, max_failure_share=0.9)
     with pytest.raises(ConfigError, match=r"'runner': unknown keys \['extra'\], missing keys \[\]"):
-        Runner.from_config({**load_config()["runner"], "extra": 1}, "runner")
+        Runner.from_config({**RUNNER, "extra": 1}, "runner")
     with pytest.raises(ConfigError, match=r"'runner.circuit_breaker': unknown keys \[\], missing keys \['min_items'\]"):
-        Runner.from_config({**load_config()["runner"], "circuit_breaker": {"max_failure_share": 0.9}}, "runner")
+        Runner.from_config({**RUNNER, "circuit_breaker": {"max_failure_share": 0.9}}, "runner")

@@ -78,7 +78,8 @@ def filters() -> DocumentFilters:
 
 def test_filter_settings_are_exactly_the_filters_section():
     section = config()["filters"]
-    assert dataclasses.asdict(FilterSettings.from_config(section, "filters")) == section
+    typed = dataclasses.asdict(FilterSettings.from_config(section, "filters"))
+    assert json.loads(json.dumps(typed)) == section  # the [n, share] pairs are tuples there
     broken = copy.deepcopy(section)
     broken["paragraph"]["min_word"] = broken["paragraph"].pop("min_words")
     expected = r"'filters.paragraph': unknown keys \['min_word'\], missing keys \['min_words'\]"

@@ -15,7 +15,7 @@ import apache_beam as beam
 import pytest
 from apache_beam.options.pipeline_options import DirectOptions
 
-from pipeline.config import load_config
+from pipeline.config import ConfigError, load_config
 from pipeline.jobs.runner import DataPlaneOverflow, RunnerSettings, keyed_payload_probe, make_pipeline, pipeline_options
 
 REPO = Path(__file__).resolve().parents[1]
@@ -30,7 +30,7 @@ def test_default_local_runner_is_in_memory_with_one_worker():
     options = pipeline_options([], runner())
     direct = options.get_all_options()
     assert direct["direct_running_mode"] == "in_memory" and direct["direct_num_workers"] == 1
-    with pytest.raises(ValueError, match="direct_running_mode must be one of"):
+    with pytest.raises(ConfigError, match="runner.direct_running_mode': expected one of 'in_memory'"):
         pipeline_options([], runner("runner.direct_running_mode=multi_processes"))
 
 

@@ -19,7 +19,7 @@ from pipeline.config import ConfigError
 from schemas.shards import iter_tar_groups, shard_paths
 from train_smoke.canary_shards import build_records, canary_documents, mutate, shard_config, write_shard_set
 from train_smoke.cli import refusal_text
-from train_smoke.config import SmokeSettings, resolve_config
+from train_smoke.config import SmokeSettings, resolve_config, smoke_settings
 from train_smoke.data import (
     PhiMismatch,
     ShardSet,
@@ -32,7 +32,7 @@ from train_smoke.data import (
     open_shard_sets,
     streaming_batches,
 )
-from train_smoke.model import FlamingoLM
+from train_smoke.model import FlamingoLM, ModelConfig
 from train_smoke.run import SmokeRun
 from train_smoke.train import Trainer, mean_loss
 
@@ -51,7 +51,7 @@ def canary_set(tmp_path_factory):
 
 
 def settings(*overrides: str) -> SmokeSettings:
-    return SmokeSettings.from_config(resolve_config(None, ["smoke.data.image_size=16", *overrides], profile="tiny"))
+    return smoke_settings(resolve_config(None, ["smoke.data.image_size=16", *overrides], profile="tiny"))
 
 
 def test_profile_applies_under_user_overrides():
@@ -59,16 +59,17 @@ def test_profile_applies_under_user_overrides():
     assert base["smoke"]["profile"] == "gpu" and base["smoke"]["device"] == "cuda"
     tiny = resolve_config(None, [], profile="tiny")
     steps = tiny["smoke"]["train"]["steps"]
-    mine = resolve_config(None, [f"smoke.train.steps={steps + 7}", "smoke.train.lr=1e-3"], profile="tiny")
+    mine = resolve_config(None, [f"smoke.train.steps={steps + 7}", "smoke.train.lr=2.0e-3"], profile="tiny")
     assert mine["smoke"]["train"]["steps"] == steps + 7  # the user beats the profile
-    assert SmokeSettings.from_config(mine).train.lr == pytest.approx(1e-3)  # YAML's "1e-3" string → float
+    assert smoke_settings(mine).train.lr == pytest.approx(2e-3)
+    with pytest.raises(ConfigError, match=r"'smoke.train.lr': expected a number; got '1e-3' .*write 1.0e-3"):
+        resolve_config(None, ["smoke.train.lr=1e-3"], profile="tiny")  # PyYAML reads 1e-3 (no dot) as a string
     with pytest.raises(ConfigError, match="unknown smoke profile"):
         resolve_config(None, [], profile="huge")
     with pytest.raises(ConfigError, match="unknown config key"):
         resolve_config(None, ["smoke.train.stepz=3"])
     with pytest.raises(ConfigError, match="freeze_lm"):
-        SmokeSettings.from_config(resolve_config(None, ["smoke.train.freeze_lm=true",
-                                                        "smoke.train.lm_pretrain_steps=0"]))
+        smoke_settings(resolve_config(None, ["smoke.train.freeze_lm=true", "smoke.train.lm_pretrain_steps=0"]))
 
 
 def test_split_is_by_document_and_counts_balance(canary_set):
@@ -174,11 +175,11 @@ def test_weighted_mixing_accumulates_the_weighted_gradient(canary_set, tmp_path)
                  "smoke.train.phi_next_prob=0.0", "smoke.train.grad_clip=1000000.0", "smoke.train.log_every=1")
     sets = open_shard_sets([canary_set["good"], other], [3.0, 1.0])
     tables = {x.name: load_tables(x, 16, None, 0.25, 1000, None)[0] for x in sets}
-    s.model.vocab_size = sets[0].vocab_size
+    shape = ModelConfig.from_settings(s.model, s.data.image_size, sets[0].vocab_size)
 
     def fresh() -> FlamingoLM:
         torch.manual_seed(0)
-        model = FlamingoLM(s.model)
+        model = FlamingoLM(shape)
         with torch.no_grad():
             for block in model.xattn.values():
                 block.alpha_xattn.fill_(0.5)
@@ -215,10 +216,10 @@ def test_a_zero_weight_set_is_not_trained(canary_set):
     sets = open_shard_sets([canary_set["good"], canary_set["good"]], [1.0, 0.0])
     assert [x.name for x in sets] == ["good#0", "good#1"]
     s = settings("smoke.train.batch_size=4", "smoke.train.log_every=1")
-    s.model.vocab_size = sets[0].vocab_size
+    shape = ModelConfig.from_settings(s.model, s.data.image_size, sets[0].vocab_size)
     table = load_tables(sets[0], 16, None, 0.25, 1000, None)[0]
     streams = {x.name: TableBatches(table, 4, seed=0) for x in sets}
-    history = Trainer(FlamingoLM(s.model), s, torch.device("cpu"), "zero", progress=False).train(
+    history = Trainer(FlamingoLM(shape), s, torch.device("cpu"), "zero", progress=False).train(
         streams, {x.name: x.weight for x in sets}, steps=2)
     assert list(history.loss) == ["good#0"] and len(history.loss["good#0"]) == 2
     with pytest.raises(ShardSetError, match="weight 0"):

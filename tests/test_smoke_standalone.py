@@ -1,5 +1,5 @@
 """The smoke trainer runs where only torch and a few common packages are installed (the GPU machine: torch,
-numpy, pyarrow, pillow, tokenizers, matplotlib, pyyaml, tqdm, scipy): `python -m train_smoke` in a process
+numpy, pyarrow, pillow, tokenizers, matplotlib, pyyaml, pydantic, tqdm, scipy): `python -m train_smoke` in a process
 that cannot import Apache Beam, webdataset or any pipeline module beyond the config file's loader, the atomic
 file writer (Beam only for remote paths) and the sample crawl's canary definitions (pure Python, shared by the
 crawl generator and the verdict)."""

@@ -3,6 +3,10 @@
 Order of precedence, lowest first: the section's base values, the chosen profile's values
 (`smoke.profiles.<name>`), then the user's YAML (`--config`) and `--set` overrides. So
 `--profile tiny --set smoke.train.steps=50` trains 50 steps even though the tiny profile names its own count.
+
+Every value is typed (pipeline.config.Section, strict): the resolved section and every profile are checked before
+any work. Only this section: `python -m train_smoke` runs where the pipeline's sections cannot be imported
+(`m3w smoke` checks the whole config first, as every m3w command does).
 """
 
 from __future__ import annotations
@@ -10,13 +14,13 @@ from __future__ import annotations
 import copy
 import io
 from collections.abc import Iterable, Mapping
-from dataclasses import MISSING, dataclass, fields
-from typing import Any
+from dataclasses import asdict, dataclass
+from typing import Annotated, Any, Literal
 
 import yaml
+from pydantic import Field, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
 
-from pipeline.config import Config, ConfigError, load_config, load_defaults, parse_override
-from train_smoke.model import ModelConfig, VisionConfig
+from pipeline.config import Config, ConfigError, Section, Share, load_config, load_defaults, parse_override
 
 
 def _deep_merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
@@ -41,10 +45,11 @@ def _read_user_yaml(config_path: str | None) -> dict[str, Any]:
 
 def resolve_config(config_path: str | None = None, overrides: Iterable[str] = (),
                    profile: str | None = None) -> Config:
-    """The full config (validated like every other command) with `smoke` = base ← profile ← user."""
+    """The full config with `smoke` = base ← profile ← user: every key known to the defaults, the smoke
+    section (with every profile) typed."""
     overrides = list(overrides)
     user = _read_user_yaml(config_path)
-    config = load_config(None, overrides, extra=user)  # validates every key against the defaults
+    config = load_config(None, overrides, extra=user, check=False)  # every key known; the types below
     base = load_defaults()["smoke"]
     name = profile or config["smoke"]["profile"]
     profiles = config["smoke"]["profiles"]
@@ -56,6 +61,7 @@ def resolve_config(config_path: str | None = None, overrides: Iterable[str] = ()
         smoke = _deep_merge(smoke, parse_override(item).get("smoke") or {})
     smoke["profile"] = name
     config["smoke"] = smoke
+    SmokeSection.from_config(smoke, "smoke")
     return config
 
 
@@ -70,149 +76,157 @@ def apply_profile(config: Config, profile: str) -> Config:
     return out
 
 
-def _build(cls, values: Mapping[str, Any], where: str):
-    names = {f.name for f in fields(cls)}
-    unknown = set(values) - names
-    if unknown:
-        raise ConfigError(f"unknown keys under {where}: {', '.join(sorted(unknown))}")
-    missing = {f.name for f in fields(cls) if f.name not in values and f.default is MISSING
-               and f.default_factory is MISSING}
-    if missing:
-        raise ConfigError(f"missing keys under {where}: {', '.join(sorted(missing))}")
-    out = {}
-    for f in fields(cls):
-        if f.name not in values:
-            continue
-        value = values[f.name]
-        if isinstance(value, str) and "float" in str(f.type):  # YAML reads `1e-3` (no dot) as a string
-            try:
-                value = float(value)
-            except ValueError as error:
-                raise ConfigError(f"{where}.{f.name} must be a number; got {value!r}") from error
-        out[f.name] = value
-    return cls(**out)
-
-
-@dataclass
-class DataConfig:
+@dataclass(frozen=True)
+class DataConfig(Section):
     """`smoke.data` (documented in pipeline/defaults.yaml, where every value lives)."""
 
-    image_size: int
-    max_seq_len: int | None
-    eval_fraction: float
-    max_eval_sequences: int
-    max_train_sequences: int | None
+    image_size: PositiveInt
+    max_seq_len: Annotated[int, Field(ge=2)] | None
+    eval_fraction: Annotated[float, Field(gt=0.0, lt=1.0)]
+    max_eval_sequences: PositiveInt
+    max_train_sequences: PositiveInt | None
     cache: bool
-    num_workers: int
-    shuffle_buffer: int
-    prefetch_factor: int
+    num_workers: NonNegativeInt
+    shuffle_buffer: PositiveInt
+    prefetch_factor: PositiveInt
     check_phi: bool
-    max_undecodable_share: float
-    pair_max_tokens: int
+    max_undecodable_share: Share
+    pair_max_tokens: PositiveInt
 
 
-@dataclass
-class TrainConfig:
+@dataclass(frozen=True)
+class VisionSettings(Section):
+    """`smoke.model.vision`: the image encoder (train_smoke.model.VisionConfig is what the model is built from)."""
+
+    kind: Literal["conv", "vit", "open_clip"]
+    channels: Annotated[list[PositiveInt], Field(min_length=1)]
+    patch_size: PositiveInt
+    width: PositiveInt
+    depth: PositiveInt
+    heads: PositiveInt
+    checkpoint: str | None
+    open_clip_arch: str | None
+    freeze: bool
+
+
+@dataclass(frozen=True)
+class ModelSettings(Section):
+    """`smoke.model`: the model's shape (train_smoke.model.ModelConfig adds the vocabulary and the image size)."""
+
+    d_model: PositiveInt
+    lm_layers: PositiveInt
+    lm_heads: PositiveInt
+    ffn_mult: PositiveInt
+    dropout: Annotated[float, Field(ge=0.0, lt=1.0)]
+    xattn_every: PositiveInt
+    xattn_heads: PositiveInt
+    resampler_latents: PositiveInt
+    resampler_layers: PositiveInt
+    resampler_heads: PositiveInt
+    vision: VisionSettings
+
+
+@dataclass(frozen=True)
+class TrainConfig(Section):
     """`smoke.train`."""
 
-    steps: int
-    batch_size: int
-    lr: float
-    vision_lr: float | None
-    gate_lr: float
-    weight_decay: float
-    warmup_steps: int
-    min_lr_ratio: float
-    grad_clip: float
-    phi_next_prob: float
-    lm_pretrain_steps: int
+    steps: PositiveInt
+    batch_size: PositiveInt
+    lr: NonNegativeFloat  # 0 only to freeze what it drives (tests)
+    vision_lr: NonNegativeFloat | None
+    gate_lr: NonNegativeFloat
+    weight_decay: NonNegativeFloat
+    warmup_steps: NonNegativeInt
+    min_lr_ratio: Share
+    grad_clip: PositiveFloat
+    phi_next_prob: Share
+    lm_pretrain_steps: NonNegativeInt
     freeze_lm: bool
-    weights: list[float] | None
+    weights: list[NonNegativeFloat] | None
     bf16: bool
     compile: bool
-    log_every: int
-    probe_every: int
-    probe_sequences: int
+    log_every: PositiveInt
+    probe_every: NonNegativeInt
+    probe_sequences: PositiveInt
     control_run: bool
-    control_steps: int | None
+    control_steps: PositiveInt | None
 
 
-@dataclass
-class VerdictConfig:
+@dataclass(frozen=True)
+class VerdictConfig(Section):
     """`smoke.verdict`."""
 
-    eval_batch_size: int
-    distance_buckets: list[int] | None
-    near_distance: int
-    far_distance: int
-    confidence: float
-    bootstrap_samples: int
-    min_documents: int
-    min_effect_nats: float
-    min_effect_ratio: float
-    canary_max_loss_ratio: float
-    canary_shuffle_margin: float
-    canary_min_shift_margin: float
-    canary_wrong_ratio: float
-    canary_max_wrong_share: float
-    min_canary_events: int
-    gain_peak_max_distance: int
-    gate_min_ratio: float
-    leak_tolerance: float
-    leak_sequences: int
+    eval_batch_size: PositiveInt
+    distance_buckets: list[NonNegativeInt] | None
+    near_distance: NonNegativeInt
+    far_distance: NonNegativeInt
+    confidence: Annotated[float, Field(ge=0.5, lt=1.0)]
+    bootstrap_samples: PositiveInt
+    min_documents: NonNegativeInt
+    min_effect_nats: NonNegativeFloat
+    min_effect_ratio: NonNegativeFloat
+    canary_max_loss_ratio: NonNegativeFloat
+    canary_shuffle_margin: NonNegativeFloat
+    canary_min_shift_margin: NonNegativeFloat
+    canary_wrong_ratio: NonNegativeFloat
+    canary_max_wrong_share: Share
+    min_canary_events: NonNegativeInt
+    gain_peak_max_distance: NonNegativeInt
+    gate_min_ratio: NonNegativeFloat
+    leak_tolerance: NonNegativeFloat
+    leak_sequences: PositiveInt
     require_canaries: bool
     required: list[str] | None
 
 
-@dataclass
-class SmokeSettings:
+@dataclass(frozen=True)
+class SmokeSettings(Section):
+    """`smoke` as the trainer reads it: the base keys with the chosen profile laid over them (no `profiles`)."""
+
     profile: str
-    seed: int
-    device: str
+    seed: NonNegativeInt
+    device: Literal["auto", "cpu", "cuda"]
     deterministic: bool
-    threads: int
+    threads: NonNegativeInt  # 0: torch's default
     data: DataConfig
-    model: ModelConfig
+    model: ModelSettings
     train: TrainConfig
     verdict: VerdictConfig
 
-    @classmethod
-    def from_config(cls, config: Config) -> SmokeSettings:
-        smoke = config["smoke"]
-        model_values = dict(smoke["model"])
-        vision = _build(VisionConfig, model_values.pop("vision", {}), "smoke.model.vision")
-        model = _build(ModelConfig, {**model_values, "vision": vision}, "smoke.model")
-        data = _build(DataConfig, smoke["data"], "smoke.data")
-        model.image_size = int(data.image_size)
-        settings = cls(profile=smoke["profile"], seed=int(smoke["seed"]), device=str(smoke["device"]),
-                       deterministic=bool(smoke["deterministic"]), threads=int(smoke["threads"]), data=data,
-                       model=model, train=_build(TrainConfig, smoke["train"], "smoke.train"),
-                       verdict=_build(VerdictConfig, smoke["verdict"], "smoke.verdict"))
-        settings.check()
-        return settings
+    def __post_init__(self) -> None:
+        self.check()
 
     def check(self) -> None:
-        """Fail before any work on values the trainer cannot honour."""
-        m, t, d = self.model, self.train, self.data
-        if self.device not in ("auto", "cpu", "cuda"):
-            raise ConfigError(f"smoke.device must be auto, cpu or cuda; got {self.device!r}")
+        """Fail before any work on combinations of values the trainer cannot honour (each value's own type and
+        range are checked with the section)."""
+        m, t = self.model, self.train
         for name, dim, heads in (("lm", m.d_model, m.lm_heads), ("xattn", m.d_model, m.xattn_heads),
                                  ("resampler", m.d_model, m.resampler_heads)):
             if dim % heads or (dim // heads) % 2:
                 raise ConfigError(f"smoke.model: d_model {dim} must split into {heads} {name} heads of even size")
-        if m.xattn_every < 1 or m.lm_layers < 1 or m.resampler_latents < 1:
-            raise ConfigError("smoke.model: xattn_every, lm_layers and resampler_latents must be ≥ 1")
-        if not 0.0 < d.eval_fraction < 1.0:
-            raise ConfigError(f"smoke.data.eval_fraction must be in (0, 1); got {d.eval_fraction}")
-        if not 0.0 <= d.max_undecodable_share <= 1.0:
-            raise ConfigError(f"smoke.data.max_undecodable_share must be in [0, 1]; got {d.max_undecodable_share}")
-        if not 0.5 <= self.verdict.confidence < 1.0:
-            raise ConfigError(f"smoke.verdict.confidence must be in [0.5, 1); got {self.verdict.confidence}")
-        if not 0.0 <= t.phi_next_prob <= 1.0:
-            raise ConfigError(f"smoke.train.phi_next_prob must be in [0, 1]; got {t.phi_next_prob}")
-        if t.steps < 1 or t.batch_size < 1:
-            raise ConfigError("smoke.train.steps and batch_size must be ≥ 1")
         if t.freeze_lm and t.lm_pretrain_steps < 1:
             raise ConfigError("smoke.train.freeze_lm needs lm_pretrain_steps > 0 (a frozen random LM learns nothing)")
-        if t.weights is not None and any(float(w) < 0 for w in t.weights):
-            raise ConfigError(f"smoke.train.weights must be ≥ 0; got {t.weights}")
+
+
+@dataclass(frozen=True)
+class SmokeSection(SmokeSettings):
+    """The `smoke` section of a config: the base keys and the named profiles. `smoke.profile` must name one, and
+    every profile laid over the base must make valid SmokeSettings."""
+
+    profiles: dict[str, dict[str, Any]]
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.profile not in self.profiles:
+            raise ConfigError(f"config key 'smoke.profile': expected one of the profiles {sorted(self.profiles)}; "
+                              f"got {self.profile!r}")
+        base = {key: value for key, value in asdict(self).items() if key != "profiles"}
+        for name, profile in self.profiles.items():
+            SmokeSettings.from_config(_deep_merge(base, profile), f"smoke.profiles.{name}")
+
+
+def smoke_settings(config: Config) -> SmokeSettings:
+    """The trainer's typed settings from a resolved config (`resolve_config`, `apply_profile`): its `smoke`
+    section, whose chosen profile is already laid over the base, without the profiles."""
+    return SmokeSettings.from_config({key: value for key, value in config["smoke"].items() if key != "profiles"},
+                                     "smoke")

@@ -14,11 +14,15 @@ Attention everywhere goes through `torch.nn.functional.scaled_dot_product_attent
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+if TYPE_CHECKING:
+    from train_smoke.config import ModelSettings
 
 NORM_GROUPS = 16  # GroupNorm groups per conv stage (fewer when the channels do not divide)
 IMAGE_MEAN = (0.481, 0.458, 0.408)  # CLIP's statistics: a sensible default for web photos
@@ -53,6 +57,13 @@ class ModelConfig:
     resampler_heads: int = 4
     image_size: int = 64
     vision: VisionConfig = field(default_factory=VisionConfig)
+
+    @classmethod
+    def from_settings(cls, model: ModelSettings, image_size: int, vocab_size: int) -> ModelConfig:
+        """The `smoke.model` section's shape with the image slots' size and the data's vocabulary."""
+        shape = asdict(model)
+        return cls(**{**shape, "vision": VisionConfig(**shape["vision"])}, image_size=image_size,
+                   vocab_size=vocab_size)
 
 
 def _mlp(dim: int, mult: int, dropout: float = 0.0) -> nn.Sequential:

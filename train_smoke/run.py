@@ -15,13 +15,14 @@ from __future__ import annotations
 import json
 import logging
 import time
+from dataclasses import asdict
 from typing import Any
 
 import torch
 
 from pipeline.config import Config, dump_config
 from pipeline.core.files import write_atomically
-from train_smoke.config import SmokeSettings
+from train_smoke.config import smoke_settings
 from train_smoke.data import (
     ShardSet,
     ShardSetError,
@@ -60,7 +61,7 @@ class SmokeRun:
 
     def __init__(self, sources: list[str], config: Config, progress: bool = True):
         self.config = config
-        self.settings = SmokeSettings.from_config(config)
+        self.settings = smoke_settings(config)
         self.progress = progress
         s = self.settings
         seed_everything(s.seed, s.deterministic, s.threads)
@@ -108,12 +109,11 @@ class SmokeRun:
                 "first": next((e["first"] for e in entries if e["first"]), None)}
 
     def model_config(self) -> ModelConfig:
-        cfg = self.settings.model
+        """`smoke.model` with the slots' image size and a vocabulary that holds every token id the data has."""
         vocab = max(s.vocab_size for s in self.sets)
         tables = [*self.train_tables.values(), *self.eval_tables.values(), *self.pair_eval_tables.values()]
         seen = max(int(t.input_ids.max()) for t in tables if t is not None)
-        cfg.vocab_size = max(vocab, seen + 1)
-        return cfg
+        return ModelConfig.from_settings(self.settings.model, self.settings.data.image_size, max(vocab, seen + 1))
 
     def streams(self, seed: int) -> dict[str, Any]:
         s = self.settings
@@ -264,8 +264,6 @@ def _history_dict(history: History) -> dict[str, Any]:
 
 
 def _model_config_dict(cfg: ModelConfig) -> dict[str, Any]:
-    from dataclasses import asdict
-
     return asdict(cfg)
 
 

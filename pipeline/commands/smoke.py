@@ -32,6 +32,8 @@ def run(args: argparse.Namespace, beam_args: list[str]) -> int:
     if beam_args:
         print(f"m3w smoke: unknown arguments {' '.join(beam_args)}", file=sys.stderr)
         return 2
+    from pipeline.config import load_config
     from train_smoke.cli import run as run_smoke_command
 
+    load_config(args.config, args.set)  # the whole config typed, as every m3w command checks it, before torch loads
     return run_smoke_command(args)

@@ -14,7 +14,9 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import Field, PositiveInt
 
 from pipeline.config import Section
 
@@ -30,8 +32,8 @@ class SystematicFailure(RuntimeError):
 class BreakerSettings(Section):
     """`runner.circuit_breaker`: when item failures mean a broken run (see FailureBreaker)."""
 
-    min_items: int
-    max_failure_share: float
+    min_items: PositiveInt
+    max_failure_share: Annotated[float, Field(gt=0.0, le=1.0)]
 
 
 class FailureBreaker:

@@ -26,7 +26,7 @@ def load_extractor() -> None:
 def load_language_model(section: dict[str, Any]) -> None:
     from filters.language import LanguageIdentifier
 
-    LanguageIdentifier(section["model"], int(section["top_k"])).predict("a sentence to load the model")
+    LanguageIdentifier(section["model"], section["top_k"]).predict("a sentence to load the model")
 
 
 def load_image_hashing() -> None:

@@ -139,7 +139,7 @@ class ProgressReporter:
     """While a pipeline runs: prints a progress line every `interval_s` (0 turns it off)."""
 
     def __init__(self, interval_s: float, stream: TextIO | None = None):
-        self.interval_s = float(interval_s)
+        self.interval_s = interval_s
         self.stream = stream
         self.directory: str | None = None
         self._stop = threading.Event()

@@ -50,7 +50,7 @@ class DedupExact(beam.PTransform):
     def __init__(self, settings: ExactDedupSettings, url: UrlDedupSettings):
         """`settings`: the `dedup.exact` section; `url`: `dedup.url`, whose normalisation image URLs get."""
         super().__init__()
-        self.enabled = bool(settings.enabled)
+        self.enabled = settings.enabled
         self.normalize = url_normalizer(url)
 
     def expand(self, docs):

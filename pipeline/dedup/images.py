@@ -26,9 +26,10 @@ from __future__ import annotations
 import bisect
 import dataclasses
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from typing import Annotated, Any
 
 import apache_beam as beam
+from pydantic import Field, NonNegativeInt, PositiveInt
 
 from pipeline.config import Section
 from pipeline.core.accounting import StageCounters
@@ -52,7 +53,7 @@ class ImageUrlDedupSettings(Section):
     """`dedup.image_urls`: how many documents make an image URL over-used, before download."""
 
     enabled: bool
-    max_docs_per_image_url: int
+    max_docs_per_image_url: PositiveInt
     drop_docs_without_images: bool
 
 
@@ -61,12 +62,12 @@ class ImageDedupSettings(Section):
     """`dedup.images`: exact and perceptual image dedup after download."""
 
     enabled: bool
-    hash_size: int
-    hamming_threshold: int
-    max_copies: int
+    hash_size: Annotated[int, Field(ge=2, le=8)]  # pHash side: at most 64 bits
+    hamming_threshold: NonNegativeInt  # below hash_size²
+    max_copies: PositiveInt
     identical_image_sets: bool
-    max_bucket_pairwise: int
-    max_rounds: int
+    max_bucket_pairwise: Annotated[int, Field(ge=2)]
+    max_rounds: PositiveInt
     drop_docs_without_images: bool
 
 
@@ -125,9 +126,9 @@ class DropFrequentImageUrls(beam.PTransform):
     def __init__(self, settings: ImageUrlDedupSettings, url: UrlDedupSettings):
         """`settings`: the `dedup.image_urls` section; `url`: `dedup.url`, whose normalisation image URLs get."""
         super().__init__()
-        self.enabled = bool(settings.enabled)
-        self.max_docs = int(settings.max_docs_per_image_url)
-        self.drop_empty = bool(settings.drop_docs_without_images)
+        self.enabled = settings.enabled
+        self.max_docs = settings.max_docs_per_image_url
+        self.drop_empty = settings.drop_docs_without_images
         self.normalize = url_normalizer(url)
 
     def expand(self, docs):
@@ -223,7 +224,7 @@ class _PhashBucketEdges(beam.DoFn):
 
     def __init__(self, threshold: int, max_pairwise: int):
         self.threshold = threshold
-        self.max_pairwise = max(2, int(max_pairwise))
+        self.max_pairwise = max_pairwise
         self.counts = StageCounters(STAGE)
 
     def process(self, item: tuple[Any, Iterable[str]]) -> Iterator[tuple[str, str]]:
@@ -272,7 +273,7 @@ class _CapCopies(beam.DoFn):
     """A cluster's occurrences → (document, (node index, reason)) for those outside its first documents."""
 
     def __init__(self, max_copies: int):
-        self.max_copies = max(1, int(max_copies))
+        self.max_copies = max_copies
         self.counts = StageCounters(STAGE)
 
     def process(self, item: tuple[str, Iterable[_Occurrence]]) -> Iterator[tuple[str, tuple[int, str]]]:
@@ -340,19 +341,17 @@ class DedupImages(beam.PTransform):
         super().__init__()
         self.image_store = image_store
         self.circuit_breaker = circuit_breaker
-        self.enabled = bool(settings.enabled)
-        self.hash_size = int(settings.hash_size)
+        self.enabled = settings.enabled
+        self.hash_size = settings.hash_size
         self.bits = self.hash_size * self.hash_size
-        if not 2 <= self.hash_size or self.bits > 64:
-            raise ValueError(f"dedup.images.hash_size must be 2..8 (a pHash of at most 64 bits), got {self.hash_size}")
-        self.threshold = int(settings.hamming_threshold)
-        if not 0 <= self.threshold < self.bits:
+        self.threshold = settings.hamming_threshold
+        if self.threshold >= self.bits:
             raise ValueError(f"dedup.images.hamming_threshold must be in 0..{self.bits - 1}, got {self.threshold}")
-        self.max_copies = int(settings.max_copies)
-        self.identical_sets = bool(settings.identical_image_sets)
-        self.max_pairwise = int(settings.max_bucket_pairwise)
-        self.max_rounds = int(settings.max_rounds)
-        self.drop_empty = bool(settings.drop_docs_without_images)
+        self.max_copies = settings.max_copies
+        self.identical_sets = settings.identical_image_sets
+        self.max_pairwise = settings.max_bucket_pairwise
+        self.max_rounds = settings.max_rounds
+        self.drop_empty = settings.drop_docs_without_images
 
     def expand(self, docs):
         if not self.enabled:

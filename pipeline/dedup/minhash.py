@@ -18,12 +18,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
 import apache_beam as beam
 import numpy as np
+from pydantic import Field, NonNegativeInt, PositiveInt
 
-from pipeline.config import Section
+from pipeline.config import Section, Share
 from pipeline.core.accounting import StageCounters
 from pipeline.dedup.common import NoteClusterSizes, crawl_order_key
 from pipeline.dedup.components import ConnectedComponents
@@ -39,17 +40,17 @@ class NearDedupSettings(Section):
     """`dedup.near`: the MinHash LSH family, the optional pair verification and the clustering rounds."""
 
     enabled: bool
-    ngram: int
-    bands: int
-    rows: int
-    seed: int
-    verify_threshold: float | None
-    max_bucket_pairwise: int
-    max_rounds: int
+    ngram: Annotated[int, Field(ge=1, le=64)]
+    bands: PositiveInt
+    rows: PositiveInt
+    seed: NonNegativeInt
+    verify_threshold: Share | None
+    max_bucket_pairwise: Annotated[int, Field(ge=2)]
+    max_rounds: PositiveInt
 
 
 def make_hasher(near: NearDedupSettings) -> MinHasher:
-    return MinHasher(ngram=int(near.ngram), bands=int(near.bands), rows=int(near.rows), seed=int(near.seed))
+    return MinHasher(ngram=near.ngram, bands=near.bands, rows=near.rows, seed=near.seed)
 
 
 class _BandKeys(beam.DoFn):
@@ -82,7 +83,7 @@ class _BucketEdges(beam.DoFn):
 
     def __init__(self, verify_threshold: float | None, max_pairwise: int):
         self.verify_threshold = verify_threshold
-        self.max_pairwise = max(2, int(max_pairwise))
+        self.max_pairwise = max_pairwise
         self.counts = StageCounters(STAGE)
 
     def process(self, item: tuple[bytes, Iterable[Any]]) -> Iterator[tuple[str, str]]:
@@ -151,8 +152,7 @@ class DedupNear(beam.PTransform):
         super().__init__()
         self.near = settings
         make_hasher(self.near)  # fail at graph construction on a bad config, not on a worker
-        threshold = settings.verify_threshold
-        self.verify_threshold = None if threshold is None else float(threshold)
+        self.verify_threshold = settings.verify_threshold
 
     def expand(self, docs):
         if not self.near.enabled:
@@ -164,7 +164,7 @@ class DedupNear(beam.PTransform):
             | "Group bands" >> beam.GroupByKey()
             | "Bucket edges" >> beam.ParDo(_BucketEdges(self.verify_threshold, self.near.max_bucket_pairwise))
         )
-        labels = edges | "Clusters" >> ConnectedComponents(int(self.near.max_rounds), STAGE)
+        labels = edges | "Clusters" >> ConnectedComponents(self.near.max_rounds, STAGE)
         labels | "Cluster sizes" >> NoteClusterSizes(STAGE)
         keyed = docs | "Key by node" >> beam.Map(lambda doc: (crawl_order_key(doc), doc))
         return (

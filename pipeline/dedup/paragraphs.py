@@ -15,6 +15,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 import apache_beam as beam
+from pydantic import PositiveInt
 
 from pipeline.config import Section
 from pipeline.core.accounting import StageCounters
@@ -30,7 +31,7 @@ class ParagraphDedupSettings(Section):
     """`dedup.paragraphs`: how many documents of one domain make a paragraph boilerplate."""
 
     enabled: bool
-    max_docs_per_paragraph: int
+    max_docs_per_paragraph: PositiveInt
     drop_empty_documents: bool
 
 
@@ -104,9 +105,9 @@ class DedupParagraphs(beam.PTransform):
     def __init__(self, settings: ParagraphDedupSettings):
         """`settings`: the `dedup.paragraphs` section."""
         super().__init__()
-        self.enabled = bool(settings.enabled)
-        self.max_docs = int(settings.max_docs_per_paragraph)
-        self.drop_empty = bool(settings.drop_empty_documents)
+        self.enabled = settings.enabled
+        self.max_docs = settings.max_docs_per_paragraph
+        self.drop_empty = settings.drop_empty_documents
 
     def expand(self, docs):
         if not self.enabled:

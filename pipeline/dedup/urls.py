@@ -29,7 +29,7 @@ class UrlDedupSettings(Section):
 def url_normalizer(settings: UrlDedupSettings) -> Callable[[str], str]:
     """The configured `normalize_url` as a one-argument function (shared by URL and image-URL dedup)."""
     tracking = tuple(settings.tracking_params)
-    ignore_scheme, strip_www = bool(settings.ignore_scheme), bool(settings.strip_www)
+    ignore_scheme, strip_www = settings.ignore_scheme, settings.strip_www
 
     def normalize(url: str) -> str:
         return normalize_url(url, tracking, ignore_scheme=ignore_scheme, strip_www=strip_www)
@@ -43,7 +43,7 @@ class DedupUrls(beam.PTransform):
     def __init__(self, settings: UrlDedupSettings):
         """`settings`: the `dedup.url` section."""
         super().__init__()
-        self.enabled = bool(settings.enabled)
+        self.enabled = settings.enabled
         self.normalize = url_normalizer(settings)
 
     def expand(self, docs):

@@ -20,14 +20,19 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import typing
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Annotated, Literal
 
-from pipeline.config import ConfigError, Section
+from pydantic import Field, NonNegativeInt
+
+from pipeline.config import ConfigError, Section, Share
 from pipeline.export.mmc4 import MEMBER_EXTENSIONS, text_blocks_and_images, usable_images
 from schemas.document import Document
 
-SOURCES = ("caption", "alt", "adjacent")
+PairSource = Literal["caption", "alt", "adjacent"]
+SOURCES: tuple[str, ...] = typing.get_args(PairSource)
 # A text that is a file name: one token with an image extension, or a camera/CMS file stem.
 _FILE_NAME = re.compile(
     r"^\S+\.(jpe?g|png|gif|webp|bmp|tiff?|svg|heic|avif)$"
@@ -41,11 +46,11 @@ _FILE_NAME = re.compile(
 class PairExportSettings(Section):
     """`export.pairs`: which texts pair with an image and what disqualifies one (pipeline/defaults.yaml)."""
 
-    sources: list[str]
-    min_words: int
-    max_words: int | None
+    sources: Annotated[list[PairSource], Field(min_length=1)]
+    min_words: NonNegativeInt
+    max_words: NonNegativeInt | None
     languages: list[str]
-    language_threshold: float
+    language_threshold: Share
     reject_file_names: bool
     boilerplate_patterns: list[str]
 
@@ -66,18 +71,15 @@ class PairRules:
     def from_config(cls, settings: PairExportSettings) -> PairRules:
         """The `export.pairs` section, checked (sources, patterns) and compiled."""
         sources = tuple(settings.sources)
-        unknown = [s for s in sources if s not in SOURCES]
-        if not sources or unknown or len(set(sources)) != len(sources):
+        if len(set(sources)) != len(sources):
             raise ConfigError(f"export.pairs.sources must be distinct names from {SOURCES}; got {list(sources)}")
         try:
             patterns = [re.compile(p, re.IGNORECASE) for p in settings.boilerplate_patterns]
         except re.error as error:
             raise ConfigError(f"export.pairs.boilerplate_patterns: {error}") from error
-        max_words = settings.max_words
-        return cls(sources=sources, min_words=int(settings.min_words),
-                   max_words=None if max_words is None else int(max_words), languages=list(settings.languages or []),
-                   language_threshold=float(settings.language_threshold),
-                   reject_file_names=bool(settings.reject_file_names), boilerplate=patterns)
+        return cls(sources=sources, min_words=settings.min_words, max_words=settings.max_words,
+                   languages=list(settings.languages), language_threshold=settings.language_threshold,
+                   reject_file_names=settings.reject_file_names, boilerplate=patterns)
 
     def rejection(self, text: str, language_of=None) -> str | None:
         """The first rule `text` breaks (its drop reason), or None when it qualifies as a caption.

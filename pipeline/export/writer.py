@@ -20,10 +20,11 @@ import functools
 import hashlib
 import json
 from collections.abc import Iterator
-from typing import Any
+from typing import Annotated, Any
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
+from pydantic import Field, NonNegativeInt, PositiveInt
 
 from pipeline.config import ConfigError, Section
 from pipeline.core.accounting import StageCounters
@@ -46,17 +47,17 @@ SampleRecord = tuple[str, dict[str, bytes]]
 class Mmc4ExportSettings(Section):
     """`export.mmc4`: which documents make MMC4 samples, and the similarity every image gets."""
 
-    min_images: int
-    consumer_min_image_bytes: int
-    similarity: float
+    min_images: NonNegativeInt
+    consumer_min_image_bytes: NonNegativeInt
+    similarity: Annotated[float, Field(ge=-1.0, le=1.0)]  # a cosine
 
 
 @dataclasses.dataclass(frozen=True)
 class ExportSettings(Section):
     """The `export` section: shard sizes and one subsection per layout (pipeline/defaults.yaml)."""
 
-    num_shards: int | None
-    target_shard_bytes: int
+    num_shards: PositiveInt | None
+    target_shard_bytes: PositiveInt
     mmc4: Mmc4ExportSettings
     pairs: PairExportSettings
 
@@ -69,8 +70,6 @@ def check_export_config(kind: str, settings: ExportSettings) -> None:
     """Fail before any work when the `export` section cannot be honoured."""
     if kind not in KINDS:
         raise ConfigError(f"unknown export kind {kind!r} (known: {', '.join(KINDS)})")
-    if int(settings.target_shard_bytes) < 1 or (settings.num_shards is not None and int(settings.num_shards) < 1):
-        raise ConfigError("export.target_shard_bytes and export.num_shards must be positive")
     if kind == "pairs":
         PairRules.from_config(settings.pairs)
 
@@ -80,9 +79,9 @@ class Mmc4DoFn(beam.DoFn):
 
     def __init__(self, settings: Mmc4ExportSettings):
         """`settings`: the `export.mmc4` section."""
-        self.min_images = int(settings.min_images)
-        self.small_bytes = int(settings.consumer_min_image_bytes)
-        self.similarity = float(settings.similarity)
+        self.min_images = settings.min_images
+        self.small_bytes = settings.consumer_min_image_bytes
+        self.similarity = settings.similarity
         self.counts = StageCounters(stage_of("mmc4"))
 
     def process(self, doc: Document) -> Iterator[SampleRecord]:

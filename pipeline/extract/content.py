@@ -48,7 +48,7 @@ def _options(fast: bool, include_tables: bool, favor_precision: bool):
 def trafilatura_options(url: str | None, fast: bool, settings: ExtractSettings):
     """trafilatura's extraction options for one page (built once per process, then given the page's URL):
     images on; comments, metadata and dedup off."""
-    options = copy(_options(fast, bool(settings.include_tables), bool(settings.favor_precision)))
+    options = copy(_options(fast, settings.include_tables, settings.favor_precision))
     options.url = options.source = url
     return options
 
@@ -78,10 +78,10 @@ def main_content(tree, url: str, settings: ExtractSettings):
     from trafilatura.htmlprocessing import prune_unwanted_nodes, tree_cleaning
     from trafilatura.xpaths import RAW_TREE_PRUNE_XPATH, REMOVE_COMMENTS_AND_LISTS_XPATH
 
-    min_chars = int(settings.fallback_below_chars)
+    min_chars = settings.fallback_below_chars
     lazy = not settings.fast and min_chars > 0
     url = url if url.startswith("http") else None
-    options = trafilatura_options(url, bool(settings.fast) or lazy, settings)
+    options = trafilatura_options(url, settings.fast or lazy, settings)
     try:
         is_forum = _forum_thread_page(tree)
         tree = prune_unwanted_nodes(tree, RAW_TREE_PRUNE_XPATH)

@@ -71,7 +71,7 @@ class PageExtractor:
     def __init__(self, *, extract: ExtractSettings, image_nodes: ImageNodeSettings, max_replacement_ratio: float):
         self.settings = extract
         self.image_nodes = image_nodes
-        self.max_replacement_ratio = float(max_replacement_ratio)
+        self.max_replacement_ratio = max_replacement_ratio
         self.rules = ImageNodeRules(image_nodes)
 
     def __call__(self, page: Page) -> Extracted:
@@ -108,7 +108,7 @@ class PageExtractor:
                     out.image_drops[verdict.reason] += 1
                     continue
             kept.append((kind, value))
-        placed = locate(kept, dom, int(settings.locate_prefix_chars))
+        placed = locate(kept, dom, settings.locate_prefix_chars)
         if settings.dom_order:
             ordered = dom_order(placed)
             out.items_moved = moved(ordered)
@@ -135,7 +135,7 @@ class PageExtractor:
             metadata={"title": title, "opt_out": opt_out} if opt_out else {"title": title},
         )
         doc.normalize_nodes()
-        if sum(len(t) for t in doc.texts) < int(settings.min_text_chars):
+        if sum(len(t) for t in doc.texts) < settings.min_text_chars:
             out.drop = "no_text"
         elif settings.require_images and not doc.images:
             out.drop = "no_images"

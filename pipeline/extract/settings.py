@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from pydantic import NonNegativeFloat, NonNegativeInt, PositiveInt
+
 from pipeline.config import Section
 
 
@@ -13,11 +15,11 @@ class ExtractSettings(Section):
 
     require_img_tag: bool
     require_images: bool
-    timeout_s: float
+    timeout_s: NonNegativeFloat  # 0: in-process, no timeout
     include_tables: bool
     favor_precision: bool
     fast: bool
-    fallback_below_chars: int
+    fallback_below_chars: NonNegativeInt
     dom_order: bool
-    locate_prefix_chars: int
-    min_text_chars: int
+    locate_prefix_chars: PositiveInt
+    min_text_chars: NonNegativeInt

@@ -53,8 +53,8 @@ class ExtractDoFn(beam.DoFn):
         self.extractor = PageExtractor(extract=extract, image_nodes=image_nodes,
                                        max_replacement_ratio=max_replacement_ratio)
         self.step = step
-        self.timeout_s = float(extract.timeout_s)
-        self.audit = bool(audit_drops)
+        self.timeout_s = extract.timeout_s
+        self.audit = audit_drops
         self.circuit_breaker = circuit_breaker
         self.counts = StageCounters(STAGE)
         self.worker: IsolatedWorker | None = None

@@ -25,12 +25,13 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 import apache_beam as beam
+from pydantic import NonNegativeInt, PositiveInt
 
 from filters.base import TextItem, Verdict
 from filters.language import LanguageSettings
 from filters.safety import SafetySettings
 from filters.text_quality import DocumentSettings, ParagraphSettings
-from pipeline.config import Section
+from pipeline.config import Section, Share
 from pipeline.core.accounting import DROPPED_TAG, StageCounters
 from pipeline.core.failures import BreakerSettings, FailureBreaker
 from pipeline.core.stages import names
@@ -60,9 +61,9 @@ class GateSettings(Section):
     enabled: bool
     url_blocklist: bool
     language: bool
-    min_target_score: float
-    min_text_chars: int
-    max_text_chars: int
+    min_target_score: Share
+    min_text_chars: NonNegativeInt
+    max_text_chars: PositiveInt
 
 
 @dataclass(frozen=True)
@@ -90,9 +91,9 @@ class PageGate:
         from filters.safety import UrlBlocklist
 
         gate, language, block = filters.gate, filters.language, filters.safety.url_blocklist
-        self.max_replacement = float(max_replacement_ratio)
-        self.min_chars = int(gate.min_text_chars)
-        self.max_chars = int(gate.max_text_chars)
+        self.max_replacement = max_replacement_ratio
+        self.min_chars = gate.min_text_chars
+        self.max_chars = gate.max_text_chars
         self.blocklist = UrlBlocklist(block) if gate.url_blocklist and block.enabled else None
         # Only sure cases are dropped before extraction: the target needs just `min_target_score` here.
         judged = gate.language and language.enabled and language.languages

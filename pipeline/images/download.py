@@ -41,18 +41,19 @@ import urllib.request  # noqa: E402
 from collections.abc import Iterator  # noqa: E402
 from contextlib import contextmanager  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
-from typing import Any  # noqa: E402
+from typing import Annotated, Any, Literal  # noqa: E402
 from urllib.parse import urlsplit  # noqa: E402
 
 import apache_beam as beam  # noqa: E402
 import pyarrow as pa  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 from apache_beam.io.filesystems import FileSystems  # noqa: E402
+from pydantic import Field, NonNegativeInt, PositiveFloat, PositiveInt  # noqa: E402
 
 from filters.base import ImageItem  # noqa: E402
 from filters.images import ImageFilterSettings, ImageRules  # noqa: E402
 from filters.nsfw import NsfwRule, NsfwScorer  # noqa: E402
-from pipeline.config import Section  # noqa: E402
+from pipeline.config import Section, Share  # noqa: E402
 from pipeline.core.accounting import StageCounters  # noqa: E402
 from pipeline.core.failures import BreakerSettings, FailureBreaker, preload  # noqa: E402
 from pipeline.core.files import write_atomically  # noqa: E402
@@ -70,21 +71,21 @@ IMAGE_FILTER = "image_filter"
 class DownloadSettings(Section):
     """The `download` section: how image bytes are fetched, from where, with what identity, and stored."""
 
-    urls_per_shard: int
-    thread_count: int
-    timeout_s: float
-    retries: int
-    shard_retries: int
+    urls_per_shard: PositiveInt
+    thread_count: PositiveInt
+    timeout_s: PositiveFloat
+    retries: NonNegativeInt
+    shard_retries: NonNegativeInt
     user_agent: str
     user_agent_token: str
     disallowed_header_directives: list[str]
     page_opt_out: list[str]
-    max_bytes: int
-    image_size: int
-    resize_mode: str
+    max_bytes: PositiveInt
+    image_size: PositiveInt
+    resize_mode: Literal["no", "keep_ratio", "keep_ratio_largest", "center_crop", "border"]  # img2dataset's
     resize_only_if_bigger: bool
-    encode_format: str
-    encode_quality: int
+    encode_format: Literal["jpg", "png", "webp"]
+    encode_quality: Annotated[int, Field(ge=0, le=100)]  # png: compression level 0-9
     allow_loopback: bool
     retry_next_run: list[str]
     rewrite_to: str | None
@@ -466,8 +467,8 @@ class ShardDownloader:
 
         self.dl = download
         self.filters = image_filters
-        self.policy = OutboundPolicy(bool(self.dl.allow_loopback))
-        self.opener = guarded_opener(self.policy, str(self.dl.user_agent), int(self.dl.max_bytes))
+        self.policy = OutboundPolicy(self.dl.allow_loopback)
+        self.opener = guarded_opener(self.policy, self.dl.user_agent, self.dl.max_bytes)
         nsfw = self.filters.nsfw
         self.nsfw = NsfwScorer.from_config(nsfw) if nsfw.enabled else None
         self.nsfw_rule = NsfwRule(nsfw)
@@ -475,11 +476,11 @@ class ShardDownloader:
         # decode (which fails on truncated or corrupt data) is the only one.
         self.rules = ImageRules(self.filters, decode=self.nsfw is not None)
         self.resizer = Resizer(
-            image_size=int(self.dl.image_size),
-            resize_mode=str(self.dl.resize_mode),
-            resize_only_if_bigger=bool(self.dl.resize_only_if_bigger),
-            encode_format=str(self.dl.encode_format),
-            encode_quality=int(self.dl.encode_quality),
+            image_size=self.dl.image_size,
+            resize_mode=self.dl.resize_mode,
+            resize_only_if_bigger=self.dl.resize_only_if_bigger,
+            encode_format=self.dl.encode_format,
+            encode_quality=self.dl.encode_quality,
         )
         # img2dataset only fetches: the bytes come back untouched, checked and resized by us afterwards,
         # so format and pixel-count checks see the original before any decoder does.
@@ -507,22 +508,22 @@ class ShardDownloader:
         downloader = Downloader(
             sample_writer_class=ParquetSampleWriter,
             resizer=self.fetch_only,
-            thread_count=max(1, min(int(self.dl.thread_count), len(urls))),
+            thread_count=max(1, min(self.dl.thread_count, len(urls))),
             save_caption=False,
             extract_exif=False,
             output_folder=tmp,
             column_list=["source_url", "url"],
-            timeout=float(self.dl.timeout_s),
+            timeout=self.dl.timeout_s,
             number_sample_per_shard=max(1, len(urls)),
             oom_shard_count=5,
             compute_hash=None,
             verify_hash_type=None,
             encode_format="jpg",
-            retries=int(self.dl.retries),
-            user_agent_token=str(self.dl.user_agent_token),
+            retries=self.dl.retries,
+            user_agent_token=self.dl.user_agent_token,
             disallowed_header_directives=list(self.dl.disallowed_header_directives) or None,
         )
-        for attempt in range(int(self.dl.shard_retries) + 1):
+        for attempt in range(self.dl.shard_retries + 1):
             with pa.OSFile(shard_file, "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
                 writer.write_table(table)
             with urlopen_through(self.opener):
@@ -531,7 +532,7 @@ class ShardDownloader:
                 return os.path.join(tmp, "00000.parquet")
             log.warning("m3w download: img2dataset failed on a shard of %d URLs (attempt %d)", len(urls), attempt + 1)
         raise RuntimeError(f"img2dataset failed on a shard of {len(urls)} URLs after "
-                           f"{int(self.dl.shard_retries) + 1} attempts")
+                           f"{self.dl.shard_retries + 1} attempts")
 
     def _process(self, parquet_path: str) -> list[ImageResult]:
         results: list[ImageResult] = []
@@ -577,9 +578,9 @@ class ShardDownloader:
                 sha256=hashlib.sha256(stored).hexdigest(),
                 stored_width=int(width),
                 stored_height=int(height),
-                stored_format=str(self.dl.encode_format),
-                resize_mode=str(self.dl.resize_mode),
-                image_size=int(self.dl.image_size),
+                stored_format=self.dl.encode_format,
+                resize_mode=self.dl.resize_mode,
+                image_size=self.dl.image_size,
             )
             out.append(ImageResult(url, meta=meta, data=stored))
         return out
@@ -602,7 +603,7 @@ def url_shard(url: str, shards: int) -> int:
 
 
 def shard_count(unique_urls: int, urls_per_shard: int) -> int:
-    return max(1, -(-int(unique_urls) // max(1, int(urls_per_shard))))
+    return max(1, -(-int(unique_urls) // urls_per_shard))
 
 
 def shard_basename(index: int, count: int, urls: list[str], fingerprint: str) -> str:

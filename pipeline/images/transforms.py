@@ -69,8 +69,8 @@ class PlanDownloadsDoFn(beam.DoFn):
     def __init__(self, download: DownloadSettings):
         """`download`: the `download` section (rewrite_to, allow_loopback and page_opt_out are used)."""
         self.rewrite_to = download.rewrite_to
-        self.policy = OutboundPolicy(bool(download.allow_loopback))
-        self.opt_out = {str(d).lower() for d in download.page_opt_out}
+        self.policy = OutboundPolicy(download.allow_loopback)
+        self.opt_out = {directive.lower() for directive in download.page_opt_out}
         self.counts = StageCounters(DOWNLOAD)
 
     def process(self, doc: Document) -> Iterator[Any]:
@@ -177,7 +177,7 @@ class DownloadImages(beam.PTransform):
         self.circuit_breaker = circuit_breaker
 
     def expand(self, docs):
-        per_shard = int(self.download.urls_per_shard)
+        per_shard = self.download.urls_per_shard
         plan = PlanDownloadsDoFn(self.download)
         planned = docs | "Plan downloads" >> beam.ParDo(plan).with_outputs(USES, main="docs")
         urls = planned[USES] | "Uses by URL" >> beam.GroupByKey()

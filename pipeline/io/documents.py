@@ -10,12 +10,13 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import apache_beam as beam
 import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
+from pydantic import NonNegativeFloat, PositiveInt
 
 from pipeline.config import Section
 from pipeline.core.failures import BreakerSettings, FailureBreaker
@@ -36,10 +37,10 @@ if TYPE_CHECKING:
 class OutputSettings(Section):
     """The `output` section: how document Parquet is written, drop audits, progress lines."""
 
-    doc_shards: int
-    parquet_compression: str
+    doc_shards: PositiveInt
+    parquet_compression: Literal["none", "snappy", "gzip", "brotli", "lz4", "zstd"]  # pyarrow's codecs
     audit_drops: bool
-    progress_interval_s: float
+    progress_interval_s: NonNegativeFloat  # 0: off
 
 
 def shard_of(doc_id: str, shards: int) -> int:
@@ -92,7 +93,7 @@ class WriteDocuments(beam.PTransform):
         """`output`: the `output` section (shard count, compression)."""
         super().__init__()
         self.directory = directory.rstrip("/")
-        self.shards = int(output.doc_shards)
+        self.shards = output.doc_shards
         self.compression = output.parquet_compression
         self.with_bytes = with_bytes
         self.image_store = image_store  # documents carry image references; bytes are read back here, last

@@ -40,7 +40,11 @@ def run_demo(output: str, seed: int, user_config: str | None, overrides: list[st
     from pipeline.report.run_report import add_smoke_verdict
     from pipeline.sampledata.crawl import generate_sample_crawl
     from pipeline.sampledata.imagehost import ImageHost
+    from train_smoke.config import resolve_config
 
+    # The whole config and the smoke profile, typed, before anything runs (the image host's URL joins later).
+    load_config(user_config, [*DEMO_OVERRIDES, *overrides])
+    resolve_config(user_config, overrides, profile=smoke_profile)
     sample_dir = os.path.join(output, "sample")
     build_dir = os.path.join(output, "build")
 

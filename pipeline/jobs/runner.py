@@ -18,15 +18,16 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import apache_beam as beam
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, SetupOptions, StandardOptions
+from pydantic import NonNegativeInt
 
 from pipeline.config import Section
 from pipeline.core.failures import BreakerSettings
 
-RUNNING_MODES = ("in_memory", "multi_processing", "multi_threading")
+RunningMode = Literal["in_memory", "multi_processing", "multi_threading"]  # Beam's local runner modes
 # What Beam's data plane logs (apache_beam.runners.worker.data_plane) just before the multi-process runner
 # drops or stalls a bundle; workers' copies reach the driver through the Fn API logging service.
 DATA_PLANE_WARNINGS = ("Data output stream buffer size", "exceeds GRPC limit")
@@ -128,8 +129,8 @@ def keyed_payload_probe(pipeline: beam.Pipeline, n: int, value_bytes: int) -> be
 class RunnerSettings(Section):
     """The `runner` section: the local runner's mode and workers, and when item failures stop a run."""
 
-    direct_running_mode: str
-    direct_num_workers: int
+    direct_running_mode: RunningMode
+    direct_num_workers: NonNegativeInt  # 0: one per core
     circuit_breaker: BreakerSettings
 
 
@@ -143,11 +144,9 @@ def pipeline_options(beam_args: list[str] | None, runner: RunnerSettings) -> Pip
     if options.view_as(StandardOptions).runner is None:
         direct = options.view_as(DirectOptions)
         mode = runner.direct_running_mode
-        if mode not in RUNNING_MODES:
-            raise ValueError(f"runner.direct_running_mode must be one of {RUNNING_MODES}; got {mode!r}")
         direct.direct_running_mode = mode
         # One worker is all the in-memory mode can use (Beam warns otherwise).
-        direct.direct_num_workers = 1 if mode == "in_memory" else int(runner.direct_num_workers)
+        direct.direct_num_workers = 1 if mode == "in_memory" else runner.direct_num_workers
     return options
 
 

@@ -29,9 +29,10 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from fastwarc.warc import ArchiveIterator as FastArchiveIterator
 from fastwarc.warc import WarcRecordType
+from pydantic import NonNegativeInt, PositiveInt
 from warcio.archiveiterator import ArchiveIterator as WarcioArchiveIterator
 
-from pipeline.config import Section
+from pipeline.config import Section, Share
 from pipeline.core.accounting import StageCounters
 from pipeline.core.failures import NOT_ABOUT_THE_ITEM, BreakerSettings, FailureBreaker
 
@@ -45,10 +46,10 @@ HTML_SUFFIXES = (".html", ".htm", ".xhtml")
 class ReadSettings(Section):
     """The `read` config section: which crawl records become pages (documented in pipeline/defaults.yaml)."""
 
-    max_html_bytes: int
-    min_html_bytes: int
+    max_html_bytes: PositiveInt
+    min_html_bytes: NonNegativeInt
     html_content_types: list[str]
-    max_replacement_ratio: float
+    max_replacement_ratio: Share
     url_map: str | None
     reshuffle: bool
 
@@ -114,8 +115,8 @@ class ReadCrawlFiles(beam.DoFn):
 
     def __init__(self, settings: ReadSettings, circuit_breaker: BreakerSettings):
         """`settings`: the `read` section; `circuit_breaker`: `runner.circuit_breaker` (files and records)."""
-        self.max_bytes = int(settings.max_html_bytes)
-        self.min_bytes = int(settings.min_html_bytes)
+        self.max_bytes = settings.max_html_bytes
+        self.min_bytes = settings.min_html_bytes
         self.content_types = tuple(t.lower() for t in settings.html_content_types)
         self.url_map_path = settings.url_map
         self.counts = StageCounters(STAGE)

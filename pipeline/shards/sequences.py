@@ -19,17 +19,18 @@ from __future__ import annotations
 
 import hashlib
 import io
+import typing
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline.shards.settings import ShardSettings
+from pipeline.shards.settings import ImageFormat, ResizeMode, ShardSettings
 from schemas.shards import INPUT_IDS_DTYPE, MASK_DTYPE, compute_phi, loss_target_mask
 
-RESIZE_MODES = ("center_crop", "pad", "stretch")
-IMAGE_FORMATS = {"jpeg": "JPEG", "webp": "WEBP"}
+RESIZE_MODES: tuple[str, ...] = typing.get_args(ResizeMode)
+IMAGE_FORMATS = {name: name.upper() for name in typing.get_args(ImageFormat)}  # config name → Pillow's format
 
 
 @dataclass(frozen=True)
@@ -59,9 +60,8 @@ class WindowConfig:
     @classmethod
     def from_config(cls, shards: ShardSettings) -> WindowConfig:
         """The window settings of the `shards` section."""
-        return cls(seq_len=int(shards.seq_len), max_images=int(shards.max_images),
-                   random_window=bool(shards.random_window), seed=int(shards.seed),
-                   min_images_per_sequence=int(shards.min_images_per_sequence))
+        return cls(seq_len=shards.seq_len, max_images=shards.max_images, random_window=shards.random_window,
+                   seed=shards.seed, min_images_per_sequence=shards.min_images_per_sequence)
 
 
 @dataclass
@@ -211,7 +211,7 @@ def parse_image_size(value: int | Sequence[int]) -> tuple[int, int]:
     """Config `image_size` (an int for square, or [height, width]) → (height, width)."""
     if isinstance(value, int):
         return value, value
-    height, width = (int(v) for v in value)
+    height, width = value
     return height, width
 
 
@@ -253,7 +253,7 @@ def fit_image(data: bytes, size: tuple[int, int], mode: str, image_format: str, 
         image = image.resize((width, height), resample=resample)
     out = io.BytesIO()
     if pil_format == "JPEG":
-        image.save(out, format="JPEG", quality=int(quality), optimize=False, progressive=False, subsampling=0)
+        image.save(out, format="JPEG", quality=quality, optimize=False, progressive=False, subsampling=0)
     else:
-        image.save(out, format="WEBP", quality=int(quality), method=4)
+        image.save(out, format="WEBP", quality=quality, method=4)
     return out.getvalue()

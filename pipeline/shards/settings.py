@@ -3,30 +3,38 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated, Literal
 
-from pipeline.config import Section
+from pydantic import Field, NonNegativeInt, PositiveInt
+
+from pipeline.config import Section, Share
+
+ResizeMode = Literal["center_crop", "pad", "stretch"]
+ImageFormat = Literal["jpeg", "webp"]
+DocsParquetImages = Literal["bytes", "references", "none"]
+HeightWidth = Annotated[list[PositiveInt], Field(min_length=2, max_length=2)]
 
 
 @dataclass(frozen=True)
 class ShardSettings(Section):
     """The `shards` section: training sequences, image slots, shard sizes and the tokenizer (pipeline/defaults.yaml)."""
 
-    seq_len: int
-    max_images: int
-    image_size: int | list[int]
-    resize_mode: str
-    image_format: str
-    image_quality: int
+    seq_len: Annotated[int, Field(ge=2)]  # one input and one target at least
+    max_images: Annotated[int, Field(ge=1, le=255)]
+    image_size: PositiveInt | HeightWidth
+    resize_mode: ResizeMode
+    image_format: ImageFormat
+    image_quality: Annotated[int, Field(ge=1, le=100)]
     random_window: bool
-    seed: int
-    min_images_per_sequence: int
-    target_shard_bytes: int
-    num_shards: int | None
+    seed: NonNegativeInt
+    min_images_per_sequence: NonNegativeInt
+    target_shard_bytes: PositiveInt
+    num_shards: PositiveInt | None
     tokenizer: str | None
     eos_token: str | None
-    bpe_vocab_size: int
-    bpe_min_frequency: int
-    bpe_sample_rate: float
-    bpe_max_documents: int
-    bpe_max_chars_per_document: int
-    docs_parquet_images: str
+    bpe_vocab_size: PositiveInt
+    bpe_min_frequency: NonNegativeInt
+    bpe_sample_rate: Share
+    bpe_max_documents: PositiveInt
+    bpe_max_chars_per_document: PositiveInt
+    docs_parquet_images: DocsParquetImages

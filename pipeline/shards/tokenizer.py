@@ -149,9 +149,8 @@ class TrainTokenizer(beam.PTransform):
         if settings.tokenizer:
             info = load_tokenizer_file(settings.tokenizer, settings.eos_token)
             return docs.pipeline | "Tokenizer file" >> beam.Create([info])
-        rate = float(settings.bpe_sample_rate)
-        max_chars = int(settings.bpe_max_chars_per_document)
-        vocab_size, min_frequency = int(settings.bpe_vocab_size), int(settings.bpe_min_frequency)
+        rate, max_chars = settings.bpe_sample_rate, settings.bpe_max_chars_per_document
+        vocab_size, min_frequency = settings.bpe_vocab_size, settings.bpe_min_frequency
 
         def ranked_text(doc) -> Iterable[tuple[float, str, str]]:
             rank = sample_rank(doc.doc_id)
@@ -164,6 +163,6 @@ class TrainTokenizer(beam.PTransform):
         return (
             docs
             | "BPE sample" >> beam.FlatMap(ranked_text)
-            | "BPE cap" >> beam.combiners.Top.Smallest(int(settings.bpe_max_documents))
+            | "BPE cap" >> beam.combiners.Top.Smallest(settings.bpe_max_documents)
             | "Train BPE" >> beam.Map(train)
         )

@@ -37,15 +37,12 @@ from urllib.parse import urlsplit
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
-from pipeline.config import ConfigError
 from pipeline.core.accounting import StageCounters
 from pipeline.core.failures import BreakerSettings, FailureBreaker
 from pipeline.core.files import HashingWriter, open_atomically, write_atomically
 from pipeline.images.store import STORE_DIR, ImageStore
 from pipeline.io.documents import OutputSettings, WriteDocuments
 from pipeline.shards.sequences import (
-    IMAGE_FORMATS,
-    RESIZE_MODES,
     SpecialIds,
     UndecodableImage,
     Window,
@@ -84,7 +81,6 @@ log = logging.getLogger(__name__)
 
 STAGE = "shard"
 DOCS_TAG = "docs"
-DOC_PARQUET_MODES = ("bytes", "references", "none")
 _KEY_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 
 
@@ -100,23 +96,9 @@ SampleRecord = tuple[str, dict[str, "bytes | StoredMember"]]  # (key, {member su
 
 
 def check_shard_config(shards: ShardSettings) -> None:
-    """Fail before any work when the `shards` section cannot be honoured."""
-    try:
-        WindowConfig.from_config(shards)
-        height, width = parse_image_size(shards.image_size)
-    except (TypeError, ValueError) as error:
-        raise ConfigError(f"shards: {error}") from error
-    if min(height, width) < 1:
-        raise ConfigError(f"shards.image_size must be positive; got {shards.image_size}")
-    if shards.resize_mode not in RESIZE_MODES:
-        raise ConfigError(f"shards.resize_mode must be one of {RESIZE_MODES}; got {shards.resize_mode!r}")
-    if shards.image_format not in IMAGE_FORMATS:
-        raise ConfigError(f"shards.image_format must be one of {tuple(IMAGE_FORMATS)}; got {shards.image_format!r}")
-    if shards.docs_parquet_images not in DOC_PARQUET_MODES:
-        raise ConfigError(f"shards.docs_parquet_images must be one of {DOC_PARQUET_MODES}; "
-                          f"got {shards.docs_parquet_images!r}")
-    if int(shards.target_shard_bytes) < 1 or (shards.num_shards is not None and int(shards.num_shards) < 1):
-        raise ConfigError("shards.target_shard_bytes and shards.num_shards must be positive")
+    """Fail before any work when the `shards` section cannot be honoured: its types, ranges and choices (checked
+    at load for a config; here again for a section built in code)."""
+    ShardSettings.from_config(dataclasses.asdict(shards), "shards")
 
 
 def sample_key(doc_id: str, window: int) -> str:
@@ -200,7 +182,7 @@ class BuildSamplesDoFn(beam.DoFn):
                 continue
             try:
                 data = fit_image(source, self.image_size, settings.resize_mode, settings.image_format,
-                                 int(settings.image_quality))
+                                 settings.image_quality)
             except UndecodableImage as error:
                 self.breaker.failed(error)
                 drops["undecodable"] = drops.get("undecodable", 0) + 1
@@ -314,8 +296,8 @@ def shard_index(key: str, shards: int) -> int:
 def shard_count(total_bytes: int, num_shards: int | None, target_shard_bytes: int) -> int:
     """`num_shards` when set, else enough shards of about `target_shard_bytes` for `total_bytes`."""
     if num_shards:
-        return int(num_shards)
-    return max(1, math.ceil(total_bytes / int(target_shard_bytes)))
+        return num_shards
+    return max(1, math.ceil(total_bytes / target_shard_bytes))
 
 
 class WriteShardDoFn(beam.DoFn):
