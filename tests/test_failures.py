@@ -12,6 +12,7 @@ import pytest
 
 from pipeline.cli import main as m3w
 from pipeline.cli import systematic_cause
+from pipeline.config import load_config
 from pipeline.core.failures import FailureBreaker, SystematicFailure, preload
 from pipeline.core.files import write_atomically
 
@@ -43,6 +44,85 @@ def test_breaker_waits_for_min_items_and_tells_exception_types_apart():
     for i in range(100):  # every item fails, but no one exception type reaches 90%
         mixed.failed(KeyError("k") if i % 3 == 0 else ValueError("v"))
     assert mixed.items == 100
+
+
+def failures_until_trip(breaker: FailureBreaker, error: Exception, limit: int = 100_000, **where) -> int:
+    """How many failures in a row `breaker` takes before it stops the stage (the tripping one included)."""
+    for n in range(1, limit + 1):
+        try:
+            breaker.failed(error, **where)
+        except SystematicFailure:
+            return n
+    raise AssertionError(f"no trip after {limit} failures")
+
+
+def test_the_window_judges_the_last_items_at_its_exact_boundary():
+    breaker = FailureBreaker("extract", min_items=10, max_failure_share=0.7, window=10)
+    breaker.succeeded(10_000)
+    for _ in range(6):  # 6 of the last 10: under 70%
+        breaker.failed(ValueError("bad page"))
+    with pytest.raises(SystematicFailure, match=r"extract: 7 of 10 items failed with ValueError: bad page"):
+        breaker.failed(ValueError("bad page"))  # 7 of the last 10 = 70%
+
+
+def test_failures_that_left_the_window_no_longer_count():
+    breaker = FailureBreaker("extract", min_items=10, max_failure_share=0.7, window=10)
+    for _ in range(6):
+        breaker.failed(ValueError("bad page"))
+    breaker.succeeded(4)
+    for _ in range(6):  # the run's totals reached 70% at the 4th (10 of 14); the last 10 hold 6 failures
+        breaker.failed(ValueError("bad page"))
+    with pytest.raises(SystematicFailure, match="7 of 10 items"):
+        breaker.failed(ValueError("bad page"))
+
+
+def test_the_defaults_stop_an_outage_after_10000_good_items_within_the_window():
+    settings = load_config()["runner"]["circuit_breaker"]
+    breaker = FailureBreaker.from_config("download", settings)
+    for _ in range(10_000):
+        breaker.succeeded()
+    tripped_after = failures_until_trip(breaker, ConnectionRefusedError("refused"))
+    assert tripped_after == 210 == settings["max_failure_share"] * settings["window"]
+    assert tripped_after <= settings["window"]
+
+
+def test_a_bug_on_80_percent_of_items_stops_the_stage_but_60_percent_does_not():
+    def run(failing_of_five: int, items: int = 10_000) -> int | None:
+        breaker = FailureBreaker.from_config("filter", load_config()["runner"]["circuit_breaker"])
+        for i in range(items):  # failures interleaved with successes, the same pattern every 5 items
+            if i % 5 < failing_of_five:
+                try:
+                    breaker.failed(KeyError("language"))
+                except SystematicFailure:
+                    return i + 1
+            else:
+                breaker.succeeded()
+        return None
+
+    assert run(4) == 51  # judged from min_items (50) on, at the next failure: 41 of 51 >= 70%
+    assert run(3) is None  # 60%: data, however long the run
+
+
+def test_a_family_groups_different_errors_and_the_message_says_what_to_do():
+    breaker = FailureBreaker("download", min_items=20, max_failure_share=0.7, window=20,
+                             advice="fix the cause and re-run the same command: fetched images are kept")
+    kinds = [ConnectionRefusedError("refused"), TimeoutError("timed out"), OSError("name not known")]
+    with pytest.raises(SystematicFailure) as info:
+        for i in range(20):  # each kind alone is a third of the items: only the family reaches 70%
+            breaker.failed(kinds[i % 3], family="network", item=f"https://img.example/{i}.jpg")
+    message = str(info.value)
+    assert message.startswith("download: 20 of 20 items failed with network "
+                              "(ConnectionRefusedError 7, TimeoutError 7, OSError 6): ")
+    # the last three distinct errors, newest first, with the item that failed
+    assert ("https://img.example/19.jpg: timed out | https://img.example/18.jpg: refused | "
+            "https://img.example/17.jpg: name not known") in message
+    assert message.endswith("fix the cause and re-run the same command: fetched images are kept")
+    assert "\n" not in message  # one line: the CLI quotes it from a runner's traceback
+
+    separate = FailureBreaker("download", min_items=20, max_failure_share=0.7, window=20)
+    for i in range(300):  # without a family each exception type is judged alone
+        separate.failed(kinds[i % 3])
+    assert separate.items == 300
 
 
 def test_errors_that_are_never_about_the_item_stop_at_once():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from pipeline.commands import add_config_flags, exit_status, print_report_summary
 
@@ -27,4 +28,10 @@ def run(args: argparse.Namespace, beam_args: list[str]) -> int:
     if report.get("resumed_stages"):
         print(f"resumed: skipped completed stages {', '.join(report['resumed_stages'])}")
     print(f"report: {args.output}/report.html (and report.json); shards: {args.output}/stages/shards")
-    return exit_status(report)
+    images = report.get("images") or {}
+    if images.get("retry_pending"):  # written, but not final: exit 3 above download.max_retry_pending_share
+        reasons = ", ".join(f"{reason} {n}" for reason, n in images["retry_pending_by_reason"].items())
+        print(f"images: {images['retry_pending']} of {images['urls']} image URLs failed transiently ({reasons}) and "
+              "are pending: re-run the same command to fetch only them", file=sys.stderr)
+    status = exit_status(report)
+    return 3 if status == 0 and images.get("pending_over_limit") else status

@@ -38,7 +38,7 @@ import tempfile  # noqa: E402
 import threading  # noqa: E402
 import urllib.error  # noqa: E402
 import urllib.request  # noqa: E402
-from collections.abc import Iterator  # noqa: E402
+from collections.abc import Callable, Iterator  # noqa: E402
 from contextlib import contextmanager  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
 from typing import Annotated, Any, Literal  # noqa: E402
@@ -55,7 +55,7 @@ from filters.images import ImageFilterSettings, ImageRules  # noqa: E402
 from filters.nsfw import NsfwRule, NsfwScorer  # noqa: E402
 from pipeline.config import Section, Share  # noqa: E402
 from pipeline.core.accounting import StageCounters  # noqa: E402
-from pipeline.core.failures import BreakerSettings, FailureBreaker, preload  # noqa: E402
+from pipeline.core.failures import BreakerSettings, FailureBreaker, SystematicFailure, preload  # noqa: E402
 from pipeline.core.files import write_atomically  # noqa: E402
 from pipeline.core.fingerprint import output_relevant, section_values, settings_digest  # noqa: E402
 from pipeline.core.preflight import download_loaders  # noqa: E402
@@ -88,6 +88,7 @@ class DownloadSettings(Section):
     encode_quality: Annotated[int, Field(ge=0, le=100)]  # png: compression level 0-9
     allow_loopback: bool
     retry_next_run: list[str]
+    max_retry_pending_share: Share
     rewrite_to: str | None
 
 
@@ -260,6 +261,32 @@ class _GuardedHTTPSHandler(urllib.request.HTTPSHandler):
                             context=self._context)
 
 
+NOT_REQUESTED = "not_requested"  # a URL of a shard whose breaker tripped: never asked, always fetched by the next run
+_NOT_TO_REQUEST: set[str] = set()
+_NOT_TO_REQUEST_LOCK = threading.Lock()
+
+
+def not_to_request(url: str) -> bool:
+    with _NOT_TO_REQUEST_LOCK:
+        return url in _NOT_TO_REQUEST
+
+
+@contextmanager
+def requests_held_back_on_trip(urls: list[str]) -> Iterator[Callable[[], None]]:
+    """While the block runs, calling the yielded function makes the guarded opener refuse `urls` before any
+    connection (`not_requested`): img2dataset's thread pool cannot be stopped, but its remaining requests can
+    be answered at once. Keyed by URL, as a URL belongs to one shard of a run."""
+    def hold_back() -> None:
+        with _NOT_TO_REQUEST_LOCK:
+            _NOT_TO_REQUEST.update(urls)
+
+    try:
+        yield hold_back
+    finally:
+        with _NOT_TO_REQUEST_LOCK:
+            _NOT_TO_REQUEST.difference_update(urls)
+
+
 _REFUSED_TYPES = re.compile(r"^(text/|application/(\S*\+)?(xhtml|html|json|javascript|xml)\b)", re.I)
 
 
@@ -273,6 +300,8 @@ class _ResponseGuard(urllib.request.BaseHandler):
         self.max_bytes = max_bytes
 
     def http_request(self, req: urllib.request.Request) -> urllib.request.Request:
+        if not_to_request(req.full_url):
+            raise urllib.error.URLError(f"{NOT_REQUESTED}: the stage stopped before this request was sent")
         req.add_unredirected_header("User-agent", self.user_agent)  # wins over img2dataset's browser string
         return req
 
@@ -356,6 +385,7 @@ def urlopen_through(opener: urllib.request.OpenerDirector) -> Iterator[None]:
 # ------------------------------------------------------------------------------------------------
 _HTTP_STATUS = re.compile(r"http error (\d{3})")
 _REASON_MARKERS = (
+    (NOT_REQUESTED, NOT_REQUESTED),
     ("unsafe_address", "unsafe_address"),
     ("wrong_content_type", "wrong_content_type"),
     ("too_large", "too_large"),
@@ -379,11 +409,18 @@ _REASON_MARKERS = (
 )
 
 
-# Failures of our own side or of the transport, not an answer about the image: they may be retried by the next
-# run, and when (nearly) every URL of a worker fails with one of them the run stops (`FailureBreaker`).
-TRANSPORT_ERRORS = frozenset({"connection_error", "timeout", "dns_error", "tls_error", "download_error"})
-# Failures of our processing of fetched bytes: one is the image's, (nearly) all of them a broken environment.
+# Failures of the network, not an answer about the image: one failure family for the download's breaker (an
+# outage mixes refused, reset, timed-out and unresolved requests), retried by the next run (`retry_next_run`).
+NETWORK_ERRORS = frozenset({"connection_error", "timeout", "dns_error", "tls_error"})
+NETWORK = "network"
+# An error img2dataset reported that we cannot name: a family of its own (our opener raising on every URL).
+UNNAMED_ERROR = "download_error"
+TRANSPORT_ERRORS = NETWORK_ERRORS | {UNNAMED_ERROR}
+# Failures of our processing of fetched bytes: one is the image's, most of them a broken environment.
 PROCESSING_ERRORS = frozenset({"decode_error", "resize_error"})
+# Every other download reason (http_404, opted_out_header, unsafe_address, wrong_content_type, too_large, ...)
+# is an answer or a verdict about the image: a success for the breaker.
+STOPPED_ADVICE = "fix the cause and re-run the same command: fetched images are kept"
 
 
 class ItemFailure(Exception):
@@ -391,8 +428,30 @@ class ItemFailure(Exception):
 
 
 @functools.cache
-def failure_type(stage: str, reason: str) -> type[ItemFailure]:
-    return type(f"{stage}:{reason}", (ItemFailure,), {})
+def failure_type(reason: str) -> type[ItemFailure]:
+    return type(reason, (ItemFailure,), {})
+
+
+def retry_summary(table: dict[str, Any], retry_next_run: list[str]) -> dict[str, Any]:
+    """`report["images"]` of a build, from its stage table, per unique image URL: `retry_pending` failed with a
+    transient reason (`download.retry_next_run`) and is fetched again by the next run; `final_failures` gave
+    no picture for good (404/410, `opted_out_header`, `unsafe_address`, `decode_error`...; image rules'
+    verdicts such as `min_side` or `nsfw` are not failures). Both with their reasons."""
+    retry = set(retry_next_run)
+    fetch = table.get(DOWNLOAD, {}).get("urls", {"in": 0, "dropped": {}})
+    processing = table.get(IMAGE_FILTER, {}).get("urls", {}).get("dropped", {})
+    pending = {reason: n for reason, n in fetch["dropped"].items() if reason in retry}
+    final = {reason: n for reason, n in fetch["dropped"].items() if reason not in retry}
+    final.update((reason, n) for reason, n in processing.items() if reason in PROCESSING_ERRORS)
+    return {"urls": fetch["in"], "retry_pending": sum(pending.values()), "retry_pending_by_reason": pending,
+            "final_failures": sum(final.values()), "final_failures_by_reason": dict(sorted(final.items()))}
+
+
+def download_family(reason: str) -> str | None:
+    """The breaker's failure family of a download reason; None for a success, an answer or a verdict."""
+    if reason in NETWORK_ERRORS:
+        return NETWORK
+    return UNNAMED_ERROR if reason == UNNAMED_ERROR else None
 
 
 def download_reason(error_message: str | None) -> str:
@@ -458,6 +517,53 @@ def results_from_parquet(data: bytes) -> list[ImageResult]:
 _RESIZE_LOCK = threading.Lock()
 
 
+class DownloadWatch:
+    """Feeds each URL's download outcome to the download stage's breaker as img2dataset reports it, so an
+    outage stops the stage within the breaker's window, not at the end of a shard of a thousand URLs.
+
+    Network errors are one family (`network`), an error we cannot name another (`download_error`); any
+    answer (an image, a 404, an X-Robots-Tag opt-out) or verdict (`unsafe_address`) is a success. Once the
+    breaker trips, `tripped` holds its `SystematicFailure` and the shard's remaining URLs are not requested.
+    """
+
+    def __init__(self, breaker: FailureBreaker):
+        self.breaker = breaker
+        self.tripped: SystematicFailure | None = None
+        self.hold_back: Callable[[], None] = lambda: None  # set by the fetch: refuses the rest of the shard
+
+    def observe(self, url: str, status: str | None, error_message: str | None) -> None:
+        if self.tripped is not None:
+            return
+        reason = "" if status == "success" else download_reason(error_message)
+        if reason == NOT_REQUESTED:
+            return
+        family = download_family(reason)
+        if family is None:
+            self.breaker.succeeded()
+            return
+        try:
+            self.breaker.failed(failure_type(reason)(error_message or reason), family, url)
+        except SystematicFailure as tripped:
+            self.tripped = tripped
+            self.hold_back()
+
+
+class WatchedSampleWriter:
+    """img2dataset's sample writer that tells a `DownloadWatch` each URL's outcome as it is written (the
+    only per-URL hook img2dataset's `Downloader` offers; it calls `write` and `close`)."""
+
+    def __init__(self, writer: Any, watch: DownloadWatch):
+        self.writer = writer
+        self.watch = watch
+
+    def write(self, img_str: Any, key: str, caption: Any, meta: dict[str, Any]) -> None:
+        self.writer.write(img_str, key, caption, meta)
+        self.watch.observe(meta.get("source_url") or "", meta.get("status"), meta.get("error_message"))
+
+    def close(self) -> None:
+        self.writer.close()
+
+
 class ShardDownloader:
     """Downloads and checks one list of URLs in this process; built once per worker (it loads the NSFW model)."""
 
@@ -487,10 +593,13 @@ class ShardDownloader:
         self.fetch_only = Resizer(image_size=1, resize_mode="no", resize_only_if_bigger=True,
                                   disable_all_reencoding=True)
 
-    def run(self, urls: list[str]) -> list[ImageResult]:
-        """Every URL in, exactly one result per URL out (sorted by URL)."""
+    def run(self, urls: list[str], watch: DownloadWatch | None = None) -> list[ImageResult]:
+        """Every URL in, exactly one result per URL out (sorted by URL).
+
+        `watch` judges each URL's download outcome as it arrives; once its breaker trips, the URLs not yet
+        requested come back as `not_requested` within moments (see `DownloadWatch.tripped`)."""
         with tempfile.TemporaryDirectory(prefix="m3w-download-") as tmp:
-            fetched = self._fetch(urls, tmp)
+            fetched = self._fetch(urls, tmp, watch)
             results = self._process(fetched)
         by_url = {r.url: r for r in results}
         for url in urls:
@@ -498,15 +607,19 @@ class ShardDownloader:
                 by_url[url] = ImageResult(url, "download_error", DOWNLOAD, detail="no result from img2dataset")
         return [by_url[url] for url in sorted(by_url)]
 
-    def _fetch(self, urls: list[str], tmp: str) -> str:
+    def _fetch(self, urls: list[str], tmp: str, watch: DownloadWatch | None) -> str:
         from img2dataset.downloader import Downloader
         from img2dataset.writer import ParquetSampleWriter
 
         rewrite_to = self.dl.rewrite_to
         table = pa.table({"source_url": urls, "url": [fetch_url(u, rewrite_to) for u in urls]})
         shard_file = os.path.join(tmp, "urls.feather")
+        writer_class: Any = ParquetSampleWriter
+        if watch is not None:
+            def writer_class(*args: Any) -> WatchedSampleWriter:
+                return WatchedSampleWriter(ParquetSampleWriter(*args), watch)
         downloader = Downloader(
-            sample_writer_class=ParquetSampleWriter,
+            sample_writer_class=writer_class,
             resizer=self.fetch_only,
             thread_count=max(1, min(self.dl.thread_count, len(urls))),
             save_caption=False,
@@ -526,7 +639,9 @@ class ShardDownloader:
         for attempt in range(self.dl.shard_retries + 1):
             with pa.OSFile(shard_file, "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
                 writer.write_table(table)
-            with urlopen_through(self.opener):
+            with urlopen_through(self.opener), requests_held_back_on_trip(table.column("url").to_pylist()) as hold:
+                if watch is not None:
+                    watch.hold_back = hold
                 ok, _ = downloader((0, shard_file))
             if ok:
                 return os.path.join(tmp, "00000.parquet")
@@ -621,6 +736,13 @@ class FetchShardsDoFn(beam.DoFn):
     again from scratch. A finished shard is final only for URLs with a final answer: those that failed
     with a transient reason (`download.retry_next_run`: no connection, timeout, 5xx...) are fetched again
     by the next run, and the shard is rewritten with their new answers.
+
+    Two breakers judge each worker's recent URLs: `download` the fetch outcomes as they arrive (an outage
+    stops the stage within its window), `image_filter` the processing of fetched bytes. When the download
+    breaker trips, the shard is stored with what it fetched (marker `"stopped": true`: its network
+    failures and its `not_requested` URLs are fetched again by the next run, whatever `retry_next_run`
+    says) and the stage stops: fixing the cause and re-running loses nothing. A shard whose processing
+    trips is not stored: a broken decoder's verdicts are no answers.
     """
 
     def __init__(self, workdir: str, download: DownloadSettings, image_filters: ImageFilterSettings,
@@ -636,13 +758,15 @@ class FetchShardsDoFn(beam.DoFn):
         self.download_counts = StageCounters(DOWNLOAD)
         self.filter_counts = StageCounters(IMAGE_FILTER)
         self.downloader: ShardDownloader | None = None
-        self.breaker: FailureBreaker | None = None
+        self.download_breaker: FailureBreaker | None = None
+        self.filter_breaker: FailureBreaker | None = None
 
     def setup(self) -> None:
         # img2dataset, the NSFW model: a broken install fails here, named
         preload(download_loaders(self.image_filters.nsfw))
         self.downloader = ShardDownloader(self.download, self.image_filters)
-        self.breaker = FailureBreaker.from_config(DOWNLOAD, self.circuit_breaker)
+        self.download_breaker = FailureBreaker.from_config(DOWNLOAD, self.circuit_breaker, STOPPED_ADVICE)
+        self.filter_breaker = FailureBreaker.from_config(IMAGE_FILTER, self.circuit_breaker, STOPPED_ADVICE)
 
     def process(self, element: tuple[tuple[int, int], Any]) -> Iterator[tuple[str, tuple[int, ImageResult]]]:
         """Yields (doc key, (node index, result)) for every use of every URL of the shard: only references
@@ -653,33 +777,51 @@ class FetchShardsDoFn(beam.DoFn):
             uses.setdefault(url, []).extend(url_use_list)
         urls = sorted(uses)
         name = shard_basename(index, count, urls, self.fingerprint)
-        results = self._load(name, len(urls))
-        if results is None:
-            results = self._fetch(urls)
-            self._store(name, results)
+        loaded = self._load(name, len(urls))
+        if loaded is None:
+            results = self._fetch_and_store(name, urls, [])
             self.download_counts.note("urls", "shards_fetched")
         else:
+            results, stopped = loaded
             self.download_counts.note("urls", "shards_reused")
-            retry = [r.url for r in results if r.reason in self.retry_reasons]
+            retry = [r.url for r in results if self._no_answer(r, stopped)]
             self.download_counts.note("urls", "from_finished_shards", len(results) - len(retry))
             if retry:  # transient failures of an earlier run are not answers: ask again
                 self.download_counts.note("urls", "retried_from_earlier_run", len(retry))
-                fresh = {r.url: r for r in self._fetch(retry)}
-                results = [fresh.get(r.url, r) for r in results]
-                self._store(name, results)
+                results = self._fetch_and_store(name, retry, results)
         self._count(results)
         for result in results:
             for key, node_index in uses.get(result.url, ()):
                 yield key, (node_index, result)
 
-    def _fetch(self, urls: list[str]) -> list[ImageResult]:
-        """Fetch and check `urls`; kept bytes go into the store; systematic failures stop the stage."""
-        results = self.downloader.run(urls)
+    def _no_answer(self, result: ImageResult, stopped: bool) -> bool:
+        """Whether an earlier run's result must be fetched again: a transient failure, a URL a tripped breaker
+        held back, or, in a shard the download breaker stopped, any transport failure (the outage's)."""
+        return (result.reason in self.retry_reasons or result.reason == NOT_REQUESTED
+                or (stopped and result.reason in TRANSPORT_ERRORS))
+
+    def _fetch_and_store(self, name: str, urls: list[str], earlier: list[ImageResult]) -> list[ImageResult]:
+        """Fetch `urls`, merge their results over `earlier` ones and store the shard; when the download
+        breaker tripped meanwhile, the shard is stored as stopped and the stage stops."""
+        watch = DownloadWatch(self.download_breaker)
+        fresh = self._fetch(urls, watch)
+        by_url = {r.url: r for r in earlier} | {r.url: r for r in fresh}
+        results = [by_url[url] for url in sorted(by_url)]
+        self._store(name, results, stopped=watch.tripped is not None)
+        if watch.tripped is not None:
+            raise watch.tripped
+        return results
+
+    def _fetch(self, urls: list[str], watch: DownloadWatch) -> list[ImageResult]:
+        """Fetch (judged by `watch`) and check `urls`; kept bytes go into the store; a processing error on
+        most recent images stops the stage."""
+        results = self.downloader.run(urls, watch)
         for result in results:
-            if result.reason in TRANSPORT_ERRORS or result.reason in PROCESSING_ERRORS:
-                self.breaker.failed(failure_type(result.stage, result.reason)(result.detail or result.reason))
-            else:
-                self.breaker.succeeded()
+            if result.reason in PROCESSING_ERRORS:
+                self.filter_breaker.failed(failure_type(result.reason)(result.detail or result.reason),
+                                           item=result.url)
+            elif result.stage != DOWNLOAD:  # a download's outcome was judged by the watch as it arrived
+                self.filter_breaker.succeeded()
             if result.data is not None:
                 result.meta["sha256"] = self.store.put(result.data)
                 result.data = None
@@ -689,7 +831,9 @@ class FetchShardsDoFn(beam.DoFn):
         folder = FileSystems.join(self.workdir, "shards")
         return FileSystems.join(folder, name + ".parquet"), FileSystems.join(folder, name + ".done.json")
 
-    def _load(self, name: str, expected: int) -> list[ImageResult] | None:
+    def _load(self, name: str, expected: int) -> tuple[list[ImageResult], bool] | None:
+        """The stored results of a finished shard and whether its download breaker stopped it; None when
+        there are none to trust."""
         results_path, marker_path = self._paths(name)
         if not FileSystems.exists(marker_path) or not FileSystems.exists(results_path):
             return None
@@ -713,14 +857,14 @@ class FetchShardsDoFn(beam.DoFn):
             log.warning("m3w download: finished shard %s refers to images no longer in %s: fetching it again",
                         name, self.store.root)
             return None
-        return results
+        return results, bool(marker.get("stopped"))
 
-    def _store(self, name: str, results: list[ImageResult]) -> None:
+    def _store(self, name: str, results: list[ImageResult], stopped: bool = False) -> None:
         results_path, marker_path = self._paths(name)
         data = results_to_parquet(results)
         write_atomically(results_path, data)
         marker = {"urls": len(results), "kept": sum(r.kept for r in results),
-                  "retry_next_run": sum(r.reason in self.retry_reasons for r in results),
+                  "retry_next_run": sum(self._no_answer(r, stopped) for r in results), "stopped": stopped,
                   "sha256": hashlib.sha256(data).hexdigest(), "fingerprint": self.fingerprint}
         write_atomically(marker_path, json.dumps(marker, sort_keys=True).encode())
 
@@ -736,5 +880,6 @@ class FetchShardsDoFn(beam.DoFn):
                 if result.stage == IMAGE_FILTER:
                     self.filter_counts.dropped("urls", result.reason)
         self.download_counts.kept("urls", fetched)
+        self.download_counts.note("urls", "retry_pending", sum(r.reason in self.retry_reasons for r in results))
         self.filter_counts.seen("urls", fetched)
         self.filter_counts.kept("urls", sum(r.kept for r in results))

@@ -35,6 +35,7 @@ from pipeline.core.fingerprint import (
 from pipeline.core.preflight import preflight
 from pipeline.core.progress import run_pipeline
 from pipeline.dedup import DedupSettings
+from pipeline.images.download import DOWNLOAD, retry_summary
 from pipeline.io.documents import OutputSettings, ReadDocumentFiles, WriteDocuments, parquet_files, stage_dir
 from pipeline.jobs.runner import RunnerSettings, make_pipeline
 from pipeline.jobs.stages import download_images, extract_documents, output_settings, runner_settings, write_config
@@ -203,6 +204,7 @@ def run_build(inputs: list[str], output: str, config: dict[str, Any], beam_args:
     kinds: dict[str, str] = {}  # per stage: the metric values (committed or attempted) its balance check used
     resumed: list[str] = []
     redoing = False  # once a stage runs, every later one runs too: its input may have changed
+    retry_next_run = list(config["download"]["retry_next_run"])
     for name, job in STAGES:
         directory = ctx.stage_dir(name)
         marker = _read_marker(directory)
@@ -221,8 +223,15 @@ def run_build(inputs: list[str], output: str, config: dict[str, Any], beam_args:
             stage_counts, kinds[name] = _run(job(ctx, directory), config)
             seconds = round(time.time() - started, 3)
             lost = _lost_on_the_way(counts, stage_counts)
+            pending = retry_summary(stage_table(stage_counts), retry_next_run) if name == "images" else None
             if lost:  # not marked complete: a re-run redoes this stage instead of trusting its output
                 log.error("m3w build: stage '%s' lost items between stages: %s", name, "; ".join(lost))
+            elif pending and pending["retry_pending"]:  # not final: the next run fetches those URLs again
+                log.warning("m3w build: stage '%s' not marked complete: %d image URLs failed transiently (%s); "
+                            "re-run the same command to fetch them (only them: the rest comes from %s)", name,
+                            pending["retry_pending"], ", ".join(f"{reason} {n}" for reason, n in
+                                                                pending["retry_pending_by_reason"].items()),
+                            ctx.download_dir)
             else:
                 write_json(FileSystems.join(directory, MARKER),
                            {"fingerprint": key, "counts": stage_counts, "seconds": seconds, "metrics": kinds[name]})
@@ -240,6 +249,11 @@ def run_build(inputs: list[str], output: str, config: dict[str, Any], beam_args:
         "stage_started": started_at,
         "resumed_stages": resumed,
     }
+    if DOWNLOAD in table:  # what the next run asks again, and what failed for good (docs/failures.md)
+        images = report["images"] = retry_summary(table, retry_next_run)
+        images["complete"] = not images["retry_pending"]
+        images["pending_over_limit"] = images["retry_pending"] > \
+            config["download"]["max_retry_pending_share"] * images["urls"]
     enrich_report(report, ctx)
     write_report(report, output)
     return report
