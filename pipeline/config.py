@@ -3,8 +3,9 @@ then checked whole against its typed sections before anything runs.
 
 The check is pydantic v2 in strict mode on the sections' own frozen dataclasses: a value of the wrong type, a
 number out of its range or an unknown choice is a ConfigError naming the key, the value and what is expected.
-Nothing is coerced: a quoted '"false"' is no boolean and '"256"' no integer (PyYAML also reads `1e-3`, a number
-without a dot, as a string: write `1.0e-3`); only an integer is taken where a float is expected.
+Nothing is coerced: a quoted '"false"' is no boolean and '"256"' no integer; only an integer is taken where a
+float is expected. Numbers are read as YAML 1.2 writes them: `1e-3` is a float (PyYAML's YAML 1.1 reads it as
+a string), while a quoted '"1e-3"' stays a string and is refused for a number.
 """
 
 from __future__ import annotations
@@ -29,13 +30,36 @@ Config = dict[str, Any]
 Share = Annotated[float, Field(ge=0.0, le=1.0)]
 
 
+class ConfigLoader(yaml.SafeLoader):
+    """PyYAML's safe loader with YAML 1.2's float syntax, so `1e-3` and `5E+2` are numbers as users expect."""
+
+
+ConfigLoader.yaml_implicit_resolvers = {
+    first: [(tag, pattern) for tag, pattern in resolvers if tag != "tag:yaml.org,2002:float"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+ConfigLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+                 |[-+]?(?:[0-9][0-9_]*)[eE][-+]?[0-9]+
+                 |[-+]?\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+                 |[-+]?\.(?:inf|Inf|INF)
+                 |\.(?:nan|NaN|NAN))$""", re.X),
+    list("-+0123456789."))
+
+
+def load_yaml(text: str | io.TextIOBase) -> Any:
+    """YAML through `ConfigLoader` (safe, YAML 1.2 floats): every config text m3w reads goes through here."""
+    return yaml.load(text, Loader=ConfigLoader)  # noqa: S506 - a SafeLoader subclass
+
+
 class ConfigError(ValueError):
     """A config names a key the defaults do not have, has the wrong shape, or a value of the wrong type or range."""
 
 
 def load_defaults() -> Config:
     text = resources.files("pipeline").joinpath("defaults.yaml").read_text(encoding="utf-8")
-    return yaml.safe_load(text)
+    return load_yaml(text)
 
 
 def _merge(base: Config, override: Mapping[str, Any], path: str = "") -> Config:
@@ -58,7 +82,7 @@ def parse_override(item: str) -> Config:
     if "=" not in item:
         raise ConfigError(f"override '{item}' must look like section.key=value")
     dotted, raw = item.split("=", 1)
-    value = yaml.safe_load(raw) if raw.strip() else ""
+    value = load_yaml(raw) if raw.strip() else ""
     out: Config = {}
     cursor = out
     parts = dotted.strip().split(".")
@@ -82,7 +106,7 @@ def load_config(
         from apache_beam.io.filesystems import FileSystems
 
         with FileSystems.open(user_yaml) as handle:
-            user = yaml.safe_load(io.TextIOWrapper(handle, encoding="utf-8")) or {}
+            user = load_yaml(io.TextIOWrapper(handle, encoding="utf-8")) or {}
         config = _merge(config, user)
     if extra:
         config = _merge(config, extra)
@@ -155,7 +179,6 @@ _EXPECTED = {
 _BOUNDS = {"ge": "at least {}", "gt": "more than {}", "le": "at most {}", "lt": "less than {}"}
 _MISSING = {"missing", "missing_argument", "missing_keyword_only_argument"}
 _UNKNOWN = {"unexpected_keyword_argument", "extra_forbidden", "unexpected_positional_argument"}
-_E_NOTATION = re.compile(r"[+-]?\d+[eE][+-]?\d+")
 
 
 def describe_errors(error: ValidationError, data: Any, where: str) -> str:
@@ -204,9 +227,6 @@ def _expected(kind: str, item: Any) -> str:
 def _hint(value: Any, kinds: set[str]) -> str:
     if not isinstance(value, str) or not kinds & {"bool_type", "int_type", "float_type"}:
         return ""
-    if _E_NOTATION.fullmatch(value.strip()):
-        mantissa, exponent = re.split("[eE]", value.strip())
-        return (f" (YAML reads a number in e-notation without a dot as a string: write {mantissa}.0e{exponent})")
     return " (a string is never read as a boolean or a number: write the value without quotes)"
 
 

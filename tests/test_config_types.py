@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal, Union
 import pytest
 
 from pipeline.cli import build_parser, main
-from pipeline.config import ConfigError, check_config, load_config, load_defaults
+from pipeline.config import ConfigError, check_config, load_config, load_defaults, load_yaml
 from pipeline.filter.transforms import FilterSettings
 from pipeline.settings import M3wSettings
 from train_smoke.config import resolve_config, smoke_settings
@@ -213,11 +213,14 @@ def test_an_integer_is_a_float_but_no_float_or_boolean_is_an_integer():
     assert "expected a boolean (true or false); got 1" in refusal("download.allow_loopback", 1)
 
 
-def test_a_number_in_e_notation_without_a_dot_is_refused_with_the_spelling_yaml_reads():
-    with pytest.raises(ConfigError, match=r"'smoke.train.lr': expected a number; got '1e-3' \(YAML reads a number "
-                                          r"in e-notation without a dot as a string: write 1.0e-3\)"):
-        load_config(overrides=["smoke.train.lr=1e-3"])
-    assert load_config(overrides=["smoke.train.lr=1.0e-3"])["smoke"]["train"]["lr"] == 0.001
+def test_numbers_are_read_as_yaml_1_2_writes_them_and_a_quoted_one_stays_a_string():
+    for spelling, value in [("1e-3", 0.001), ("5E+2", 500.0), ("2.5e-1", 0.25), ("1.0e-3", 0.001), (".5", 0.5)]:
+        lr = load_config(overrides=[f"smoke.train.lr={spelling}"])["smoke"]["train"]["lr"]
+        assert lr == value and isinstance(lr, float), spelling
+    assert load_config(overrides=["shards.seq_len=256"])["shards"]["seq_len"] == 256  # integers stay integers
+    with pytest.raises(ConfigError, match=r"'smoke.train.lr': expected a number; got '1e-3' \(a string is never"):
+        load_config(overrides=["smoke.train.lr='1e-3'"])
+    assert load_yaml("version: 1.2.3\nname: 1e3x")["version"] == "1.2.3"  # not numbers at all: strings
 
 
 def test_every_bad_key_is_named_at_once():

@@ -17,10 +17,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import Field, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
 
-from pipeline.config import Config, ConfigError, Section, Share, load_config, load_defaults, parse_override
+from pipeline.config import Config, ConfigError, Section, Share, load_config, load_defaults, load_yaml, parse_override
 
 
 def _deep_merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
@@ -40,7 +39,7 @@ def _read_user_yaml(config_path: str | None) -> dict[str, Any]:
     from schemas.shards import open_binary
 
     with open_binary(config_path) as handle:
-        return yaml.safe_load(io.TextIOWrapper(handle, encoding="utf-8")) or {}
+        return load_yaml(io.TextIOWrapper(handle, encoding="utf-8")) or {}
 
 
 def resolve_config(config_path: str | None = None, overrides: Iterable[str] = (),
