@@ -139,14 +139,17 @@ def run_one(size: int, workers: int, with_images: bool, mode: str) -> dict:
     result = pipeline.run()
     result.wait_until_finish()
     table = stage_table(query_counts(result))
-    return {"stages": table, "unbalanced": unbalanced(table), "broken_links": broken_links(table, _flow())}
+    return {"stages": table, "unbalanced": unbalanced(table),
+            "broken_links": broken_links(table, _flow(with_images))}
 
 
-def _flow() -> list[tuple[str, str]]:
+def _flow(with_images: bool) -> list[tuple[str, str]]:
+    """The dedup links the run has (image dedup only with images), then the output counter."""
     from pipeline.core.accounting import flow_of
     from pipeline.dedup import STAGES
+    from pipeline.dedup.images import STAGE as IMAGE_DEDUP
 
-    return [*flow_of(STAGES), ("bench_output", "documents")]
+    return [*flow_of([name for name in STAGES if with_images or name != IMAGE_DEDUP]), ("bench_output", "documents")]
 
 
 def measure(size: int, workers: int, with_images: bool, mode: str) -> dict:

@@ -1,7 +1,9 @@
 """One module per `m3w` subcommand, discovered here; each defines NAME, HELP, add_arguments() and run().
 
 Command modules stay light at import (heavy imports go inside `run`), so `m3w --help` is instant.
-`run(args, beam_args)` returns the exit code; unknown flags (`beam_args`) are Beam pipeline options.
+`run(args, beam_args)` returns the exit code; `beam_args` are the Beam pipeline options among the flags (the
+CLI refuses any other flag it does not know). A command that runs no Beam pipeline sets
+`PIPELINE_OPTIONS = False`: every flag it does not know is refused.
 """
 
 from __future__ import annotations
@@ -31,6 +33,26 @@ def add_overwrite_flag(parser: argparse.ArgumentParser) -> None:
                              "output (without it such a folder is refused; `m3w download` keeps its --workdir)")
 
 
+def add_allow_empty_flag(parser: argparse.ArgumentParser) -> None:
+    """`--allow-empty`: a run that reads items and writes none exits 0 (without it: 1, naming why)."""
+    parser.add_argument("--allow-empty", action="store_true",
+                        help="exit 0 even when the input has items and the output none (e.g. a filter you "
+                             "expect to drop everything); without it such a run exits 1 naming the stage")
+
+
+def checked_config(args: argparse.Namespace, beam_args: list[str], *outputs: str | None) -> dict:
+    """The command's whole config, with `--input`, `--output` and `outputs` checked before anything runs: a path
+    that cannot be used is one line naming it and the cause (exit 2, pipeline/core/paths.py)."""
+    from pipeline.config import load_config
+    from pipeline.core.paths import check_paths
+    from pipeline.jobs.runner import RunnerSettings
+
+    config = load_config(args.config, args.set)
+    timeout_s = RunnerSettings.from_config(config["runner"], "runner").path_check_timeout_s
+    check_paths(args.input, [args.output, *outputs], beam_args, timeout_s)
+    return config
+
+
 def print_report_summary(report: dict) -> None:
     import sys
 
@@ -44,6 +66,16 @@ def print_report_summary(report: dict) -> None:
         print(f"ITEMS LOST BETWEEN STAGES: {'; '.join(report['broken_links'])}", file=sys.stderr)
 
 
-def exit_status(report: dict) -> int:
-    """1 when anything vanished (a stage that does not balance, or items lost between stages), else 0."""
-    return 1 if report.get("unbalanced") or report.get("broken_links") else 0
+def exit_status(report: dict, allow_empty: bool = False) -> int:
+    """1 when anything vanished (a stage that does not balance, items lost between stages), when the runner
+    returned no metrics to show that nothing did, or when non-empty input gave no output (unless
+    `allow_empty`); else 0. The last two are told here in one line each."""
+    import sys
+
+    if report.get("unverified"):
+        print(f"m3w: cannot verify the run: {report['unverified']}", file=sys.stderr)
+    if report.get("empty"):
+        hint = "allowed by --allow-empty" if allow_empty else "use --allow-empty if you expect an empty result"
+        print(f"m3w: {report['empty']}; {hint}", file=sys.stderr)
+    failed = report.get("unbalanced") or report.get("broken_links") or report.get("unverified")
+    return 1 if failed or (report.get("empty") and not allow_empty) else 0

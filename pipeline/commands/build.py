@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from pipeline.commands import add_config_flags, exit_status, print_report_summary
+from pipeline.commands import add_allow_empty_flag, add_config_flags, checked_config, exit_status, print_report_summary
 
 NAME = "build"
 ORDER = 5
@@ -17,13 +17,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="WARC/ARC/HTML file glob or directory, local or any Beam filesystem (repeatable)")
     parser.add_argument("--output", required=True, help="output directory (local, gs://, s3://...)")
     add_config_flags(parser)
+    add_allow_empty_flag(parser)
 
 
 def run(args: argparse.Namespace, beam_args: list[str]) -> int:
-    from pipeline.config import load_config
     from pipeline.jobs.build import run_build
 
-    report = run_build(args.input, args.output, load_config(args.config, args.set), beam_args)
+    config = checked_config(args, beam_args)
+    report = run_build(args.input, args.output, config, beam_args)
     print_report_summary(report)
     if report.get("resumed_stages"):
         print(f"resumed: skipped completed stages {', '.join(report['resumed_stages'])}")
@@ -33,5 +34,5 @@ def run(args: argparse.Namespace, beam_args: list[str]) -> int:
         reasons = ", ".join(f"{reason} {n}" for reason, n in images["retry_pending_by_reason"].items())
         print(f"images: {images['retry_pending']} of {images['urls']} image URLs failed transiently ({reasons}) and "
               "are pending: re-run the same command to fetch only them", file=sys.stderr)
-    status = exit_status(report)
+    status = exit_status(report, args.allow_empty)
     return 3 if status == 0 and images.get("pending_over_limit") else status

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import argparse
 
-from pipeline.commands import add_config_flags, add_overwrite_flag, exit_status, print_report_summary
+from pipeline.commands import (
+    add_allow_empty_flag,
+    add_config_flags,
+    add_overwrite_flag,
+    checked_config,
+    exit_status,
+    print_report_summary,
+)
 
 NAME = "dedup"
 ORDER = 30
@@ -17,16 +24,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "local or any Beam filesystem (repeatable)")
     parser.add_argument("--output", required=True, help="output directory")
     add_config_flags(parser)
+    add_allow_empty_flag(parser)
     add_overwrite_flag(parser)
 
 
 def run(args: argparse.Namespace, beam_args: list[str]) -> int:
-    from pipeline.config import load_config
     from pipeline.jobs.stages import run_dedup
 
-    report = run_dedup(args.input, args.output, load_config(args.config, args.set), beam_args,
-                       overwrite=args.overwrite)
+    config = checked_config(args, beam_args)
+    report = run_dedup(args.input, args.output, config, beam_args, overwrite=args.overwrite)
     print_report_summary(report)
     images = "with image content dedup" if report["image_dedup"] else "no image bytes: image content dedup skipped"
     print(f"documents ({images}), report.json and config.yaml written to {args.output}")
-    return exit_status(report)
+    return exit_status(report, args.allow_empty)

@@ -12,7 +12,14 @@ from __future__ import annotations
 
 import argparse
 
-from pipeline.commands import add_config_flags, add_overwrite_flag, exit_status, print_report_summary
+from pipeline.commands import (
+    add_allow_empty_flag,
+    add_config_flags,
+    add_overwrite_flag,
+    checked_config,
+    exit_status,
+    print_report_summary,
+)
 
 NAME = "download"
 ORDER = 40
@@ -25,15 +32,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", required=True, help="output directory")
     parser.add_argument("--workdir", help="where finished URL shards are kept (default OUTPUT/work/download)")
     add_config_flags(parser)
+    add_allow_empty_flag(parser)
     add_overwrite_flag(parser)
 
 
 def run(args: argparse.Namespace, beam_args: list[str]) -> int:
-    from pipeline.config import load_config
     from pipeline.jobs.stages import run_download
 
-    report = run_download(args.input, args.output, load_config(args.config, args.set), beam_args, args.workdir,
-                          overwrite=args.overwrite)
+    config = checked_config(args, beam_args, args.workdir)
+    report = run_download(args.input, args.output, config, beam_args, args.workdir, overwrite=args.overwrite)
     print_report_summary(report)
     print(f"documents with image bytes, report.json and config.yaml written to {args.output}")
-    return exit_status(report)
+    return exit_status(report, args.allow_empty)

@@ -13,7 +13,14 @@ from __future__ import annotations
 
 import argparse
 
-from pipeline.commands import add_config_flags, add_overwrite_flag, exit_status, print_report_summary
+from pipeline.commands import (
+    add_allow_empty_flag,
+    add_config_flags,
+    add_overwrite_flag,
+    checked_config,
+    exit_status,
+    print_report_summary,
+)
 
 NAME = "export"
 ORDER = 65
@@ -27,17 +34,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "stages/shards), any Beam filesystem (repeatable)")
     parser.add_argument("--output", required=True, help="output directory (NNNNN.tar, sizes.json, manifest.json)")
     add_config_flags(parser)
+    add_allow_empty_flag(parser)
     add_overwrite_flag(parser)
 
 
 def run(args: argparse.Namespace, beam_args: list[str]) -> int:
-    from pipeline.config import load_config
     from pipeline.jobs.stages import run_export
 
-    report = run_export(args.kind, args.input, args.output, load_config(args.config, args.set), beam_args,
-                        overwrite=args.overwrite)
+    config = checked_config(args, beam_args)
+    report = run_export(args.kind, args.input, args.output, config, beam_args, overwrite=args.overwrite)
     print_report_summary(report)
     summary = report["export"]
     print(f"{summary['samples']} {args.kind} samples in {summary['shards']} shard(s): "
           f"{args.output.rstrip('/')}/{summary['shard_pattern']}")
-    return exit_status(report)
+    return exit_status(report, args.allow_empty)

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import argparse
 
-from pipeline.commands import add_config_flags, add_overwrite_flag, exit_status, print_report_summary
+from pipeline.commands import (
+    add_allow_empty_flag,
+    add_config_flags,
+    add_overwrite_flag,
+    checked_config,
+    exit_status,
+    print_report_summary,
+)
 
 NAME = "extract"
 ORDER = 10
@@ -16,15 +23,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="WARC/ARC/HTML file glob or directory, local or any Beam filesystem (repeatable)")
     parser.add_argument("--output", required=True, help="output directory")
     add_config_flags(parser)
+    add_allow_empty_flag(parser)
     add_overwrite_flag(parser)
 
 
 def run(args: argparse.Namespace, beam_args: list[str]) -> int:
-    from pipeline.config import load_config
     from pipeline.jobs.stages import run_extract
 
-    report = run_extract(args.input, args.output, load_config(args.config, args.set), beam_args,
-                         overwrite=args.overwrite)
+    config = checked_config(args, beam_args)
+    report = run_extract(args.input, args.output, config, beam_args, overwrite=args.overwrite)
     print_report_summary(report)
     print(f"documents, report.json and config.yaml written to {args.output}")
-    return exit_status(report)
+    return exit_status(report, args.allow_empty)

@@ -13,6 +13,7 @@ import argparse
 NAME = "imagehost"
 ORDER = 90
 HELP = "serve test images on 127.0.0.1 (for the demo and `m3w download` without the live web)"
+PIPELINE_OPTIONS = False  # no Beam pipeline: every flag it does not know is refused
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -25,8 +26,5 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace, beam_args: list[str]) -> int:
     from pipeline.sampledata.imagehost import serve_forever
 
-    if beam_args:
-        print(f"m3w imagehost: unknown arguments {beam_args}")
-        return 2
     serve_forever(args.root, args.port, args.timeout_sleep)
     return 0

@@ -14,6 +14,7 @@ import sys
 NAME = "inspect"
 ORDER = 70
 HELP = "validate / stats / show / html on training shards"
+PIPELINE_OPTIONS = False  # no Beam pipeline: every flag it does not know is refused
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -52,9 +53,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace, beam_args: list[str]) -> int:
     from pipeline.inspect.common import InspectError
 
-    if beam_args:
-        print(f"m3w inspect: unknown arguments {' '.join(beam_args)}", file=sys.stderr)
-        return 2
     try:
         return _run(args)
     except InspectError as error:

@@ -14,6 +14,7 @@ from pipeline.sampledata.crawl.canaries import CANARY_CLASSES
 NAME = "sample"
 ORDER = 5
 HELP = "generate the bundled sample crawl (WARC + images + ground_truth.json)"
+PIPELINE_OPTIONS = False  # no Beam pipeline: every flag it does not know is refused
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -31,8 +32,6 @@ def run(args: argparse.Namespace, beam_args: list[str]) -> int:
 
     from pipeline.sampledata.crawl import generate_sample_crawl
 
-    if beam_args:
-        raise SystemExit(f"m3w sample: unknown arguments {' '.join(beam_args)}")
     if args.canary_pages < 0:
         raise SystemExit("m3w sample: --canary-pages must be >= 0")
     truth = generate_sample_crawl(args.output, seed=args.seed, n_canary_pages=args.canary_pages,

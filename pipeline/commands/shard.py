@@ -5,7 +5,14 @@ from __future__ import annotations
 
 import argparse
 
-from pipeline.commands import add_config_flags, add_overwrite_flag, exit_status, print_report_summary
+from pipeline.commands import (
+    add_allow_empty_flag,
+    add_config_flags,
+    add_overwrite_flag,
+    checked_config,
+    exit_status,
+    print_report_summary,
+)
 
 NAME = "shard"
 ORDER = 60
@@ -19,18 +26,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", required=True,
                         help="output directory (shards/, manifest.json, tokenizer.json, docs/)")
     add_config_flags(parser)
+    add_allow_empty_flag(parser)
     add_overwrite_flag(parser)
 
 
 def run(args: argparse.Namespace, beam_args: list[str]) -> int:
-    from pipeline.config import load_config
     from pipeline.jobs.stages import run_shard
 
-    report = run_shard(args.input, args.output, load_config(args.config, args.set), beam_args,
-                       overwrite=args.overwrite)
+    config = checked_config(args, beam_args)
+    report = run_shard(args.input, args.output, config, beam_args, overwrite=args.overwrite)
     print_report_summary(report)
     summary = report["shards"]
     print(f"{summary['samples']} sequences from {summary['documents']} documents in {summary['shards']} shard(s); "
           f"manifest: {summary['manifest']}")
     print(f"check them with: m3w inspect validate {args.output}")
-    return exit_status(report)
+    return exit_status(report, args.allow_empty)

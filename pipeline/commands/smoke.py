@@ -17,6 +17,7 @@ from pipeline.commands import add_config_flags
 NAME = "smoke"
 ORDER = 60
 HELP = "train a small Flamingo-style model on shards; verdict: do the images matter where φ says?"
+PIPELINE_OPTIONS = False  # no Beam pipeline: every flag it does not know is refused
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -27,11 +28,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, beam_args: list[str]) -> int:
-    import sys
-
-    if beam_args:
-        print(f"m3w smoke: unknown arguments {' '.join(beam_args)}", file=sys.stderr)
-        return 2
     from pipeline.config import load_config
     from train_smoke.cli import run as run_smoke_command
 

@@ -17,7 +17,7 @@ from apache_beam.metrics.metric import MetricsFilter
 
 from pipeline.core import progress
 from pipeline.core.counts import SEP, stage_table  # noqa: F401 - re-exported
-from pipeline.core.stages import document_flow, flow_of  # noqa: F401 - re-exported
+from pipeline.core.stages import document_flow, flow_of, names, product, running  # noqa: F401 - re-exported
 
 NAMESPACE = "m3w"
 DROPPED_TAG = "dropped"
@@ -109,12 +109,71 @@ def broken_links(table: dict[str, Any], flow: Iterable[tuple[str, str]]) -> list
     """Items lost *between* stages: each stage's input must be the output of the stage before it in `flow`.
 
     Every stage balancing on its own does not prove nothing vanished on the way from one to the next (a
-    runner losing a bundle, a sink dropping rows); this check does. Stages absent from `table` are skipped.
+    runner losing a bundle, a sink dropping rows); this check does. `flow` lists the stages the run ran
+    (`running` leaves out those the config switches off): one of them without counters received nothing,
+    which after a stage that emitted items is a loss like any other.
     """
-    present = [(stage, unit) for stage, unit in flow if unit in table.get(stage, {})]
-    problems = []
-    for (before, unit_before), (after, unit_after) in zip(present, present[1:]):
-        out, into = table[before][unit_before]["out"], table[after][unit_after]["in"]
-        if out != into:
-            problems.append(f"{before}/{unit_before} out={out} but {after}/{unit_after} in={into}")
+    links, problems = list(flow), []
+    for (before, unit_before), (after, unit_after) in zip(links, links[1:]):
+        out = _entry(table, before, unit_before)["out"]
+        received = table.get(after, {}).get(unit_after)
+        if received is None and out:
+            problems.append(f"{before}/{unit_before} out={out} but {after}/{unit_after} counted nothing")
+        elif received is not None and received["in"] != out:
+            problems.append(f"{before}/{unit_before} out={out} but {after}/{unit_after} in={received['in']}")
     return problems
+
+
+NO_METRICS = ("the runner returned no m3w metrics, so nothing shows that every item was counted "
+              "(an input without any item reports none either)")
+
+
+def unverified(counts: dict[str, int]) -> str | None:
+    """Why a run's counts cannot be checked, or None: a runner that returns no metrics proves nothing."""
+    return None if counts else NO_METRICS
+
+
+def empty_result(table: dict[str, Any], flow: list[tuple[str, str]], top: int = 3) -> str | None:
+    """Why a run that read items wrote none, or None when it wrote some or read nothing.
+
+    Names every stage and unit that dropped all it received, in flow order, up to the stage where the flow
+    reached zero, each with its `top` drop reasons: "the run wrote nothing from 50 records read: download
+    dropped every image (unsafe_address 118) and every document (no_images 36)".
+    """
+    if not flow:
+        return None
+    (first, unit_in), (last, unit_out) = flow[0], product(flow)
+    read = _entry(table, first, unit_in)["in"]
+    if not read or _entry(table, last, unit_out)["out"]:
+        return None
+    emptied = next((name for name, unit in flow if _entry(table, name, unit)["in"] and
+                    not _entry(table, name, unit)["out"]), last)
+    causes = []
+    order = {name: i for i, name in enumerate(names())}
+    for stage, units in sorted(table.items(), key=lambda kv: order.get(kv[0], len(order))):
+        flow_unit = dict(flow).get(stage)  # told last: the other units (images) emptied it
+        every = [f"every {_one(unit)} ({_reasons(entry['dropped'], top)})"
+                 for unit, entry in sorted(units.items(), key=lambda kv: kv[0] == flow_unit)
+                 if entry["in"] and not entry["out"]]
+        if every:
+            causes.append(f"{stage} dropped {' and '.join(every)}")
+        if stage == emptied:
+            break
+    why = " → ".join(causes) or "no stage dropped them all: they were lost between stages"
+    return f"the run wrote nothing from {read} {unit_in} read: {why}"
+
+
+def _entry(table: dict[str, Any], stage: str, unit: str) -> dict[str, Any]:
+    return table.get(stage, {}).get(unit, {"in": 0, "out": 0, "dropped": {}})
+
+
+def _one(unit: str) -> str:
+    """`documents` → `document`: every unit name is a plural with `s`."""
+    return unit.removesuffix("s")
+
+
+def _reasons(dropped: dict[str, int], top: int) -> str:
+    ranked = sorted(dropped.items(), key=lambda kv: (-kv[1], kv[0]))
+    shown = ", ".join(f"{reason} {n}" for reason, n in ranked[:top])
+    more = f", {len(ranked) - top} more reasons" if len(ranked) > top else ""
+    return (shown + more) or "no drop counted"

@@ -22,7 +22,15 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
 from pipeline.core import stages as registry
-from pipeline.core.accounting import broken_links, metric_kind, query_counts, stage_table, unbalanced
+from pipeline.core.accounting import (
+    broken_links,
+    empty_result,
+    metric_kind,
+    query_counts,
+    stage_table,
+    unbalanced,
+    unverified,
+)
 from pipeline.core.files import write_json
 from pipeline.core.fingerprint import (
     RUNTIME_ONLY,
@@ -185,11 +193,29 @@ def _merged(counts: dict[str, int], more: dict[str, int]) -> dict[str, int]:
     return total
 
 
-def _lost_on_the_way(before: dict[str, int], stage_counts: dict[str, int]) -> list[str]:
-    """Broken links that appear once this stage's counts join those of the stages before it."""
-    after = _merged(before, stage_counts)
-    known = set(broken_links(stage_table(before), registry.document_flow()))
-    return [problem for problem in broken_links(stage_table(after), registry.document_flow()) if problem not in known]
+# The last stage of the document flow each job counts: the continuity check after a job ends there (the
+# stages after it have not run yet), so a job whose items all vanish before its last stage loses them.
+LAST_STAGE = {"documents": "dedup_image_urls", "images": "dedup_images", "shards": "shard"}
+
+
+def flow_until(job: str | None, config: dict[str, Any]) -> list[tuple[str, str]]:
+    """The links of the document flow that `config` runs, up to the last stage of `job` (none for None)."""
+    if job is None:
+        return []
+    order = registry.names()
+    end = order.index(LAST_STAGE[job])
+    return [(name, unit) for name, unit in registry.running(registry.document_flow(), config)
+            if order.index(name) <= end]
+
+
+def _lost_on_the_way(before: dict[str, int], stage_counts: dict[str, int], job: str,
+                     config: dict[str, Any]) -> list[str]:
+    """Broken links that appear once this job's counts join those of the jobs before it."""
+    jobs = [name for name, _ in STAGES]
+    previous = jobs[jobs.index(job) - 1] if jobs.index(job) else None
+    known = set(broken_links(stage_table(before), flow_until(previous, config)))
+    after = stage_table(_merged(before, stage_counts))
+    return [problem for problem in broken_links(after, flow_until(job, config)) if problem not in known]
 
 
 def run_build(inputs: list[str], output: str, config: dict[str, Any], beam_args: list[str] | None = None,
@@ -222,7 +248,7 @@ def run_build(inputs: list[str], output: str, config: dict[str, Any], beam_args:
             started = started_at[name] = time.time()
             stage_counts, kinds[name] = _run(job(ctx, directory), config)
             seconds = round(time.time() - started, 3)
-            lost = _lost_on_the_way(counts, stage_counts)
+            lost = _lost_on_the_way(counts, stage_counts, name, config)
             pending = retry_summary(stage_table(stage_counts), retry_next_run) if name == "images" else None
             if lost:  # not marked complete: a re-run redoes this stage instead of trusting its output
                 log.error("m3w build: stage '%s' lost items between stages: %s", name, "; ".join(lost))
@@ -238,12 +264,15 @@ def run_build(inputs: list[str], output: str, config: dict[str, Any], beam_args:
         timings[name] = seconds
         counts = _merged(counts, stage_counts)
     table = stage_table(counts, registry.names())
+    flow = flow_until(next(reversed(timings), None), config)  # up to the last job that ran or was resumed
     report = {
         "output": output,
         "inputs": inputs,
         "stages": table,
         "unbalanced": unbalanced(table),
-        "broken_links": broken_links(table, registry.document_flow()),
+        "broken_links": broken_links(table, flow),
+        "unverified": unverified(counts),
+        "empty": empty_result(table, flow),
         "metrics": kinds,
         "timings_s": timings,
         "stage_started": started_at,

@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 import apache_beam as beam
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, SetupOptions, StandardOptions
-from pydantic import NonNegativeInt
+from pydantic import NonNegativeInt, PositiveFloat
 
 from pipeline.config import Section
 from pipeline.core.failures import BreakerSettings
@@ -131,6 +131,7 @@ class RunnerSettings(Section):
 
     direct_running_mode: RunningMode
     direct_num_workers: NonNegativeInt  # 0: one per core
+    path_check_timeout_s: PositiveFloat  # the up-front check of a remote --input/--output waits this long
     circuit_breaker: BreakerSettings
 
 

@@ -21,13 +21,24 @@ from apache_beam.io.filesystems import FileSystems
 from filters.image_nodes import ImageNodeSettings
 from filters.images import ImageFilterSettings
 from pipeline.config import dump_config
-from pipeline.core.accounting import broken_links, flow_of, metric_kind, query_counts, stage_table, unbalanced
+from pipeline.core.accounting import (
+    broken_links,
+    empty_result,
+    flow_of,
+    metric_kind,
+    query_counts,
+    stage_table,
+    unbalanced,
+    unverified,
+)
 from pipeline.core.files import write_atomically, write_json
 from pipeline.core.outputs import claim_output
 from pipeline.core.preflight import preflight
 from pipeline.core.progress import run_pipeline
+from pipeline.core.stages import switched_on
 from pipeline.dedup import STAGES as DEDUP_STAGES
 from pipeline.dedup import DedupDocuments, DedupImages, DedupSettings, DropFrequentImageUrls
+from pipeline.dedup.images import STAGE as IMAGE_DEDUP
 from pipeline.export.writer import READ_STAGE as EXPORT_READ
 from pipeline.export.writer import ExportSettings, Mmc4DoFn, PairsDoFn, WriteExport, check_export_config, stage_of
 from pipeline.extract.pages import Extracted, PageExtractor, extract_with
@@ -60,11 +71,17 @@ def write_config(output: str, config: dict[str, Any]) -> None:
 
 
 def finish_report(result, output: str, stages: list[str], started: float, extra: dict[str, Any] | None = None):
-    table = stage_table(query_counts(result), stages)
+    """report.json over the `stages` the job ran: each one's balance, every link between them, whether the
+    runner returned metrics at all (`unverified`) and why non-empty input gave no output (`empty`)."""
+    counts = query_counts(result)
+    table = stage_table(counts, stages)
+    flow = flow_of(stages)
     report = {
         "stages": table,
         "unbalanced": unbalanced(table),
-        "broken_links": broken_links(table, flow_of(stages)),
+        "broken_links": broken_links(table, flow),
+        "unverified": unverified(counts),
+        "empty": empty_result(table, flow),
         "metrics": metric_kind(result),
         "seconds": round(time.time() - started, 3),
         **(extra or {}),
@@ -96,7 +113,8 @@ def run_job(output: str, config: dict[str, Any], beam_args: list[str] | None, st
     pipeline = make_pipeline(beam_args, runner_settings(config))
     build(pipeline)
     result = run_pipeline(pipeline, output_settings(config).progress_interval_s)
-    return finish_report(result, output, stages, started, extra() if callable(extra) else extra)
+    ran = [name for name in stages if switched_on(name, config)]
+    return finish_report(result, output, ran, started, extra() if callable(extra) else extra)
 
 
 def output_settings(config: dict[str, Any]) -> OutputSettings:
@@ -240,7 +258,8 @@ def run_dedup(inputs: list[str], output: str, config: dict[str, Any], beam_args:
         docs | "Write documents" >> WriteDocuments(documents_dir(output), output_settings(config),
                                                    with_bytes=with_bytes)
 
-    return run_job(output, config, beam_args, [DEDUP_READ, *DEDUP_STAGES], build,
+    stages = [DEDUP_READ, *(name for name in DEDUP_STAGES if with_bytes or name != IMAGE_DEDUP)]
+    return run_job(output, config, beam_args, stages, build,
                    needs=["dedup_images"] if with_bytes else [], extra={"inputs": paths, "image_dedup": with_bytes},
                    command="dedup", overwrite=overwrite, reads=paths)
 

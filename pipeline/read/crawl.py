@@ -624,7 +624,7 @@ def expand_inputs(inputs: list[str]) -> list[str]:
         elif item.endswith("/"):
             pattern = item + "**"
         if not FileSystems.match([pattern], limits=[1])[0].metadata_list:
-            raise FileNotFoundError(f"m3w: input '{item}' matches no file")
+            raise FileNotFoundError(f"input '{item}' matches no file")
         patterns.append(pattern)
     return patterns
 
