@@ -46,8 +46,8 @@ TINY_PAGES = 6  # fixture pages of a `--tiny` run
 
 def run_one(repeat: int, workers: int, rewrite_to: str, workdir: str, overrides: list[str], tiny: bool) -> dict:
     """The measured build (in this process); returns its report's figures."""
-    from pipeline.config import load_config
     from pipeline.jobs.build import run_build
+    from pipeline.settings import load_config
 
     warc = Path(workdir) / "fixtures.warc.gz"
     pages = write_fixture_warc(warc, repeat, limit=TINY_PAGES if tiny else None)

@@ -108,10 +108,10 @@ def run_one(size: int, workers: int, with_images: bool, mode: str) -> dict:
     """One measured pipeline (in this process); returns its counts."""
     import apache_beam as beam
 
-    from pipeline.config import load_config
     from pipeline.core.accounting import StageCounters, broken_links, query_counts, stage_table, unbalanced
     from pipeline.dedup import DedupDocuments, DedupImages, DedupSettings, DropFrequentImageUrls
     from pipeline.jobs.runner import RunnerSettings, make_pipeline
+    from pipeline.settings import load_config
 
     config = load_config(overrides=[f"runner.direct_num_workers={workers}", f"runner.direct_running_mode={mode}"])
     shards = (size + DOCS_PER_SHARD - 1) // DOCS_PER_SHARD

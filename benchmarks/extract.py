@@ -158,7 +158,7 @@ def m3w_items(url: str, body: bytes, config) -> tuple[list[tuple[str, str]], str
 
 
 def fidelity(pages, truth_by_url) -> dict[str, dict[str, float]]:
-    from pipeline.config import load_config
+    from pipeline.settings import load_config
 
     relaxed = ["extract.timeout_s=0", "extract.require_img_tag=false", "extract.require_images=false"]
     systems = {
@@ -221,9 +221,9 @@ def speed(pages, rounds: int, chunk: int = 10) -> tuple[float, float, float]:
     slows CPU seconds too, through caches and clock speed, and drifts over minutes)."""
     import trafilatura
 
-    from pipeline.config import load_config
     from pipeline.jobs.stages import extract_dofn
     from pipeline.read.crawl import Page
+    from pipeline.settings import load_config
 
     raw = [Page(url=url, body=body, charset=None, source="bench") for url, body in pages]
     dofn = extract_dofn(load_config())
@@ -256,8 +256,8 @@ def speed(pages, rounds: int, chunk: int = 10) -> tuple[float, float, float]:
 
 def pipeline_rate(pages_once: int) -> float:
     """Input pages per second of the whole `m3w extract` (in-memory runner): the 3x run minus the 1x run."""
-    from pipeline.config import load_config
     from pipeline.jobs.stages import run_extract
+    from pipeline.settings import load_config
 
     config = load_config(overrides=["runner.direct_running_mode=in_memory"])
     seconds = {}
@@ -272,9 +272,9 @@ def pipeline_rate(pages_once: int) -> float:
 
 
 def profile(pages, top: int) -> None:
-    from pipeline.config import load_config
     from pipeline.jobs.stages import extract_page
     from pipeline.read.crawl import Page
+    from pipeline.settings import load_config
 
     config = load_config(overrides=["extract.timeout_s=0"])
     raw = [Page(url=url, body=body, charset=None, source="bench") for url, body in pages]

@@ -45,10 +45,10 @@ def _timed(fn, rounds: int):
 
 def per_item_costs(pages, rounds: int) -> dict:
     from filters.base import TextItem
-    from pipeline.config import load_config
     from pipeline.filter.transforms import DocumentFilters, FilterSettings, PageGate
     from pipeline.jobs.stages import extract_page
     from pipeline.read.crawl import Page
+    from pipeline.settings import load_config
 
     config = load_config(overrides=["extract.timeout_s=0", "filters.language.languages=[]"])
     raw = [Page(url=url, body=body, charset=None, source="bench") for url, body in pages]
@@ -91,8 +91,8 @@ def per_item_costs(pages, rounds: int) -> dict:
 
 
 def extract_run(warc: Path, out: Path, gate: bool, rounds: int) -> tuple[float, dict]:
-    from pipeline.config import load_config
     from pipeline.jobs.stages import run_extract
+    from pipeline.settings import load_config
 
     config = load_config(overrides=["runner.direct_running_mode=in_memory", "extract.timeout_s=0",
                                     f"filters.gate.enabled={str(gate).lower()}"])

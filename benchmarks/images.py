@@ -113,13 +113,13 @@ def m3w_download(urls: list[str], base: str, work: Path, workers: int, threads: 
                  nsfw: bool) -> dict[str, float]:
     import apache_beam as beam
 
-    from pipeline.config import load_config
     from pipeline.core.accounting import query_counts, stage_table
     from pipeline.images.store import ImageStore
     from pipeline.images.transforms import STAGES
     from pipeline.io.documents import OutputSettings, WriteDocuments
     from pipeline.jobs.runner import RunnerSettings, make_pipeline
     from pipeline.jobs.stages import download_images
+    from pipeline.settings import load_config
     from schemas.document import Document, Image, Node, make_doc_id
 
     config = load_config(overrides=[

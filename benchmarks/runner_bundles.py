@@ -36,8 +36,8 @@ def run_one(mode: str, n: int, value_bytes: int, workers: int) -> dict:
     import apache_beam as beam
     from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
-    from pipeline.config import load_config
     from pipeline.jobs.runner import DATA_PLANE_WARNINGS, RunnerSettings, keyed_payload_probe, pipeline_options
+    from pipeline.settings import load_config
 
     warnings: list[str] = []
 

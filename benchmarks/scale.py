@@ -63,8 +63,8 @@ def generate(crawl: Path, pages: int, images_per_page: int, canary_pages: int) -
 def run_one(crawl: str, output: str, rewrite_to: str, nsfw: bool, overrides: list[str], result_path: str,
             only: list[str] | None = None) -> None:
     """The measured build (in this process); writes its report's figures to `result_path`."""
-    from pipeline.config import load_config
     from pipeline.jobs.build import run_build
+    from pipeline.settings import load_config
 
     config = load_config(overrides=["download.allow_loopback=true", f"download.rewrite_to={rewrite_to}",
                                     f"image_filters.nsfw.enabled={'true' if nsfw else 'false'}", *overrides])

@@ -146,7 +146,7 @@ def main() -> None:
     if args.tiny:
         args.documents = 6
 
-    from pipeline.config import load_config
+    from pipeline.settings import load_config
     from schemas.shards import shard_paths
 
     config = load_config(overrides=["runner.direct_running_mode=in_memory", f"shards.seq_len={args.seq_len}",

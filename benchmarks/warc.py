@@ -36,7 +36,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from benchmarks._fixture_warc import FIXTURES, write_fixture_warc
-from pipeline.config import load_config
+from pipeline.settings import load_config
 
 REAL = ["warcfile.warc.gz", "clueweb-quirk.warc.gz"]  # the real crawl extracts (Common Crawl, ClueWeb09)
 CONFIG = load_config()

@@ -92,15 +92,15 @@ def parse_override(item: str) -> Config:
     return out
 
 
-def load_config(
+def merge_config(
     user_yaml: str | None = None,
     overrides: Iterable[str] = (),
     extra: Mapping[str, Any] | None = None,
-    check: bool = True,
 ) -> Config:
-    """Defaults ← user YAML file (any Beam filesystem path) ← `extra` dict ← `key=value` overrides, checked whole
-    (`check_config`) unless `check` is false: the standalone smoke trainer, which cannot import the pipeline's
-    sections, checks its own section instead (train_smoke/config.py)."""
+    """Defaults ← user YAML file (any Beam filesystem path) ← `extra` dict ← `key=value` overrides, with every key
+    known to the defaults but the values not yet checked: `pipeline.settings.load_config` checks them whole; the
+    standalone smoke trainer, which cannot import the pipeline's sections, checks its own section
+    (train_smoke/config.py)."""
     config = load_defaults()
     if user_yaml:
         from apache_beam.io.filesystems import FileSystems
@@ -112,15 +112,6 @@ def load_config(
         config = _merge(config, extra)
     for item in overrides:
         config = _merge(config, parse_override(item))
-    return check_config(config) if check else config
-
-
-def check_config(config: Config) -> Config:
-    """`config` unchanged when every value has its key's type, range and choices (`pipeline.settings.M3wSettings`:
-    every section's typed dataclass); else a ConfigError naming each bad key, its value and what is expected."""
-    from pipeline.settings import M3wSettings
-
-    _validate(M3wSettings, config, "")
     return config
 
 
@@ -150,7 +141,7 @@ class Section:
     def from_config(cls, section: Mapping[str, Any], where: str = "") -> Self:
         """The section's dict → this dataclass, nested sections included; a missing or unknown key, a wrong type,
         an out-of-range number or an unknown choice is a ConfigError naming the key path under `where`."""
-        return _validate(cls, section, where or cls.__name__)
+        return validate_section(cls, section, where or cls.__name__)
 
 
 @functools.cache
@@ -158,7 +149,7 @@ def _adapter(kind: type) -> TypeAdapter:
     return TypeAdapter(kind)
 
 
-def _validate(kind: type[Section], data: Any, where: str) -> Any:
+def validate_section(kind: type[Section], data: Any, where: str) -> Any:
     try:
         return _adapter(kind).validate_python(data)
     except ValidationError as error:

@@ -1,17 +1,20 @@
 """The whole config as one typed section: each top-level section of pipeline/defaults.yaml and its dataclass.
 
-`pipeline.config.check_config` validates every loaded config against it, so every command refuses a wrong type,
-an out-of-range number or an unknown choice anywhere in the config before it runs, not only in the sections it
-reads. Imported only there: it pulls in every stage's module.
+`load_config` (defaults ← user YAML ← overrides, `pipeline.config.merge_config`) validates every loaded config
+against it, so every command refuses a wrong type, an out-of-range number or an unknown choice anywhere in the
+config before it runs, not only in the sections it reads. It lives here, above every stage's module, and not in
+`pipeline.config`, which those modules import for their `Section` base.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from filters.image_nodes import ImageNodeSettings
 from filters.images import ImageFilterSettings
-from pipeline.config import Section
+from pipeline.config import Config, Section, merge_config, validate_section
 from pipeline.dedup import DedupSettings
 from pipeline.export.writer import ExportSettings
 from pipeline.extract.settings import ExtractSettings
@@ -40,3 +43,19 @@ class M3wSettings(Section):
     export: ExportSettings
     dedup: DedupSettings
     smoke: SmokeSection
+
+
+def check_config(config: Config) -> Config:
+    """`config` unchanged when every value has its key's type, range and choices (`M3wSettings`); else a
+    ConfigError naming each bad key, its value and what is expected."""
+    validate_section(M3wSettings, config, "")
+    return config
+
+
+def load_config(
+    user_yaml: str | None = None,
+    overrides: Iterable[str] = (),
+    extra: Mapping[str, Any] | None = None,
+) -> Config:
+    """Defaults ← user YAML file (any Beam filesystem path) ← `extra` dict ← `key=value` overrides, checked whole."""
+    return check_config(merge_config(user_yaml, overrides, extra))

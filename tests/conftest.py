@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.config import load_config
+from pipeline.settings import load_config
 
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
 

@@ -7,8 +7,8 @@ import json
 import pytest
 
 import pipeline.jobs.build as build
-from pipeline.config import load_config
 from pipeline.core.accounting import broken_links, empty_result, running, stage_table, unbalanced
+from pipeline.settings import load_config
 
 FLOW = [("read", "records"), ("extract", "pages"), ("filter", "documents"), ("shard", "documents")]
 

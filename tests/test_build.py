@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.config import load_config
 from pipeline.core.stages import BY_NAME
 from pipeline.jobs.build import run_build
 from pipeline.sampledata.imagehost import ImageHost
+from pipeline.settings import load_config
 
 
 def tree_digest(root: Path) -> dict[str, str]:

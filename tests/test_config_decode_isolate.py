@@ -7,9 +7,10 @@ import time
 
 import pytest
 
-from pipeline.config import ConfigError, Section, dump_config, load_config, load_defaults, parse_override
+from pipeline.config import ConfigError, Section, dump_config, load_defaults, parse_override
 from pipeline.extract.isolate import IsolatedWorker, WorkerTimeout
 from pipeline.read.decode import decode_html, replacement_ratio
+from pipeline.settings import load_config
 
 
 def test_override_parses_yaml_values():

@@ -13,9 +13,9 @@ from typing import Annotated, Any, Literal, Union
 import pytest
 
 from pipeline.cli import build_parser, main
-from pipeline.config import ConfigError, check_config, load_config, load_defaults, load_yaml
+from pipeline.config import ConfigError, load_defaults, load_yaml
 from pipeline.filter.transforms import FilterSettings
-from pipeline.settings import M3wSettings
+from pipeline.settings import M3wSettings, check_config, load_config
 from train_smoke.config import resolve_config, smoke_settings
 
 DEFAULTS = load_defaults()

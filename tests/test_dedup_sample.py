@@ -19,8 +19,8 @@ from urllib.parse import urlsplit
 import pytest
 
 from pipeline.cli import main as m3w
-from pipeline.config import load_config
 from pipeline.io.documents import parquet_bytes, read_documents
+from pipeline.settings import load_config
 
 pytestmark = pytest.mark.slow
 # The sample's clusters are tiny: 8 rounds of connected components are plenty (checked: nothing unconverged).

@@ -27,7 +27,6 @@ from PIL import Image as PILImage
 
 from filters.nsfw import NsfwScorer
 from pipeline.cli import main
-from pipeline.config import load_config
 from pipeline.core.accounting import query_counts, stage_table, unbalanced
 from pipeline.core.failures import BreakerSettings
 from pipeline.images.download import results_from_parquet
@@ -38,6 +37,7 @@ from pipeline.jobs.runner import RunnerSettings, make_pipeline
 from pipeline.jobs.stages import download_images, extract_page
 from pipeline.read.crawl import Page, ReadCrawlFiles, ReadSettings
 from pipeline.sampledata.imagehost import FAILURE_REASONS, ImageHost
+from pipeline.settings import load_config
 from schemas.document import Document, Image, Node, make_doc_id
 
 REPO = Path(__file__).resolve().parents[1]

@@ -16,7 +16,6 @@ from typing import Any
 import pytest
 
 from pipeline.cli import main as m3w
-from pipeline.config import load_config
 from pipeline.core.failures import FailureBreaker
 from pipeline.images.download import (
     DOWNLOAD,
@@ -32,6 +31,7 @@ from pipeline.images.download import (
 )
 from pipeline.io.documents import parquet_bytes, read_documents
 from pipeline.sampledata.imagehost import ImageHost
+from pipeline.settings import load_config
 from schemas.document import Document, Image, Node, make_doc_id
 from tests.test_download_safety import fingerprint_of
 

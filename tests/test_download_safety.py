@@ -14,7 +14,6 @@ import urllib.request
 import pytest
 
 from filters.images import ImageFilterSettings
-from pipeline.config import load_config
 from pipeline.images.download import (
     DownloadSettings,
     OutboundPolicy,
@@ -27,6 +26,7 @@ from pipeline.images.download import (
     urlopen_through,
 )
 from pipeline.sampledata.imagehost import ImageHost
+from pipeline.settings import load_config
 
 UNSAFE = ["127.0.0.1", "127.0.0.2", "10.1.2.3", "172.16.0.1", "192.168.1.1", "169.254.169.254", "100.64.0.1",
           "100.100.100.200", "0.0.0.0", "224.0.0.1", "240.0.0.1", "255.255.255.255", "192.0.0.192", "::1", "::",

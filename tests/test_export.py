@@ -14,12 +14,13 @@ import webdataset as wds
 from PIL import Image as PILImage
 
 from pipeline.cli import main
-from pipeline.config import ConfigError, load_config
+from pipeline.config import ConfigError
 from pipeline.core.stages import BY_NAME
 from pipeline.export.mmc4 import mmc4_sample
 from pipeline.export.pairs import PairExportSettings, PairRules, document_pairs, looks_like_file_name
 from pipeline.export.writer import ExportSettings, check_export_config
 from pipeline.jobs.stages import run_export
+from pipeline.settings import load_config
 from schemas.document import Document, Image, Node, make_doc_id
 from tests.test_shards_helpers import drawn_bytes, make_document, photo_bytes, sample_documents, write_documents
 

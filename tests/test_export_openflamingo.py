@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.config import load_config
 from pipeline.io.documents import document_files, read_documents
 from pipeline.jobs.build import run_build
 from pipeline.jobs.stages import run_export
 from pipeline.sampledata.imagehost import ImageHost
+from pipeline.settings import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 INTEROP = ROOT / "tests" / "interop"

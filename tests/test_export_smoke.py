@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from pipeline.cli import main
-from pipeline.config import load_config
 from pipeline.jobs.stages import run_export
+from pipeline.settings import load_config
 from schemas.shards import SpecialTokens, read_manifest
 from tests.test_shards_helpers import build_shards, drawn_bytes, make_document, write_documents
 from train_smoke.pairs import PairSet, is_pair_set, pair_sequence

@@ -15,11 +15,11 @@ import trafilatura
 from lxml import etree
 from trafilatura.utils import load_html
 
-from pipeline.config import load_config
 from pipeline.extract.content import _needs_fallbacks, main_content
 from pipeline.extract.html_images import mark_images, parse_html
 from pipeline.extract.settings import ExtractSettings
 from pipeline.read.decode import decode_html
+from pipeline.settings import load_config
 
 DEFAULTS = ExtractSettings.from_config(load_config()["extract"])
 SAMPLE_EVERY = 6  # 31 of the 181 article pages: the suite's time budget

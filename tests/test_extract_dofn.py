@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.config import load_config
 from pipeline.core.failures import FailureBreaker, SystematicFailure
 from pipeline.extract.pages import PageExtractor
 from pipeline.extract.transforms import ExtractDoFn
 from pipeline.jobs.stages import extract_dofn
 from pipeline.read.crawl import Page
+from pipeline.settings import load_config
 
 HANG = b"<!-- m3w-test: this page hangs the extractor -->"
 ARTICLE = ("<html><body><article><h1>A walk in the hills</h1>" + "".join(

@@ -8,13 +8,13 @@ import pytest
 from lxml import etree
 
 import pipeline.extract.pages as extract_module
-from pipeline.config import load_config
 from pipeline.extract.content import main_content
 from pipeline.extract.html_images import dom_text, mark_images, normalise, parse_html
 from pipeline.extract.order import Collector, dom_order, locate
 from pipeline.extract.settings import ExtractSettings
 from pipeline.jobs.stages import extract_page
 from pipeline.read.crawl import Page
+from pipeline.settings import load_config
 
 CONFIG = load_config(overrides=["extract.timeout_s=0"])
 URL = "https://news.example/park.html"

@@ -7,11 +7,11 @@ import re
 
 import pytest
 
-from pipeline.config import load_config
 from pipeline.extract.html_images import mark_images, parse_html
 from pipeline.jobs.stages import extract_page
 from pipeline.read.crawl import Page
 from pipeline.read.decode import decode_html
+from pipeline.settings import load_config
 
 CONFIG = load_config()
 _WS = re.compile(r"\s+")

@@ -12,9 +12,9 @@ import pytest
 
 from pipeline.cli import main as m3w
 from pipeline.cli import systematic_cause
-from pipeline.config import load_config
 from pipeline.core.failures import FailureBreaker, SystematicFailure, preload
 from pipeline.core.files import write_atomically
+from pipeline.settings import load_config
 
 
 def test_breaker_threshold_boundaries():

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from filters.language import LanguageIdentifier, default_model_path, page_text
-from pipeline.config import load_config
 from pipeline.filter.transforms import DocumentFilters, FilterSettings, PageGate
 from pipeline.read.crawl import Page
+from pipeline.settings import load_config
 from schemas.document import Document, Image, Node
 
 EN = "The village keeps its market on Saturday mornings, and most people who live there know each other well."

@@ -9,11 +9,12 @@ import json
 
 import pytest
 
-from pipeline.config import ConfigError, load_config
+from pipeline.config import ConfigError
 from pipeline.core.failures import BreakerSettings
 from pipeline.filter.transforms import DocumentFilters, FilterSettings
 from pipeline.io.documents import document_files, parquet_bytes, read_documents
 from pipeline.jobs.stages import run_filter
+from pipeline.settings import load_config
 from schemas.document import Document, Image, Node
 
 # Hand-written for these tests: ordinary English prose that passes every default rule.

@@ -13,11 +13,11 @@ from warcio.statusandheaders import StatusAndHeaders
 from warcio.warcwriter import WARCWriter
 
 from filters.language import LanguageIdentifier, page_text
-from pipeline.config import load_config
 from pipeline.io.documents import read_documents
 from pipeline.jobs.stages import extract_page
 from pipeline.read.crawl import Page
 from pipeline.read.decode import decode_html
+from pipeline.settings import load_config
 
 # Verified by reading each page's text (not by asking a model): the article language of each fixture page.
 VERIFIED = {

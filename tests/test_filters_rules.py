@@ -16,7 +16,7 @@ from filters.base import TextItem
 from filters.language import LanguageRule, LanguageSettings, Prediction, normalize_language
 from filters.safety import FlaggedWordsSettings, SpamSettings, TextSafety, spam_ratio
 from filters.wordlists import SUPPORTED_LANGUAGES, common_words, flagged_words, gopher_stopwords, stopwords
-from pipeline.config import load_config
+from pipeline.settings import load_config
 
 DEFAULTS = load_config()["filters"]
 EPS = 1e-6

@@ -8,7 +8,7 @@ import pytest
 
 from filters.base import TextItem
 from filters.safety import UrlBlocklist, UrlBlocklistSettings, parent_domains, ut1_lists
-from pipeline.config import load_config
+from pipeline.settings import load_config
 
 SETTINGS = UrlBlocklistSettings.from_config(load_config()["filters"]["safety"]["url_blocklist"])
 

@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 
 from filters.images import ImageFilterSettings
-from pipeline.config import load_config
 from pipeline.core import fingerprint as fp
 from pipeline.images.download import DownloadSettings, results_fingerprint
 from pipeline.io.documents import parquet_files, read_documents, stage_dir
 from pipeline.jobs.build import BuildContext, fingerprint, run_build
+from pipeline.settings import load_config
 
 WARCS = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "warc"
 FAST = ["runner.direct_running_mode=in_memory", "runner.direct_num_workers=1"]

@@ -6,7 +6,7 @@ import pytest
 
 from filters.base import ImageItem, Verdict
 from filters.image_nodes import ImageNodeRules, ImageNodeSettings, url_extension
-from pipeline.config import load_config
+from pipeline.settings import load_config
 
 
 def node_rules(*overrides: str) -> ImageNodeRules:

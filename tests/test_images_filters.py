@@ -13,8 +13,8 @@ from PIL import Image
 from filters.base import ImageItem
 from filters.images import ImageFilterSettings, ImageRules, looks_like_text
 from filters.nsfw import NsfwRule, NsfwScorer
-from pipeline.config import load_config
 from pipeline.sampledata.imagehost import FAILURE_KINDS, FAILURE_REASONS, ImageHost, bomb_png, generated_picture
+from pipeline.settings import load_config
 
 SETTINGS = ImageFilterSettings.from_config(load_config()["image_filters"])
 

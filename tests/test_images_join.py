@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import copy
 
-from pipeline.config import load_config
 from pipeline.images.download import DOWNLOAD, IMAGE_FILTER, DownloadSettings, ImageResult
 from pipeline.images.transforms import USES, PlanDownloadsDoFn, RebuildDocumentsDoFn, document_key
+from pipeline.settings import load_config
 from schemas.document import Document, Image, Node
 
 

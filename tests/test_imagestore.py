@@ -8,10 +8,10 @@ import hashlib
 import pytest
 
 from filters.images import ImageFilterSettings
-from pipeline.config import load_config
 from pipeline.core.failures import BreakerSettings
 from pipeline.images.download import DownloadSettings, FetchShardsDoFn, ImageResult
 from pipeline.images.store import ImageStore, StoreError
+from pipeline.settings import load_config
 from schemas.document import Document, Image, Node
 
 

@@ -17,9 +17,9 @@ from typing import Any
 import pytest
 
 from pipeline.cli import main as m3w
-from pipeline.config import load_config
 from pipeline.images.download import NETWORK_ERRORS, NOT_REQUESTED, results_from_parquet
 from pipeline.sampledata.imagehost import ImageHost, Response
+from pipeline.settings import load_config
 from tests.test_build import tree_digest
 from tests.test_download_retry import HostThatGoesDown, _closed_port
 

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.config import load_config
 from pipeline.core.accounting import StageCounters, stage_table, unbalanced
 from pipeline.core.failures import BreakerSettings, SystematicFailure
 from pipeline.read.crawl import STAGE, Page, ReadCrawlFiles, ReadSettings
+from pipeline.settings import load_config
 
 REPO = Path(__file__).resolve().parents[1]
 RECORDS = 50  # records in warcfile.warc.gz, each its own gzip member

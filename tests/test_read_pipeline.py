@@ -12,9 +12,9 @@ import pytest
 from warcio.statusandheaders import StatusAndHeaders
 from warcio.warcwriter import WARCWriter
 
-from pipeline.config import load_config
 from pipeline.io.documents import read_documents
 from pipeline.jobs.stages import run_extract
+from pipeline.settings import load_config
 
 ARTICLE = (
     "<html><head><title>T{n}</title></head><body><nav><img src='/logo.png'></nav><article>"

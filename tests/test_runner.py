@@ -15,8 +15,9 @@ import apache_beam as beam
 import pytest
 from apache_beam.options.pipeline_options import DirectOptions
 
-from pipeline.config import ConfigError, load_config
+from pipeline.config import ConfigError
 from pipeline.jobs.runner import DataPlaneOverflow, RunnerSettings, keyed_payload_probe, make_pipeline, pipeline_options
+from pipeline.settings import load_config
 
 REPO = Path(__file__).resolve().parents[1]
 DATA_PLANE_WARN_BYTES = 512 << 20  # apache_beam.runners.worker.data_plane's large_buffer_warn_threshold_bytes
@@ -90,7 +91,7 @@ def test_the_chosen_runner_carries_bundles_past_the_data_plane_limit_whole(tmp_p
 KILL_SCRIPT = textwrap.dedent("""
     import os, signal, sys
     import apache_beam as beam
-    from pipeline.config import load_config
+    from pipeline.settings import load_config
     from pipeline.jobs.runner import RunnerSettings, make_pipeline
 
     class KillOnSeven(beam.DoFn):

@@ -17,13 +17,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.config import load_config
 from pipeline.core.failures import BreakerSettings
 from pipeline.read.crawl import ReadCrawlFiles, ReadSettings
 from pipeline.sampledata.crawl import CANARY_CLASSES, generate_sample_crawl, is_canary_url, render_canary
 from pipeline.sampledata.crawl import text as text_module
 from pipeline.sampledata.crawl.generate import BLOCKLISTED_DOMAIN, FAIL_KINDS, IMG_HOST
 from pipeline.sampledata.crawl.text import Topic, profanity_words
+from pipeline.settings import load_config
 
 PAGE_FIELDS = {"url", "kind", "lang", "warc_date", "images", "text_before_image", "excluded_images", "expected",
                "duplicate_of", "tags"}

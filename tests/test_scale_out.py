@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from apache_beam.internal import pickler
 
-from pipeline.config import load_config
 from pipeline.jobs.build import STAGES, BuildContext
+from pipeline.settings import load_config
 
 DATAFLOW_ARGS = [
     "--runner=DataflowRunner", "--project=m3w-test", "--region=us-central1", "--temp_location=gs://m3w-test/tmp",

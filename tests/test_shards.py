@@ -17,10 +17,11 @@ from apache_beam.testing.util import assert_that, equal_to
 from PIL import Image as PILImage
 from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 
-from pipeline.config import ConfigError, load_config
+from pipeline.config import ConfigError
 from pipeline.inspect.validate import validate
 from pipeline.io.documents import read_documents
 from pipeline.jobs.runner import RunnerSettings, make_pipeline
+from pipeline.settings import load_config
 from pipeline.shards.sequences import fit_image
 from pipeline.shards.settings import ShardSettings
 from pipeline.shards.tokenizer import (

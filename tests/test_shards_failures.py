@@ -14,11 +14,11 @@ import pytest
 from PIL import Image as PILImage
 
 from pipeline.cli import main as m3w
-from pipeline.config import load_config
 from pipeline.core.failures import BreakerSettings, SystematicFailure
 from pipeline.dedup.images import DedupImages, ImageDedupSettings, _HashImages
 from pipeline.dedup.keys import image_phash
 from pipeline.jobs.runner import RunnerSettings, make_pipeline
+from pipeline.settings import load_config
 from tests.test_shards_helpers import make_document, write_documents
 
 REPO = Path(__file__).resolve().parents[1]

@@ -14,8 +14,8 @@ import numpy as np
 from PIL import Image as PILImage
 from PIL import ImageDraw
 
-from pipeline.config import load_config
 from pipeline.io.documents import parquet_bytes
+from pipeline.settings import load_config
 from schemas.document import Document, Image, Node, make_doc_id
 
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry", "colorwheel")

@@ -127,13 +127,12 @@ def canary_documents(n_docs: int, images_per_doc: tuple[int, int] = (3, 3), clas
 
 def shard_config(seq_len: int = 64, max_images: int = 3, image_size: int = 64, num_shards: int = 2,
                  vocab_size: int = 400) -> dict[str, Any]:
-    from pipeline.config import load_config
+    from pipeline.config import merge_config
 
     # Unchecked here (the whole config's check imports Beam): `build_records` checks the `shards` section.
-    return load_config(overrides=[f"shards.seq_len={seq_len}", f"shards.max_images={max_images}",
+    return merge_config(overrides=[f"shards.seq_len={seq_len}", f"shards.max_images={max_images}",
                                   f"shards.image_size={image_size}", f"shards.num_shards={num_shards}",
-                                  f"shards.bpe_vocab_size={vocab_size}", "shards.docs_parquet_images=none"],
-                       check=False)
+                                  f"shards.bpe_vocab_size={vocab_size}", "shards.docs_parquet_images=none"])
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
 
-from pipeline.config import Config, ConfigError, Section, Share, load_config, load_defaults, load_yaml, parse_override
+from pipeline.config import Config, ConfigError, Section, Share, load_defaults, load_yaml, merge_config, parse_override
 
 
 def _deep_merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
@@ -48,7 +48,7 @@ def resolve_config(config_path: str | None = None, overrides: Iterable[str] = ()
     section (with every profile) typed."""
     overrides = list(overrides)
     user = _read_user_yaml(config_path)
-    config = load_config(None, overrides, extra=user, check=False)  # every key known; the types below
+    config = merge_config(None, overrides, extra=user)  # every key known; the types below
     base = load_defaults()["smoke"]
     name = profile or config["smoke"]["profile"]
     profiles = config["smoke"]["profiles"]

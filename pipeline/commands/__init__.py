@@ -43,9 +43,9 @@ def add_allow_empty_flag(parser: argparse.ArgumentParser) -> None:
 def checked_config(args: argparse.Namespace, beam_args: list[str], *outputs: str | None) -> dict:
     """The command's whole config, with `--input`, `--output` and `outputs` checked before anything runs: a path
     that cannot be used is one line naming it and the cause (exit 2, pipeline/core/paths.py)."""
-    from pipeline.config import load_config
     from pipeline.core.paths import check_paths
     from pipeline.jobs.runner import RunnerSettings
+    from pipeline.settings import load_config
 
     config = load_config(args.config, args.set)
     timeout_s = RunnerSettings.from_config(config["runner"], "runner").path_check_timeout_s

@@ -28,7 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, beam_args: list[str]) -> int:
-    from pipeline.config import load_config
+    from pipeline.settings import load_config
     from train_smoke.cli import run as run_smoke_command
 
     load_config(args.config, args.set)  # the whole config typed, as every m3w command checks it, before torch loads

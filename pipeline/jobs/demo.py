@@ -33,13 +33,13 @@ def _done(started: float, detail: str = "") -> None:
 def run_demo(output: str, seed: int, user_config: str | None, overrides: list[str], beam_args: list[str],
              smoke_profile: str = "tiny", canary_pages: int = DEMO_CANARY_PAGES,
              canary_classes: tuple[str, ...] = DEMO_CANARY_CLASSES, strict_verdict: bool = True) -> int:
-    from pipeline.config import load_config
     from pipeline.inspect.validate import validate
     from pipeline.io.documents import stage_dir
     from pipeline.jobs.build import run_build
     from pipeline.report.run_report import add_smoke_verdict
     from pipeline.sampledata.crawl import generate_sample_crawl
     from pipeline.sampledata.imagehost import ImageHost
+    from pipeline.settings import load_config
     from train_smoke.config import resolve_config
 
     # The whole config and the smoke profile, typed, before anything runs (the image host's URL joins later).
