@@ -66,3 +66,14 @@ def test_adding_the_smoke_verdict_keeps_the_sample_documents(tmp_path):
     assert "https://a.example/page" in page and page.count("data:image/jpeg;base64,") == 1
     assert ">INCONCLUSIVE</span> too few canaries" in page
     assert "samples" not in (tmp_path / "report.json").read_text()
+
+
+def test_an_empty_or_unverified_run_is_not_shown_as_sound():
+    table = stage_table({"shard|sequences|in": 0, "shard|sequences|out": 0}, ["shard"])
+    sound = render_html({"output": "out", "stages": table, "unbalanced": [], "funnel": []})
+    assert "empty result" not in sound and "cannot verify" not in sound
+    page = render_html({"output": "out", "stages": table, "unbalanced": [], "funnel": [],
+                        "empty": "the run wrote nothing from 36 documents: download dropped every image",
+                        "unverified": "the runner returned no metrics"})
+    assert "<span class='badge fail'>empty result: the run wrote nothing from 36 documents" in page
+    assert "<span class='badge fail'>cannot verify: the runner returned no metrics</span>" in page

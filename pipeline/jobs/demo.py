@@ -57,7 +57,7 @@ def run_demo(output: str, seed: int, user_config: str | None, overrides: list[st
         started = _step(f"m3w build (image host on {host.base_url})")
         report = run_build([os.path.join(sample_dir, "crawl.warc.gz")], build_dir, config, beam_args)
         _done(started)
-    from pipeline.commands import print_report_summary
+    from pipeline.commands import exit_status, print_report_summary
 
     print_report_summary(report)
 
@@ -76,7 +76,7 @@ def run_demo(output: str, seed: int, user_config: str | None, overrides: list[st
 
     # The demo fails on a broken pipeline, broken shards, or (with `strict_verdict`, the default) a smoke verdict
     # other than PASS: the sample crawl's canaries are there so that sound shards must pass.
-    pipeline_ok = result.ok and not report["unbalanced"] and not report["broken_links"]
+    pipeline_ok = result.ok and exit_status(report) == 0  # balanced, nothing lost, verified, not empty
     ok = pipeline_ok and (status == "PASS" or not strict_verdict)
     print(f"\nreport: {os.path.abspath(os.path.join(build_dir, 'report.html'))}")
     print(f"pipeline and shards: {'OK' if pipeline_ok else 'BROKEN'}; smoke verdict: {status}")

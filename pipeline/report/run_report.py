@@ -209,6 +209,10 @@ def render_html(report: dict[str, Any]) -> str:
     status += (" <span class='badge pass'>nothing lost between stages</span>" if not report.get("broken_links")
                else " <span class='badge fail'>lost between stages: "
                f"{html.escape('; '.join(report['broken_links']))}</span>")
+    if report.get("unverified"):
+        status += f" <span class='badge fail'>cannot verify: {html.escape(str(report['unverified']))}</span>"
+    if report.get("empty"):
+        status += f" <span class='badge fail'>empty result: {html.escape(str(report['empty']))}</span>"
     image_rows = [(f"{stage}: {reason}", n) for stage, units in table.items()
                   for reason, n in units.get("images", {}).get("dropped", {}).items()]
     sections = [
