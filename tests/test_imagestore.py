@@ -54,7 +54,8 @@ def test_a_finished_download_shard_whose_images_did_not_survive_is_fetched_again
     kept = ImageResult("https://a.test/1.jpg", meta={"sha256": fetcher.store.put(b"one")})
     dropped = ImageResult("https://a.test/2.jpg", "http_404", "download")
     fetcher._store("shard-00000-of-00001-x", [kept, dropped])
-    assert [r.url for r in fetcher._load("shard-00000-of-00001-x", 2)] == [kept.url, dropped.url]
+    results, stopped = fetcher._load("shard-00000-of-00001-x", 2)
+    assert [r.url for r in results] == [kept.url, dropped.url] and not stopped
     sha = kept.meta["sha256"]
     (tmp_path / "work" / "images" / sha[:2] / sha).write_bytes(b"")  # renamed, but the data never reached the disk
     assert fetcher._load("shard-00000-of-00001-x", 2) is None
