@@ -14,9 +14,11 @@ $(STAMP): setup.cfg setup.py pyproject.toml
 
 install: $(STAMP)
 
-# Headless Chromium for the screenshot tests of the HTML views (Debian package; the machine is offline otherwise).
+# Headless Chromium for the screenshot tests of the HTML views, GNU wget for the tests that build a real crawler's
+# WARC (tests/wget_crawl.py); Debian packages, the machine is offline otherwise.
 system-deps:
 	@command -v chromium >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null)
+	@command -v wget >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq wget >/dev/null)
 
 demo: $(STAMP)
 	$(VENV)/bin/m3w demo --output demo-out

@@ -1,7 +1,7 @@
 """Scale rehearsal: `m3w build` on a generated crawl of N pages, every stage, the default local runner.
 
     python -m benchmarks.scale [--pages 10000 100000] [--images-per-page 1] [--nsfw] [--workdir DIR]
-                               [--stages STAGE ...] [--set KEY=VALUE ...] [--tiny]
+                               [--stages STAGE ...] [--set KEY=VALUE ...] [--modes download archive] [--tiny]
 
 For each size, the sample-crawl generator writes the bundled sample web plus enough bulk articles to
 make N HTML pages (`generate_sample_crawl(bulk_pages=...)`, `--images-per-page` pictures each, drawn
@@ -18,6 +18,13 @@ link between stages holds (what one stage wrote, the next read). With `--workdir
 build output are kept there, and a re-run with the same sizes resumes the build (finished stages are
 skipped, finished download shards reused): the figures then cover only the resumed part. `--tiny`: the
 sample web alone with 2 canary pages (66 pages, no bulk; a check that the benchmark runs, not a figure).
+
+`--modes` says where the pictures come from, each mode a build of its own on the same crawl, one after the
+other: `download` (the default) fetches them from the local image host; `archive` reads them from the crawl
+itself: every picture the pages name is written beforehand, as a crawler with page requisites stores it
+(`wget --page-requisites`: the host's answer as a response record, a redirect as its 3xx and the target's
+answer), into `images.warc.gz` beside the pages' WARC, and the build reads both with `download.network=false`
+and no image host at all (docs/read.md).
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ if not __package__:  # run as `python benchmarks/scale.py`: the repository root 
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 import argparse
+import io
 import json
 import os
 import sys
@@ -60,18 +68,57 @@ def generate(crawl: Path, pages: int, images_per_page: int, canary_pages: int) -
     return len(truth["pages"]), time.time() - started
 
 
+def write_image_records(crawl: Path) -> int:
+    """`images.warc.gz` beside the crawl: every picture its pages name, as the local image host answers it and
+    a crawler with page requisites stores the answer (a redirect as its 3xx response, then the target's answer
+    under the target's URL); returns the number of records."""
+    from urllib.parse import urlsplit
+
+    from warcio.statusandheaders import StatusAndHeaders
+    from warcio.warcwriter import WARCWriter
+
+    from pipeline.sampledata.imagehost import ImageHost
+
+    truth = json.loads((crawl / "ground_truth.json").read_text())
+    urls = set(truth["images"]) | {url for page in truth["pages"] for url in page["images"] + page["excluded_images"]}
+    host = ImageHost(root=crawl / "images")  # never started: its answers are pure functions of the request target
+    records = 0
+    with open(crawl / "images.warc.gz.tmp", "wb") as handle:
+        writer = WARCWriter(handle, gzip=True)
+        for url in sorted(u for u in urls if u.startswith(("http://", "https://"))):
+            parts, hops = urlsplit(url), 0
+            target = f"/{parts.netloc}{parts.path or '/'}" + (f"?{parts.query}" if parts.query else "")
+            while True:
+                response = host.response_for(target)
+                http = StatusAndHeaders(f"{response.status} X", list(response.headers), protocol="HTTP/1.1")
+                writer.write_record(writer.create_warc_record(url, "response", payload=io.BytesIO(response.body),
+                                                              http_headers=http))
+                records += 1
+                location = dict(response.headers).get("Location", "")
+                if response.status not in (301, 302) or not location.startswith("/") or hops == 5:
+                    break
+                target, url, hops = location, "https:/" + location, hops + 1
+    os.replace(crawl / "images.warc.gz.tmp", crawl / "images.warc.gz")
+    return records
+
+
 def run_one(crawl: str, output: str, rewrite_to: str, nsfw: bool, overrides: list[str], result_path: str,
-            only: list[str] | None = None) -> None:
-    """The measured build (in this process); writes its report's figures to `result_path`."""
+            only: list[str] | None = None, archive: bool = False) -> None:
+    """The measured build (in this process); writes its report's figures to `result_path`. `archive`: the
+    pictures from `images.warc.gz`, no request at all."""
     from pipeline.jobs.build import run_build
     from pipeline.settings import load_config
 
-    config = load_config(overrides=["download.allow_loopback=true", f"download.rewrite_to={rewrite_to}",
-                                    f"image_filters.nsfw.enabled={'true' if nsfw else 'false'}", *overrides])
+    source = ["download.network=false"] if archive else ["download.allow_loopback=true",
+                                                          f"download.rewrite_to={rewrite_to}"]
+    config = load_config(overrides=[*source, f"image_filters.nsfw.enabled={'true' if nsfw else 'false'}",
+                                    *overrides])
+    inputs = [str(Path(crawl) / name) for name in ("crawl.warc.gz", "images.warc.gz")[:2 if archive else 1]]
     started = time.time()
-    report = run_build([str(Path(crawl) / "crawl.warc.gz")], output, config, only=only)
+    report = run_build(inputs, output, config, only=only)
     Path(result_path).write_text(json.dumps({
         "started": started, "stages": report["stages"], "timings_s": report["timings_s"],
+        "images": report.get("images", {}),
         "stage_started": report["stage_started"], "unbalanced": report["unbalanced"],
         "broken_links": report["broken_links"], "resumed_stages": report["resumed_stages"]}))
 
@@ -89,22 +136,29 @@ def _store_size(root: Path) -> tuple[int, int]:
     return files, size
 
 
-def measure(pages: int, args: argparse.Namespace, workdir: Path) -> dict:
+def measure(pages: int, args: argparse.Namespace, workdir: Path, mode: str = "download") -> dict:
     from pipeline.sampledata.imagehost import ImageHost
 
-    crawl, output = workdir / f"crawl-{pages}", workdir / f"build-{pages}"
+    archive = mode == "archive"
+    crawl = workdir / f"crawl-{pages}"
+    output = workdir / (f"build-{pages}-archive" if archive else f"build-{pages}")
     canary_pages = TINY_CANARY_PAGES if args.tiny else CANARY_PAGES
     html_pages, generator_s = generate(crawl, pages, args.images_per_page, canary_pages)
-    result_path = workdir / f"result-{pages}.json"
+    if archive and (generator_s or not (crawl / "images.warc.gz").exists()):
+        started = time.time()
+        write_image_records(crawl)
+        generator_s += time.time() - started
+    result_path = workdir / f"result-{pages}-{mode}.json"
     with ImageHost(root=crawl / "images") as host:
         command = [sys.executable, "-m", "benchmarks.scale", "--run-one", str(crawl), "--output", str(output),
                    "--rewrite-to", host.base_url, "--result", str(result_path),
                    *(["--nsfw"] if args.nsfw else []), *(f"--set={item}" for item in args.set),
-                   *(["--stages", *args.stages] if args.stages else [])]
+                   *(["--stages", *args.stages] if args.stages else []), *(["--archive"] if archive else [])]
         # One sample a second: an hour-long run needs no finer grain, and /proc scans cost CPU on the same cores.
         returncode, clock, wall, sampler = run_sampled(command, interval=1.0)
+        requests = len(host.requests)
     if returncode:
-        raise SystemExit(f"{pages:,} pages: the build failed with exit code {returncode}")
+        raise SystemExit(f"{pages:,} pages ({mode}): the build failed with exit code {returncode}")
     result = json.loads(result_path.read_text())
     stages = result["stages"]
     files, store_bytes = _store_size(output / "work" / "download" / "images")
@@ -119,6 +173,7 @@ def measure(pages: int, args: argparse.Namespace, workdir: Path) -> dict:
         "sequences": _count(stages, "shard", "sequences", "out"),
         "store_files": files, "store_bytes": store_bytes,
         "unbalanced": result["unbalanced"], "broken_links": result["broken_links"],
+        "mode": mode, "from_archive": result["images"].get("from_archive", 0), "host_requests": requests,
     }
 
 
@@ -142,13 +197,17 @@ def main() -> None:
     parser.add_argument("--tiny", action="store_true", help="the sample web alone, 2 canary pages: seconds")
     parser.add_argument("--stages", nargs="+", metavar="STAGE",
                         help="run only these build stages (documents, images, shards; earlier finished ones resume)")
+    parser.add_argument("--modes", nargs="+", choices=("download", "archive"), default=["download"],
+                        help="where the pictures come from: the local image host, the crawl's own image records")
+    parser.add_argument("--archive", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--run-one", help=argparse.SUPPRESS)
     parser.add_argument("--output", help=argparse.SUPPRESS)
     parser.add_argument("--rewrite-to", help=argparse.SUPPRESS)
     parser.add_argument("--result", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.run_one:
-        run_one(args.run_one, args.output, args.rewrite_to, args.nsfw, args.set, args.result, args.stages)
+        run_one(args.run_one, args.output, args.rewrite_to, args.nsfw, args.set, args.result, args.stages,
+                args.archive)
         return
     if args.tiny:
         args.pages = [0]
@@ -157,8 +216,9 @@ def main() -> None:
         workdir.mkdir(parents=True, exist_ok=True)
         runs = []
         for pages in args.pages:
-            runs.append(measure(pages, args, workdir))
-            report(runs[-1:], args)  # each size as soon as it is done: the large one takes long
+            for mode in args.modes:
+                runs.append(measure(pages, args, workdir, mode))
+                report(runs[-1:], args)  # each size as soon as it is done: the large one takes long
     if len(runs) > 1:
         report(runs, args)
 
@@ -166,6 +226,7 @@ def main() -> None:
 def report(runs: list[dict], args: argparse.Namespace) -> None:
     extra = "".join(f" --set {item}" for item in args.set) + (" --tiny" if args.tiny else "")
     extra += f" --stages {' '.join(args.stages)}" if args.stages else ""
+    extra += f" --modes {' '.join(args.modes)}" if args.modes != ["download"] else ""
     print(f"command: python -m benchmarks.scale --pages {' '.join(str(r['pages']) for r in runs)} "
           f"--images-per-page {args.images_per_page}{' --nsfw' if args.nsfw else ''}{extra}   "
           f"({os.cpu_count()} cores; NSFW {'on' if args.nsfw else 'off'}; CPU = the build's whole process tree)")
@@ -176,12 +237,15 @@ def report(runs: list[dict], args: argparse.Namespace) -> None:
         lost = run["unbalanced"] + run["broken_links"]
         rate = f"{run['pages'] / run['cpu']:,.1f}" if run["cpu"] else "-"
         resumed = f" (resumed: {', '.join(run['resumed'])} skipped)" if run["resumed"] else ""
-        print(f"| {run['pages']:,} | {run['wall']:,.0f} | {run['cpu']:,.0f} | {rate} | "
+        source = " (archive)" if run["mode"] == "archive" else ""
+        print(f"| {run['pages']:,}{source} | {run['wall']:,.0f} | {run['cpu']:,.0f} | {rate} | "
               f"{run['peak_tree'] / 2**20:,.0f} MiB | {run['images_fetched']:,} / {run['images_kept']:,} "
               f"| {run['sequences']:,} | {run['store_files']:,} files, {run['store_bytes'] / 2**20:,.0f} MiB "
               f"| {'yes' if not lost else 'NO'}{resumed} |")
         print(f"  stages (wall s): {', '.join(f'{k} {v:,.0f}' for k, v in run['timings_s'].items())}; "
               f"generator {run['generator_s']:,.0f} s (not in the figures)")
+        print(f"  pictures: {run['mode']}, {run['from_archive']:,} image URLs from the crawl archive, "
+              f"{run['host_requests']:,} requests to the image host")
         if run["stage_peaks"]:
             print(f"  peak RSS tree per stage run: "
                   f"{', '.join(f'{k} {v / 2**20:,.0f} MiB' for k, v in run['stage_peaks'].items())}")

@@ -90,13 +90,13 @@ def m3w_stage_records(path: Path) -> int:
     reader = ReadCrawlFiles(ReadSettings.from_config(CONFIG["read"], "read"),
                             BreakerSettings.from_config(CONFIG["runner"]["circuit_breaker"], "runner.circuit_breaker"))
     seen = []
-    original = reader._page_from_record
+    original = reader._judge_record
 
     def counted(record, source):
         seen.append(record.offset)
         return original(record, source)
 
-    reader._page_from_record = counted
+    reader._judge_record = counted
     for _ in reader.process(str(path)):
         pass
     return len(seen)

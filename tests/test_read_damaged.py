@@ -241,7 +241,7 @@ def test_a_file_with_no_readable_record_is_dropped_as_unreadable(warc, tmp_path,
 
 def fail_after(monkeypatch, good: int) -> None:
     """The record parser raises ValueError on every record after the first `good` ones."""
-    original = ReadCrawlFiles._page_from_record
+    original = ReadCrawlFiles._judge_record
     seen = Counter()
 
     def parser(self, record, source):
@@ -250,7 +250,7 @@ def fail_after(monkeypatch, good: int) -> None:
             raise ValueError("forced parser failure")
         return original(self, record, source)
 
-    monkeypatch.setattr(ReadCrawlFiles, "_page_from_record", parser)
+    monkeypatch.setattr(ReadCrawlFiles, "_judge_record", parser)
 
 
 def test_failures_below_the_breaker_share_are_counted_drops(warc, tmp_path, monkeypatch):
@@ -278,7 +278,7 @@ from pipeline.read.crawl import ReadCrawlFiles
 def parser(self, record, source):
     raise ValueError("forced parser failure")
 
-ReadCrawlFiles._page_from_record = parser
+ReadCrawlFiles._judge_record = parser
 sys.exit(main(sys.argv[1:]))
 """
 

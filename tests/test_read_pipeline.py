@@ -72,7 +72,9 @@ def test_every_record_is_counted_and_balanced(crawl_dir, tmp_path):
     files = stages["read"]["files"]
     assert files["in"] == 5 and files["dropped"] == {"unsupported_type": 1}
     records = stages["read"]["records"]
-    assert records["dropped"] == {"empty": 1, "http_status": 1, "not_html": 1, "too_large": 1}
+    assert records["dropped"] == {"empty": 1, "http_status": 1, "too_large": 1}
+    # the picture is an image record, counted apart; `m3w extract` keeps no crawl archive (`m3w build` does)
+    assert stages["read"]["images"] == {"in": 1, "out": 0, "dropped": {"no_archive": 1}, "info": {}, "balanced": True}
     pages = stages["extract"]["pages"]
     # 3 good + the clipped file's readable ones + 2 html files + binary + noimg
     assert pages["dropped"]["undecodable"] == 1

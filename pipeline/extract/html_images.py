@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from urllib.parse import urljoin, urlsplit
 
@@ -33,6 +33,7 @@ class ImageCandidate:
     caption: str = ""
     width: str | None = None
     height: str | None = None
+    others: list[str] = field(default_factory=list)  # the tag's other candidate URLs, best first (archive look-up)
 
 
 def parse_srcset(value: str) -> list[tuple[str, float]]:
@@ -103,6 +104,18 @@ def raw_source(attrs: Mapping[str, str], picture: PictureSources = ()) -> str | 
             return value.strip()
     src = attrs.get("src")
     return src.strip() if src else None
+
+
+def other_sources(attrs: Mapping[str, str], picture: PictureSources = (), limit: int = 8) -> list[str]:
+    """Every usable raw URL of an <img> in `raw_source`'s order (each srcset's candidates by weight), at most
+    `limit`: where a crawl holds a picture under a URL other than the chosen one (crawlers fetch `src` far
+    more often than the largest srcset variant), the images stage takes it from there."""
+    found: list[str] = []
+    srcsets = [srcset for _, srcset in picture] + [attrs.get(attr) for attr in ("srcset",) + LAZY_SRCSET_ATTRS]
+    for srcset in srcsets:
+        found += [url for url, _ in sorted(parse_srcset(srcset or ""), key=lambda c: -c[1])]
+    found += [attrs.get(attr) or "" for attr in LAZY_SRC_ATTRS + ("src",)]
+    return list(dict.fromkeys(url.strip() for url in found if _usable(url)))[:limit]
 
 
 def _caption(img) -> str:
@@ -191,6 +204,7 @@ class MarkedImages(Sequence[ImageCandidate]):
                 caption=_caption(img),
                 width=attrs.get("width"),
                 height=attrs.get("height"),
+                others=[absolutize(url, self._base) for url in other_sources(attrs, self._pictures.get(index, []))],
             )
         return self._resolved[index]
 

@@ -121,9 +121,13 @@ class PageExtractor:
                 nodes.append(Node(text=item.value))
                 continue
             candidate = candidates[item.value]
+            meta = gaps.get(i, {})
+            others = [url for url in candidate.others if url != candidate.url]
+            if others:  # the images stage looks them up in the crawl's archive when the chosen URL is not there
+                meta = {**meta, "candidate_urls": others}
             nodes.append(Node(image=Image(url=candidate.url, alt=candidate.alt, caption=candidate.caption,
                                           title=candidate.title, width=_int_or_none(candidate.width),
-                                          height=_int_or_none(candidate.height), meta=gaps.get(i, {}))))
+                                          height=_int_or_none(candidate.height), meta=meta)))
         doc = Document(
             doc_id=make_doc_id(page.url, page.source, page.offset),
             url=page.url,

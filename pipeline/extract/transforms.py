@@ -24,6 +24,7 @@ from pipeline.extract.settings import ExtractSettings
 from pipeline.filter.transforms import FilterSettings, GatePages
 from pipeline.io.documents import WriteDropAudit
 from pipeline.read.crawl import Page, ReadCrawl, ReadSettings, expand_inputs
+from pipeline.read.images import KeepImages
 
 log = logging.getLogger(__name__)
 
@@ -122,17 +123,21 @@ class ExtractDocuments(beam.PTransform):
             sections.
         circuit_breaker: `runner.circuit_breaker`, for every step that turns item errors into drops.
         audit_dir: where dropped pages are listed (None: nowhere; `output.audit_drops` decides at the edge).
+        keep_images, archive: keep the crawl's image records and index them (`ReadCrawl`; None: counted, dropped).
     """
 
     def __init__(self, inputs: list[str], *, read: ReadSettings, filters: FilterSettings, extract: ExtractSettings,
-                 image_nodes: ImageNodeSettings, circuit_breaker: BreakerSettings, audit_dir: str | None = None):
+                 image_nodes: ImageNodeSettings, circuit_breaker: BreakerSettings, audit_dir: str | None = None,
+                 keep_images: KeepImages | None = None, archive: beam.PTransform | None = None):
         super().__init__()
+        self.keep_images, self.archive = keep_images, archive
         self.inputs, self.audit_dir = list(inputs), audit_dir
         self.read, self.filters, self.extract = read, filters, extract
         self.image_nodes, self.circuit_breaker = image_nodes, circuit_breaker
 
     def expand(self, pipeline: beam.pvalue.PBegin) -> beam.PCollection:
-        pages = pipeline | "Read crawl" >> ReadCrawl(expand_inputs(self.inputs), self.read, self.circuit_breaker)
+        pages = pipeline | "Read crawl" >> ReadCrawl(expand_inputs(self.inputs), self.read, self.circuit_breaker,
+                                                     self.keep_images, self.archive)
         gate = GatePages(filters=self.filters, max_replacement_ratio=self.read.max_replacement_ratio,
                          circuit_breaker=self.circuit_breaker, audit_dir=self.audit_dir)
         pages = pages | "Gate" >> gate  # blocklisted, clearly off-language

@@ -59,6 +59,7 @@ from pipeline.core.failures import BreakerSettings, FailureBreaker, SystematicFa
 from pipeline.core.files import write_atomically  # noqa: E402
 from pipeline.core.fingerprint import output_relevant, section_values, settings_digest  # noqa: E402
 from pipeline.core.preflight import download_loaders  # noqa: E402
+from pipeline.images.archive import ArchiveEntry  # noqa: E402
 from pipeline.images.store import ImageStore  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -90,6 +91,8 @@ class DownloadSettings(Section):
     retry_next_run: list[str]
     max_retry_pending_share: Share
     rewrite_to: str | None
+    from_archive: bool
+    network: bool
 
 
 # ------------------------------------------------------------------------------------------------
@@ -262,6 +265,7 @@ class _GuardedHTTPSHandler(urllib.request.HTTPSHandler):
 
 
 NOT_REQUESTED = "not_requested"  # a URL of a shard whose breaker tripped: never asked, always fetched by the next run
+NOT_IN_ARCHIVE = "not_in_archive"  # `download.network` is off and the crawl does not hold the picture
 _NOT_TO_REQUEST: set[str] = set()
 _NOT_TO_REQUEST_LOCK = threading.Lock()
 
@@ -433,17 +437,20 @@ def failure_type(reason: str) -> type[ItemFailure]:
 
 
 def retry_summary(table: dict[str, Any], retry_next_run: list[str]) -> dict[str, Any]:
-    """`report["images"]` of a build, from its stage table, per unique image URL: `retry_pending` failed with a
-    transient reason (`download.retry_next_run`) and is fetched again by the next run; `final_failures` gave
-    no picture for good (404/410, `opted_out_header`, `unsafe_address`, `decode_error`...; image rules'
+    """`report["images"]` of a build, from its stage table, per unique image URL: `from_archive` resolved from
+    the crawl's own image records, `requests` handed to the network; `retry_pending` failed with a transient
+    reason (`download.retry_next_run`) and is fetched again by the next run; `final_failures` gave no picture
+    for good (404/410, `opted_out_header`, `unsafe_address`, `not_in_archive`, `decode_error`...; image rules'
     verdicts such as `min_side` or `nsfw` are not failures). Both with their reasons."""
     retry = set(retry_next_run)
     fetch = table.get(DOWNLOAD, {}).get("urls", {"in": 0, "dropped": {}})
+    info = fetch.get("info", {})
     processing = table.get(IMAGE_FILTER, {}).get("urls", {}).get("dropped", {})
     pending = {reason: n for reason, n in fetch["dropped"].items() if reason in retry}
     final = {reason: n for reason, n in fetch["dropped"].items() if reason not in retry}
     final.update((reason, n) for reason, n in processing.items() if reason in PROCESSING_ERRORS)
-    return {"urls": fetch["in"], "retry_pending": sum(pending.values()), "retry_pending_by_reason": pending,
+    return {"urls": fetch["in"], "from_archive": info.get("from_archive", 0), "requests": info.get("requests", 0),
+            "retry_pending": sum(pending.values()), "retry_pending_by_reason": pending,
             "final_failures": sum(final.values()), "final_failures_by_reason": dict(sorted(final.items()))}
 
 
@@ -512,6 +519,19 @@ def results_from_parquet(data: bytes) -> list[ImageResult]:
 # ------------------------------------------------------------------------------------------------
 # One shard: img2dataset fetch → checks → NSFW → resize
 # ------------------------------------------------------------------------------------------------
+_BATCH = 64  # images checked, scored and resized together (bounds the bytes held at once)
+
+
+class _ArchivedHeaders:
+    """An archived response's X-Robots-Tag values as img2dataset's `is_disallowed` reads a live response's."""
+
+    def __init__(self, robots: str):
+        self.values = [line for line in robots.splitlines() if line.strip()]
+
+    def get_all(self, name: str, default: Any = None) -> list[str]:
+        return self.values if name.lower() == "x-robots-tag" and self.values else (default or [])
+
+
 # img2dataset's Resizer silences libjpeg/libpng by pointing the process's stdout/stderr file descriptors
 # at /dev/null while it decodes; two threads doing that at once can leave them pointing there for good.
 _RESIZE_LOCK = threading.Lock()
@@ -649,24 +669,52 @@ class ShardDownloader:
         raise RuntimeError(f"img2dataset failed on a shard of {len(urls)} URLs after "
                            f"{self.dl.shard_retries + 1} attempts")
 
+    def run_archived(self, entries: list[tuple[str, ArchiveEntry]], store: ImageStore) -> list[ImageResult]:
+        """The crawl's own pictures through the same checks as fetched ones, one result per URL: the archived
+        response's X-Robots-Tag as img2dataset judges a live one (`opted_out_header`), then the image rules,
+        NSFW and resizing on the bytes read back from `store` (64 at a time)."""
+        from img2dataset.downloader import is_disallowed
+
+        results: list[ImageResult] = []
+        directives = list(self.dl.disallowed_header_directives)
+        for start in range(0, len(entries), _BATCH):
+            rows = []
+            for url, entry in entries[start:start + _BATCH]:
+                if directives and is_disallowed(_ArchivedHeaders(entry.robots), self.dl.user_agent_token, directives):
+                    results.append(ImageResult(url, "opted_out_header", DOWNLOAD,
+                                               detail=f"archived X-Robots-Tag: {entry.robots}"[:200]))
+                    continue
+                rows.append({"source_url": url, "status": "success", "error_message": None,
+                             "jpg": store.get(entry.sha256)})
+            results.extend(self._process_rows(rows))
+        for result in results:
+            result.meta["from_archive"] = True
+        return results
+
     def _process(self, parquet_path: str) -> list[ImageResult]:
         results: list[ImageResult] = []
         reader = pq.ParquetFile(parquet_path)
-        for batch in reader.iter_batches(batch_size=64, columns=["source_url", "status", "error_message", "jpg"]):
-            pending: list[tuple[str, bytes, Any, dict[str, Any]]] = []
-            for row in batch.to_pylist():
-                url = row["source_url"]
-                if row["status"] != "success":
-                    results.append(ImageResult(url, download_reason(row["error_message"]), DOWNLOAD,
-                                               detail=(row["error_message"] or "")[:200]))
-                    continue
-                item = ImageItem(url=url, data=row["jpg"])
-                verdict = self.rules(item)
-                if not verdict.keep:
-                    results.append(ImageResult(url, verdict.reason, IMAGE_FILTER, meta=dict(verdict.scores)))
-                    continue
-                pending.append((url, row["jpg"], item.picture, dict(verdict.scores)))
-            results.extend(self._finish(pending))
+        for batch in reader.iter_batches(batch_size=_BATCH, columns=["source_url", "status", "error_message", "jpg"]):
+            results.extend(self._process_rows(batch.to_pylist()))
+        return results
+
+    def _process_rows(self, rows: list[dict[str, Any]]) -> list[ImageResult]:
+        """Rows as img2dataset writes them (source_url, status, error_message, the bytes in `jpg`) → results."""
+        results: list[ImageResult] = []
+        pending: list[tuple[str, bytes, Any, dict[str, Any]]] = []
+        for row in rows:
+            url = row["source_url"]
+            if row["status"] != "success":
+                results.append(ImageResult(url, download_reason(row["error_message"]), DOWNLOAD,
+                                           detail=(row["error_message"] or "")[:200]))
+                continue
+            item = ImageItem(url=url, data=row["jpg"])
+            verdict = self.rules(item)
+            if not verdict.keep:
+                results.append(ImageResult(url, verdict.reason, IMAGE_FILTER, meta=dict(verdict.scores)))
+                continue
+            pending.append((url, row["jpg"], item.picture, dict(verdict.scores)))
+        results.extend(self._finish(pending))
         return results
 
     def _finish(self, pending: list[tuple[str, bytes, Any, dict[str, Any]]]) -> list[ImageResult]:
@@ -721,6 +769,11 @@ def shard_count(unique_urls: int, urls_per_shard: int) -> int:
     return max(1, -(-int(unique_urls) // urls_per_shard))
 
 
+def _with_entry(url: str, entry: ArchiveEntry | None) -> str:
+    """What a shard's name covers of one URL: the URL, and the crawl's copy of it when there is one."""
+    return url if entry is None else "\t".join((url, entry.sha256, entry.robots))
+
+
 def shard_basename(index: int, count: int, urls: list[str], fingerprint: str) -> str:
     digest = hashlib.sha256(("\n".join([fingerprint, *urls])).encode("utf-8", "surrogatepass")).hexdigest()[:16]
     return f"shard-{index:05d}-of-{count:05d}-{digest}"
@@ -743,11 +796,19 @@ class FetchShardsDoFn(beam.DoFn):
     failures and its `not_requested` URLs are fetched again by the next run, whatever `retry_next_run`
     says) and the stage stops: fixing the cause and re-running loses nothing. A shard whose processing
     trips is not stored: a broken decoder's verdicts are no answers.
+
+    A URL that comes with an archive entry (the crawl holds the picture: pipeline/images/archive.py) is never
+    requested: its bytes are read from `archive_store` and checked like fetched ones (`download|urls|info|
+    from_archive`); the shard's name covers each such URL's entry, so a changed crawl never reuses another
+    answer. Only the other URLs go to the network (`download|urls|info|requests`), and only with
+    `download.network`; without it they are `not_in_archive`.
     """
 
     def __init__(self, workdir: str, download: DownloadSettings, image_filters: ImageFilterSettings,
-                 circuit_breaker: BreakerSettings):
-        """`download`, `image_filters`: those config sections; `circuit_breaker`: `runner.circuit_breaker`."""
+                 circuit_breaker: BreakerSettings, archive_store: ImageStore | None = None):
+        """`download`, `image_filters`: those config sections; `circuit_breaker`: `runner.circuit_breaker`;
+        `archive_store`: where the crawl's image records were stored (needed when URLs come with entries)."""
+        self.archive_store = archive_store
         self.download = download
         self.image_filters = image_filters
         self.circuit_breaker = circuit_breaker
@@ -773,13 +834,17 @@ class FetchShardsDoFn(beam.DoFn):
         go on to the documents, through a single shuffle."""
         (index, count), url_uses = element
         uses: dict[str, list[tuple[str, int]]] = {}
-        for url, url_use_list in url_uses:
+        archived: dict[str, ArchiveEntry] = {}
+        for url, url_use_list, *entry in url_uses:  # (url, uses) or, looked up in the crawl, (url, uses, entry)
             uses.setdefault(url, []).extend(url_use_list)
+            if entry and entry[0] is not None:
+                archived[url] = entry[0]
         urls = sorted(uses)
-        name = shard_basename(index, count, urls, self.fingerprint)
+        self.download_counts.note("urls", "from_archive", len(archived))
+        name = shard_basename(index, count, [_with_entry(url, archived.get(url)) for url in urls], self.fingerprint)
         loaded = self._load(name, len(urls))
         if loaded is None:
-            results = self._fetch_and_store(name, urls, [])
+            results = self._fetch_and_store(name, urls, [], archived)
             self.download_counts.note("urls", "shards_fetched")
         else:
             results, stopped = loaded
@@ -788,7 +853,7 @@ class FetchShardsDoFn(beam.DoFn):
             self.download_counts.note("urls", "from_finished_shards", len(results) - len(retry))
             if retry:  # transient failures of an earlier run are not answers: ask again
                 self.download_counts.note("urls", "retried_from_earlier_run", len(retry))
-                results = self._fetch_and_store(name, retry, results)
+                results = self._fetch_and_store(name, retry, results, archived)
         self._count(results)
         for result in results:
             for key, node_index in uses.get(result.url, ()):
@@ -800,11 +865,13 @@ class FetchShardsDoFn(beam.DoFn):
         return (result.reason in self.retry_reasons or result.reason == NOT_REQUESTED
                 or (stopped and result.reason in TRANSPORT_ERRORS))
 
-    def _fetch_and_store(self, name: str, urls: list[str], earlier: list[ImageResult]) -> list[ImageResult]:
-        """Fetch `urls`, merge their results over `earlier` ones and store the shard; when the download
-        breaker tripped meanwhile, the shard is stored as stopped and the stage stops."""
+    def _fetch_and_store(self, name: str, urls: list[str], earlier: list[ImageResult],
+                         archived: dict[str, ArchiveEntry]) -> list[ImageResult]:
+        """Fetch `urls` (from the crawl where `archived` holds them), merge their results over `earlier` ones
+        and store the shard; when the download breaker tripped meanwhile, the shard is stored as stopped and
+        the stage stops."""
         watch = DownloadWatch(self.download_breaker)
-        fresh = self._fetch(urls, watch)
+        fresh = self._fetch(urls, watch, archived)
         by_url = {r.url: r for r in earlier} | {r.url: r for r in fresh}
         results = [by_url[url] for url in sorted(by_url)]
         self._store(name, results, stopped=watch.tripped is not None)
@@ -812,10 +879,17 @@ class FetchShardsDoFn(beam.DoFn):
             raise watch.tripped
         return results
 
-    def _fetch(self, urls: list[str], watch: DownloadWatch) -> list[ImageResult]:
-        """Fetch (judged by `watch`) and check `urls`; kept bytes go into the store; a processing error on
-        most recent images stops the stage."""
-        results = self.downloader.run(urls, watch)
+    def _fetch(self, urls: list[str], watch: DownloadWatch, archived: dict[str, ArchiveEntry]) -> list[ImageResult]:
+        """Read from the crawl the `urls` it holds, fetch (judged by `watch`) the others, check them all; kept
+        bytes go into the store; a processing error on most recent images stops the stage."""
+        results = self._from_archive([(url, archived[url]) for url in urls if url in archived])
+        wanted = [url for url in urls if url not in archived]
+        if wanted and self.download.network:
+            self.download_counts.note("urls", "requests", len(wanted))
+            results += self.downloader.run(wanted, watch)
+        elif wanted:
+            results += [ImageResult(url, NOT_IN_ARCHIVE, DOWNLOAD, detail="download.network is false")
+                        for url in wanted]
         for result in results:
             if result.reason in PROCESSING_ERRORS:
                 self.filter_breaker.failed(failure_type(result.reason)(result.detail or result.reason),
@@ -826,6 +900,13 @@ class FetchShardsDoFn(beam.DoFn):
                 result.meta["sha256"] = self.store.put(result.data)
                 result.data = None
         return results
+
+    def _from_archive(self, entries: list[tuple[str, ArchiveEntry]]) -> list[ImageResult]:
+        if not entries:
+            return []
+        if self.archive_store is None:
+            raise ValueError("image URLs came with crawl archive entries but FetchShardsDoFn has no archive_store")
+        return self.downloader.run_archived(entries, self.archive_store)
 
     def _paths(self, name: str) -> tuple[str, str]:
         folder = FileSystems.join(self.workdir, "shards")

@@ -16,6 +16,11 @@ that opted out of AI use (`noai` / `noimageai`, recorded at extraction) never ha
 Counted per stage: `download` (images and documents per use; `urls` per unique URL, the network
 work) and `image_filter` (checks, NSFW); a document with an NSFW image is dropped (`nsfw`) and one
 left without images is dropped (`no_images`).
+
+With the crawl's own pictures (`download.from_archive` and a `CrawlArchive`: pipeline/images/archive.py), each
+image use is first resolved against the crawl's index, its chosen URL or another candidate of its tag; only the
+URLs the crawl lacks are downloaded (and only with `download.network`), and the outbound check judges those
+alone: a crawl of 127.0.0.1 holds its pictures, nothing is requested.
 """
 
 from __future__ import annotations
@@ -31,6 +36,8 @@ from filters.images import ImageFilterSettings
 from pipeline.core.accounting import StageCounters
 from pipeline.core.failures import BreakerSettings
 from pipeline.core.stages import names
+from pipeline.dedup.urls import UrlDedupSettings
+from pipeline.images.archive import ChooseSource, CrawlArchive, ReadArchiveIndex, ResolveFromArchive
 from pipeline.images.download import (
     DOWNLOAD,
     IMAGE_FILTER,
@@ -46,6 +53,7 @@ from schemas.document import Document
 
 STAGES = names("images")
 USES = "uses"
+CANDIDATES_KEY = "candidate_urls"  # Image.meta: the tag's other candidate URLs, best first (pipeline/extract)
 
 
 def document_key(doc: Document) -> str:
@@ -64,13 +72,17 @@ class PlanDownloadsDoFn(beam.DoFn):
     Images that must not be requested are removed here, before any URL leaves the document:
     the page opted out (`opted_out`), the fetch URL's host is a refused address (`unsafe_address`,
     judged without DNS; names are judged again at connect time), or it is not http(s).
+    `with_candidates` (the crawl archive is looked up): one ((key, node index), [url, other candidates]) per
+    image instead, and only the opt-out is judged here; the address of a URL is judged once it is known that
+    the crawl lacks it (`RefuseDownload`).
     """
 
-    def __init__(self, download: DownloadSettings):
+    def __init__(self, download: DownloadSettings, with_candidates: bool = False):
         """`download`: the `download` section (rewrite_to, allow_loopback and page_opt_out are used)."""
         self.rewrite_to = download.rewrite_to
         self.policy = OutboundPolicy(download.allow_loopback)
         self.opt_out = {directive.lower() for directive in download.page_opt_out}
+        self.with_candidates = with_candidates
         self.counts = StageCounters(DOWNLOAD)
 
     def process(self, doc: Document) -> Iterator[Any]:
@@ -81,7 +93,8 @@ class PlanDownloadsDoFn(beam.DoFn):
         nodes = []
         for node in doc.nodes:
             if node.image is not None:
-                reason = "opted_out" if opted_out else self.policy.check_url(fetch_url(node.image.url, self.rewrite_to))
+                reason = "opted_out" if opted_out else \
+                    "" if self.with_candidates else self.policy.check_url(fetch_url(node.image.url, self.rewrite_to))
                 if reason:
                     self.counts.dropped("images", reason)
                     refused += reason == "opted_out"
@@ -90,9 +103,31 @@ class PlanDownloadsDoFn(beam.DoFn):
         doc = dataclasses.replace(doc, nodes=nodes)  # Beam inputs must not be mutated
         key = document_key(doc)
         for index, node in enumerate(nodes):
-            if node.image is not None:
+            if node.image is None:
+                continue
+            if self.with_candidates:
+                others = [url for url in node.image.meta.get(CANDIDATES_KEY) or () if url != node.image.url]
+                yield beam.pvalue.TaggedOutput(USES, ((key, index), [node.image.url, *dict.fromkeys(others)]))
+            else:
                 yield beam.pvalue.TaggedOutput(USES, (node.image.url, (key, index)))
         yield key, (doc, refused)
+
+
+class RefuseDownload:
+    """The result for a URL the crawl lacks and that must not be requested (None when it may): its address is
+    refused (`unsafe_address`) or it is no http(s) URL. With `download.network` off nothing is refused here:
+    the fetch step answers every such URL `not_in_archive` without a request."""
+
+    def __init__(self, download: DownloadSettings):
+        self.network = download.network
+        self.rewrite_to = download.rewrite_to
+        self.policy = OutboundPolicy(download.allow_loopback)
+
+    def __call__(self, url: str) -> ImageResult | None:
+        if not self.network:
+            return None
+        reason = self.policy.check_url(fetch_url(url, self.rewrite_to))
+        return ImageResult(url, reason, DOWNLOAD) if reason else None
 
 
 class RebuildDocumentsDoFn(beam.DoFn):
@@ -126,6 +161,9 @@ class RebuildDocumentsDoFn(beam.DoFn):
                 self.filter_counts.dropped("images", result.reason)
                 nsfw = nsfw or result.reason == "nsfw"
                 continue
+            if result.url != node.image.url:  # the crawl held another candidate of the tag (src for srcset's)
+                node.image.meta["chosen_url"] = node.image.url
+                node.image.url = result.url
             node.image.data = None  # the bytes stay in the image store; the document carries their sha256
             node.image.stored = result.meta["sha256"]
             node.image.meta.update(result.meta)
@@ -152,10 +190,11 @@ class RebuildDocumentsDoFn(beam.DoFn):
         return doc
 
 
-def _assign_shard(item: tuple[str, Any], unique_urls: int, urls_per_shard: int):
-    url, uses = item
+def _assign_shard(item: tuple[Any, ...], unique_urls: int, urls_per_shard: int):
+    """(url, uses[, archive entry]) → ((shard, shard count), the same with the uses as a list)."""
+    url, uses, *entry = item
     count = shard_count(unique_urls, urls_per_shard)
-    return (url_shard(url, count), count), (url, list(uses))
+    return (url_shard(url, count), count), (url, list(uses), *entry)
 
 
 class DownloadImages(beam.PTransform):
@@ -165,30 +204,46 @@ class DownloadImages(beam.PTransform):
     (`ImageStore.in_workdir(workdir)`), so a re-run fetches only the rest. The commands load its heavy
     dependencies in the driver first (`pipeline.core.preflight`), and every worker again in `setup()`.
     `download` and `image_filters` are the config sections of those names, `circuit_breaker` is
-    `runner.circuit_breaker` (transport and processing errors).
+    `runner.circuit_breaker` (transport and processing errors). `archive`: the crawl's own pictures, looked up
+    first when `download.from_archive` is on, by URLs normalised as `url` (the `dedup.url` section) says.
     """
 
     def __init__(self, workdir: str, download: DownloadSettings, image_filters: ImageFilterSettings,
-                 circuit_breaker: BreakerSettings):
+                 circuit_breaker: BreakerSettings, archive: CrawlArchive | None = None,
+                 url: UrlDedupSettings | None = None):
         super().__init__()
+        if archive is not None and url is None:
+            raise ValueError("DownloadImages looks up the crawl archive by normalised URL: give the dedup.url section")
         self.workdir = workdir
         self.download = download
         self.image_filters = image_filters
         self.circuit_breaker = circuit_breaker
+        self.archive = archive if download.from_archive else None
+        self.url = url
 
     def expand(self, docs):
         per_shard = self.download.urls_per_shard
-        plan = PlanDownloadsDoFn(self.download)
+        archive = self.archive
+        plan = PlanDownloadsDoFn(self.download, with_candidates=archive is not None)
         planned = docs | "Plan downloads" >> beam.ParDo(plan).with_outputs(USES, main="docs")
-        urls = planned[USES] | "Uses by URL" >> beam.GroupByKey()
+        refused = None
+        if archive is None:
+            urls = planned[USES] | "Uses by URL" >> beam.GroupByKey()
+        else:
+            index = docs.pipeline | "Read archive index" >> ReadArchiveIndex(archive.index_files)
+            urls, refused = planned[USES] | "Resolve from archive" >> ResolveFromArchive(
+                index, self.url, ChooseSource(DOWNLOAD, RefuseDownload(self.download)))
         total = urls | "Count URLs" >> beam.combiners.Count.Globally()
         per_use = (
             urls
             | "Assign URL shards" >> beam.Map(_assign_shard, beam.pvalue.AsSingleton(total), per_shard)
             | "Group URL shards" >> beam.GroupByKey()
             | "Fetch URL shards" >> beam.ParDo(
-                FetchShardsDoFn(self.workdir, self.download, self.image_filters, self.circuit_breaker))
+                FetchShardsDoFn(self.workdir, self.download, self.image_filters, self.circuit_breaker,
+                                archive_store=archive.store if archive is not None else None))
         )
+        if refused is not None:
+            per_use = (per_use, refused) | "With refused uses" >> beam.Flatten()
         return (
             {"docs": planned.docs, "images": per_use}
             | "Join images by document" >> beam.CoGroupByKey()

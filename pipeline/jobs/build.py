@@ -89,6 +89,14 @@ class BuildContext:
 
         return ImageStore.in_workdir(self.download_dir)
 
+    @property
+    def archive_dir(self) -> str:
+        """The index of the crawl's own pictures (pipeline/images/archive.py): part of the documents stage's
+        output, so it is cleared, redone and resumed with it; the bytes are in `image_store`."""
+        from pipeline.images.archive import ARCHIVE_DIR
+
+        return FileSystems.join(self.stage_dir("documents"), ARCHIVE_DIR)
+
     @cached_property
     def files_read(self) -> list[FileState]:
         """The crawl files the inputs match, as the reader expands them, and the files settings name (a URL
@@ -105,9 +113,15 @@ def documents_stage(ctx: BuildContext, out: str) -> beam.Pipeline:
     """read → gate → extract → filter → dedup documents → drop over-used image URLs → Parquet."""
     from pipeline.dedup import DedupDocuments, DropFrequentImageUrls
     from pipeline.filter.transforms import FilterDocuments, FilterSettings
+    from pipeline.images.archive import WriteArchiveIndex
+    from pipeline.read.images import KeepImages
 
     pipeline = make_pipeline(ctx.beam_args, ctx.runner)
-    docs = pipeline | "Extract documents" >> extract_documents(ctx.inputs, ctx.config, ctx.output)
+    keep_images = archive = None
+    if ctx.config["download"]["from_archive"]:  # the crawl's image records: bytes to the store, an index of URLs
+        keep_images = KeepImages(ctx.image_store, ctx.config["download"]["max_bytes"])
+        archive = WriteArchiveIndex(ctx.archive_dir, ctx.dedup.url, ctx.output_settings.doc_shards)
+    docs = pipeline | "Extract documents" >> extract_documents(ctx.inputs, ctx.config, ctx.output, keep_images, archive)
     docs = docs | "Filter" >> FilterDocuments(
         filters=FilterSettings.from_config(ctx.config["filters"], "filters"),
         circuit_breaker=ctx.runner.circuit_breaker,
@@ -121,10 +135,13 @@ def documents_stage(ctx: BuildContext, out: str) -> beam.Pipeline:
 def images_stage(ctx: BuildContext, out: str) -> beam.Pipeline:
     """download (resumable per URL shard) → image filters → image dedup → Parquet with image bytes."""
     from pipeline.dedup import DedupImages
+    from pipeline.images.archive import CrawlArchive, index_files
 
     pipeline = make_pipeline(ctx.beam_args, ctx.runner)
     docs = pipeline | "Read documents" >> ReadDocumentFiles(parquet_files(ctx.stage_dir("documents")))
-    docs = docs | "Download images" >> download_images(ctx.config, ctx.download_dir)
+    archived = index_files(ctx.archive_dir)  # none when the documents stage kept no archive (from_archive off)
+    archive = CrawlArchive(archived, ctx.image_store) if archived else None
+    docs = docs | "Download images" >> download_images(ctx.config, ctx.download_dir, archive)
     # Image bytes stay in the store; only the last writer reads them back (pipeline/images/store.py).
     docs = docs | "Dedup images" >> DedupImages(ctx.dedup.images, ctx.runner.circuit_breaker, ctx.image_store)
     docs | "Write documents" >> WriteDocuments(out, ctx.output_settings, with_bytes=True, image_store=ctx.image_store)

@@ -39,12 +39,14 @@ from pipeline.core.stages import switched_on
 from pipeline.dedup import STAGES as DEDUP_STAGES
 from pipeline.dedup import DedupDocuments, DedupImages, DedupSettings, DropFrequentImageUrls
 from pipeline.dedup.images import STAGE as IMAGE_DEDUP
+from pipeline.dedup.urls import UrlDedupSettings
 from pipeline.export.writer import READ_STAGE as EXPORT_READ
 from pipeline.export.writer import ExportSettings, Mmc4DoFn, PairsDoFn, WriteExport, check_export_config, stage_of
 from pipeline.extract.pages import Extracted, PageExtractor, extract_with
 from pipeline.extract.settings import ExtractSettings
 from pipeline.extract.transforms import ExtractDocuments, ExtractDoFn
 from pipeline.filter.transforms import FILTER_STAGES, FilterDocuments, FilterSettings
+from pipeline.images.archive import CrawlArchive
 from pipeline.images.download import DownloadSettings
 from pipeline.images.store import ImageStore
 from pipeline.images.transforms import STAGES as IMAGE_STAGES
@@ -52,6 +54,7 @@ from pipeline.images.transforms import DownloadImages
 from pipeline.io.documents import OutputSettings, ReadDocumentFiles, WriteDocuments, document_files
 from pipeline.jobs.runner import RunnerSettings, make_pipeline
 from pipeline.read.crawl import Page, ReadSettings
+from pipeline.read.images import KeepImages
 from pipeline.shards.settings import ShardSettings
 from pipeline.shards.writer import STAGE as SHARD_STAGE
 from pipeline.shards.writer import WriteShards, check_shard_config, scratch_store
@@ -130,16 +133,18 @@ def documents_dir(output: str) -> str:
     return FileSystems.join(output, "documents")
 
 
-def extract_documents(inputs: list[str], config: dict[str, Any], output: str | None) -> ExtractDocuments:
+def extract_documents(inputs: list[str], config: dict[str, Any], output: str | None,
+                      keep_images: KeepImages | None = None, archive: beam.PTransform | None = None
+                      ) -> ExtractDocuments:
     """read → gate → extract with their sections from `config`; dropped pages listed under `output` when
-    `output.audit_drops` is on."""
+    `output.audit_drops` is on; the crawl's image records kept and indexed with `keep_images` and `archive`."""
     read = ReadSettings.from_config(config["read"], "read")
     return ExtractDocuments(
         inputs, read=read, filters=FilterSettings.from_config(config["filters"], "filters"),
         extract=ExtractSettings.from_config(config["extract"], "extract"),
         image_nodes=ImageNodeSettings.from_config(config["image_nodes"], "image_nodes"),
         circuit_breaker=runner_settings(config).circuit_breaker,
-        audit_dir=output if output_settings(config).audit_drops else None)
+        audit_dir=output if output_settings(config).audit_drops else None, keep_images=keep_images, archive=archive)
 
 
 def page_extractor(config: dict[str, Any]) -> PageExtractor:
@@ -196,11 +201,13 @@ def run_filter(inputs: list[str], output: str, config: dict[str, Any], beam_args
                    command="filter", overwrite=overwrite, reads=paths)
 
 
-def download_images(config: dict[str, Any], workdir: str) -> DownloadImages:
-    """The image stage with its sections (`download`, `image_filters`, `runner.circuit_breaker`) from `config`."""
+def download_images(config: dict[str, Any], workdir: str, archive: CrawlArchive | None = None) -> DownloadImages:
+    """The image stage with its sections (`download`, `image_filters`, `runner.circuit_breaker`, and `dedup.url`
+    for the crawl `archive`'s URLs) from `config`."""
     return DownloadImages(workdir, DownloadSettings.from_config(config["download"], "download"),
                           ImageFilterSettings.from_config(config["image_filters"], "image_filters"),
-                          runner_settings(config).circuit_breaker)
+                          runner_settings(config).circuit_breaker, archive=archive,
+                          url=UrlDedupSettings.from_config(config["dedup"]["url"], "dedup.url"))
 
 
 def run_download(inputs: list[str], output: str, config: dict[str, Any], beam_args: list[str] | None = None,

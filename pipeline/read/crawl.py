@@ -1,10 +1,12 @@
 """Reading crawled HTML: WARC/ARC files (gzip or not) and plain `.html(.gz)` files, from any Beam filesystem.
 
 Each input file is sniffed (not trusted by its name), read record by record (WARC with FastWARC, ARC with
-warcio), and every record is counted: kept as a `Page` (an HTML response with status 200) or dropped with a
-reason. A damaged .warc.gz loses only its damaged gzip members: reading resumes at the next intact member, and
-the file is counted `damaged` with the members and bytes skipped (docs/read.md). A file with no readable record
-is dropped as `unreadable`. Errors that are not about one record or file stop the run (`FailureBreaker`).
+warcio), and every record is counted once: an image record under the unit `images` (kept into the crawl's
+image archive, `pipeline/read/images.py`), every other record under `records`, kept as a `Page` (an HTML
+response with status 200) or dropped with a reason. A damaged .warc.gz loses only its damaged gzip
+members: reading resumes at the next intact member, and the file is counted `damaged` with the members and
+bytes skipped (docs/read.md). A file with no readable record is dropped as `unreadable`. Errors that are not
+about one record or file stop the run (`FailureBreaker`).
 """
 
 from __future__ import annotations
@@ -35,6 +37,17 @@ from warcio.archiveiterator import ArchiveIterator as WarcioArchiveIterator
 from pipeline.config import Section, Share
 from pipeline.core.accounting import StageCounters
 from pipeline.core.failures import NOT_ABOUT_THE_ITEM, BreakerSettings, FailureBreaker
+from pipeline.read.images import (
+    ARCHIVED,
+    GENERIC_TYPES,
+    IMAGES,
+    ArchivedImage,
+    ArchivedRevisit,
+    KeepImages,
+    is_image_type,
+    payload_digest,
+    sniff_image,
+)
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +79,24 @@ class Page:
     length: int = -1
     date: str = ""
     robots_header: str = ""  # X-Robots-Tag of the page response
+
+
+@dataclass
+class PendingImage:
+    """An image record read but not yet kept: like a page, it waits for the next record to know whether its
+    gzip member was whole; only then are its bytes stored."""
+
+    url: str
+    data: bytes
+    digest: str
+    content_type: str
+    robots: str
+    date: str
+    source: str
+    offset: int
+
+
+Pending = Page | PendingImage | ArchivedRevisit
 
 
 def _sniff(head: bytes) -> str:
@@ -113,8 +144,10 @@ def charset_of(content_type: str | None) -> str | None:
 class ReadCrawlFiles(beam.DoFn):
     """Path of a WARC/ARC/HTML file → `Page`s, each record counted."""
 
-    def __init__(self, settings: ReadSettings, circuit_breaker: BreakerSettings):
-        """`settings`: the `read` section; `circuit_breaker`: `runner.circuit_breaker` (files and records)."""
+    def __init__(self, settings: ReadSettings, circuit_breaker: BreakerSettings, images: KeepImages | None = None):
+        """`settings`: the `read` section; `circuit_breaker`: `runner.circuit_breaker` (files and records);
+        `images`: where image records are kept (None: counted and dropped as `no_archive`)."""
+        self.images = images
         self.max_bytes = settings.max_html_bytes
         self.min_bytes = settings.min_html_bytes
         self.content_types = tuple(t.lower() for t in settings.html_content_types)
@@ -190,43 +223,55 @@ class ReadCrawlFiles(beam.DoFn):
         return path if "://" in path else "file://" + os.path.abspath(path)
 
     # -- WARC / ARC ---------------------------------------------------------------------------
-    def _read_archive(self, path: str, kind: str) -> Iterator[Page]:
-        """Records → pages; `files` is kept when any record was read, else dropped as `unreadable`."""
+    def _read_archive(self, path: str, kind: str) -> Iterator[Any]:
+        """Records → pages (and image records, tagged `ARCHIVED`); `files` is kept when any record was read,
+        else dropped as `unreadable`."""
         source = os.path.basename(path)
         reader = ArchiveReader(path, kind)
         records = 0
-        pending: Page | None = None  # a page waits for the next record: its length, and whether its member was whole
+        pending: Pending | None = None  # waits for the next record: its length, and whether its member was whole
         for record in reader.records():
             records += 1
             if pending is not None:
                 yield from self._release(pending, record.offset, reader)
                 pending = None
-            self.counts.seen("records")
             try:
-                page, reason = self._page_from_record(record, source)
+                unit, item, reason = self._judge_record(record, source)
             except Exception as err:  # one bad record is a counted drop; the breaker stops a systematic cause
                 log.warning("m3w read: broken record at offset %d of %s: %s: %s", record.offset, path,
                             type(err).__name__, err)
+                self.counts.seen("records")
                 self.counts.dropped("records", "record_error")
                 self.record_breaker.failed(err)
                 continue
             self.record_breaker.succeeded()
-            if page is None:
-                self.counts.dropped("records", reason)
+            self.counts.seen(unit)
+            if item is None:
+                self.counts.dropped(unit, reason)
                 continue
-            pending = page
+            pending = item
         if pending is not None:
             yield from self._release(pending, reader.size, reader)
         self._count_file(path, reader, records)
 
-    def _release(self, page: Page, end: int, reader: ArchiveReader) -> Iterator[Page]:
-        """Keep `page` unless its gzip member turned out damaged (its bytes inflated, the CRC did not match)."""
-        if page.offset in reader.broken_records:
-            self.counts.dropped("records", "damaged")
+    def _release(self, item: Pending, end: int, reader: ArchiveReader) -> Iterator[Any]:
+        """Keep `item` unless its gzip member turned out damaged (its bytes inflated, the CRC did not match): a
+        page with its record's length, an image record with its bytes put into the image store."""
+        unit = "records" if isinstance(item, Page) else IMAGES
+        if item.offset in reader.broken_records:
+            self.counts.dropped(unit, "damaged")
             return
-        page.length = end - page.offset
-        self.counts.kept("records")
-        yield page
+        self.counts.kept(unit)
+        if isinstance(item, Page):
+            item.length = end - item.offset
+            yield item
+        elif isinstance(item, PendingImage):
+            sha256 = self.images.store.put(item.data)
+            yield beam.pvalue.TaggedOutput(ARCHIVED, ArchivedImage(
+                url=item.url, sha256=sha256, digest=item.digest, content_type=item.content_type, robots=item.robots,
+                date=item.date, source=item.source, offset=item.offset))
+        else:
+            yield beam.pvalue.TaggedOutput(ARCHIVED, item)
 
     def _count_file(self, path: str, reader: ArchiveReader, records: int) -> None:
         """A file with any record read is kept (and noted `damaged` when it was); one with none is a drop and,
@@ -248,26 +293,77 @@ class ReadCrawlFiles(beam.DoFn):
         self.counts.dropped("files", "unreadable")
         self.file_breaker.failed(error)
 
-    def _page_from_record(self, record: ArchiveRecord, source: str) -> tuple[Page | None, str]:
+    def _judge_record(self, record: ArchiveRecord, source: str) -> tuple[str, Pending | None, str]:
+        """(unit, the page or image record to keep or None, drop reason): image records are the unit `images`
+        (docs/read.md), every other record `records`."""
+        if record.rec_type == "revisit":
+            return self._judge_revisit(record, source)
+        if record.rec_type == "resource":  # no HTTP message: the WARC header's type names the payload
+            mime = _mime(record.warc_header("Content-Type"))
+            if is_image_type(mime) or mime in GENERIC_TYPES:
+                return self._judge_image(record, source, mime, b"")
+            return "records", None, "not_response"
         if record.rec_type != "response":
-            return None, "not_response"
+            return "records", None, "not_response"
         if record.status is None:
-            return None, "not_http"
+            return "records", None, "not_http"
         if record.status != "200":
-            return None, "http_status"
+            return "records", None, "http_status"
         content_type = record.content_type.lower()
-        mime = content_type.split(";")[0].strip()
+        mime = _mime(content_type)
+        if is_image_type(mime) or (mime and mime in GENERIC_TYPES):
+            return self._judge_image(record, source, mime, b"")
         if mime and not mime.startswith(self.content_types):
-            return None, "not_html"
-        body = record.body(self.max_bytes + 1)
+            return "records", None, "not_html"
+        cap = self.max_bytes if mime or self.images is None else max(self.max_bytes, self.images.max_bytes)
+        body = record.body(cap + 1)
         if not mime and _sniff(body[:2048]) != "html":
-            return None, "not_html"
+            if sniff_image(body[:64]):  # no type, a picture's bytes
+                return self._judge_image(record, source, mime, body)
+            return "records", None, "not_html"
         verdict = self._check_size(body)
         if verdict:
-            return None, verdict
+            return "records", None, verdict
         page = Page(url=record.url, body=body, charset=charset_of(content_type), source=source, offset=record.offset,
                     date=record.date, robots_header=record.robots)
-        return page, ""
+        return "records", page, ""
+
+    def _judge_image(self, record: ArchiveRecord, source: str, mime: str, body: bytes
+                     ) -> tuple[str, Pending | None, str]:
+        """An image response or resource (or a generic one, judged by its bytes; else a `not_html` record)."""
+        if self.images is None and is_image_type(mime):
+            return IMAGES, None, "no_archive"
+        cap = self.images.max_bytes if self.images is not None else self.max_bytes
+        data = body or record.body(cap + 1)
+        if not is_image_type(mime) and sniff_image(data[:64]) is None:
+            return "records", None, "not_response" if record.rec_type == "resource" else "not_html"
+        if self.images is None:
+            return IMAGES, None, "no_archive"
+        if len(data) > cap:
+            return IMAGES, None, "too_large"
+        if not data:
+            return IMAGES, None, "empty"
+        image = PendingImage(url=record.url, data=data, digest=payload_digest(record.warc_header("WARC-Payload-Digest"),
+                                                                              data),
+                             content_type=mime, robots=record.robots, date=record.date, source=source,
+                             offset=record.offset)
+        return IMAGES, image, ""
+
+    def _judge_revisit(self, record: ArchiveRecord, source: str) -> tuple[str, Pending | None, str]:
+        """A revisit of an image response names its original by payload digest or URL; one of anything else (a
+        page's, or one without the response's headers) is `not_response` as before."""
+        if not is_image_type(_mime(record.content_type.lower())):
+            return "records", None, "not_response"
+        if self.images is None:
+            return IMAGES, None, "no_archive"
+        declared = record.warc_header("WARC-Payload-Digest")
+        refers_to = _clean_url(record.warc_header("WARC-Refers-To-Target-URI"))
+        if not declared and not refers_to:
+            return IMAGES, None, "revisit_without_reference"
+        revisit = ArchivedRevisit(url=record.url, digest=payload_digest(declared, b"") if declared else "",
+                                  refers_to=refers_to, robots=record.robots, date=record.date, source=source,
+                                  offset=record.offset)
+        return IMAGES, revisit, ""
 
     def _check_size(self, body: bytes) -> str:
         if len(body) > self.max_bytes:
@@ -277,18 +373,23 @@ class ReadCrawlFiles(beam.DoFn):
         return ""
 
 
+def _mime(content_type: str) -> str:
+    return content_type.split(";")[0].strip().lower()
+
+
 @dataclass
 class ArchiveRecord:
     """One WARC/ARC record as m3w needs it, whichever library parsed it."""
 
-    rec_type: str  # "response", "request", "warcinfo", ...
+    rec_type: str  # "response", "request", "warcinfo", "resource", "revisit", ...
     url: str
     date: str
     status: str | None  # HTTP status code; None when the record holds no HTTP message
-    content_type: str
-    robots: str  # X-Robots-Tag
+    content_type: str  # of the HTTP message
+    robots: str  # X-Robots-Tag values, one per line
     offset: int  # where the record starts in the file (its gzip member, for a .warc.gz)
     body: Callable[[int], bytes]  # at most n bytes of the payload, transfer- and content-decoded
+    warc_header: Callable[[str], str] = lambda name: ""  # a WARC header's value ("" when absent)
 
 
 GZIP_MAGIC = b"\x1f\x8b\x08"
@@ -459,11 +560,13 @@ def _first_broken_member(handle: Any, start: int, size: int) -> int | None:
 
 def _from_fastwarc(record: Any) -> ArchiveRecord:
     http = None
-    if record.record_type == WarcRecordType.response and record.is_http:  # the only records that can be pages
+    # responses can be pages or pictures, revisits name a picture's original
+    if record.record_type in (WarcRecordType.response, WarcRecordType.revisit) and record.is_http:
         # quirks mode takes HTTP headers ended by bare newlines (ClueWeb); the strict parser runs them into the body
         record.parse_http(auto_decode="transfer", quirks_mode=True)
         http = record.http_headers
     header = (lambda name: http.get(name, "") or "") if http is not None else (lambda name: "")
+    warc_headers = record.headers
     status = None if http is None else str(http.status_code or "")
     encoding = header("Content-Encoding").strip().lower()
     reader = record.reader
@@ -473,10 +576,11 @@ def _from_fastwarc(record: Any) -> ArchiveRecord:
         date=record.headers.get("WARC-Date", "") or "",
         status=status,
         content_type=header("Content-Type"),
-        robots=header("X-Robots-Tag"),
+        robots="\n".join(http.get_multiple("X-Robots-Tag")) if http is not None else "",
         offset=record.stream_pos,
         # bounded by the record's length: FastWARC allocates the whole `n` up front
         body=lambda n: _decode_content(reader.read(min(n, record.content_length + 1)), encoding, n),
+        warc_header=lambda name: warc_headers.get(name, "") or "",
     )
 
 
@@ -489,9 +593,11 @@ def _from_warcio(record: Any, offset: int) -> ArchiveRecord:
         date=record.rec_headers.get_header("WARC-Date") or "",
         status=None if http is None else http.get_statuscode(),
         content_type=header("Content-Type"),
-        robots=header("X-Robots-Tag"),
+        robots="\n".join(value for name, value in http.headers if name.lower() == "x-robots-tag")
+        if http is not None else "",
         offset=offset,
         body=lambda n: record.content_stream().read(n),  # warcio decodes transfer and content encodings itself
+        warc_header=lambda name: record.rec_headers.get_header(name) or "",
     )
 
 
@@ -630,14 +736,24 @@ def expand_inputs(inputs: list[str]) -> list[str]:
 
 
 class ReadCrawl(beam.PTransform):
-    """File patterns → `Page`s, spread over all workers (one big WARC must not pin one core)."""
+    """File patterns → `Page`s, spread over all workers (one big WARC must not pin one core).
 
-    def __init__(self, patterns: list[str], settings: ReadSettings, circuit_breaker: BreakerSettings):
+    With `images`, image records are kept: their bytes go into `images.store` and their references
+    (`ArchivedImage`, `ArchivedRevisit`) into `archive`, a transform that consumes them (the build's
+    `pipeline.images.archive.WriteArchiveIndex`); without, they are counted and dropped as `no_archive`.
+    """
+
+    def __init__(self, patterns: list[str], settings: ReadSettings, circuit_breaker: BreakerSettings,
+                 images: KeepImages | None = None, archive: beam.PTransform | None = None):
         """`settings`: the `read` section; `circuit_breaker`: `runner.circuit_breaker`."""
         super().__init__()
+        if (images is None) != (archive is None):
+            raise ValueError("ReadCrawl keeps image records with both `images` and `archive`, or neither")
         self.patterns = patterns
         self.settings = settings
         self.circuit_breaker = circuit_breaker
+        self.images = images
+        self.archive = archive
 
     def expand(self, pbegin):
         paths = (
@@ -648,7 +764,11 @@ class ReadCrawl(beam.PTransform):
             | "Dedup paths" >> beam.Distinct()
             | "Spread files" >> beam.Reshuffle()
         )
-        pages = paths | "Read files" >> beam.ParDo(ReadCrawlFiles(self.settings, self.circuit_breaker))
+        read = paths | "Read files" >> beam.ParDo(
+            ReadCrawlFiles(self.settings, self.circuit_breaker, self.images)).with_outputs(ARCHIVED, main="pages")
+        if self.archive is not None:
+            read[ARCHIVED] | "Index archived images" >> self.archive
+        pages = read.pages
         if self.settings.reshuffle:
             pages = pages | "Spread pages" >> beam.Reshuffle()
         return pages
