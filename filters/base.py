@@ -22,6 +22,8 @@ class Verdict:
     keep: bool
     reason: str = ""  # stable, short drop reason (empty when kept)
     scores: dict[str, Any] = field(default_factory=dict)
+    # Rules reached that could not judge the item: no cut-off (or word list) for its language (the caller counts them).
+    skipped: tuple[str, ...] = ()
 
     @classmethod
     def ok(cls, **scores: Any) -> Verdict:

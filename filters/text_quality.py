@@ -9,12 +9,16 @@
   one (`filters.document.tokenizer: fast`), or datatrove's own spaCy tokenizers (`datatrove`), which are
   exact to datatrove but cost more than extracting the page.
 
-Every rule is a pure function of the text (plus the document's language for the word lists); a `None`
-threshold switches that one rule off.
+Every rule is a pure function of the text (plus the document's language); a `None` threshold switches that
+one rule off. The rules whose statistic depends on the language (OBELICS's stop-word and common-word shares,
+Gopher's word-length bounds and stop-word count) take their cut-offs from the language's own entry of their
+section's `by_language` table, calibrated per language (`m3w calibrate`, docs/filters.md); a language without
+one is not judged by them, never by another language's cut-off, and the verdict names them (`skipped`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import re
@@ -142,8 +146,20 @@ NGramLimit = Annotated[tuple[PositiveInt, Share], Strict(False)]
 
 
 @dataclass(frozen=True)
+class WordShares(Section):
+    """One language's cut-offs of OBELICS's word-list shares (an entry of `filters.paragraph.by_language` or
+    `filters.document.obelics.by_language`); null: that rule does not judge the language."""
+
+    min_stopwords: Share | None
+    min_common_words: Share | None
+
+
+@dataclass(frozen=True)
 class ObelicsSettings(Section):
-    """The thresholds OBELICS's paragraph and document rules share (each of their sections has them all)."""
+    """The thresholds OBELICS's paragraph and document rules share (each of their sections has them all).
+
+    `by_language`: the cut-offs whose statistic depends on the language, per language code (docs/filters.md);
+    a language without an entry is not judged by those rules (the stage counts it: `skipped_<rule>_<lang>`)."""
 
     enabled: bool
     min_words: NonNegativeInt | None
@@ -153,9 +169,8 @@ class ObelicsSettings(Section):
     word_repetition_n: PositiveInt
     max_word_repetition: Share | None
     max_special_chars: Share | None
-    min_stopwords: Share | None
     min_punctuation: Share | None
-    min_common_words: Share | None
+    by_language: dict[str, WordShares]
 
 
 @dataclass(frozen=True)
@@ -175,19 +190,28 @@ class ObelicsDocumentSettings(ObelicsSettings):
 
 
 @dataclass(frozen=True)
+class GopherWordLimits(Section):
+    """One language's cut-offs of Gopher's word rules (an entry of `filters.document.gopher_quality.by_language`);
+    null: that bound does not judge the language."""
+
+    min_stop_words: NonNegativeInt | None
+    min_avg_word_length: NonNegativeFloat | None
+    max_avg_word_length: NonNegativeFloat | None
+
+
+@dataclass(frozen=True)
 class GopherQualitySettings(Section):
-    """`filters.document.gopher_quality`: datatrove's GopherQualityFilter arguments."""
+    """`filters.document.gopher_quality`: datatrove's GopherQualityFilter arguments; the word-length bounds and the
+    stop-word count per language (`by_language`), like OBELICS's word-list shares."""
 
     enabled: bool
     min_doc_words: NonNegativeInt | None
     max_doc_words: NonNegativeInt | None
-    min_avg_word_length: NonNegativeFloat | None
-    max_avg_word_length: NonNegativeFloat | None
     max_symbol_word_ratio: NonNegativeFloat | None  # per word: may exceed 1
     max_bullet_lines_ratio: Share | None
     max_ellipsis_lines_ratio: Share | None
     max_non_alpha_words_ratio: Share | None
-    min_stop_words: NonNegativeInt | None
+    by_language: dict[str, GopherWordLimits]
 
 
 @dataclass(frozen=True)
@@ -235,12 +259,14 @@ class ParagraphRules(TextFilter):
 
     Reasons: obelics_par_word_count, obelics_par_char_repetition, obelics_par_word_repetition,
     obelics_par_special_chars, obelics_par_stopwords, obelics_par_flagged_words, obelics_par_punctuation,
-    obelics_par_common_words. Rules needing a word list are skipped for a language that has none.
+    obelics_par_common_words. The stop-word and common-word rules judge a paragraph only by its language's own
+    cut-offs (`by_language`) and word list; without them they skip it (`Verdict.skipped`).
     """
 
     def __init__(self, settings: ParagraphSettings):
         super().__init__()
         self.settings = settings
+        self.shares = language_table(settings.by_language)
 
     def filter(self, item: TextItem) -> Verdict:
         c, paragraph, lang = self.settings, item.text, item.lang
@@ -248,30 +274,39 @@ class ParagraphRules(TextFilter):
         scores: dict[str, Any] = {"words": len(words)}
         if _outside(len(words), c.min_words, c.max_words):
             return Verdict.drop("obelics_par_word_count", **scores)
-        flagged = (("flagged_words", lambda: flagged_ratio(words, lang), _at_most, c.max_flagged_words),)
-        checks = _obelics_checks(paragraph, words, lang, c, flagged,
+        flagged = (("flagged_words", lambda: flagged_ratio(words, lang), _at_most, c.max_flagged_words, False),)
+        checks = _obelics_checks(paragraph, words, lang, c, self.shares.get(lang), flagged,
                                  lambda: punctuation_ratio(paragraph, c.punctuation_min_tokens))
         return _run_checks("obelics_par_", checks, scores)
+
+
+def language_table(table: dict[str, Any]) -> dict[str, Any]:
+    """A `by_language` table keyed as documents are labelled: ISO 639-1 where a code has one ('deu' → 'de')."""
+    from filters.language import iso639_1, normalize_language
+
+    return {iso639_1(normalize_language(code)[0]): entry for code, entry in table.items()}
 
 
 def _outside(count: int, low: int | None, high: int | None) -> bool:
     return (low is not None and count < low) or (high is not None and count > high)
 
 
-def _obelics_checks(text: str, words: list[str], lang: str, c: ObelicsSettings, extra: tuple,
-                    punctuation: Callable[[], float]) -> tuple:
-    """OBELICS's ratio rules in its order, as (name, measure, passes, limit); `extra` runs after the stop words
-    (the paragraph's flagged-word rule), `punctuation` measures the way the caller's level counts it."""
+def _obelics_checks(text: str, words: list[str], lang: str, c: ObelicsSettings, shares: WordShares | None,
+                    extra: tuple, punctuation: Callable[[], float]) -> tuple:
+    """OBELICS's ratio rules in its order, as (name, measure, passes, limit, per language); `shares` are the
+    language's own cut-offs of the word-list rules (None: it has none), `extra` runs after the stop words (the
+    paragraph's flagged-word rule), `punctuation` measures the way the caller's level counts it."""
     return (
         ("char_repetition", lambda: char_repetition_ratio(text, c.char_repetition_n), _at_most,
-         c.max_char_repetition),
+         c.max_char_repetition, False),
         ("word_repetition", lambda: word_repetition_ratio(words, c.word_repetition_n), _at_most,
-         c.max_word_repetition),
-        ("special_chars", lambda: special_char_ratio(text), _at_most, c.max_special_chars),
-        ("stopwords", lambda: _list_share(words, stopwords(lang)), _at_least, c.min_stopwords),
+         c.max_word_repetition, False),
+        ("special_chars", lambda: special_char_ratio(text), _at_most, c.max_special_chars, False),
+        ("stopwords", lambda: _list_share(words, stopwords(lang)), _at_least, shares and shares.min_stopwords, True),
         *extra,
-        ("punctuation", punctuation, _at_least, c.min_punctuation),
-        ("common_words", lambda: _list_share(words, common_words(lang)), _at_least, c.min_common_words),
+        ("punctuation", punctuation, _at_least, c.min_punctuation, False),
+        ("common_words", lambda: _list_share(words, common_words(lang)), _at_least,
+         shares and shares.min_common_words, True),
     )
 
 
@@ -280,16 +315,19 @@ def _list_share(words: list[str], vocabulary: frozenset[str] | None) -> float | 
 
 
 def _run_checks(prefix: str, checks, scores: dict[str, Any]) -> Verdict:
-    for name, measure, passes, limit in checks:
-        if limit is None:
-            continue
-        value = measure()
-        if value is None:  # no word list for this language: the rule does not apply
+    """The checks in order up to the first that fails; a per-language check without a cut-off or a word list for
+    the item's language is named in `skipped` (a global threshold set to null switches its rule off silently)."""
+    skipped: list[str] = []
+    for name, measure, passes, limit, per_language in checks:
+        value = None if limit is None else measure()
+        if value is None:  # switched off, or (per language) no cut-off or word list for this language
+            if per_language:
+                skipped.append(prefix + name)
             continue
         scores[name] = round(value, 4)
         if not passes(value, limit):
-            return Verdict.drop(prefix + name, **scores)
-    return Verdict.ok(**scores)
+            return Verdict(False, prefix + name, scores, tuple(skipped))
+    return Verdict(True, "", scores, tuple(skipped))
 
 
 # -- OBELICS document rules ---------------------------------------------------------------------------
@@ -300,12 +338,14 @@ class ObelicsDocumentRules(TextFilter):
 
     Reasons: obelics_image_count, obelics_word_count, obelics_char_repetition, obelics_word_repetition,
     obelics_special_chars, obelics_stopwords, obelics_punctuation, obelics_common_words. (OBELICS's
-    document flagged-word rule is the safety filter's `flagged_words`.)
+    document flagged-word rule is the safety filter's `flagged_words`.) The stop-word and common-word rules judge
+    by the document language's own cut-offs only, as in `ParagraphRules`.
     """
 
     def __init__(self, settings: ObelicsDocumentSettings):
         super().__init__()
         self.settings = settings
+        self.shares = language_table(settings.by_language)
 
     def filter(self, item: TextItem) -> Verdict:
         c, text, n_images, lang = self.settings, item.text, item.n_images, item.lang
@@ -316,7 +356,7 @@ class ObelicsDocumentRules(TextFilter):
         scores["words"] = len(words)
         if _outside(len(words), c.min_words, c.max_words):
             return Verdict.drop("obelics_word_count", **scores)
-        checks = _obelics_checks(text, words, lang, c, (), lambda: punctuation_ratio(text))
+        checks = _obelics_checks(text, words, lang, c, self.shares.get(lang), (), lambda: punctuation_ratio(text))
         return _run_checks("obelics_", checks, scores)
 
 
@@ -334,6 +374,7 @@ GOPHER_QUALITY_REASONS = {
     "gopher_below_alpha_threshold": "gopher_alpha_words",
     "gopher_enough_stop_words": "gopher_stop_words",
 }
+GOPHER_QUALITY_ORDER = tuple(dict.fromkeys(GOPHER_QUALITY_REASONS.values()))  # the order datatrove checks them in
 GOPHER_REPETITION_REASONS = {
     "dup_para_frac": "gopher_dup_paragraphs",
     "dup_para_char_frac": "gopher_dup_paragraph_chars",
@@ -419,16 +460,23 @@ def _datatrove_verdict(result: Any, rename) -> Verdict:
 
 
 class DatatroveRules(TextFilter):
-    """Gopher quality, Gopher repetition and FineWeb quality, one datatrove filter object per language."""
+    """Gopher quality, Gopher repetition and FineWeb quality, one datatrove filter object per language.
+
+    Gopher's word-length bounds and stop-word count come from the language's own entry of
+    `gopher_quality.by_language`; a language without one (or without a stop-word list) is not judged by them
+    (`Verdict.skipped`)."""
 
     def __init__(self, settings: DocumentSettings):
         super().__init__()
         self.settings = settings
         self.tokenizer = settings.tokenizer
+        self.limits = language_table(settings.gopher_quality.by_language)
         tokenizer_language("en", self.tokenizer)  # an unknown tokenizer name fails here, not on the first document
-        self._filters: dict[str, list[tuple[Any, Any, bool]]] = {}
+        self._filters: dict[str, list[tuple[Any, Any, bool, tuple[str, ...]]]] = {}
 
-    def _build(self, lang: str) -> list[tuple[Any, Any, bool]]:
+    def _build(self, lang: str) -> list[tuple[Any, Any, bool, tuple[str, ...]]]:
+        """Per rule group: (datatrove filter, reason renaming, sees one paragraph per line, the group's rules that
+        cannot judge this language, in datatrove's order)."""
         from datatrove.pipeline.filters.fineweb_quality_filter import FineWebQualityFilter
         from datatrove.pipeline.filters.gopher_quality_filter import GopherQualityFilter
         from datatrove.pipeline.filters.gopher_repetition_filter import GopherRepetitionFilter
@@ -438,19 +486,24 @@ class DatatroveRules(TextFilter):
         quality = self.settings.gopher_quality
         if quality.enabled:
             stops = gopher_stopwords(lang)
+            own = self.limits.get(lang) or GopherWordLimits(None, None, None)
+            # No stop-word list for the language: the stop-word rule cannot be judged either.
+            min_stop_words = own.min_stop_words if stops else None
+            unjudged = []
+            if own.min_avg_word_length is None and own.max_avg_word_length is None:
+                unjudged.append("gopher_mean_word_length")
+            if min_stop_words is None:
+                unjudged.append("gopher_stop_words")
             built.append((
                 GopherQualityFilter(
                     min_doc_words=quality.min_doc_words, max_doc_words=quality.max_doc_words,
-                    min_avg_word_length=quality.min_avg_word_length,
-                    max_avg_word_length=quality.max_avg_word_length,
+                    min_avg_word_length=own.min_avg_word_length, max_avg_word_length=own.max_avg_word_length,
                     max_symbol_word_ratio=quality.max_symbol_word_ratio,
                     max_bullet_lines_ratio=quality.max_bullet_lines_ratio,
                     max_ellipsis_lines_ratio=quality.max_ellipsis_lines_ratio,
                     max_non_alpha_words_ratio=quality.max_non_alpha_words_ratio,
-                    # No stop-word list for the language: the rule cannot be judged, so it is skipped.
-                    min_stop_words=quality.min_stop_words if stops else None,
-                    stop_words=list(stops or ()), language=language),
-                lambda r: GOPHER_QUALITY_REASONS.get(r, r), True))
+                    min_stop_words=min_stop_words, stop_words=list(stops or ()), language=language),
+                lambda r: GOPHER_QUALITY_REASONS.get(r, r), True, tuple(unjudged)))
         repetition = self.settings.gopher_repetition
         if repetition.enabled:
             built.append((
@@ -461,7 +514,7 @@ class DatatroveRules(TextFilter):
                     top_n_grams=tuple(repetition.top_n_grams or ()),
                     dup_n_grams=tuple(repetition.dup_n_grams or ()),
                     language=language),
-                gopher_repetition_reason, False))
+                gopher_repetition_reason, False, ()))
         fineweb = self.settings.fineweb
         if fineweb.enabled:
             # datatrove's FineWeb filter has no off switch per rule: a null threshold becomes one that never fires.
@@ -478,7 +531,7 @@ class DatatroveRules(TextFilter):
                     char_duplicates_ratio=limit("char_duplicates_ratio", math.inf),
                     new_line_ratio=limit("new_line_ratio", math.inf),
                     language=language),
-                lambda r: FINEWEB_REASONS.get(r, f"fineweb_{r}"), True))
+                lambda r: FINEWEB_REASONS.get(r, f"fineweb_{r}"), True, ()))
         return built
 
     def filter(self, item: TextItem) -> Verdict:
@@ -493,13 +546,39 @@ class DatatroveRules(TextFilter):
         filters = self._filters.get(lang)
         if filters is None:
             filters = self._filters[lang] = self._build(lang)
-        one_per_line = _BLANK_LINES.sub("\n", text.strip())
-        for rule, rename, lines in filters:
+        one_per_line = one_paragraph_per_line(text)
+        skipped: list[str] = []
+        for rule, rename, lines, unjudged in filters:
             verdict = _datatrove_verdict(rule.filter(DatatroveDocument(text=one_per_line if lines else text, id="")),
                                          rename)
+            skipped += _reached(unjudged, verdict.reason)
             if not verdict.keep:
-                return verdict
-        return Verdict.ok()
+                return dataclasses.replace(verdict, skipped=tuple(skipped))
+        return Verdict(True, skipped=tuple(skipped))
+
+
+def one_paragraph_per_line(text: str) -> str:
+    """The form the line rules judge: trafilatura's plain text, one paragraph per line."""
+    return _BLANK_LINES.sub("\n", text.strip())
+
+
+def gopher_word_measures(text: str, lang: str, tokenizer: str = "fast") -> tuple[int, float, int]:
+    """What Gopher's per-language rules measure on a document (`text`: paragraphs separated by blank lines), as
+    datatrove's GopherQualityFilter computes it: (distinct stop words of the language's list among the words, mean
+    length of the words that are not only punctuation, how many such words)."""
+    from datatrove.utils.text import PUNCTUATION_SET, split_into_words
+
+    words = split_into_words(one_paragraph_per_line(text), tokenizer_language(lang, tokenizer))
+    lengths = [len(w) for w in words if any(ch not in PUNCTUATION_SET for ch in w)]
+    stops = set(gopher_stopwords(lang) or ())
+    return len(stops.intersection(words)), float(np.mean(lengths)) if lengths else 0.0, len(lengths)
+
+
+def _reached(unjudged: tuple[str, ...], reason: str) -> list[str]:
+    """The unjudged Gopher quality rules a document reached: all when it kept it, else those before its reason."""
+    if reason not in GOPHER_QUALITY_ORDER:
+        return list(unjudged)
+    return [rule for rule in unjudged if GOPHER_QUALITY_ORDER.index(rule) < GOPHER_QUALITY_ORDER.index(reason)]
 
 
 class DocumentQuality(TextFilter):
@@ -512,12 +591,15 @@ class DocumentQuality(TextFilter):
 
     def filter(self, item: TextItem) -> Verdict:
         scores: dict[str, Any] = {}
+        skipped: tuple[str, ...] = ()
         if self.obelics is not None:
             verdict = self.obelics(item)
             if not verdict.keep:
                 return verdict
             scores.update(verdict.scores)
+            skipped = verdict.skipped
         verdict = self.datatrove(item)
+        skipped += verdict.skipped
         if not verdict.keep:
-            return verdict
-        return Verdict.ok(**scores)
+            return dataclasses.replace(verdict, skipped=skipped)
+        return Verdict(True, "", scores, skipped)

@@ -15,7 +15,9 @@ import dataclasses
 import functools
 import io
 import re
-from collections.abc import Iterable, Mapping
+import types
+import typing
+from collections.abc import Collection, Iterable, Mapping
 from importlib import resources
 from typing import Annotated, Any, Self
 
@@ -62,19 +64,37 @@ def load_defaults() -> Config:
     return load_yaml(text)
 
 
-def _merge(base: Config, override: Mapping[str, Any], path: str = "") -> Config:
+def _merge(base: Config, override: Mapping[str, Any], path: str = "", tables: Collection[str] = ()) -> Config:
     out = copy.deepcopy(base)
     for key, value in override.items():
         where = f"{path}{key}"
         if key not in out:
+            if path[:-1] in tables:  # a table's keys are the user's: a new one is added (its section checks it)
+                out[key] = copy.deepcopy(value)
+                continue
             raise ConfigError(f"unknown config key '{where}' (known here: {', '.join(sorted(out))})")
         if isinstance(out[key], dict):
             if not isinstance(value, Mapping):
                 raise ConfigError(f"config key '{where}' is a section; got {value!r}")
-            out[key] = _merge(out[key], value, where + ".")
+            out[key] = _merge(out[key], value, where + ".", tables)
         else:
             out[key] = copy.deepcopy(value)
     return out
+
+
+def table_paths(kind: type, prefix: str = "") -> frozenset[str]:
+    """The dotted paths of a typed config's tables: fields typed `dict[str, <a Section>]` (e.g. cut-offs keyed by
+    language), whose keys the user chooses, so that a key the defaults lack is added there instead of refused."""
+    paths: set[str] = set()
+    for name, annotation in typing.get_type_hints(kind).items():
+        members = typing.get_args(annotation) if typing.get_origin(annotation) in (typing.Union, types.UnionType) \
+            else (annotation,)
+        for member in members:
+            if typing.get_origin(member) is dict and dataclasses.is_dataclass(typing.get_args(member)[1]):
+                paths.add(prefix + name)
+            elif dataclasses.is_dataclass(member):
+                paths |= table_paths(member, f"{prefix}{name}.")
+    return frozenset(paths)
 
 
 def parse_override(item: str) -> Config:
@@ -96,22 +116,23 @@ def merge_config(
     user_yaml: str | None = None,
     overrides: Iterable[str] = (),
     extra: Mapping[str, Any] | None = None,
+    tables: Collection[str] = (),
 ) -> Config:
     """Defaults ← user YAML file (any Beam filesystem path) ← `extra` dict ← `key=value` overrides, with every key
-    known to the defaults but the values not yet checked: `pipeline.settings.load_config` checks them whole; the
-    standalone smoke trainer, which cannot import the pipeline's sections, checks its own section
-    (train_smoke/config.py)."""
+    known to the defaults (or new in one of the `tables`, `table_paths`) but the values not yet checked:
+    `pipeline.settings.load_config` checks them whole; the standalone smoke trainer, which cannot import the
+    pipeline's sections, checks its own section (train_smoke/config.py)."""
     config = load_defaults()
     if user_yaml:
         from apache_beam.io.filesystems import FileSystems
 
         with FileSystems.open(user_yaml) as handle:
             user = load_yaml(io.TextIOWrapper(handle, encoding="utf-8")) or {}
-        config = _merge(config, user)
+        config = _merge(config, user, tables=tables)
     if extra:
-        config = _merge(config, extra)
+        config = _merge(config, extra, tables=tables)
     for item in overrides:
-        config = _merge(config, parse_override(item))
+        config = _merge(config, parse_override(item), tables=tables)
     return config
 
 

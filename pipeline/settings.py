@@ -14,7 +14,7 @@ from typing import Any
 
 from filters.image_nodes import ImageNodeSettings
 from filters.images import ImageFilterSettings
-from pipeline.config import Config, Section, merge_config, validate_section
+from pipeline.config import Config, Section, merge_config, table_paths, validate_section
 from pipeline.dedup import DedupSettings
 from pipeline.export.writer import ExportSettings
 from pipeline.extract.settings import ExtractSettings
@@ -45,6 +45,9 @@ class M3wSettings(Section):
     smoke: SmokeSection
 
 
+TABLES = table_paths(M3wSettings)
+
+
 def check_config(config: Config) -> Config:
     """`config` unchanged when every value has its key's type, range and choices (`M3wSettings`); else a
     ConfigError naming each bad key, its value and what is expected."""
@@ -57,5 +60,6 @@ def load_config(
     overrides: Iterable[str] = (),
     extra: Mapping[str, Any] | None = None,
 ) -> Config:
-    """Defaults ← user YAML file (any Beam filesystem path) ← `extra` dict ← `key=value` overrides, checked whole."""
-    return check_config(merge_config(user_yaml, overrides, extra))
+    """Defaults ← user YAML file (any Beam filesystem path) ← `extra` dict ← `key=value` overrides, checked whole;
+    the config's tables (e.g. `filters.paragraph.by_language`) take keys of the user's own."""
+    return check_config(merge_config(user_yaml, overrides, extra, tables=TABLES))

@@ -82,6 +82,24 @@ EXPECTED: dict[str, tuple[list[str], list[str]]] = {
         rf" +gate off: +{POS} s, 12 pages extracted, {POS} documents",
         rf" +gate on : +{POS} s, \d+ pages extracted, {POS} documents; gate dropped .*",
     ], []),
+    "filter_languages": ([
+        r"command: python -m benchmarks\.filter_languages --tiny",
+        rf"20 real pages \(article-benchmark, trafilatura-cache\) -> {POS} documents; by language: en {POS}, "
+        rf"de {POS}.*",
+        r"\| language \| cut-offs \| half \| documents judged \| obelics_stopwords \| obelics_common_words "
+        r"\| gopher_mean_word_length \| gopher_stop_words \| word-share rules \| every quality rule \|",
+        *(rf"\| {lang} \| {cutoffs} \| {half} \| {POS}( \| {NUM}%){{6}} \|" for lang, cutoffs, half in (
+            ("en", "en's own", "evaluation"), ("de", "de's own", "evaluation"), ("de", "en's", "evaluation"))),
+        r"\| language \| cut-offs \| half \| paragraphs judged \| obelics_par_stopwords \| obelics_par_common_words "
+        r"\| word-share rules \| every paragraph rule \|",
+        rf"\| de \| de's own \| calibration \| {POS}( \| {NUM}%){{4}} \|",
+        rf"word-share rules, paragraphs, evaluation half: de {NUM}% vs en {NUM}%: {NUM} points apart \(within 10\)",
+    ], []),
+    "runner_bundles": ([
+        r"\| mode \| N × value \| payload \| keys arrived \| seconds \| data-plane warning \| exit \|",
+        *(rf"\| {mode} \| 50 × 1 KB \| 0\.0 GB \| 50 of 50 \| {NUM} \| no \| ok \|"
+          for mode in ("in_memory", "multi_processing")),
+    ], ["LOST"]),
     "runner_bundles": ([
         r"\| mode \| N × value \| payload \| keys arrived \| seconds \| data-plane warning \| exit \|",
         *(rf"\| {mode} \| 50 × 1 KB \| 0\.0 GB \| 50 of 50 \| {NUM} \| no \| ok \|"

@@ -28,6 +28,7 @@ def minimal_argv(name: str, tmp_path: Path) -> list[str]:
         "build": ["build", "--input", "crawl.warc.gz", "--output", out],
         "extract": ["extract", "--input", "crawl.warc.gz", "--output", out],
         "filter": ["filter", "--input", "docs", "--output", out],
+        "calibrate": ["calibrate", "--input", "docs", "--language", "de"],
         "dedup": ["dedup", "--input", "docs", "--output", out],
         "download": ["download", "--input", "docs", "--output", out],
         "smoke": ["smoke", "shards"],

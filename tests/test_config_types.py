@@ -20,7 +20,8 @@ from train_smoke.config import resolve_config, smoke_settings
 
 DEFAULTS = load_defaults()
 # Every command that takes `--set`: each must refuse a mistyped value before it runs.
-CONFIGURED_COMMANDS = {"build", "extract", "filter", "dedup", "download", "shard", "export", "smoke", "demo"}
+CONFIGURED_COMMANDS = {"build", "extract", "filter", "calibrate", "dedup", "download", "shard", "export", "smoke",
+                       "demo"}
 
 
 def leaves(tree: dict, path: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
@@ -37,7 +38,9 @@ def declared_type(path: tuple[str, ...]) -> Any:
         path = ("smoke", *path[3:])
     section: Any = M3wSettings
     for key in path[:-1]:
-        section = typing.get_type_hints(section)[key]
+        # A table (`dict[str, <a section>]`, e.g. cut-offs by language): any key, each entry that section.
+        section = typing.get_args(section)[1] if typing.get_origin(section) is dict else \
+            typing.get_type_hints(section)[key]
     return typing.get_type_hints(section, include_extras=True)[path[-1]]
 
 

@@ -31,15 +31,24 @@ GOOD = ("The river runs past the old mill and the bakery, where the village keep
         "talk about the weather.")
 
 
-def paragraph_rules(**on) -> tq.ParagraphRules:
-    cfg = {k: (None if k.startswith(("min_", "max_")) else v) for k, v in DEFAULTS["paragraph"].items()}
-    cfg.update(on)
-    return tq.ParagraphRules(tq.ParagraphSettings.from_config(cfg))
+SHARE_KEYS = ("min_stopwords", "min_common_words")  # per language: `by_language`
+GOPHER_KEYS = ("min_stop_words", "min_avg_word_length", "max_avg_word_length")
 
 
-def obelics_doc_rules(**on) -> tq.ObelicsDocumentRules:
-    cfg = {k: (None if k.startswith(("min_", "max_")) else v) for k, v in DEFAULTS["document"]["obelics"].items()}
+def alone(section: dict, per_language: tuple[str, ...], lang: str, on: dict) -> dict:
+    """`section` with every threshold off but `on`; the per-language ones of `on` in `lang`'s entry (the only one)."""
+    cfg = {k: (None if k.startswith(("min_", "max_")) else v) for k, v in section.items()}
+    cfg["by_language"] = {lang: {k: on.pop(k, None) for k in per_language}}
     cfg.update(on)
+    return cfg
+
+
+def paragraph_rules(lang: str = "en", **on) -> tq.ParagraphRules:
+    return tq.ParagraphRules(tq.ParagraphSettings.from_config(alone(DEFAULTS["paragraph"], SHARE_KEYS, lang, on)))
+
+
+def obelics_doc_rules(lang: str = "en", **on) -> tq.ObelicsDocumentRules:
+    cfg = alone(DEFAULTS["document"]["obelics"], SHARE_KEYS, lang, on)
     return tq.ObelicsDocumentRules(tq.ObelicsDocumentSettings.from_config(cfg))
 
 
@@ -130,8 +139,10 @@ def test_paragraph_rule_threshold(key, kind, reason, text, measure):
 
 
 def test_paragraph_rules_needing_a_word_list_are_skipped_for_languages_without_one():
-    rules = paragraph_rules(min_stopwords=0.99, min_common_words=0.99)
-    assert rules(item("Zorblat quexes fizzled near grobble banks.", "xx")).keep
+    rules = paragraph_rules("xx", min_stopwords=0.99, min_common_words=0.99)  # cut-offs for xx, but no word lists
+    verdict = rules(item("Zorblat quexes fizzled near grobble banks.", "xx"))
+    assert verdict.keep and verdict.skipped == ("obelics_par_stopwords", "obelics_par_common_words")
+    rules = paragraph_rules("en", min_stopwords=0.99, min_common_words=0.99)
     assert rules(item("Zorblat quexes fizzled near grobble banks.", "en")).reason == "obelics_par_stopwords"
 
 
@@ -189,7 +200,9 @@ def datatrove_rules(group: str, tokenizer: str = "fast", **on) -> tq.DatatroveRu
     cfg["tokenizer"] = tokenizer
     for name in ("gopher_quality", "gopher_repetition", "fineweb"):
         cfg[name]["enabled"] = name == group
-    off = {"gopher_quality": {k: None for k in cfg["gopher_quality"] if k != "enabled"},
+    off = {"gopher_quality": {**{k: None for k in cfg["gopher_quality"] if k != "enabled"},
+                              "by_language": {"en": {k: on.pop(k, None) for k in GOPHER_KEYS},
+                                              "de": {k: on.pop(f"de_{k}", None) for k in GOPHER_KEYS}}},
            "gopher_repetition": {"dup_line_frac": None, "dup_para_frac": None, "dup_line_char_frac": None,
                                  "dup_para_char_frac": None, "top_n_grams": [], "dup_n_grams": []},
            "fineweb": {"line_punct_thr": None, "short_line_thr": None, "char_duplicates_ratio": None,
@@ -226,10 +239,11 @@ def test_gopher_mean_word_length_bounds():
 
 
 def test_gopher_stop_words_minimum():
-    rules = datatrove_rules("gopher_quality", min_stop_words=2)
+    rules = datatrove_rules("gopher_quality", min_stop_words=2, de_min_stop_words=3)
     assert rules(item("the river and the mill", "en")).keep  # the, and
     assert rules(item("the river near a mill", "en")).reason == "gopher_stop_words"  # only "the"
     assert rules(item("die Mühle und der Fluss", "de")).keep  # German Gopher stop words: die, und, der
+    assert rules(item("die Mühle und ein Fluss", "de")).reason == "gopher_stop_words"  # German's own cut-off: 3
 
 
 def test_gopher_line_rules_at_their_thresholds():

@@ -8,6 +8,8 @@ Where each list comes from (every file's header repeats it):
   sense is harmless, e.g. "kill", "organ", "thrust", which would otherwise remove ordinary paragraphs),
   plus `flagged_words.<lang>.txt` (ours: unambiguous adult/obscene terms of other languages).
 - `spam_phrases.txt` (ours): phrases of keyword-stuffed sales and SEO spam.
+- `calibration.<lang>.yaml`: where the reference language's cut-offs sit in its own distribution, measured by
+  `m3w calibrate --language <lang>` on real pages (docs/filters.md): what every other language is placed against.
 
 A language without a file simply has no such list; the rules that need one are skipped for it.
 """

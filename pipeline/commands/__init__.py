@@ -60,6 +60,11 @@ def print_report_summary(report: dict) -> None:
         for unit, entry in units.items():
             drops = ", ".join(f"{reason}={n}" for reason, n in entry["dropped"].items())
             print(f"{stage:>14} {unit:<11} in={entry['in']:<7} out={entry['out']:<7} {drops}")
+            skipped = {name.removeprefix("skipped_"): n for name, n in entry.get("info", {}).items()
+                       if name.startswith("skipped_")}  # rules without a cut-off for a language (docs/filters.md)
+            if skipped:
+                print(f"{'':>26} not judged, no cut-off for the language (rule_language): "
+                      + ", ".join(f"{name}={n}" for name, n in sorted(skipped.items())))
     if report.get("unbalanced"):
         print(f"COUNTS DO NOT BALANCE: {report['unbalanced']}", file=sys.stderr)
     if report.get("broken_links"):

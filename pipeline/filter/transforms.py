@@ -6,7 +6,10 @@
   paragraphs): per document, in this order, language ID (metadata `language`, `language_score`), safety
   (`url_blocklist`, `flagged_words`, `spam`), OBELICS's paragraph rules (failing paragraphs are removed,
   the document stays), then the document quality rules (OBELICS, Gopher, FineWeb). Kept documents carry
-  the scores the rules measured in `metadata["filter_scores"]`.
+  the scores the rules measured in `metadata["filter_scores"]`. A rule with no cut-off for an item's language
+  (the `by_language` tables) judges nothing and is counted as info `skipped_<rule>_<lang>` of the item's unit
+  (`filter|documents|info|skipped_obelics_common_words_de`), so the report says which rules did not apply to which
+  languages; it is no drop, so the balance is untouched.
 
 The rules themselves are `TextFilter`s in `filters/` (one `filter(TextItem) -> Verdict` each); `DocumentFilters`
 composes them without Beam (tests, benchmarks), and the DoFns only count and route. Models and lists load once
@@ -28,6 +31,7 @@ import apache_beam as beam
 from pydantic import NonNegativeInt, PositiveInt
 
 from filters.base import TextItem, Verdict
+from filters.calibration import CalibrationSettings
 from filters.language import LanguageSettings
 from filters.safety import SafetySettings
 from filters.text_quality import DocumentSettings, ParagraphSettings
@@ -75,6 +79,7 @@ class FilterSettings(Section):
     safety: SafetySettings
     paragraph: ParagraphSettings
     document: DocumentSettings
+    calibration: CalibrationSettings
 
 
 # -- the gate ----------------------------------------------------------------------------------------
@@ -193,6 +198,14 @@ class Filtered:
     examined: Document | None = None  # the working copy the rules saw (language labelled), kept or not
     paragraphs_in: int = 0
     paragraph_drops: list[tuple[str, str, Verdict]] = field(default_factory=list)  # (reason, text, verdict)
+    # Rules that could not judge the document or one of its paragraphs, by `skipped_name` (no cut-off for its language).
+    document_skips: Counter[str] = field(default_factory=Counter)
+    paragraph_skips: Counter[str] = field(default_factory=Counter)
+
+
+def skipped_name(rule: str, lang: str) -> str:
+    """The info counter of a rule that did not judge an item of language `lang`: `skipped_obelics_common_words_de`."""
+    return f"skipped_{rule}_{lang or 'none'}"
 
 
 class DocumentFilters:
@@ -244,6 +257,7 @@ class DocumentFilters:
             self._clean_paragraphs(doc, lang, out)
         verdict = self.quality(TextItem(text=doc.text, lang=lang, url=doc.url, n_images=len(doc.images)))
         out.verdict = verdict
+        out.document_skips.update(skipped_name(rule, lang) for rule in verdict.skipped)
         if not verdict.keep:
             return out
         scores.update(verdict.scores)
@@ -261,6 +275,7 @@ class DocumentFilters:
             for paragraph in (p for p in (node.text or "").split("\n\n") if p.strip()):
                 out.paragraphs_in += 1
                 verdict = self.paragraph_rules(TextItem(text=paragraph, lang=lang, url=doc.url))
+                out.paragraph_skips.update(skipped_name(rule, lang) for rule in verdict.skipped)
                 if verdict.keep:
                     kept.append(paragraph)
                 else:
@@ -300,6 +315,10 @@ class FilterDoFn(beam.DoFn):
         self.paragraph_counts.kept("paragraphs", result.paragraphs_in - len(result.paragraph_drops))
         for reason, n in sorted(Counter(reason for reason, _, _ in result.paragraph_drops).items()):
             self.paragraph_counts.dropped("paragraphs", reason, n)
+        for name, n in sorted(result.paragraph_skips.items()):
+            self.paragraph_counts.note("paragraphs", name, n)
+        for name, n in sorted(result.document_skips.items()):
+            self.counts.note("documents", name, n)
         if self.audit:
             for reason, text, verdict in result.paragraph_drops:
                 item = {"doc_id": doc.doc_id, "url": doc.url, "paragraph": text}

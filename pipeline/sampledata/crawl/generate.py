@@ -59,7 +59,7 @@ from urllib.parse import urljoin, urlsplit
 import numpy as np
 from PIL import Image
 
-from pipeline.sampledata.crawl import canaries, images, text
+from pipeline.sampledata.crawl import canaries, german, images, text
 from pipeline.sampledata.crawl.pages import Layout, PageBuilder, esc, figure, img_tag
 
 IMG_HOST = "https://img.sample-web.test"
@@ -211,6 +211,7 @@ class SampleWeb:
         self.topic_cycle: list[text.Topic] = []
         self.base_date = datetime(2024, 1, 8, tzinfo=UTC) + timedelta(days=self.rng.randint(0, 60))
         self.slugs: set[str] = set()
+        self.appended: list[PageRecord] = []  # pages after the planted web, last in the WARC (german_news)
 
     # -- helpers ---------------------------------------------------------------------------
     def date(self, min_day: int = 0, max_day: int = 150) -> str:
@@ -450,6 +451,7 @@ class SampleWeb:
         self.canary_pages(layouts["canary"])
         self.other_records()
         self.bulk_pages(layouts["www"])
+        self.german_news(layouts["de"])
 
     def magazine(self, layout: Layout) -> list[PageRecord]:
         records = []
@@ -827,6 +829,27 @@ class SampleWeb:
                 self.add_page(b, "non_english", layouts[lang], lang=lang, expected=_expect(filters="language"),
                               tags=["non_english"])
 
+    def german_news(self, layout: Layout, count: int = 3) -> None:
+        """German local news with German's own word statistics (german.py): kept by German's cut-offs, dropped by
+        English's. Drawn from a random source of their own and last in the WARC, so the rest stays as it was."""
+        for index in range(count):
+            rng = random.Random(f"m3w-sample-german:{self.seed}:{index}")
+            writer = german.GermanNewsWriter(rng)
+            title = writer.title()
+            b = PageBuilder(f"https://de.sample-web.test/nachrichten/{_slug(title)}-{index}.html", title, "de")
+            for k in range(6):
+                if k in (2, 4):
+                    image, bits = self._distinct(lambda rng=rng: images.generated_image(rng, 480, 320))
+                    self.remember(bits)
+                    asset = self.add_asset(f"{IMG_HOST}/nachrichten/{rng.getrandbits(40):010x}.jpg", "generated",
+                                           image, "jpg", source="generated")
+                    b.image(*self.figure_markup(asset, writer))
+                b.paragraph(writer.paragraph())
+            moment = self.base_date + timedelta(days=rng.randint(0, 150), seconds=rng.randint(0, 86399))
+            self.appended.append(self.add_page(
+                b, "non_english", layout, lang="de", date=moment.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                expected=_expect(filters="language"), tags=["non_english", "german_news"]))
+
     def canary_pages(self, layout: Layout) -> None:
         variant = self.seed * 100_000
         for index in range(self.n_canary_pages):
@@ -912,14 +935,15 @@ class SampleWeb:
     def ordered_records(self) -> list[PageRecord]:
         """WARC order: shuffled (duplicates are not neighbours), but a newer crawl of a URL comes first,
         so "keep the most recent" cannot be confused with "keep the first seen"."""
-        records = list(self.pages)
+        appended = {id(record) for record in self.appended}
+        records = [record for record in self.pages if id(record) not in appended]
         random.Random(f"m3w-sample-order:{self.seed}").shuffle(records)
         old = [r for r in records if r.kind == "old_crawl"]
         for record in old:
             records.remove(record)
             newer = next(i for i, r in enumerate(records) if r.url == record.url)
             records.insert(newer + 1 + self.rng.randint(0, 5), record)
-        return records
+        return records + self.appended
 
     def write_warc(self, path: Path, records: list[PageRecord]) -> None:
         from warcio.statusandheaders import StatusAndHeaders
