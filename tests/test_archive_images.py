@@ -163,6 +163,12 @@ def test_every_candidate_of_an_img_is_recorded_best_first():
     assert image.url == "https://site.test/l.jpg"
     assert image.others == ["https://site.test/l.jpg", "https://site.test/m.jpg", "https://site.test/s.jpg",
                             "https://site.test/lazy.jpg"]
+    # however many variants a <picture> offers, src stays a candidate (8 variants, then the attributes)
+    sources = "".join(f"<source type='image/webp' srcset='/v{n}.webp {n}00w'>" for n in range(1, 13))
+    tree = parse_html(f"<html><body><picture>{sources}<img src='/plain.jpg'></picture></body></html>")
+    image = mark_images(tree, "https://site.test/")[0]
+    assert image.url == "https://site.test/v1.webp" and len(image.others) == 9  # the first <source>, as browsers
+    assert image.others[7:] == ["https://site.test/v8.webp", "https://site.test/plain.jpg"]
 
 
 # ------------------------------------------------------------------------------------------------

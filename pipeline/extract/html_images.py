@@ -106,16 +106,18 @@ def raw_source(attrs: Mapping[str, str], picture: PictureSources = ()) -> str | 
     return src.strip() if src else None
 
 
-def other_sources(attrs: Mapping[str, str], picture: PictureSources = (), limit: int = 8) -> list[str]:
-    """Every usable raw URL of an <img> in `raw_source`'s order (each srcset's candidates by weight), at most
-    `limit`: where a crawl holds a picture under a URL other than the chosen one (crawlers fetch `src` far
-    more often than the largest srcset variant), the images stage takes it from there."""
-    found: list[str] = []
+def other_sources(attrs: Mapping[str, str], picture: PictureSources = (), srcset_limit: int = 8) -> list[str]:
+    """Every usable raw URL of an <img> in `raw_source`'s order: the `<picture>` sources' and srcset candidates
+    by weight (the first `srcset_limit` of them), then the lazy-loading attributes and `src`, always. Where a
+    crawl holds a picture under a URL other than the chosen one (crawlers fetch `src` far more often than the
+    largest srcset variant), the images stage takes it from there."""
+    variants: list[str] = []
     srcsets = [srcset for _, srcset in picture] + [attrs.get(attr) for attr in ("srcset",) + LAZY_SRCSET_ATTRS]
     for srcset in srcsets:
-        found += [url for url, _ in sorted(parse_srcset(srcset or ""), key=lambda c: -c[1])]
-    found += [attrs.get(attr) or "" for attr in LAZY_SRC_ATTRS + ("src",)]
-    return list(dict.fromkeys(url.strip() for url in found if _usable(url)))[:limit]
+        variants += [url for url, _ in sorted(parse_srcset(srcset or ""), key=lambda c: -c[1])]
+    usable = [url.strip() for url in variants if _usable(url)][:srcset_limit]
+    usable += [value.strip() for value in (attrs.get(attr) for attr in LAZY_SRC_ATTRS + ("src",)) if _usable(value)]
+    return list(dict.fromkeys(usable))
 
 
 def _caption(img) -> str:

@@ -40,7 +40,8 @@ from pipeline.read.images import IMAGES, ArchivedImage, ArchivedRevisit
 
 ARCHIVE_DIR = "archive"  # the index's folder inside the documents stage's output
 INDEX_PREFIX = "archive"
-MAX_CANDIDATES = 8  # candidate URLs of one image looked up in the archive (the chosen one first)
+MAX_CANDIDATES = 16  # candidate URLs of one image looked up in the archive (the chosen one first; extraction
+# records at most 8 srcset variants, then the lazy-loading attributes and src)
 
 INDEX_SCHEMA = pa.schema([
     pa.field("key", pa.string()),
