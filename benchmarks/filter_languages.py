@@ -13,8 +13,10 @@ documents then run through the filters as `m3w filter --set 'filters.language.la
   rules, and the skips are counted), and
 - with English's cut-offs copied to it: what m3w did before per-language cut-offs.
 
-For documents, the share of those the quality rules judged that each rule drops (in rule order, as the run reports
-them); for paragraphs, the share of the judged documents' paragraphs. `--write-documents DIR` also writes the
+For documents, the share of those the quality rules judged that each word-share rule drops with the other document
+rules off (so what the other rules drop first does not move it; the paragraph rules run as always), and what every
+quality rule drops in a full run; for paragraphs, the share of the judged documents' paragraphs each rule removes
+(in rule order). `--write-documents DIR` also writes the
 extracted documents as Parquet (DIR/documents/), the input of `m3w calibrate` (docs/filters.md). `--tiny`: every
 15th fixture page (a check that the benchmark runs, not a figure).
 """
@@ -54,6 +56,7 @@ class Outcome:
     document_drops: Counter = field(default_factory=Counter)  # quality reason → documents
     paragraph_drops: Counter = field(default_factory=Counter)  # reason → paragraphs
     skipped: Counter = field(default_factory=Counter)  # rule → items it could not judge
+    every: float | None = None  # share of the documents every quality rule drops, in a full run
 
     def share(self, reasons: tuple[str, ...] | None, paragraphs: bool = False) -> float | None:
         """Share dropped by `reasons` (None: by any rule)."""
@@ -89,16 +92,26 @@ def by_language(docs: list[Any]) -> dict[str, list[Any]]:
     return dict(sorted(groups.items(), key=lambda kv: (kv[0] != "en", -len(kv[1]), kv[0])))
 
 
-def filters_for(lang: str, cutoffs_of: str | None) -> Any:
+def filters_for(lang: str, cutoffs_of: str | None, word_share_alone: bool = False) -> Any:
     """The filters of `m3w filter --set 'filters.language.languages=[lang]'`, with the `by_language` entries of
-    `cutoffs_of` given to `lang` (None: the shipped tables as they are)."""
+    `cutoffs_of` given to `lang` (None: the shipped tables as they are); `word_share_alone`: every document rule off
+    but the word-share rules and the word-count bounds of their groups (the items they judge)."""
     from pipeline.filter.transforms import DocumentFilters, FilterSettings
     from pipeline.settings import load_config
 
     section = copy.deepcopy(load_config(overrides=[f"filters.language.languages=[{lang}]"])["filters"])
+    document = section["document"]
     if cutoffs_of is not None:
-        for table in (section["paragraph"], section["document"]["obelics"], section["document"]["gopher_quality"]):
+        for table in (section["paragraph"], document["obelics"], document["gopher_quality"]):
             table["by_language"][lang] = copy.deepcopy(table["by_language"][cutoffs_of])
+    if word_share_alone:
+        for key in ("max_char_repetition", "max_word_repetition", "max_special_chars", "min_punctuation",
+                    "min_images", "max_images"):
+            document["obelics"][key] = None
+        for key in ("max_symbol_word_ratio", "max_bullet_lines_ratio", "max_ellipsis_lines_ratio",
+                    "max_non_alpha_words_ratio"):
+            document["gopher_quality"][key] = None
+        document["gopher_repetition"]["enabled"] = document["fineweb"]["enabled"] = False
     return DocumentFilters(FilterSettings.from_config(section, "filters"))
 
 
@@ -118,9 +131,10 @@ def outcome(docs: list[Any], filters: Any) -> Outcome:
     return out
 
 
-def measure(groups: dict[str, list[Any]]) -> list[tuple[str, str, str, Outcome]]:
+def measure(groups: dict[str, list[Any]], full_run: bool = True) -> list[tuple[str, str, str, Outcome]]:
     """(language, whose cut-offs, half, outcome) rows: English first; every other language with word lists (the
-    word-share rules judge no other) with its own cut-offs (or none) and with English's."""
+    word-share rules judge no other) with its own cut-offs (or none) and with English's. `full_run`: also what every
+    quality rule drops (`Outcome.every`)."""
     from filters.calibration import half_of
     from filters.wordlists import SUPPORTED_LANGUAGES
 
@@ -129,10 +143,14 @@ def measure(groups: dict[str, list[Any]]) -> list[tuple[str, str, str, Outcome]]
         if lang not in SUPPORTED_LANGUAGES:
             continue
         for cutoffs_of in (None,) if lang == "en" else (None, "en"):
-            filters = filters_for(lang, cutoffs_of)
+            alone = filters_for(lang, cutoffs_of, word_share_alone=True)
+            full = filters_for(lang, cutoffs_of) if full_run else None
             label = f"{lang}'s own" if cutoffs_of is None else f"{cutoffs_of}'s"
             for half in HALVES:
-                rows.append((lang, label, half, outcome([d for d in docs if half_of(d.url) == half], filters)))
+                judged = [d for d in docs if half_of(d.url) == half]
+                out = outcome(judged, alone)
+                out.every = outcome(judged, full).share(None) if full is not None else None
+                rows.append((lang, label, half, out))
     return rows
 
 
@@ -151,12 +169,13 @@ def print_table(rows: list[tuple[str, str, str, Outcome]], paragraphs: bool) -> 
     for lang, label, half, out in rows:
         cells = [lang, label, half, str(out.paragraphs if paragraphs else out.documents),
                  *(_pct(out.share((rule,), paragraphs)) for rule in rules),
-                 _pct(out.share(rules, paragraphs)), _pct(out.share(None, paragraphs))]
+                 _pct(out.share(rules, paragraphs)), _pct(out.share(None, True) if paragraphs else out.every)]
         print("| " + " | ".join(cells) + " |")
 
 
 def print_tables(rows: list[tuple[str, str, str, Outcome]]) -> None:
-    print("documents: share of those the quality rules judged that each rule drops (in rule order)")
+    print("documents: share of those the quality rules judged that the word-share rules drop with the other document "
+          "rules off (in rule order), and every quality rule in a full run")
     print_table(rows, paragraphs=False)
     print("paragraphs: share of the judged documents' paragraphs that each rule removes (in rule order)")
     print_table(rows, paragraphs=True)
