@@ -72,6 +72,14 @@ EXPECTED: dict[str, tuple[list[str], list[str]]] = {
         *(rf"{re.escape(system)} +{NUM} +{NUM} +\d+/\d+ +{NUM} +{NUM}" for system in ("bare trafilatura.extract",
                                                                                    "m3w extract")),
     ], []),
+    "readability": ([
+        r"command: python -m benchmarks\.readability --tiny +\(6 labelled pages\)",
+        r"\| \| content-picture recall \| precision \(all kept pictures\) \| precision on pages with pictures "
+        r"\| image order \| pages kept \| text precision \| text recall \| CPU s \|",
+        *(rf"\| {re.escape(system)} \| {POS} \| {POS} \| {POS} \| {POS} \| [1-6] \| {POS} \| {POS} \| {NUM} \|"
+          for system in ("bare trafilatura.extract(include_images=True)", "m3w extract")),
+        rf"m3w's content-picture recall - bare's: [+-]{NUM}",
+    ], []),
     "filter_rules": ([
         r"command: python -m benchmarks\.filter_rules --repeat 1 --rounds 1 --tiny +\(CPU time, 1 core\)",
         rf"\(a\) 12 real pages -> {POS} documents \(mean {POS} words\), \d+ kept by all rules .*",

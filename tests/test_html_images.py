@@ -75,3 +75,25 @@ def test_robots_opt_out_from_meta_and_header():
     assert robots_opt_out(tree) == ["noai"]
     assert robots_opt_out(tree, "noimageai") == ["noai", "noimageai"]
     assert robots_opt_out(parse_html("<html><body>x</body></html>")) == []
+
+
+def test_noscript_copy_beside_a_lazy_img_is_the_same_picture():
+    tree = parse_html('<html><body><p>Text <img src="a.jpg"></p><figure><img data-src="" class="lazy">'
+                      '<noscript><img src="real.jpg"></noscript></figure><p><img src="b.jpg"></p></body></html>')
+    images = mark_images(tree, "https://s.example/")
+    assert [c.url.rsplit("/", 1)[1] for c in images] == ["a.jpg", "real.jpg", "real.jpg", "b.jpg"]
+    assert images.copy_of == {2: 1}
+
+
+def test_noscript_in_a_textless_wrapper_stands_for_every_stand_in():
+    tree = parse_html('<html><body><div><div class="blur"><img src="tiny.jpg"></div><img>'
+                      '<noscript><img src="full.jpg"></noscript></div></body></html>')
+    images = mark_images(tree, "https://s.example/")
+    assert images[0].url.endswith("/full.jpg") and images.copy_of == {1: 0, 2: 0}
+
+
+def test_declared_size_from_the_inline_style():
+    tree = parse_html('<html><body><img src="a.png" style="margin: 0; width: 32px; height:32.5px">'
+                      '<img src="b.png" style="max-width: 100%" width="640"></body></html>')
+    first, second = mark_images(tree, "https://s.example/")
+    assert (first.width, first.height, second.width, second.height) == ("32", "32.5", "640", None)

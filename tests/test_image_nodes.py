@@ -5,7 +5,14 @@ from __future__ import annotations
 import pytest
 
 from filters.base import ImageItem, Verdict
-from filters.image_nodes import ImageNodeRules, ImageNodeSettings, url_extension
+from filters.image_nodes import (
+    ImageNodeRules,
+    ImageNodeSettings,
+    ImagePlaceRules,
+    links_elsewhere,
+    name_words,
+    url_extension,
+)
 from pipeline.settings import load_config
 
 
@@ -115,3 +122,78 @@ def test_the_rule_counts_what_it_keeps_and_drops_by_reason():
 def test_url_extension():
     assert url_extension("https://h.example/a/B.JPG?x=1#f") == "jpg"
     assert url_extension("https://h.example/a/file") == ""
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("c-related-content__image", ["c", "related", "content", "image"]),
+        ("relatedContentUpper", ["related", "content", "upper"]),
+        ("fig--has-shares element-image", ["fig", "element", "image"]),  # a state modifier says nothing
+        ("postMetaInline--avatar", ["post", "meta", "inline", "avatar"]),  # a kind modifier does
+        ("has-comments no-sidebar is-sticky share-bar", ["share", "bar"]),
+    ],
+)
+def test_class_and_id_words(value, expected):
+    assert name_words(value) == expected
+
+
+@pytest.mark.parametrize(
+    ("href", "elsewhere"),
+    [
+        ("/2024/other-story.html", True),
+        ("https://shop.example/bench", True),
+        ("/media/photo-large.JPG", False),  # the picture itself (a lightbox)
+        ("/wiki/File:Park.jpg", False),
+        ("#gallery", False),
+        ("javascript:void(0)", False),
+        ("https://news.example/2024/park.html", False),  # this page
+        ("", False),
+    ],
+)
+def test_links_elsewhere(href, elsewhere):
+    assert links_elsewhere(href, "https://news.example/2024/park.html") is elsewhere
+
+
+def place_rules(*overrides: str) -> ImagePlaceRules:
+    return ImagePlaceRules(ImageNodeSettings.from_config(load_config(overrides=overrides)["image_nodes"]).place)
+
+
+def first_img(html: str):
+    from pipeline.extract.html_images import parse_html
+
+    return next(parse_html(f"<html><body>{html}</body></html>").iter("img"))
+
+
+@pytest.mark.parametrize(
+    ("html", "reason"),
+    [
+        ('<nav><ul><li><img src="a.jpg"></li></ul></nav>', "in_navigation"),
+        ('<div role="navigation"><img src="a.jpg"></div>', "in_navigation"),
+        ('<div class="social-links"><img src="a.jpg"></div>', "in_share_bar"),
+        ('<aside><img src="a.jpg"></aside>', "in_related"),
+        ('<div id="comments"><img src="a.jpg"></div>', "in_comments"),
+        ('<div class="ad-slot"><img src="a.jpg"></div>', "in_ads"),
+        ('<div class="byline"><img src="a.jpg"></div>', "in_byline"),
+        ('<div hidden><img src="a.jpg"></div>', "hidden"),
+        ('<div aria-hidden="true"><img src="a.jpg"></div>', "hidden"),
+        ('<div style="visibility: hidden"><img src="a.jpg"></div>', "hidden"),
+        ('<figure class="shadow"><img src="a.jpg"></figure>', ""),  # "shadow" is one word: not "ad"
+        ('<div class="headline-image"><img src="a.jpg"></div>', ""),
+    ],
+)
+def test_place_rules_name_the_element_around_the_picture(html, reason):
+    assert place_rules().judge(first_img(html)).reason == reason
+
+
+def test_place_words_come_from_the_config():
+    html = '<div class="promo-box"><img src="a.jpg"></div>'
+    assert place_rules().judge(first_img(html)).reason == "in_related"
+    assert place_rules("image_nodes.place.related=[]").judge(first_img(html)).keep
+    assert place_rules("image_nodes.place.hidden=false").judge(first_img('<div hidden><img src="a.jpg"></div>')).keep
+
+
+def test_place_rules_stop_at_the_given_element():
+    img = first_img('<div class="sidebar"><div class="article"><img src="a.jpg"></div></div>')
+    assert place_rules().judge(img).reason == "in_related"
+    assert place_rules().judge(img, stop=img.getparent().getparent()).keep

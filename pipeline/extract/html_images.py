@@ -78,8 +78,13 @@ def best_srcset(value: str | None) -> str | None:
     return max(candidates, key=lambda c: c[1])[0]
 
 
+def is_placeholder(value: str) -> bool:
+    """An inline image or a lazy-loading stand-in (`blank.gif`, `placeholder.png`), not the picture itself."""
+    return _PLACEHOLDER.search(value.strip()) is not None
+
+
 def _usable(value: str | None) -> bool:
-    return bool(value and value.strip() and not _PLACEHOLDER.search(value.strip()))
+    return bool(value and value.strip() and not is_placeholder(value))
 
 
 # (type, srcset) of each <source> of a <picture>, in order, captured before the <source> tags are removed.
@@ -118,6 +123,12 @@ def other_sources(attrs: Mapping[str, str], picture: PictureSources = (), srcset
     usable = [url.strip() for url in variants if _usable(url)][:srcset_limit]
     usable += [value.strip() for value in (attrs.get(attr) for attr in LAZY_SRC_ATTRS + ("src",)) if _usable(value)]
     return list(dict.fromkeys(usable))
+
+
+def style_side(style: str | None, side: str) -> str | None:
+    """A width or height the tag's inline style sets in pixels (`width: 32px`), as the attribute would say it."""
+    match = re.search(rf"(?:^|[;\s]){side}\s*:\s*(\d+(?:\.\d+)?)px", style or "", re.I)
+    return match.group(1) if match else None
 
 
 def _caption(img) -> str:
@@ -161,6 +172,11 @@ class MarkedImages(Sequence[ImageCandidate]):
     Resolving an image (srcset, lazy attributes, URL joining, caption) costs more than marking it, and
     trafilatura keeps only a few images of a page, so each is resolved only when asked for, from the
     attributes captured before the swap.
+
+    A lazy-loading picture and its `<noscript>` copy are one picture: the `<img>` of a `<noscript>` and the
+    visible tags that stand in for it (all those of a parent holding no text, else the one of the noscript's
+    previous or next element) are listed in `copy_of`, each pointing to the first visible one, whose source is
+    the noscript's (the visible tags name a blurred preview, or nothing until a script runs).
     """
 
     def __init__(self, tree, page_url: str):
@@ -171,7 +187,10 @@ class MarkedImages(Sequence[ImageCandidate]):
         self._pictures: dict[int, PictureSources] = {}
         self._resolved: dict[int, ImageCandidate] = {}
         self._base: str | None = None
+        self.copy_of: dict[int, int] = {}  # a noscript copy or another stand-in → the tag that is the picture
+        self._noscript_of: dict[int, int] = {}  # that tag → its noscript copy (whose source is the picture's)
         position = {id(img): index for index, img in enumerate(self.elements)}
+        self._pair_noscript_copies(tree, position)
         for picture in tree.iter("picture"):
             sources = [(s.get("type") or "", s.get("srcset") or s.get("data-srcset")) for s in picture.iter("source")]
             for img in picture.iter("img"):
@@ -187,6 +206,27 @@ class MarkedImages(Sequence[ImageCandidate]):
             if any(a.tag == "picture" for a in source.iterancestors()):
                 source.drop_tag()  # keep the nested <img> that libxml2 put inside it
 
+    def _pair_noscript_copies(self, tree, position: dict[int, int]) -> None:
+        for noscript in tree.iter("noscript"):
+            inner = list(noscript.iter("img"))
+            if len(inner) != 1:
+                continue
+            shown = sorted(position[id(img)] for img in _stand_ins(noscript))
+            if not shown or any(i in self.copy_of or i in self._noscript_of for i in shown):
+                continue
+            self._noscript_of[shown[0]] = position[id(inner[0])]
+            for index in shown[1:] + [position[id(inner[0])]]:
+                self.copy_of[index] = shown[0]
+
+    def _raw_source(self, index: int) -> str | None:
+        """The image's best raw URL; for a lazy <img> with a <noscript> copy, the copy's."""
+        copy = self._noscript_of.get(index)
+        if copy is not None:
+            theirs = raw_source(self._attrs[copy], self._pictures.get(copy, []))
+            if _usable(theirs):
+                return theirs
+        return raw_source(self._attrs[index], self._pictures.get(index, []))
+
     def __len__(self) -> int:
         return len(self.elements)
 
@@ -200,15 +240,51 @@ class MarkedImages(Sequence[ImageCandidate]):
                 self._base = base_url(self.tree, self.page_url)
             attrs, img = self._attrs[index], self.elements[index]
             self._resolved[index] = ImageCandidate(
-                url=absolutize(raw_source(attrs, self._pictures.get(index, [])), self._base),
+                url=absolutize(self._raw_source(index), self._base),
                 alt=" ".join((attrs.get("alt") or "").split()),
                 title=" ".join((attrs.get("title") or "").split()),
                 caption=_caption(img),
-                width=attrs.get("width"),
-                height=attrs.get("height"),
+                width=attrs.get("width") or style_side(attrs.get("style"), "width"),
+                height=attrs.get("height") or style_side(attrs.get("style"), "height"),
                 others=[absolutize(url, self._base) for url in other_sources(attrs, self._pictures.get(index, []))],
             )
         return self._resolved[index]
+
+
+def _visible_images(element, top) -> list:
+    """The <img> tags under `element` that are not inside a <noscript> below `top`."""
+    found = []
+    for img in element.iter("img"):
+        hidden = False
+        for ancestor in img.iterancestors():
+            if ancestor is top:
+                break
+            hidden = hidden or ancestor.tag == "noscript"
+        if not hidden:
+            found.append(img)
+    return found
+
+
+def _stand_ins(noscript) -> list:
+    """The visible <img> tags that stand in for a <noscript> picture: every one of its parent when the parent
+    holds no text, else the one <img> of the noscript's previous (or else next) element."""
+    parent = noscript.getparent()
+    if parent is None:
+        return []
+    if not any(text.strip() for text in parent.itertext()):
+        shown = _visible_images(parent, parent.getparent())
+        if shown:
+            return shown
+    for step in (lambda e: e.getprevious(), lambda e: e.getnext()):
+        sibling = step(noscript)
+        while sibling is not None and sibling.tag == "source":
+            sibling = step(sibling)
+        if sibling is None or sibling.tag == "noscript":
+            continue
+        shown = [sibling] if sibling.tag == "img" else _visible_images(sibling, noscript.getparent())
+        if len(shown) == 1:
+            return shown
+    return []
 
 
 def mark_images(tree, page_url: str) -> MarkedImages:
@@ -282,9 +358,11 @@ def robots_opt_out(tree, header: str = "") -> list[str]:
     return sorted(directives)
 
 
-_IMAGE_MARK = re.compile("\ue000(\\d+)\ue001")
+# Marks in the page's text stream: an image (\ue000), where an element starts (\ue002) and ends (\ue003), each
+# with its number and closed by \ue001.
+_MARK = re.compile("([\ue000\ue002\ue003])(\\d+)\ue001")
 _NOT_WORD = re.compile(r"[\W_]+")
-_NOT_WORD_OR_MARK = re.compile("[^\\w\ue000\ue001]+")  # as _NOT_WORD (once "_" is a space), marks survive
+_NOT_WORD_OR_MARK = re.compile("[^\\w\ue000-\ue003]+")  # as _NOT_WORD (once "_" is a space), marks survive
 
 
 def normalise(text: str) -> str:
@@ -294,10 +372,12 @@ def normalise(text: str) -> str:
 
 @dataclass
 class DomText:
-    """A page's visible text in DOM order, normalised, with the offset at which each image stands."""
+    """A page's visible text in DOM order, normalised, with the offset at which each image stands and the
+    offsets each element around an image spans."""
 
     text: str
     image_at: dict[int, int]  # marker index → offset in `text`
+    spans: dict = field(default_factory=dict)  # the root and each element holding an image → (start, end) in `text`
 
     def occurrences(self, key: str, limit: int = 64) -> list[int]:
         found, start = [], self.text.find(key)
@@ -307,28 +387,52 @@ class DomText:
         return found
 
 
+def _image_ancestors(images: MarkedImages, root) -> list:
+    """Every element that holds an image, below `root`, each once."""
+    found: dict = {}
+    for img in images.elements:
+        for ancestor in img.iterancestors():
+            if ancestor is root or ancestor in found:
+                break
+            found[ancestor] = None
+    return list(found)
+
+
 def dom_text(images: MarkedImages) -> DomText:
-    """The text stream of the page's <body> with each image's place; the tree is left as it was."""
+    """The text stream of the page's <body> with each image's place and the span of each element holding an
+    image (what `pipeline.extract.article` needs to find the article around the paragraphs); the tree is left
+    as it was."""
     root = images.tree.find("body")
     if root is None:
         root = images.tree
     codes = [(code, code.text) for code in root.iter("script", "style")]
-    tails = [(img, img.tail) for img in images.elements]
+    holders = _image_ancestors(images, root)
+    saved = [(img, img.text, img.tail) for img in images.elements] + [(e, e.text, e.tail) for e in holders]
     for code, _ in codes:
         code.text = None
-    for index, (img, tail) in enumerate(tails):
-        img.tail = f"\ue000{index}\ue001{tail or ''}"
+    for index, img in enumerate(images.elements):
+        img.tail = f"\ue000{index}\ue001{img.tail or ''}"
+    for index, element in enumerate(holders):
+        element.text = f"\ue002{index}\ue001{element.text or ''}"
+        element.tail = f"\ue003{index}\ue001{element.tail or ''}"
     text = root.text_content().lower().replace("_", " ")
     for element, original in codes:
         element.text = original
-    for element, original in tails:
-        element.tail = original
-    parts = _IMAGE_MARK.split(_NOT_WORD_OR_MARK.sub("", text))  # one pass over the page
+    for element, original_text, original_tail in saved:
+        element.text, element.tail = original_text, original_tail
+    parts = _MARK.split(_NOT_WORD_OR_MARK.sub("", text))  # one pass over the page
     image_at: dict[int, int] = {}
-    length = 0
-    for i, part in enumerate(parts):
-        if i % 2:
-            image_at.setdefault(int(part), length)
-        else:
-            length += len(part)
-    return DomText("".join(parts[::2]), image_at)
+    starts: dict[int, int] = {}
+    spans: dict = {}
+    length = len(parts[0])
+    for i in range(1, len(parts), 3):
+        kind, number = parts[i], int(parts[i + 1])
+        if kind == "\ue000":
+            image_at.setdefault(number, length)
+        elif kind == "\ue002":
+            starts[number] = length
+        elif number in starts:
+            spans[holders[number]] = (starts[number], length)
+        length += len(parts[i + 2])
+    spans[root] = (0, length)
+    return DomText("".join(parts[::3]), image_at, spans)

@@ -145,6 +145,28 @@ def locate(items: list[tuple[str, Any]], dom: DomText, prefix: int) -> list[Plac
     return placed
 
 
+def with_pictures(placed: list[Placed], chosen: set[int], dom: DomText) -> list[Placed]:
+    """trafilatura's located items with its pictures narrowed to `chosen` (each once), and the chosen pictures it
+    did not keep inserted at their place in the page: before the first located item that stands after them
+    (text at the same offset counts as after). Items are renumbered in the new order."""
+    out: list[Placed] = []
+    present: set[int] = set()
+    for item in placed:
+        if item.kind == "image":
+            if item.value not in chosen or item.value in present:
+                continue
+            present.add(item.value)
+        out.append(item)
+    added = sorted((dom.image_at[index], index) for index in chosen - present if index in dom.image_at)
+    for pos, index in added:
+        at = next((k for k, item in enumerate(out)
+                   if item.pos is not None and (item.pos, item.kind == "text") > (pos, False)), len(out))
+        out.insert(at, Placed("image", index, 0, pos=pos))
+    for order, item in enumerate(out):
+        item.order = order
+    return out
+
+
 def dom_order(placed: list[Placed]) -> list[Placed]:
     """Located items sorted by their place in the page; an unlocated one stays right after its predecessor.
 

@@ -19,11 +19,11 @@ from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
-from filters.base import ImageItem
-from filters.image_nodes import ImageNodeRules, ImageNodeSettings
+from filters.image_nodes import ImageNodeRules, ImageNodeSettings, ImagePlaceRules
+from pipeline.extract.article import ArticlePictures
 from pipeline.extract.content import main_content
 from pipeline.extract.html_images import dom_text, mark_images, parse_html, robots_opt_out
-from pipeline.extract.order import Collector, dom_gaps, dom_order, locate, moved
+from pipeline.extract.order import Collector, dom_gaps, dom_order, locate, moved, with_pictures
 from pipeline.extract.settings import ExtractSettings
 from pipeline.read.decode import decode_html, replacement_ratio
 from schemas.document import Document, Image, Node, make_doc_id
@@ -43,7 +43,7 @@ class Extracted:
     document: Document | None = None
     drop: str | None = None  # the drop reason
     drop_detail: str = ""
-    images_in: int = 0
+    images_in: int = 0  # every <img> of the page (and any marker trafilatura made up: `unresolved`)
     image_drops: Counter = field(default_factory=Counter)
     decoding: str = ""
     paragraphs_unlocated: int = 0  # kept where trafilatura put them
@@ -64,7 +64,7 @@ class PageExtractor:
 
     Args:
         extract: the `extract` section.
-        image_nodes: the `image_nodes` section (node rules on each image trafilatura keeps).
+        image_nodes: the `image_nodes` section (node and place rules on each picture of the article).
         max_replacement_ratio: `read.max_replacement_ratio`, above which a decoded page is `undecodable`.
     """
 
@@ -73,6 +73,7 @@ class PageExtractor:
         self.image_nodes = image_nodes
         self.max_replacement_ratio = max_replacement_ratio
         self.rules = ImageNodeRules(image_nodes)
+        self.pictures = ArticlePictures(extract, self.rules, ImagePlaceRules(image_nodes.place))
 
     def __call__(self, page: Page) -> Extracted:
         settings = self.settings
@@ -93,22 +94,18 @@ class PageExtractor:
             return Extracted(drop="extraction_empty", decoding=how)
         collector = Collector()
         collector.walk(body)
-        out = Extracted(decoding=how)
-        kept: list[tuple[str, Any]] = []
+        out = Extracted(decoding=how, images_in=len(candidates))
+        items: list[tuple[str, Any]] = []
         for kind, value in collector.finish():
-            if kind == "image":
+            if kind == "image" and value >= len(candidates):
                 out.images_in += 1
-                if value >= len(candidates):
-                    out.image_drops["unresolved"] += 1
-                    continue
-                candidate = candidates[value]
-                verdict = self.rules(ImageItem(url=candidate.url, declared_width=candidate.width,
-                                               declared_height=candidate.height))
-                if not verdict.keep:
-                    out.image_drops[verdict.reason] += 1
-                    continue
-            kept.append((kind, value))
-        placed = locate(kept, dom, settings.locate_prefix_chars)
+                out.image_drops["unresolved"] += 1
+                continue
+            items.append((kind, value))
+        placed = locate(items, dom, settings.locate_prefix_chars)
+        chosen, drops = self.pictures.choose(candidates, dom, placed, page.url)
+        out.image_drops.update(drops)
+        placed = with_pictures(placed, chosen, dom)
         if settings.dom_order:
             ordered = dom_order(placed)
             out.items_moved = moved(ordered)
