@@ -27,11 +27,25 @@ All `.npy` members are `numpy.save` output (little-endian, C order), readable by
 decoder. `Sample.image_mask()` gives the N-slot "filled" flags; `Sample.decode_images()` gives uint8
 [N, H, W, 3] with zeros in empty slots.
 
+Packed rows (`shards.packing: true`, manifest `"mode": "packed"`, format version 2): one sample holds the
+windows of several documents, one after another, then `<pad>`. Key = `{first window's key}-packed`. The
+arrays above keep their meaning per document (φ and φ_next name row slots, 0 before a document's first
+image and after its last, never an image of another document; a document's first token is no target), and
+three more members say where the documents are::
+
+    KEY.doc_index.npy        int32 [L]   1-based index of the token's document in the row; 0 on padding
+    KEY.position_ids.npy     int32 [L]   position within its document (restarts at 0 per document); 0 on padding
+    KEY.cu_seqlens.npy       int32 [D+1] document boundaries: 0, end of document 1, ..., real tokens (flash-attn)
+
+`KEY.json` of a packed row has `PACKED_SAMPLE_JSON_FIELDS`, its `documents` list one entry per document
+(`DOCUMENT_JSON_FIELDS`: the window's key, doc_id, url, ... and `first_slot`, its first image's row slot).
+Version 1 shard sets (no packed rows) read unchanged.
+
 `manifest.json` (paths relative to the manifest's directory)::
 
-    {"format": "m3w-shards", "format_version": 1,
+    {"format": "m3w-shards", "format_version": 2,
      "seq_len": 256, "max_images": 5, "image_size": [320, 320], "resize_mode": "center_crop",
-     "image_format": "jpeg", "mode": "chunked",
+     "image_format": "jpeg", "mode": "chunked",   # or "random_window", or "packed"
      "tokenizer": {"file": "tokenizer.json", "sha256": "...", "vocab_size": 4096,
                    "special_tokens": {"image": {"token": "<image>", "id": 1}, "eoc": {...}, "eos": {...},
                                       "pad": {...}}},
@@ -55,7 +69,9 @@ from typing import Any, BinaryIO
 import numpy as np
 
 FORMAT_NAME = "m3w-shards"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: packed rows (`mode: packed`); the chunked and random-window layouts are those of 1
+READABLE_FORMAT_VERSIONS = (1, 2)
+PACKED_MODE = "packed"
 
 MANIFEST_NAME = "manifest.json"
 TOKENIZER_NAME = "tokenizer.json"
@@ -71,13 +87,19 @@ PHI = "phi.npy"
 PHI_NEXT = "phi_next.npy"
 METADATA = "json"
 ARRAY_MEMBERS = (INPUT_IDS, ATTENTION_MASK, PHI, PHI_NEXT)
+DOC_INDEX = "doc_index.npy"
+POSITION_IDS = "position_ids.npy"
+CU_SEQLENS = "cu_seqlens.npy"
+PACKED_ARRAY_MEMBERS = (DOC_INDEX, POSITION_IDS, CU_SEQLENS)  # packed rows only
 IMAGE_EXTENSIONS = {"jpeg": "jpg", "webp": "webp"}  # config image_format → member extension
 IMAGE_MEMBER_RE = re.compile(r"^img(\d+)\.(jpg|webp)$")
 
 INPUT_IDS_DTYPE = np.dtype("<i4")
 MASK_DTYPE = np.dtype("u1")
 PHI_DTYPE = np.dtype("<i2")
-MEMBER_DTYPES = {INPUT_IDS: INPUT_IDS_DTYPE, ATTENTION_MASK: MASK_DTYPE, PHI: PHI_DTYPE, PHI_NEXT: PHI_DTYPE}
+PACKED_DTYPE = np.dtype("<i4")  # doc_index, position_ids, cu_seqlens (flash-attn takes int32 cu_seqlens)
+MEMBER_DTYPES = {INPUT_IDS: INPUT_IDS_DTYPE, ATTENTION_MASK: MASK_DTYPE, PHI: PHI_DTYPE, PHI_NEXT: PHI_DTYPE,
+                 DOC_INDEX: PACKED_DTYPE, POSITION_IDS: PACKED_DTYPE, CU_SEQLENS: PACKED_DTYPE}
 
 # Fixed tar header fields: the same samples always give the same bytes.
 TAR_MTIME = 0
@@ -108,6 +130,20 @@ SAMPLE_JSON_FIELDS = (
     "seq_len",        # L
     "mode",           # "chunked" (chunk-boundary windows) or "random_window" (Flamingo-faithful)
 )
+PACKED_SAMPLE_JSON_FIELDS = (
+    "key", "mode",    # the row's key; "packed"
+    "n_documents",    # documents (windows) in the row: D
+    "n_tokens", "n_targets", "n_images", "max_images",   # of the whole row
+    "image_urls", "image_sha256",   # per row slot, documents in order
+    "image_size", "resize_mode", "image_format", "seq_len",
+    "documents",      # one entry per document, in row order (DOCUMENT_JSON_FIELDS)
+)
+DOCUMENT_JSON_FIELDS = (
+    "key",            # the window's own key (what the chunked layout would have named the sample)
+    "doc_id", "url", "domain", "language", "window", "n_windows", "token_start",
+    "n_tokens", "n_targets", "n_images", "starts_at_boundary",   # of this document's part of the row
+    "first_slot",     # 0-based row slot of its first image (its images fill first_slot .. first_slot + n_images - 1)
+)
 
 
 @dataclass(frozen=True)
@@ -137,6 +173,13 @@ class Sample:
     shard: str = ""
     members: dict[str, bytes] = field(default_factory=dict, repr=False)  # raw members (for validation)
     images: np.ndarray | None = None  # uint8 [N, H, W, 3] when read with decode_images=True
+    doc_index: np.ndarray | None = None  # packed rows: int32 [L], 1-based document per token, 0 on padding
+    position_ids: np.ndarray | None = None  # packed rows: int32 [L]
+    cu_seqlens: np.ndarray | None = None  # packed rows: int32 [D+1]
+
+    @property
+    def is_packed(self) -> bool:
+        return self.doc_index is not None
 
     @property
     def max_images(self) -> int:
@@ -175,32 +218,77 @@ def decode_image(data: bytes) -> np.ndarray:
 
 
 def compute_phi(
-    input_ids: np.ndarray, image_token_id: int, attention_mask: np.ndarray | None = None
+    input_ids: np.ndarray, image_token_id: int, attention_mask: np.ndarray | None = None,
+    doc_index: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(phi, phi_next) per the contract, over the last axis (works on [L] and on batches [B, L]).
 
     phi[l]      = number of <image> tokens at positions ≤ l (= 1-based index of the last image at or
                   before l, inclusive: the <image> position carries its own index); 0 on padding.
     phi_next[l] = 1-based index of the first image at or after l, 0 if none; 0 on padding.
+
+    With `doc_index` (packed rows) both are computed per document and name row slots: 0 before the
+    token's document has shown an image (whatever came before it in the row) and, for φ_next, after its
+    document's last image; never an image of another document.
     """
     ids = np.asarray(input_ids)
     real = np.ones(ids.shape, dtype=bool) if attention_mask is None else np.asarray(attention_mask).astype(bool)
     is_image = (ids == image_token_id) & real
     upto = np.cumsum(is_image, axis=-1)
     before = upto - is_image
-    total = upto[..., -1:] if ids.shape[-1] else upto
-    phi = np.where(real, upto, 0).astype(PHI_DTYPE)
-    phi_next = np.where(real & (before < total), before + 1, 0).astype(PHI_DTYPE)
+    if doc_index is None or not ids.shape[-1]:
+        opened = np.zeros_like(upto)
+        closed = upto[..., -1:] if ids.shape[-1] else upto
+    else:
+        first, last = document_edges(np.asarray(doc_index))
+        opened = np.take_along_axis(before, first, axis=-1)  # images of earlier documents
+        closed = np.take_along_axis(upto, last, axis=-1)  # images up to the end of the token's document
+    phi = np.where(real & (upto > opened), upto, 0).astype(PHI_DTYPE)
+    phi_next = np.where(real & (before < closed), before + 1, 0).astype(PHI_DTYPE)
     return phi, phi_next
 
 
+def document_starts(doc_index: np.ndarray) -> np.ndarray:
+    """bool [..., L]: True where a document (a run of equal `doc_index`) begins; position 0 always does."""
+    doc = np.asarray(doc_index)
+    starts = np.ones(doc.shape, dtype=bool)
+    starts[..., 1:] = doc[..., 1:] != doc[..., :-1]
+    return starts
+
+
+def document_edges(doc_index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(first, last) [..., L]: the positions where each token's document begins and ends (runs of `doc_index`)."""
+    doc = np.asarray(doc_index)
+    length = doc.shape[-1]
+    positions = np.broadcast_to(np.arange(length), doc.shape)
+    starts = document_starts(doc)
+    ends = np.ones(doc.shape, dtype=bool)
+    ends[..., :-1] = doc[..., :-1] != doc[..., 1:]
+    first = np.maximum.accumulate(np.where(starts, positions, 0), axis=-1)
+    last = np.flip(np.minimum.accumulate(np.flip(np.where(ends, positions, length - 1), axis=-1), axis=-1), axis=-1)
+    return first, last
+
+
+def packed_layout(doc_index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(position_ids [L], cu_seqlens [D+1]) of a packed row from its `doc_index` (1-based, 0 on padding)."""
+    doc = np.asarray(doc_index)
+    first, _ = document_edges(doc)
+    real = doc > 0
+    position_ids = np.where(real, np.arange(len(doc)) - first, 0)
+    starts = np.flatnonzero(document_starts(doc) & real)
+    cu_seqlens = np.append(starts, int(real.sum()))
+    return position_ids.astype(PACKED_DTYPE), cu_seqlens.astype(PACKED_DTYPE)
+
+
 def loss_target_mask(
-    input_ids: np.ndarray, attention_mask: np.ndarray, image_token_id: int, pad_token_id: int
+    input_ids: np.ndarray, attention_mask: np.ndarray, image_token_id: int, pad_token_id: int,
+    doc_index: np.ndarray | None = None,
 ) -> np.ndarray:
     """bool [..., L]: True where token l is a next-token target (predicted from the logits at l-1).
 
-    Position 0 is never a target (nothing in the sequence predicts it); `<pad>` and `<image>` never
-    are; `<EOC>` and `<eos>` are. A trainer uses it as
+    Position 0 is never a target (nothing in the sequence predicts it), nor (packed rows, `doc_index`) the
+    first token of any document: the previous document's last token must not predict it. `<pad>` and
+    `<image>` never are; `<EOC>` and `<eos>` are. A trainer uses it as
     `cross_entropy(logits[..., :-1, :], input_ids[..., 1:])` weighted by `targets[..., 1:]`.
     """
     ids = np.asarray(input_ids)
@@ -208,6 +296,8 @@ def loss_target_mask(
     targets = real & (ids != image_token_id) & (ids != pad_token_id)
     targets[..., 0] = False
     targets[..., 1:] &= real[..., :-1]
+    if doc_index is not None:
+        targets &= ~document_starts(doc_index)
     return targets
 
 
@@ -324,6 +414,7 @@ def manifest_summary(manifest: dict[str, Any]) -> dict[str, Any]:
     return {"samples": manifest["total_samples"], "documents": manifest["total_documents"],
             "shards": len(manifest["shards"]), "seq_len": manifest.get("seq_len"),
             "max_images": manifest.get("max_images"), "image_size": manifest.get("image_size"),
+            "mode": manifest.get("mode"),
             "vocab_size": tokenizer.get("vocab_size"), "tokenizer_sha256": tokenizer.get("sha256")}
 
 
@@ -406,6 +497,9 @@ def sample_from_members(key: str, members: dict[str, bytes], shard: str = "", de
         shard=shard,
         members=members,
     )
+    if DOC_INDEX in members:
+        sample.doc_index, sample.position_ids, sample.cu_seqlens = (
+            npy_array(members[suffix]) for suffix in PACKED_ARRAY_MEMBERS)
     if decode_images:
         sample.images = sample.decode_images()
     return sample

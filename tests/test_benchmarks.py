@@ -113,6 +113,15 @@ EXPECTED: dict[str, tuple[list[str], list[str]]] = {
         *(rf"\| {mode} \| 50 × 1 KB \| 0\.0 GB \| 50 of 50 \| {NUM} \| no \| ok \|"
           for mode in ("in_memory", "multi_processing")),
     ], ["LOST"]),
+    "packing": ([
+        r"command: python -m benchmarks\.packing --tiny",
+        r"\| layout \| sequences \| windows \| images \| padding \| image-slot fill \| real tokens/s \| "
+        r"real tokens per CPU-s \| ms/step \| writer: windows per CPU-s \| writer wall s \|",
+        *(rf"\| {layout} \| {POS} \| 10 \| {POS} \| {POS}% \| {POS}% \| {POS} \| {POS} \| {POS} \| {POS} \| {POS} \|"
+          for layout in ("chunked", "packed")),
+        rf"real tokens/s packed / chunked: {POS}x per wall second, {POS}x per CPU-second \(goal: >= 1\.8x\)",
+        r"every window and image of the chunked layout in the packed one: yes",
+    ], []),
     "shards": ([
         r"command: python -m benchmarks\.shards --documents 6 --seq-len 256",
         rf"input: 6 documents, {POS} images \(~640x480 JPEG\); output: {POS} sequences of 256 tokens, .*",

@@ -156,7 +156,7 @@ def test_loss_ignores_pad_and_image_targets_but_counts_eoc():
 
 def test_phi_next_choice_is_seeded_and_mixes_both():
     batch = example_batch(torch.Generator().manual_seed(4))
-    big = Batch(**{k: v.repeat(32, *([1] * (v.dim() - 1))) for k, v in batch.__dict__.items()})
+    big = Batch(**{k: v if v is None else v.repeat(32, *([1] * (v.dim() - 1))) for k, v in batch.__dict__.items()})
     first = select_phi(big, 0.5, torch.Generator().manual_seed(7))
     again = select_phi(big, 0.5, torch.Generator().manual_seed(7))
     assert torch.equal(first, again)

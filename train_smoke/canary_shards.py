@@ -126,13 +126,15 @@ def canary_documents(n_docs: int, images_per_doc: tuple[int, int] = (3, 3), clas
 
 
 def shard_config(seq_len: int = 64, max_images: int = 3, image_size: int = 64, num_shards: int = 2,
-                 vocab_size: int = 400) -> dict[str, Any]:
+                 vocab_size: int = 400, packing: bool = False, packing_max_images: int = 10) -> dict[str, Any]:
     from pipeline.config import merge_config
 
     # Unchecked here (the whole config's check imports Beam): `build_records` checks the `shards` section.
     return merge_config(overrides=[f"shards.seq_len={seq_len}", f"shards.max_images={max_images}",
                                   f"shards.image_size={image_size}", f"shards.num_shards={num_shards}",
-                                  f"shards.bpe_vocab_size={vocab_size}", "shards.docs_parquet_images=none"])
+                                  f"shards.bpe_vocab_size={vocab_size}", "shards.docs_parquet_images=none",
+                                  f"shards.packing={str(packing).lower()}",
+                                  f"shards.packing_max_images={packing_max_images}"])
 
 
 @dataclass(frozen=True)
@@ -291,6 +293,7 @@ def write_shard_set(records: list[tuple[str, dict[str, bytes]]], tokenizer: Cana
                     config: dict[str, Any], out_dir: str, documents: int) -> str:
     """Records → tar shards (placed by key hash, as the Beam sink does) + tokenizer + manifest (last), laid out
     as `pipeline.shards.writer.write_manifest` lays them out. Returns out_dir."""
+    from pipeline.shards.packing import layout_mode, sample_slots
     from pipeline.shards.sequences import WindowConfig, parse_image_size
     from pipeline.shards.settings import ShardSettings
 
@@ -311,9 +314,10 @@ def write_shard_set(records: list[tuple[str, dict[str, bytes]]], tokenizer: Cana
     window = WindowConfig.from_config(ShardSettings.from_config(shards, "shards"))
     manifest = {
         "format": FORMAT_NAME, "format_version": FORMAT_VERSION, "seq_len": window.seq_len,
-        "max_images": window.max_images, "image_size": list(parse_image_size(shards["image_size"])),
+        "max_images": sample_slots(shards["packing"], window.max_images, shards["packing_max_images"]),
+        "image_size": list(parse_image_size(shards["image_size"])),
         "resize_mode": shards["resize_mode"], "image_format": shards["image_format"],
-        "mode": "random_window" if window.random_window else "chunked",
+        "mode": layout_mode(shards["packing"], window.random_window),
         "tokenizer": tokenizer.manifest_entry(TOKENIZER_NAME), "shards": entries,
         "total_samples": sum(entry["samples"] for entry in entries), "total_documents": documents,
         "config": shards,
@@ -326,14 +330,23 @@ def write_shard_set(records: list[tuple[str, dict[str, bytes]]], tokenizer: Cana
 def build_canary_shards(out_dir: str, n_docs: int = 300, mutation: str | None = None, seed: int = 0,
                         classes: tuple[str, ...] | None = None, images_per_doc: tuple[int, int] = (3, 3),
                         seq_len: int = 64, image_size: int = 64, words_after: tuple[int, int] = (3, 6),
-                        fraction: float = 1.0, num_shards: int = 2) -> str:
-    """A canary shard set in `out_dir` (optionally `mutation` in a `fraction` of its sequences); returns `out_dir`."""
+                        fraction: float = 1.0, num_shards: int = 2, packing: bool = False,
+                        packing_max_images: int = 10) -> str:
+    """A canary shard set in `out_dir` (optionally `mutation` in a `fraction` of its sequences; with `packing`, the
+    windows packed into rows of several documents and `packing_max_images` slots as the shard writer packs them,
+    after the mutation); returns `out_dir`."""
     config = shard_config(seq_len=seq_len, max_images=max(images_per_doc), image_size=image_size,
-                          num_shards=num_shards)
+                          num_shards=num_shards, packing=packing, packing_max_images=packing_max_images)
     docs = canary_documents(n_docs, images_per_doc, classes, image_size, seed, words_after)
     records, tokenizer = build_records(docs, config)
     if mutation:
         records = mutate(records, mutation, tokenizer.id_of("image"), seed, fraction)
+    if packing:
+        from pipeline.shards.packing import pack_records
+
+        shards = config["shards"]
+        records = pack_records(records, shards["seq_len"], shards["packing_max_images"], tokenizer.id_of("image"),
+                               tokenizer.id_of("pad"))
     return write_shard_set(records, tokenizer, config, out_dir, len(docs))
 
 

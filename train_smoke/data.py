@@ -22,6 +22,11 @@ verdict on what is left of them would pass shards a real trainer cannot use. The
 training on every sample the first pass decodes: the whole set when cached; when streaming, the held-out
 sample the verdict judges (documents by hash, read until `max_eval_sequences` are found). The training stream
 judges again what each loader worker decoded, at the end of each of its epochs over its shards.
+
+Packed rows (`mode: packed`) are split by document too: a row's held-out documents leave it (the training row
+keeps the others, its φ renumbered to its remaining slots), and the verdict sees each held-out document as a
+row of its own (the same computation as inside the row: attention never crosses a document); the held-out
+documents packed again into rows of the shards' L feed the cross-document leak check (`SequenceTable.packed`).
 """
 
 from __future__ import annotations
@@ -41,6 +46,8 @@ import torch
 
 from pipeline.sampledata.crawl.canaries import is_canary_url
 from schemas.shards import (
+    METADATA,
+    PACKED_MODE,
     SpecialTokens,
     compute_phi,
     iter_tar_groups,
@@ -53,6 +60,7 @@ from schemas.shards import (
     sha256_file,
     shard_paths,
 )
+from train_smoke.model import PackedRows
 
 
 class ShardSetError(ValueError):
@@ -75,6 +83,7 @@ class ShardSet:
     tokenizer_sha256: str
     shards: list[str]
     checksums: dict[str, str] = field(default_factory=dict)  # shard path → sha256 the manifest lists
+    mode: str = "chunked"  # the manifest's layout: chunked, random_window or packed
 
     @classmethod
     def open(cls, source: str, weight: float = 1.0) -> ShardSet:
@@ -92,7 +101,8 @@ class ShardSet:
         return cls(source=source, weight=float(weight), name=name, special=SpecialTokens.from_manifest(manifest),
                    seq_len=int(manifest["seq_len"]), max_images=int(manifest["max_images"]),
                    vocab_size=int(tok["vocab_size"]), tokenizer_path=join_path(base, tok["file"]),
-                   tokenizer_sha256=str(tok["sha256"]), shards=shards, checksums=checksums)
+                   tokenizer_sha256=str(tok["sha256"]), shards=shards, checksums=checksums,
+                   mode=str(manifest.get("mode") or "chunked"))
 
     def verify_checksums(self) -> None:
         """Every shard file must be listed in the manifest with the sha256 of its bytes."""
@@ -165,6 +175,16 @@ class DecodedSequence:
     phi_next: np.ndarray  # int64 [L]
     targets: np.ndarray  # bool [L]: token l is a next-token target
     images: list[np.ndarray]  # uint8 [3, S, S] per filled slot, in slot order
+    # Packed rows only (None otherwise): int64 [L] document (1-based, 0 on padding) and position of each token,
+    # int64 [n_images] document of each filled slot, and (doc_id, url) of each document in row order.
+    doc_index: np.ndarray | None = None
+    position_ids: np.ndarray | None = None
+    slot_doc: np.ndarray | None = None
+    documents: list[tuple[str, str]] | None = None
+
+    @property
+    def is_packed(self) -> bool:
+        return self.doc_index is not None
 
 
 NOT_IN_THIS_SPLIT = "not_in_this_split"  # read, but skipped before decoding (the other side of the split)
@@ -225,9 +245,10 @@ class PhiMismatch(ShardSetError):
 
 
 def check_phi(key: str, shard: str, ids: np.ndarray, mask: np.ndarray, phi: np.ndarray, phi_next: np.ndarray,
-              image_token: int) -> None:
-    """Recompute φ and φ_next from the tokens (the contract's definition) and stop on the first mismatch."""
-    want_phi, want_next = compute_phi(ids, image_token, mask)
+              image_token: int, doc_index: np.ndarray | None = None) -> None:
+    """Recompute φ and φ_next from the tokens (the contract's definition; per document in a packed row) and stop
+    on the first mismatch."""
+    want_phi, want_next = compute_phi(ids, image_token, mask, doc_index)
     for name, stored, wanted in (("phi", phi, want_phi), ("phi_next", phi_next, want_next)):
         wrong = np.flatnonzero(stored != wanted)
         if len(wrong):
@@ -238,28 +259,148 @@ def check_phi(key: str, shard: str, ids: np.ndarray, mask: np.ndarray, phi: np.n
 
 def decode_sample(key: str, members: dict[str, bytes], shard: str, special: SpecialTokens, image_size: int,
                   max_seq_len: int | None, verify_phi: bool = True) -> DecodedSequence:
-    """Raw members → a `DecodedSequence`; raises (KeyError/ValueError/OSError) on a malformed sample and
-    `PhiMismatch` when `verify_phi` and the stored φ arrays disagree with the tokens."""
+    """Raw members → a `DecodedSequence` cropped to `max_seq_len` (a packed row whole: `cut_packed_row` cuts it at
+    its document boundaries); raises (KeyError/ValueError/OSError) on a malformed sample and `PhiMismatch` when
+    `verify_phi` and the stored φ arrays disagree with the tokens."""
     sample = sample_from_members(key, members, shard=shard)
     ids = sample.input_ids.astype(np.int64)
     mask = sample.attention_mask.astype(bool)
     phi = sample.phi.astype(np.int64)
     phi_next = sample.phi_next.astype(np.int64)
-    if not (ids.shape == mask.shape == phi.shape == phi_next.shape) or ids.ndim != 1:
+    doc_index = None if sample.doc_index is None else sample.doc_index.astype(np.int64)
+    position_ids = None if sample.position_ids is None else sample.position_ids.astype(np.int64)
+    if not (ids.shape == mask.shape == phi.shape == phi_next.shape) or ids.ndim != 1 or (
+            doc_index is not None and not doc_index.shape == position_ids.shape == ids.shape):
         raise ValueError("arrays of different lengths")
     if verify_phi:
-        check_phi(key, shard, ids, mask, phi, phi_next, special.image)
+        check_phi(key, shard, ids, mask, phi, phi_next, special.image, doc_index)
     n_images = len(sample.image_bytes)
-    if max_seq_len is not None and len(ids) > max_seq_len:
+    if max_seq_len is not None and len(ids) > max_seq_len and doc_index is None:  # packed rows: cut_packed_row
         ids, mask, phi, phi_next = (a[:max_seq_len] for a in (ids, mask, phi, phi_next))
         # Slots are in <image> order: the crop keeps the images whose <image> token survived.
         n_images = min(n_images, int((ids[mask] == special.image).sum()))
         phi_next = np.where(phi_next > n_images, 0, phi_next)
     images = [decode_resized(data, image_size) for data in sample.image_bytes[:n_images]]
-    targets = loss_target_mask(ids, mask, special.image, special.pad)
-    return DecodedSequence(key=key, doc_id=str(sample.metadata.get("doc_id") or key),
-                           url=str(sample.metadata.get("url") or ""), input_ids=ids, attention_mask=mask, phi=phi,
-                           phi_next=phi_next, targets=targets, images=images)
+    targets = loss_target_mask(ids, mask, special.image, special.pad, doc_index)
+    meta = sample.metadata
+    packed = {}
+    if doc_index is not None:
+        packed = {"doc_index": doc_index, "position_ids": position_ids,
+                  "slot_doc": doc_index[(ids == special.image) & mask][:n_images],
+                  "documents": [(str(d["doc_id"]), str(d.get("url") or "")) for d in meta["documents"]]}
+    return DecodedSequence(key=key, doc_id=str(meta.get("doc_id") or key), url=str(meta.get("url") or ""),
+                           input_ids=ids, attention_mask=mask, phi=phi, phi_next=phi_next, targets=targets,
+                           images=images, **packed)
+
+
+def keep_documents(seq: DecodedSequence, keep: Any) -> DecodedSequence | None:
+    """The packed row with only the documents whose doc_id `keep` accepts (None when none is): their tokens
+    moved to the front in row order, their slots renumbered, φ and φ_next shifted with them."""
+    numbers = [n for n, (doc_id, _) in enumerate(seq.documents, start=1) if keep(doc_id)
+               and (seq.doc_index == n).any()]
+    if len(numbers) == len(seq.documents):
+        return seq
+    if not numbers:
+        return None
+    return _assemble(seq.key, seq.doc_id, seq.url, [_document_part(seq, n) for n in numbers], len(seq.input_ids),
+                     [seq.documents[n - 1] for n in numbers])
+
+
+def cut_packed_row(seq: DecodedSequence, max_len: int | None) -> list[DecodedSequence]:
+    """A packed row longer than `max_len` (`smoke.data.max_seq_len`) → consecutive rows of at most `max_len`
+    positions, cut at document boundaries; a document longer than `max_len` is cropped to its first `max_len`
+    tokens (its images past the crop left out), as an unpacked sequence is. No document is left out."""
+    if max_len is None or len(seq.input_ids) <= max_len:
+        return [seq]
+    groups: list[list[tuple[int, DecodedSequence]]] = [[]]
+    used = 0
+    for number in range(1, len(seq.documents) + 1):
+        if not (seq.doc_index == number).any():
+            continue
+        part = _crop_part(_document_part(seq, number), max_len)
+        if groups[-1] and used + len(part.input_ids) > max_len:
+            groups.append([])
+            used = 0
+        groups[-1].append((number, part))
+        used += len(part.input_ids)
+    return [_assemble(f"{seq.key}@{index}" if len(groups) > 1 else seq.key, seq.doc_id, seq.url,
+                      [part for _, part in group], max_len, [seq.documents[number - 1] for number, _ in group])
+            for index, group in enumerate(groups) if group]
+
+
+def _crop_part(part: DecodedSequence, max_len: int) -> DecodedSequence:
+    """A document part cropped to its first `max_len` tokens, with the images whose `<image>` token survives."""
+    if len(part.input_ids) <= max_len:
+        return part
+    kept = int(part.phi[:max_len].max(initial=0))  # φ counts the document's images up to each position
+    for name in ("input_ids", "attention_mask", "phi", "targets", "position_ids"):
+        setattr(part, name, getattr(part, name)[:max_len])
+    part.phi_next = np.where(part.phi_next[:max_len] > kept, 0, part.phi_next[:max_len])
+    part.images = part.images[:kept]
+    return part
+
+
+def _assemble(key: str, doc_id: str, url: str, parts: list[DecodedSequence], length: int,
+              documents: list[tuple[str, str]]) -> DecodedSequence:
+    """Document parts (unpadded, φ counted from their own first slot) → one packed row of `length` positions."""
+    out = DecodedSequence(key=key, doc_id=doc_id, url=url, input_ids=np.zeros(length, np.int64),
+                          attention_mask=np.zeros(length, bool), phi=np.zeros(length, np.int64),
+                          phi_next=np.zeros(length, np.int64), targets=np.zeros(length, bool), images=[],
+                          doc_index=np.zeros(length, np.int64), position_ids=np.zeros(length, np.int64),
+                          slot_doc=np.zeros(0, np.int64), documents=documents)
+    start = 0
+    for new_number, part in enumerate(parts, start=1):
+        end = start + len(part.input_ids)
+        shift = len(out.images)
+        for name in ("input_ids", "attention_mask", "targets", "position_ids"):
+            getattr(out, name)[start:end] = getattr(part, name)
+        out.phi[start:end] = np.where(part.phi > 0, part.phi + shift, 0)
+        out.phi_next[start:end] = np.where(part.phi_next > 0, part.phi_next + shift, 0)
+        out.doc_index[start:end] = new_number
+        out.images += part.images
+        out.slot_doc = np.append(out.slot_doc, np.full(len(part.images), new_number, np.int64))
+        start = end
+    return out
+
+
+def _document_part(seq: DecodedSequence, number: int) -> DecodedSequence:
+    """Document `number` of a packed row as a sequence of its own, unpadded: φ counted from its first slot."""
+    where = seq.doc_index == number
+    slots = np.flatnonzero(seq.slot_doc == number)
+    first = int(slots[0]) if len(slots) else 0
+    doc_id, url = seq.documents[number - 1]
+    return DecodedSequence(key=f"{seq.key}#{number}", doc_id=doc_id, url=url, input_ids=seq.input_ids[where],
+                           attention_mask=seq.attention_mask[where],
+                           phi=np.where(seq.phi[where] > 0, seq.phi[where] - first, 0),
+                           phi_next=np.where(seq.phi_next[where] > 0, seq.phi_next[where] - first, 0),
+                           targets=seq.targets[where], images=[seq.images[i] for i in slots],
+                           position_ids=seq.position_ids[where])
+
+
+def pack_documents(documents: list[DecodedSequence], length: int, max_images: int) -> list[DecodedSequence]:
+    """Unpacked sequences (one document each, unpadded or right-padded) → packed rows of at most `length` tokens
+    and `max_images` images, consecutive documents together: the rows the cross-document leak check needs."""
+    rows: list[DecodedSequence] = []
+    group: list[DecodedSequence] = []
+    used = images = 0
+    for document in documents:
+        real = int(document.attention_mask.sum())
+        part = DecodedSequence(key=document.key, doc_id=document.doc_id, url=document.url,
+                               input_ids=document.input_ids[:real], attention_mask=document.attention_mask[:real],
+                               phi=document.phi[:real], phi_next=document.phi_next[:real],
+                               targets=document.targets[:real], images=document.images,
+                               position_ids=np.arange(real))
+        if group and (used + real > length or images + len(part.images) > max_images):
+            rows.append(_assemble(group[0].key, group[0].doc_id, group[0].url, group, length,
+                                  [(g.doc_id, g.url) for g in group]))
+            group, used, images = [], 0, 0
+        group.append(part)
+        used += real
+        images += len(part.images)
+    if group:
+        rows.append(_assemble(group[0].key, group[0].doc_id, group[0].url, group, length,
+                              [(g.doc_id, g.url) for g in group]))
+    return rows
 
 
 def iter_decoded(shard_set: ShardSet, shards: list[str], image_size: int, max_seq_len: int | None,
@@ -269,7 +410,8 @@ def iter_decoded(shard_set: ShardSet, shards: list[str], image_size: int, max_se
     for path in shards:
         for key, members in read_groups(path, counts):
             try:
-                if keep is not None and not keep(_doc_id_of(key, members)):
+                packed = shard_set.mode == PACKED_MODE  # split per document after decoding
+                if keep is not None and not packed and not keep(_doc_id_of(key, members)):
                     counts.dropped[NOT_IN_THIS_SPLIT] += 1
                     continue
                 decoded = decode_sample(key, members, path, shard_set.special, image_size, max_seq_len,
@@ -278,6 +420,17 @@ def iter_decoded(shard_set: ShardSet, shards: list[str], image_size: int, max_se
                 raise
             except Exception as error:  # noqa: BLE001 - a malformed sample is counted (and limited), not fatal
                 counts.skip_undecodable("unreadable_sample", path, key, error)
+                continue
+            if decoded.is_packed:
+                decoded = decoded if keep is None else keep_documents(decoded, keep)
+                if decoded is None:
+                    counts.dropped[NOT_IN_THIS_SPLIT] += 1
+                    continue
+                for part in cut_packed_row(decoded, max_seq_len):
+                    if part.targets.any():
+                        yield part
+                    else:
+                        counts.dropped["no_target"] += 1
                 continue
             if not decoded.targets.any():
                 counts.dropped["no_target"] += 1
@@ -304,7 +457,7 @@ def read_groups(path: str, counts: DataCounts) -> Iterator[tuple[str, dict[str, 
 def _doc_id_of(key: str, members: dict[str, bytes]) -> str:
     import json
 
-    return str(json.loads(members["json"].decode("utf-8")).get("doc_id") or key)
+    return str(json.loads(members[METADATA].decode("utf-8")).get("doc_id") or key)
 
 
 # ----------------------------------------------------------------------------------------- in-memory tables
@@ -321,17 +474,30 @@ class Batch:
     targets: torch.Tensor
     images: torch.Tensor
     filled: torch.Tensor
+    doc_index: torch.Tensor | None = None  # packed rows: [B, L] document of each token (0 on padding)
+    position_ids: torch.Tensor | None = None  # packed rows: [B, L] position within its document
+    slot_doc: torch.Tensor | None = None  # packed rows: [B, N] document of each image slot (0 when empty)
 
-    def to(self, device: torch.device | str, non_blocking: bool = False) -> Batch:
-        return Batch(**{name: getattr(self, name).to(device, non_blocking=non_blocking)
+    def _map(self, change) -> Batch:
+        return Batch(**{name: None if getattr(self, name) is None else change(getattr(self, name))
                         for name in self.__dataclass_fields__})
 
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> Batch:
+        return self._map(lambda tensor: tensor.to(device, non_blocking=non_blocking))
+
     def pin_memory(self) -> Batch:
-        return Batch(**{name: getattr(self, name).pin_memory() for name in self.__dataclass_fields__})
+        return self._map(lambda tensor: tensor.pin_memory())
 
     @property
     def real_tokens(self) -> int:
         return int(self.attention_mask.sum())
+
+    @property
+    def packing(self) -> PackedRows | None:
+        """What the model needs to keep the documents of packed rows apart (None: one document a row)."""
+        if self.doc_index is None:
+            return None
+        return PackedRows(self.doc_index, self.position_ids, self.slot_doc)
 
 
 def _stack_padded(sequences: list[DecodedSequence], name: str, dtype: torch.dtype) -> torch.Tensor:
@@ -343,12 +509,28 @@ def _stack_padded(sequences: list[DecodedSequence], name: str, dtype: torch.dtyp
     return out
 
 
+def _stack_packing(sequences: list[DecodedSequence], max_images: int
+                   ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+    """(doc_index, position_ids, slot_doc) of packed sequences as tensors; Nones for unpacked ones."""
+    if not sequences[0].is_packed:
+        return None, None, None
+    slot_doc = torch.zeros(len(sequences), max_images, dtype=torch.long)
+    for row, s in enumerate(sequences):
+        filled = s.slot_doc[:max_images]
+        slot_doc[row, : len(filled)] = torch.from_numpy(filled)
+    return (_stack_padded(sequences, "doc_index", torch.long), _stack_padded(sequences, "position_ids", torch.long),
+            slot_doc)
+
+
 class SequenceTable:
     """Decoded sequences of one shard set stacked into tensors; images in one pool addressed by `slots`.
 
     The pool makes the verdict's ablations cheap and exact: shuffling images across documents or permuting
-    them within a sequence only rewrites `slots`.
+    them within a sequence only rewrites `slots`. The held-out table of a packed shard set keeps its documents
+    packed again into rows in `packed` (for the cross-document leak check).
     """
+
+    packed: SequenceTable | None = None
 
     def __init__(self, sequences: list[DecodedSequence], max_images: int, image_size: int):
         if not sequences:
@@ -360,6 +542,7 @@ class SequenceTable:
         self.phi = stack("phi", torch.long)
         self.phi_next = stack("phi_next", torch.long)
         self.targets = stack("targets", torch.bool)
+        self.doc_index, self.position_ids, self.slot_doc = _stack_packing(sequences, max_images)
         self.max_images = max_images
         self.slots = torch.full((len(sequences), max_images), -1, dtype=torch.long)
         pool: list[np.ndarray] = []
@@ -381,8 +564,10 @@ class SequenceTable:
         """The given rows as a table of their own (sharing the image pool)."""
         index = torch.tensor(rows, dtype=torch.long)
         out = object.__new__(SequenceTable)
-        for name in ("input_ids", "attention_mask", "phi", "phi_next", "targets", "slots", "is_canary"):
-            setattr(out, name, getattr(self, name)[index])
+        for name in ("input_ids", "attention_mask", "phi", "phi_next", "targets", "slots", "is_canary", "doc_index",
+                     "position_ids", "slot_doc"):
+            value = getattr(self, name)
+            setattr(out, name, None if value is None else value[index])
         out.images, out.max_images = self.images, self.max_images
         for name in ("keys", "doc_ids", "urls"):
             setattr(out, name, [getattr(self, name)[i] for i in rows])
@@ -395,9 +580,11 @@ class SequenceTable:
         images = torch.zeros(*slots.shape, *self.images.shape[1:], dtype=torch.uint8)
         if filled.any():
             images[filled] = self.images[slots[filled]]
+        packing = {name: None if getattr(self, name) is None else getattr(self, name)[rows]
+                   for name in ("doc_index", "position_ids", "slot_doc")}
         return Batch(input_ids=self.input_ids[rows], attention_mask=self.attention_mask[rows],
                      phi=self.phi[rows] if phi is None else phi, phi_next=self.phi_next[rows],
-                     targets=self.targets[rows], images=images, filled=filled)
+                     targets=self.targets[rows], images=images, filled=filled, **packing)
 
 
 def load_tables(shard_set: ShardSet, image_size: int, max_seq_len: int | None, eval_fraction: float,
@@ -414,12 +601,34 @@ def load_tables(shard_set: ShardSet, image_size: int, max_seq_len: int | None, e
     keep = None if load_train else (lambda doc_id: held_out(doc_id, eval_fraction))
     sequences = iter_decoded(shard_set, shard_set.shards, image_size, max_seq_len, counts, keep=keep,
                              verify_phi=verify_phi)
+    sequences = split_packed_rows(sequences, eval_fraction)
     train, held = split_sequences(sequences, counts, eval_fraction, max_eval, max_train, stop_when_held=not load_train)
     check_undecodable(shard_set.source, counts, max_undecodable_share)
     n_slots = shard_set.max_images
     train_table = SequenceTable(train, n_slots, image_size) if train else None
     eval_table = SequenceTable(held, n_slots, image_size) if held else None
+    if eval_table is not None and shard_set.mode == PACKED_MODE:  # the held-out documents packed again, as rows
+        eval_table.packed = SequenceTable(pack_documents(held, shard_set.seq_len, n_slots), n_slots, image_size)
     return train_table, eval_table, counts
+
+
+def split_packed_rows(sequences: Iterator[DecodedSequence], eval_fraction: float) -> Iterator[DecodedSequence]:
+    """Packed rows split by document: the row of its training documents (named after its first, so it stays on
+    the training side) and each held-out document as a sequence of its own (the verdict judges documents).
+    Unpacked sequences pass unchanged."""
+    for seq in sequences:
+        if not seq.is_packed:
+            yield seq
+            continue
+        for number, (doc_id, _) in enumerate(seq.documents, start=1):
+            if held_out(doc_id, eval_fraction) and (seq.doc_index == number).any():
+                document = _document_part(seq, number)
+                document.position_ids = None
+                yield document
+        training = keep_documents(seq, lambda doc_id: not held_out(doc_id, eval_fraction))
+        if training is not None:
+            training.doc_id, training.url = training.documents[0]
+            yield training
 
 
 def split_sequences(sequences: Iterator[DecodedSequence], counts: DataCounts, eval_fraction: float, max_eval: int,
@@ -482,9 +691,11 @@ def collate(items: list[DecodedSequence], max_images: int, image_size: int) -> B
         for slot, image in enumerate(s.images[:max_images]):
             images[row, slot] = torch.from_numpy(image)
             filled[row, slot] = True
+    doc_index, position_ids, slot_doc = _stack_packing(items, max_images)
     return Batch(input_ids=stack("input_ids", torch.long), attention_mask=stack("attention_mask", torch.bool),
                  phi=stack("phi", torch.long), phi_next=stack("phi_next", torch.long),
-                 targets=stack("targets", torch.bool), images=images, filled=filled)
+                 targets=stack("targets", torch.bool), images=images, filled=filled, doc_index=doc_index,
+                 position_ids=position_ids, slot_doc=slot_doc)
 
 
 class StreamingSequences(torch.utils.data.IterableDataset):

@@ -6,7 +6,10 @@ as sound as the model that produces it:
 - each text position attends to the visual tokens of the one image that φ names (never a later one);
 - where φ = 0 the gated block adds exactly zero (its output is multiplied by a 0/1 mask, not merely
   masked in the softmax), so nothing visual leaks before the first image;
-- every gate is `tanh(α)` with α = 0 at init, so the untrained model *is* the text-only LM.
+- every gate is `tanh(α)` with α = 0 at init, so the untrained model *is* the text-only LM;
+- packed rows (`doc_index` given): self-attention is block-diagonal causal (a token sees earlier tokens of its
+  own document only), rotary positions restart at each document, and a position's cross-attention reaches
+  only image slots of its own document (a φ naming another document's slot gives exactly zero there).
 
 Attention everywhere goes through `torch.nn.functional.scaled_dot_product_attention` (fused kernels on GPU).
 """
@@ -64,6 +67,16 @@ class ModelConfig:
         shape = asdict(model)
         return cls(**{**shape, "vision": VisionConfig(**shape["vision"])}, image_size=image_size,
                    vocab_size=vocab_size)
+
+
+@dataclass
+class PackedRows:
+    """Where the documents of packed rows are: `doc_index` (B, L; 1-based, 0 on padding), `position_ids` (B, L;
+    restarting per document) and `slot_doc` (B, N; the document of each image slot, 0 when empty)."""
+
+    doc_index: torch.Tensor
+    position_ids: torch.Tensor
+    slot_doc: torch.Tensor
 
 
 def _mlp(dim: int, mult: int, dropout: float = 0.0) -> nn.Sequential:
@@ -129,7 +142,7 @@ class Attention(nn.Module):
         k, v = (self.split(t) for t in self.kv(context).chunk(2, dim=-1))
         if rotary is not None:
             q, k = apply_rotary(q, *rotary), apply_rotary(k, *rotary)
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal and mask is None)
         return self.out(y.transpose(1, 2).reshape(x.shape))
 
 
@@ -228,10 +241,22 @@ class PerceiverResampler(nn.Module):
 # ------------------------------------------------------------------------------------------- language
 
 
-def rotary_tables(length: int, head_dim: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+def rotary_tables(length: int, head_dim: int, device: torch.device, position_ids: torch.Tensor | None = None
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos, sin (L, head_dim/2) by position; with `position_ids` (B, L) per token: (B, 1, L, head_dim/2)."""
     inv = 1.0 / (10000 ** (torch.arange(0, head_dim, 2, device=device, dtype=torch.float32) / head_dim))
     angles = torch.outer(torch.arange(length, device=device, dtype=torch.float32), inv)
+    if position_ids is not None:
+        angles = angles[position_ids].unsqueeze(1)
     return angles.cos(), angles.sin()
+
+
+def document_mask(doc_index: torch.Tensor) -> torch.Tensor:
+    """(B, 1, L, L) boolean: block-diagonal causal self-attention, True where query l may see key k (k ≤ l, one
+    document). Padding (document 0) sees earlier padding only, so no softmax row is empty."""
+    length = doc_index.shape[1]
+    causal = torch.ones(length, length, dtype=torch.bool, device=doc_index.device).tril()
+    return ((doc_index.unsqueeze(2) == doc_index.unsqueeze(1)) & causal).unsqueeze(1)
 
 
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
@@ -248,9 +273,11 @@ class DecoderLayer(nn.Module):
         self.mlp = _mlp(dim, ffn_mult, dropout)
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor, rotary: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, rotary: tuple[torch.Tensor, torch.Tensor],
+                mask: torch.Tensor | None = None) -> torch.Tensor:
+        """`mask` (packed rows): `document_mask`; None: plain causal attention."""
         h = self.norm(x)
-        x = x + self.drop(self.attn(h, h, causal=True, rotary=rotary))
+        x = x + self.drop(self.attn(h, h, mask=mask, causal=True, rotary=rotary))
         return x + self.mlp(x)
 
 
@@ -289,6 +316,15 @@ def xattn_mask(phi: torch.Tensor, slots: int, latents: int) -> torch.Tensor:
     allowed = slot_of_token.view(1, 1, -1) == (phi - 1).unsqueeze(-1)
     allowed = allowed | (phi == 0).unsqueeze(-1)
     return allowed.unsqueeze(1)
+
+
+def own_document_phi(phi: torch.Tensor, doc_index: torch.Tensor, slot_doc: torch.Tensor) -> torch.Tensor:
+    """φ where it names an image slot of the token's own document, else 0 (no visual signal at all there).
+
+    `slot_doc` (B, N): the document of each row slot (0: empty). Packed rows only: the trainer's own guard that
+    cross-attention stays inside a document, whatever φ says."""
+    named = slot_doc.gather(1, (phi - 1).clamp(min=0, max=slot_doc.shape[1] - 1))
+    return torch.where((phi > 0) & (named == doc_index), phi, torch.zeros_like(phi))
 
 
 class FlamingoLM(nn.Module):
@@ -355,11 +391,20 @@ class FlamingoLM(nn.Module):
         return out.view(b, n * self.cfg.resampler_latents, self.cfg.d_model)
 
     def forward(self, tokens: torch.Tensor, phi: torch.Tensor, images: torch.Tensor | None = None,
-                filled: torch.Tensor | None = None, visual: torch.Tensor | None = None) -> torch.Tensor:
-        """Logits (B, L, vocab). Without images (and without precomputed `visual`) the model is the text-only LM."""
+                filled: torch.Tensor | None = None, visual: torch.Tensor | None = None,
+                packing: PackedRows | None = None) -> torch.Tensor:
+        """Logits (B, L, vocab). Without images (and without precomputed `visual`) the model is the text-only LM.
+        `packing` (packed rows): the documents of each row, kept apart in every attention."""
         x = self.embed(tokens)
         length = tokens.shape[1]
-        rotary = rotary_tables(length, self.cfg.d_model // self.cfg.lm_heads, tokens.device)
+        head_dim = self.cfg.d_model // self.cfg.lm_heads
+        self_mask = None
+        if packing is None:
+            rotary = rotary_tables(length, head_dim, tokens.device)
+        else:
+            rotary = rotary_tables(length, head_dim, tokens.device, packing.position_ids)
+            self_mask = document_mask(packing.doc_index)
+            phi = own_document_phi(phi, packing.doc_index, packing.slot_doc)
         if visual is None and images is not None:
             visual = self.encode_images(images, filled)
         if visual is not None:
@@ -371,7 +416,7 @@ class FlamingoLM(nn.Module):
             block = self.xattn[str(i)] if str(i) in self.xattn else None
             if block is not None and visual is not None:
                 x = block(x, visual, mask, has_image.to(x.dtype))
-            x = layer(x, rotary)
+            x = layer(x, rotary, self_mask)
         # Tied output head, scaled by 1/sqrt(d) so that unit-variance embeddings give unit-scale logits at init.
         return F.linear(self.norm(x), self.embed.weight) * self.cfg.d_model ** -0.5
 

@@ -189,7 +189,7 @@ def count_step_flops(model: FlamingoLM, batch: Batch, settings: SmokeSettings) -
 
     counter = FlopCounterMode(display=False)
     with counter:
-        logits = model(batch.input_ids, batch.phi, batch.images, batch.filled)
+        logits = model(batch.input_ids, batch.phi, batch.images, batch.filled, packing=batch.packing)
         mean_loss(logits, batch).backward()
     model.zero_grad(set_to_none=True)
     return float(counter.get_total_flops())
@@ -235,7 +235,7 @@ class Trainer:
             for name, weight in weights.items():
                 batch, _ = self._next(streams[name])
                 with autocast_for(self.device, t.bf16):
-                    loss = mean_loss(self.forward(batch.input_ids, batch.phi), batch)
+                    loss = mean_loss(self.forward(batch.input_ids, batch.phi, packing=batch.packing), batch)
                 (loss * weight / total_weight).backward()
                 total += float(loss.detach()) * weight / total_weight
             torch.nn.utils.clip_grad_norm_(params, t.grad_clip)
@@ -286,7 +286,7 @@ class Trainer:
                 history.real_tokens += batch.real_tokens
                 phi = select_phi(batch, t.phi_next_prob, self.generator)
                 with autocast_for(self.device, t.bf16):
-                    logits = self.forward(batch.input_ids, phi, batch.images, batch.filled)
+                    logits = self.forward(batch.input_ids, phi, batch.images, batch.filled, packing=batch.packing)
                     loss = mean_loss(logits, batch)
                 (loss * weight / total_weight).backward()
                 pending.append((name, loss.detach()))

@@ -9,7 +9,8 @@ held-out sequences under ablations that only matter if the data aligns images an
   `<image>`, whose target (`<image>`) is never a target, so on well-formed data it *ties* with the true
   alignment; a tie at +1 or a lower loss at −1 betrays a shifted or exclusive φ;
 - the gain (shuffled − true loss) by distance from the last image: on aligned data it peaks right after it;
-- a **leak** check: logits at positions with φ = 0 must be bit-identical whatever the images;
+- a **leak** check: logits at positions with φ = 0 must be bit-identical whatever the images; on packed shards
+  also every logit of a row when another document of the same row changes (its text and its images);
 - |tanh α| of every gate against a **control** run trained on shuffled images.
 
 **Alignment canaries** (pages whose URL `is_canary_url` recognises; each canary image is followed by its
@@ -112,9 +113,9 @@ def run_condition(model: FlamingoLM, table: SequenceTable, device: torch.device,
         batch = batch.to(device)
         with autocast_for(device, bf16):
             if text_only:
-                logits = model(batch.input_ids, batch.phi)
+                logits = model(batch.input_ids, batch.phi, packing=batch.packing)
             else:
-                logits = model(batch.input_ids, batch.phi, batch.images, batch.filled)
+                logits = model(batch.input_ids, batch.phi, batch.images, batch.filled, packing=batch.packing)
         nll, _ = token_nll(logits, batch)
         nlls.append(nll.float().cpu())
         corrects.append((logits[:, :-1].argmax(-1) == batch.input_ids[:, 1:]).cpu())
@@ -126,7 +127,7 @@ def _forward(model: FlamingoLM, batch: Batch, device: torch.device, bf16: bool, 
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
         with autocast_for(device, bf16):
-            return model(batch.input_ids, batch.phi, batch.images, batch.filled)
+            return model(batch.input_ids, batch.phi, batch.images, batch.filled, packing=batch.packing)
 
 
 @torch.no_grad()
@@ -172,6 +173,60 @@ def leak_check(model: FlamingoLM, table: SequenceTable, device: torch.device, ba
                         worst = max(worst, float(diff[watch.to(device)].max()))
                         checked += int(watch.sum())
                     out[label] = {"positions": checked, "max_abs_logit_diff": worst}
+    finally:
+        model.train(was_training)
+    return out
+
+
+def other_text_tokens(table: SequenceTable, special: SpecialTokens) -> tuple[torch.Tensor, torch.Tensor]:
+    """(is_text [M, L], replaced [M, L]): which positions hold text, and the ids with every text token swapped for
+    another text token of the table (a cyclic shift over the text ids present; specials stay)."""
+    ids = table.input_ids
+    specials = torch.tensor([special.image, special.eoc, special.eos, special.pad])
+    is_text = table.attention_mask & ~torch.isin(ids, specials)
+    present = torch.unique(ids[is_text])
+    lookup = torch.arange(int(ids.max()) + 1)
+    if len(present) >= 2:
+        lookup[present] = present.roll(-1)
+    return is_text, torch.where(is_text, lookup[ids], ids)
+
+
+@torch.no_grad()
+def cross_document_check(model: FlamingoLM, table: SequenceTable, device: torch.device, batch_size: int, bf16: bool,
+                         other_slots: torch.Tensor, seed: int, special: SpecialTokens) -> dict[str, Any]:
+    """Packed rows: max |Δlogit| at every token of the other documents of a row when one document changes (its text
+    tokens and its images), in eval and train mode, for φ and φ_next. The first document is changed with the
+    later ones watched (what causal attention would carry), then the last with the earlier ones watched (what any
+    other path would). Exactly zero when attention never crosses a document boundary."""
+    if table.doc_index is None:
+        return {}
+    documents = table.doc_index.max(dim=1).values
+    rows = torch.nonzero(documents >= 2).flatten()
+    is_text, replaced = other_text_tokens(table, special)
+    out: dict[str, Any] = {}
+    was_training = model.training
+    try:
+        for mode in ("eval", "train"):
+            model.train(mode == "train")
+            for cond in MODES:
+                worst, checked = 0.0, 0
+                for changed_doc in (torch.ones_like(documents), documents):
+                    for start in range(0, len(rows), batch_size):
+                        batch_rows = rows[start: start + batch_size]
+                        phi = getattr(table, cond)[batch_rows]
+                        target = changed_doc[batch_rows].unsqueeze(1)
+                        changed = table.doc_index[batch_rows] == target
+                        slots = torch.where(table.slot_doc[batch_rows] == target, other_slots[batch_rows],
+                                            table.slots[batch_rows])
+                        a = table.batch(batch_rows, phi=phi)
+                        b = table.batch(batch_rows, slots=slots, phi=phi)
+                        b.input_ids = torch.where(changed & is_text[batch_rows], replaced[batch_rows], b.input_ids)
+                        watch = table.attention_mask[batch_rows] & ~changed
+                        diff = (_forward(model, a.to(device), device, bf16, seed)
+                                - _forward(model, b.to(device), device, bf16, seed)).abs()
+                        worst = max(worst, float(diff[watch.to(device)].max()))
+                        checked += int(watch.sum())
+                out[f"{mode}/{cond}/cross_document"] = {"positions": checked, "max_abs_logit_diff": worst}
     finally:
         model.train(was_training)
     return out
@@ -414,6 +469,12 @@ def evaluate(model: FlamingoLM, table: SequenceTable, tokenizer: Any, special: S
                                                 cfg, device, seed, bf16, special, edges)
     rows = list(range(min(len(table), cfg.leak_sequences)))  # exact zeros are expected: a sample suffices
     figures["leak"] = leak_check(model, table.subset(rows), device, bs, bf16, other[rows], seed)
+    if table.packed is not None:  # held-out documents packed again into rows: nothing may cross a document
+        packed = table.packed.subset(list(range(min(len(table.packed), cfg.leak_sequences))))
+        packed_other = shuffled_slots(packed, seed)
+        checks = {**leak_check(model, packed, device, bs, bf16, packed_other, seed),
+                  **cross_document_check(model, packed, device, bs, bf16, packed_other, seed, special)}
+        figures["leak"].update({f"packed/{name}": value for name, value in checks.items()})
     return figures
 
 
@@ -590,8 +651,9 @@ def judge(per_set: dict[str, dict[str, Any]], gates: dict[str, Any] | None, cfg:
     checked = sum(v["positions"] for v in leaks.values())
     add("leak", "leak", "not_applicable" if not checked else "pass" if worst <= cfg.leak_tolerance else "fail",
         worst, cfg.leak_tolerance,
-        f"max |Δlogit| over {checked} positions that may not change: φ = 0 when the images change, and another "
-        "sequence's images in the batch; eval and train mode, φ and φ_next (must be exactly 0)")
+        f"max |Δlogit| over {checked} positions that may not change: φ = 0 when the images change, another "
+        "sequence's images in the batch, and (packed rows) another document of the same row; eval and train mode, "
+        "φ and φ_next (must be exactly 0)")
 
     for mode in MODES:
         _canary_criteria(add, None if canary_set is None else canary_set["modes"][mode]["canary"], mode, cfg)

@@ -102,6 +102,12 @@ def render_sample_html(sample: Sample, tokenizer, special, image_dir: str | None
     info = (f"window {meta.get('window')} of {meta.get('n_windows')} · {len(tokens)} tokens · "
             f"{len(sample.image_bytes)}/{meta.get('max_images')} images · language {meta.get('language') or '?'} · "
             f"{'starts at a chunk boundary' if meta.get('starts_at_boundary') else 'starts mid-chunk'}")
+    if sample.is_packed:  # a row of several documents: where each starts
+        url = meta["documents"][0]["url"]
+        info = (f"packed row of {meta['n_documents']} documents · {len(tokens)} tokens · "
+                f"{len(sample.image_bytes)}/{meta.get('max_images')} images · documents start at tokens "
+                f"{', '.join(str(int(start)) for start in sample.cu_seqlens[:-1])} ("
+                f"{', '.join(doc['url'] for doc in meta['documents'])})")
     return (
         f'<section class="sample" id="{html.escape(sample.key)}">'
         f'<div class="meta"><b>{html.escape(sample.key)}</b> · <a href="{html.escape(url)}">{html.escape(url)}</a>'

@@ -107,12 +107,19 @@ def token_grid(tokens: list[Token], width: int = 100) -> str:
 def render_sample(sample: Sample, tokenizer, special: SpecialTokens, width: int = 100) -> str:
     meta = sample.metadata
     tokens = sample_tokens(sample, tokenizer, special)
-    header = [
-        f"key        {sample.key}   (shard {sample.shard})",
-        f"url        {meta.get('url', '')}   language {meta.get('language') or '?'}",
-        f"window     {meta.get('window')} of {meta.get('n_windows')} (token offset {meta.get('token_start')}, "
-        f"{'starts at a chunk boundary' if meta.get('starts_at_boundary') else 'starts mid-chunk'}, "
-        f"mode {meta.get('mode')})",
+    header = [f"key        {sample.key}   (shard {sample.shard})"]
+    for number, part in enumerate(meta.get("documents") or [meta], start=1):
+        if sample.is_packed:
+            start, end = (int(v) for v in sample.cu_seqlens[number - 1: number + 1])
+            header.append(f"document {number} tokens {start}..{end - 1}, {part.get('n_images')} image(s) from slot "
+                          f"{part.get('first_slot', 0) + 1}")
+        header += [
+            f"url        {part.get('url', '')}   language {part.get('language') or '?'}",
+            f"window     {part.get('window')} of {part.get('n_windows')} (token offset {part.get('token_start')}, "
+            f"{'starts at a chunk boundary' if part.get('starts_at_boundary') else 'starts mid-chunk'}, "
+            f"mode {meta.get('mode')})",
+        ]
+    header += [
         f"tokens     {len(tokens)} real of {len(sample.input_ids)}   targets {meta.get('n_targets')}   "
         f"images {len(sample.image_bytes)} of {meta.get('max_images')} slots "
         f"({'x'.join(str(v) for v in meta.get('image_size', []))}, {meta.get('resize_mode')})",

@@ -1,5 +1,7 @@
 """`m3w inspect stats`: what the shards hold — sequences, tokens, images per sequence, φ coverage,
-languages and domains — as a table (or JSON)."""
+languages and domains — as a table (or JSON), with the fill rates of the token positions and of the image
+slots (how much of each training step is `<pad>` or an empty slot). A packed row counts each of its
+documents for the documents, languages, domains and chunk-boundary figures."""
 
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ def compute_stats(source: str, top: int = 10, tokenizer_path: str | None = None)
     """Aggregate figures over every sample of a shard, a directory of shards or a manifest."""
     shard_set = open_shard_set(source, tokenizer_path)
     special = shard_set.special
-    sequences = real = padding = targets = covered = covered_next = at_boundary = 0
+    sequences = real = padding = targets = covered = covered_next = at_boundary = parts = slots = 0
     images_per_sequence: Counter = Counter()
     languages: Counter = Counter()
     domains: Counter = Counter()
@@ -33,12 +35,16 @@ def compute_stats(source: str, top: int = 10, tokenizer_path: str | None = None)
             covered += int((sample.phi[mask] > 0).sum())
             covered_next += int((sample.phi_next[mask] > 0).sum())
             if special is not None:
-                targets += int(loss_target_mask(sample.input_ids, mask, special.image, special.pad).sum())
+                targets += int(loss_target_mask(sample.input_ids, mask, special.image, special.pad,
+                                                sample.doc_index).sum())
             images_per_sequence[len(sample.image_bytes)] += 1
-            at_boundary += bool(meta.get("starts_at_boundary"))
-            languages[meta.get("language") or "unknown"] += 1
-            domains[meta.get("domain") or "unknown"] += 1
-            documents.add(meta.get("doc_id", key))
+            slots += int(meta.get("max_images") or len(sample.image_bytes))
+            for part in meta["documents"] if sample.is_packed else [{**meta, "doc_id": meta.get("doc_id", key)}]:
+                parts += 1
+                at_boundary += bool(part.get("starts_at_boundary"))
+                languages[part.get("language") or "unknown"] += 1
+                domains[part.get("domain") or "unknown"] += 1
+                documents.add(part.get("doc_id"))
     images = sum(n * count for n, count in images_per_sequence.items())
     return {
         "source": source,
@@ -49,13 +55,17 @@ def compute_stats(source: str, top: int = 10, tokenizer_path: str | None = None)
         "real_tokens": real,
         "padding_tokens": padding,
         "padding_share": round(padding / (real + padding), 4) if real + padding else 0.0,
+        "token_fill": round(real / (real + padding), 4) if real + padding else 0.0,
+        "image_slot_fill": round(images / slots, 4) if slots else 0.0,
+        "documents_per_sequence": round(parts / sequences, 3) if sequences else 0.0,
+        "mode": (shard_set.manifest or {}).get("mode"),
         "loss_targets": targets,
         "images": images,
         "images_per_sequence_mean": round(images / sequences, 3) if sequences else 0.0,
         "images_per_sequence": {str(n): images_per_sequence[n] for n in sorted(images_per_sequence)},
         "phi_coverage": round(covered / real, 4) if real else 0.0,
         "phi_next_coverage": round(covered_next / real, 4) if real else 0.0,
-        "starts_at_boundary_share": round(at_boundary / sequences, 4) if sequences else 0.0,
+        "starts_at_boundary_share": round(at_boundary / parts, 4) if parts else 0.0,
         "languages": dict(languages.most_common(top)),
         "top_domains": dict(domains.most_common(top)),
         "samples_per_shard": {path: n for path, n in samples_per_shard.items()},
@@ -71,11 +81,15 @@ def format_stats(stats: dict[str, Any]) -> str:
     """The stats as plain-text tables a person reads in a terminal."""
     overview = [
         ("shards", stats["shards"]),
+        ("mode", stats["mode"] or "-"),
         ("sequences", stats["sequences"]),
         ("documents", stats["documents"]),
         ("sequences per document", stats["sequences_per_document"]),
         ("real tokens", stats["real_tokens"]),
         ("padding tokens", f"{stats['padding_tokens']} ({100 * stats['padding_share']:.1f}%)"),
+        ("token fill (real tokens / positions)", f"{100 * stats['token_fill']:.1f}%"),
+        ("image-slot fill (images / slots)", f"{100 * stats['image_slot_fill']:.1f}%"),
+        ("documents per sequence (packed rows hold several)", stats["documents_per_sequence"]),
         ("loss targets", stats["loss_targets"]),
         ("images", stats["images"]),
         ("images per sequence (mean)", stats["images_per_sequence_mean"]),

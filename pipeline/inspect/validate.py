@@ -9,6 +9,13 @@ decodes to the stated size and matches its recorded sha256 (a swapped slot is na
 one loss target; metadata consistent with the arrays. Across the set: keys unique over all shards; the
 manifest's per-shard sample counts, byte sizes and sha256, its totals, and the tokenizer's sha256
 and special-token ids.
+
+Packed rows (manifest `mode: packed`) are checked per document: `doc_index` runs 1..D over the real tokens
+(0 on padding), `cu_seqlens` and `position_ids` agree with it, each document's `<image>` has its `<EOC>`
+inside the document (or opens it) and its slot among the document's slots (image spans whole), `<eos>` ends
+a document, φ and φ_next recompute per document and never name an image of another document, φ does not
+decrease inside a document, a document's first token is no target, the row holds at most N images, and the
+`documents` metadata matches the arrays.
 """
 
 from __future__ import annotations
@@ -22,16 +29,24 @@ import numpy as np
 from pipeline.inspect.common import ShardSet, open_shard_set
 from schemas.shards import (
     ARRAY_MEMBERS,
+    CU_SEQLENS,
+    DOC_INDEX,
+    DOCUMENT_JSON_FIELDS,
     FORMAT_NAME,
     FORMAT_VERSION,
     IMAGE_EXTENSIONS,
     IMAGE_MEMBER_RE,
     MEMBER_DTYPES,
     METADATA,
+    PACKED_ARRAY_MEMBERS,
+    PACKED_MODE,
+    PACKED_SAMPLE_JSON_FIELDS,
+    READABLE_FORMAT_VERSIONS,
     SAMPLE_JSON_FIELDS,
     SpecialTokens,
     compute_phi,
     decode_image,
+    document_starts,
     iter_tar_groups,
     join_path,
     loss_target_mask,
@@ -64,6 +79,7 @@ class Expected:
     image_format: str | None = None
     special: SpecialTokens | None = None
     vocab_size: int | None = None
+    mode: str | None = None
 
 
 @dataclass
@@ -90,7 +106,9 @@ def _first_difference(stored: np.ndarray, recomputed: np.ndarray, real: np.ndarr
 def check_sample(key: str, members: dict[str, bytes], expected: Expected, check_images: bool = True) -> list[str]:
     """All contract violations of one sample, as messages (empty when the sample is sound)."""
     problems: list[str] = []
-    missing = [suffix for suffix in (*ARRAY_MEMBERS, METADATA) if suffix not in members]
+    packed = expected.mode == PACKED_MODE or DOC_INDEX in members
+    array_members = (*ARRAY_MEMBERS, *PACKED_ARRAY_MEMBERS) if packed else ARRAY_MEMBERS
+    missing = [suffix for suffix in (*array_members, METADATA) if suffix not in members]
     if missing:
         return [f"missing member(s) {', '.join(f'{key}.{m}' for m in missing)}"]
     image_members = {}
@@ -98,22 +116,24 @@ def check_sample(key: str, members: dict[str, bytes], expected: Expected, check_
         match = IMAGE_MEMBER_RE.match(suffix)
         if match:
             image_members[int(match.group(1))] = suffix
-        elif suffix not in (*ARRAY_MEMBERS, METADATA):
+        elif suffix not in (*array_members, METADATA):
             problems.append(f"unexpected member {key}.{suffix}")
 
     try:
         meta = json.loads(members[METADATA].decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         return problems + [f"metadata {key}.json is not valid JSON: {error}"]
-    absent = [name for name in SAMPLE_JSON_FIELDS if name not in meta]
+    absent = [name for name in (PACKED_SAMPLE_JSON_FIELDS if packed else SAMPLE_JSON_FIELDS) if name not in meta]
     if absent:
         problems.append(f"metadata lacks field(s) {', '.join(absent)}")
     if meta.get("key", key) != key:
         problems.append(f"metadata key {meta.get('key')!r} differs from the member key")
+    if expected.mode is not None and meta.get("mode") != expected.mode:
+        problems.append(f"metadata mode {meta.get('mode')!r}, the manifest says {expected.mode!r}")
 
     arrays: dict[str, np.ndarray] = {}
     seq_len = expected.seq_len or meta.get("seq_len")
-    for suffix in ARRAY_MEMBERS:
+    for suffix in array_members:
         name = suffix.removesuffix(".npy")
         try:
             array = npy_array(members[suffix])
@@ -122,11 +142,15 @@ def check_sample(key: str, members: dict[str, bytes], expected: Expected, check_
             continue
         if array.dtype != MEMBER_DTYPES[suffix]:
             problems.append(f"{name}: dtype {array.dtype}, expected {MEMBER_DTYPES[suffix]}")
-        if array.ndim != 1 or (seq_len is not None and array.shape[0] != seq_len):
+        if suffix == CU_SEQLENS:
+            if array.ndim != 1:
+                problems.append(f"{name}: shape {array.shape}, expected (documents + 1,)")
+                continue
+        elif array.ndim != 1 or (seq_len is not None and array.shape[0] != seq_len):
             problems.append(f"{name}: shape {array.shape}, expected ({seq_len},)")
             continue
         arrays[name] = array.astype(np.int64)
-    if len(arrays) < len(ARRAY_MEMBERS):
+    if len(arrays) < len(array_members):
         return problems  # arrays of the wrong length cannot be compared position by position
 
     ids, mask, phi, phi_next = arrays["input_ids"], arrays["attention_mask"], arrays["phi"], arrays["phi_next"]
@@ -159,15 +183,29 @@ def check_sample(key: str, members: dict[str, bytes], expected: Expected, check_
     if len(not_pad):
         problems.append(f"input_ids: padding position {int(not_pad[0])} holds id {int(ids[not_pad[0]])}, not <pad>")
 
+    doc_index = None
+    if packed:
+        layout = _packed_layout_problems(arrays, real, n_real)
+        problems += layout
+        if layout:
+            return problems  # without sound document boundaries nothing per document can be checked
+        doc_index = arrays["doc_index"]
+    starts = document_starts(doc_index) if doc_index is not None else np.arange(len(ids)) == 0
+    ends = np.zeros(len(ids), dtype=bool)
+    ends[np.flatnonzero(starts)[1:] - 1] = True
+    if n_real:
+        ends[n_real - 1] = True
     image_positions = np.flatnonzero(real & (ids == special.image))
     for position in image_positions:
-        if position > 0 and ids[position - 1] != special.eoc:
-            problems.append(f"<image> at position {int(position)} is not preceded by <EOC>")
+        if not starts[position] and ids[position - 1] != special.eoc:
+            problems.append(f"<image> at position {int(position)} is not preceded by <EOC>"
+                            + (" of its document" if packed else ""))
             break
     eos_positions = np.flatnonzero(real & (ids == special.eos))
     for position in eos_positions:
-        if position != n_real - 1:
-            problems.append(f"<eos> at position {int(position)} is not the last real token")
+        if not ends[position]:
+            problems.append(f"<eos> at position {int(position)} is not the last real token"
+                            + (" of its document" if packed else ""))
             break
         if position > 0 and ids[position - 1] != special.eoc:
             problems.append(f"<eos> at position {int(position)} is not preceded by <EOC>")
@@ -185,27 +223,106 @@ def check_sample(key: str, members: dict[str, bytes], expected: Expected, check_
     if isinstance(meta.get("image_urls"), list) and len(meta["image_urls"]) != len(slots):
         problems.append(f"metadata lists {len(meta['image_urls'])} image URL(s) for {len(slots)} filled slot(s)")
 
-    want_phi, want_next = compute_phi(ids, special.image, mask)
+    if doc_index is not None:
+        problems += _cross_document_problems(phi, phi_next, doc_index, image_positions, real)
+        problems += _documents_metadata_problems(meta, doc_index, image_positions, len(slots))
+    want_phi, want_next = compute_phi(ids, special.image, mask, doc_index)
     if (phi != want_phi).any():
         problems.append(f"phi disagrees with the tokens at {_first_difference(phi, want_phi, real)}")
     if (phi_next != want_next).any():
         problems.append(f"phi_next disagrees with the tokens at {_first_difference(phi_next, want_next, real)}")
-    decreasing = np.flatnonzero(np.diff(phi[real]) < 0)
+    decreasing = np.flatnonzero((np.diff(phi) < 0) & real[1:] & ~starts[1:])
     if len(decreasing):
         at = int(decreasing[0]) + 1
-        problems.append(f"phi decreases at position {at} ({int(phi[at - 1])} → {int(phi[at])})")
+        problems.append(f"phi decreases at position {at} ({int(phi[at - 1])} → {int(phi[at])})"
+                        + (" inside a document" if packed else ""))
     limit = max_images if max_images is not None else n_image_tokens
     for name, values in (("phi", phi), ("phi_next", phi_next)):
         if values.min(initial=0) < 0 or values.max(initial=0) > limit:
             problems.append(f"{name}: values outside 0..{limit}")
 
-    n_targets = int(loss_target_mask(ids, mask, special.image, special.pad).sum())
+    n_targets = int(loss_target_mask(ids, mask, special.image, special.pad, doc_index).sum())
     if n_targets == 0:
         problems.append("no loss target (a sequence without targets must not be emitted)")
     if meta.get("n_targets") is not None and meta["n_targets"] != n_targets:
         problems.append(f"metadata n_targets = {meta['n_targets']}, recomputed {n_targets}")
 
     problems += _check_images(members, image_members, meta, expected, check_images)
+    return problems
+
+
+def _packed_layout_problems(arrays: dict[str, np.ndarray], real: np.ndarray, n_real: int) -> list[str]:
+    """`doc_index` runs 1..D over the real tokens and is 0 on padding; `cu_seqlens` and `position_ids` agree."""
+    doc, positions, cu_seqlens = arrays["doc_index"], arrays["position_ids"], arrays["cu_seqlens"]
+    problems = []
+    if (doc[~real] != 0).any():
+        problems.append(f"doc_index: padding position {int(np.flatnonzero(~real & (doc != 0))[0])} holds a "
+                        f"document index (expected 0)")
+    steps = np.diff(doc[real])
+    if n_real and (doc[0] != 1 or ((steps != 0) & (steps != 1)).any()):
+        problems.append("doc_index: the real tokens' document indices do not run 1, 2, ... D in order")
+    if problems:
+        return problems
+    starts = np.flatnonzero(document_starts(doc) & real)
+    want_cu = np.append(starts, n_real)
+    if len(cu_seqlens) != len(want_cu) or (cu_seqlens != want_cu).any():
+        problems.append(f"cu_seqlens {cu_seqlens.tolist()} disagree with doc_index (document boundaries "
+                        f"{want_cu.tolist()})")
+    first = np.maximum.accumulate(np.where(document_starts(doc), np.arange(len(doc)), 0))
+    want_positions = np.where(real, np.arange(len(doc)) - first, 0)
+    wrong = np.flatnonzero(positions != want_positions)
+    if len(wrong):
+        at = int(wrong[0])
+        problems.append(f"position_ids do not restart at each document: position {at} holds "
+                        f"{int(positions[at])}, expected {int(want_positions[at])}")
+    return problems
+
+
+def _cross_document_problems(phi: np.ndarray, phi_next: np.ndarray, doc_index: np.ndarray,
+                             image_positions: np.ndarray, real: np.ndarray) -> list[str]:
+    """Positions whose φ or φ_next names an image slot of another document of the row (a cross-document leak)."""
+    problems = []
+    slot_document = doc_index[image_positions]  # the document of each row slot, in <image> order
+    for name, values in (("phi", phi), ("phi_next", phi_next)):
+        named = real & (values > 0) & (values <= len(slot_document))
+        owner = np.zeros_like(values)
+        owner[named] = slot_document[values[named] - 1]
+        leaking = np.flatnonzero(named & (owner != doc_index))
+        if len(leaking):
+            at = int(leaking[0])
+            problems.append(f"{name} names an image of another document at {len(leaking)} position(s) "
+                            f"(cross-document leak), first at {at}: document {int(doc_index[at])} names slot "
+                            f"{int(values[at])} of document {int(owner[at])}")
+    return problems
+
+
+def _documents_metadata_problems(meta: dict[str, Any], doc_index: np.ndarray, image_positions: np.ndarray,
+                                 n_slots: int) -> list[str]:
+    """The row's `documents` entries against the arrays: one per document, its tokens, images and slots."""
+    documents = meta.get("documents")
+    if not isinstance(documents, list):
+        return ["metadata: documents is not a list"]
+    counts = np.bincount(doc_index, minlength=len(documents) + 1)[1:]
+    problems = []
+    if len(documents) != len(counts) or meta.get("n_documents") != len(counts):
+        return [f"metadata lists {len(documents)} document(s) (n_documents {meta.get('n_documents')}), doc_index "
+                f"has {len(counts)}"]
+    images_of = np.bincount(doc_index[image_positions], minlength=len(documents) + 1)[1:]
+    first_slot = 0
+    for number, (entry, tokens, images) in enumerate(zip(documents, counts, images_of), start=1):
+        absent = [name for name in DOCUMENT_JSON_FIELDS if name not in entry]
+        if absent:
+            problems.append(f"metadata: document {number} lacks field(s) {', '.join(absent)}")
+            continue
+        if entry["n_tokens"] != tokens:
+            problems.append(f"metadata: document {number} n_tokens = {entry['n_tokens']}, doc_index marks {tokens}")
+        if entry["n_images"] != images or entry["first_slot"] != first_slot:
+            problems.append(f"metadata: document {number} images {entry['n_images']} from slot "
+                            f"{entry['first_slot']}, its <image> tokens are {int(images)} from slot {first_slot} "
+                            f"(image spans must stay whole in their document)")
+        first_slot += int(images)
+    if first_slot != n_slots:
+        problems.append(f"{first_slot} <image> token(s) in the documents, {n_slots} filled slot(s)")
     return problems
 
 
@@ -246,7 +363,7 @@ def _expected_from_manifest(manifest: dict[str, Any] | None, special: SpecialTok
         return Expected(special=special, vocab_size=vocab_size)
     return Expected(seq_len=int(manifest["seq_len"]), max_images=int(manifest["max_images"]),
                     image_size=tuple(int(v) for v in manifest["image_size"]), image_format=manifest["image_format"],
-                    special=special, vocab_size=int(manifest["tokenizer"]["vocab_size"]))
+                    special=special, vocab_size=int(manifest["tokenizer"]["vocab_size"]), mode=manifest.get("mode"))
 
 
 def check_manifest(shard_set: ShardSet) -> tuple[list[Problem], dict[str, dict[str, Any]]]:
@@ -256,9 +373,12 @@ def check_manifest(shard_set: ShardSet) -> tuple[list[Problem], dict[str, dict[s
     entries: dict[str, dict[str, Any]] = {}
     if manifest is None:
         return problems, entries
-    if manifest.get("format") != FORMAT_NAME or manifest.get("format_version") != FORMAT_VERSION:
-        problems.append(Problem(where, "", f"format {manifest.get('format')!r} v{manifest.get('format_version')}, "
-                                           f"expected {FORMAT_NAME!r} v{FORMAT_VERSION}"))
+    version = manifest.get("format_version")
+    if manifest.get("format") != FORMAT_NAME or version not in READABLE_FORMAT_VERSIONS:
+        problems.append(Problem(where, "", f"format {manifest.get('format')!r} v{version}, expected "
+                                           f"{FORMAT_NAME!r} v{' or v'.join(map(str, READABLE_FORMAT_VERSIONS))}"))
+    elif manifest.get("mode") == PACKED_MODE and version < FORMAT_VERSION:
+        problems.append(Problem(where, "", f"mode packed needs format v{FORMAT_VERSION}, the manifest says v{version}"))
     base = parent_dir(where)
     for entry in manifest.get("shards", []):
         path = join_path(base, entry["file"])

@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, NonNegativeInt, PositiveInt
 
-from pipeline.config import Section, Share
+from pipeline.config import ConfigError, Section, Share
 
 ResizeMode = Literal["center_crop", "pad", "stretch"]
 ImageFormat = Literal["jpeg", "webp"]
@@ -26,6 +26,9 @@ class ShardSettings(Section):
     image_format: ImageFormat
     image_quality: Annotated[int, Field(ge=1, le=100)]
     random_window: bool
+    packing: bool
+    packing_max_images: Annotated[int, Field(ge=1, le=255)]
+    packing_buffer: PositiveInt
     seed: NonNegativeInt
     min_images_per_sequence: NonNegativeInt
     target_shard_bytes: PositiveInt
@@ -38,3 +41,11 @@ class ShardSettings(Section):
     bpe_max_documents: PositiveInt
     bpe_max_chars_per_document: PositiveInt
     docs_parquet_images: DocsParquetImages
+
+    def __post_init__(self) -> None:
+        if self.packing and self.random_window:
+            raise ConfigError("config keys 'shards.packing' and 'shards.random_window' exclude each other: packed rows "
+                              "hold whole windows of chunked documents (set one of them to false)")
+        if self.packing and self.packing_max_images < self.max_images:
+            raise ConfigError(f"config key 'shards.packing_max_images': a packed row must hold a window's images: "
+                              f"expected at least shards.max_images ({self.max_images}); got {self.packing_max_images}")

@@ -7,6 +7,7 @@
    run's documents (`pipeline.shards.tokenizer.TrainTokenizer`, a top-k combiner, never all text in one place);
 2. `BuildSamplesDoFn`: each document's images fitted to the slot size, its token stream cut into
    windows (`pipeline.shards.sequences`), each window encoded as webdataset members (`schemas.shards`);
+   with `packing`, the windows are packed into rows of several documents (`pipeline.shards.packing`);
 3. shard count = `num_shards`, or total sample bytes / `target_shard_bytes`; each sample goes to the
    shard its key hashes to, so placement depends on nothing but the key;
 4. each shard written sorted by key with fixed tar headers, under a temporary name, then renamed (the
@@ -19,7 +20,7 @@ run's image store (`pipeline.images.store`); the fitted slots go into that store
 `StoredMember` references, which the shard writer reads back last (as the document writer does).
 The same input and config give byte-identical shards and manifest, on any runner and worker count.
 Counts (stage `shard`): documents in = documents with ≥1 sequence + drops; images in = images placed
-in ≥1 sequence + drops; sequences (windows) in = written + drops.
+in ≥1 sequence + drops; sequences (windows) in = written + drops (a packed row counts its windows).
 """
 
 from __future__ import annotations
@@ -42,6 +43,8 @@ from pipeline.core.failures import BreakerSettings, FailureBreaker
 from pipeline.core.files import HashingWriter, open_atomically, write_atomically
 from pipeline.images.store import STORE_DIR, ImageStore
 from pipeline.io.documents import OutputSettings, WriteDocuments
+from pipeline.shards.pack_transform import PackRows
+from pipeline.shards.packing import layout_mode, sample_slots, windows_in
 from pipeline.shards.sequences import (
     SpecialIds,
     UndecodableImage,
@@ -223,8 +226,9 @@ class BuildSamplesDoFn(beam.DoFn):
             counts.dropped("documents", reason)
             return
         counts.kept("documents")
-        counts.note("sequences", "real_tokens", sum(w.n_tokens for w in emitted))
-        counts.note("sequences", "padding_tokens", sum(self.window_config.seq_len - w.n_tokens for w in emitted))
+        if not self.settings.packing:  # packed: the rows' padding is counted where they are packed
+            counts.note("sequences", "real_tokens", sum(w.n_tokens for w in emitted))
+            counts.note("sequences", "padding_tokens", sum(self.window_config.seq_len - w.n_tokens for w in emitted))
         for window in emitted:
             yield self.record(doc, window, len(windows), fitted)
         yield beam.pvalue.TaggedOutput(DOCS_TAG, self.store.by_reference(without_unusable_images(doc, index_of)))
@@ -318,10 +322,10 @@ class WriteShardDoFn(beam.DoFn):
         unique: list[SampleRecord] = []
         for key, members in ordered:
             if unique and unique[-1][0] == key:
-                self.counts.dropped("sequences", "duplicate_key")
+                self.counts.dropped("sequences", "duplicate_key", windows_in(members))
                 continue
             unique.append((key, members))
-        self.counts.kept("sequences", len(unique))
+        self.counts.kept("sequences", sum(windows_in(members) for _, members in unique))  # windows, packed or not
         name = shard_file_name(sorted(used).index(index))
         # Streamed: the records carry image references, and one sample's bytes are read back at a time.
         size, digest = write_tar_file(
@@ -363,11 +367,11 @@ def write_manifest(entries: list[dict[str, Any]], output_dir: str, tokenizer: To
         "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,
         "seq_len": window.seq_len,
-        "max_images": window.max_images,
+        "max_images": sample_slots(shards.packing, window.max_images, shards.packing_max_images),
         "image_size": list(parse_image_size(shards.image_size)),
         "resize_mode": shards.resize_mode,
         "image_format": shards.image_format,
-        "mode": "random_window" if window.random_window else "chunked",
+        "mode": layout_mode(shards.packing, window.random_window),
         "tokenizer": tokenizer.manifest_entry(TOKENIZER_NAME),
         "shards": entries,
         "total_samples": sum(entry["samples"] for entry in entries),
@@ -409,6 +413,9 @@ class WriteShards(beam.PTransform):
             BuildSamplesDoFn(shards, self.circuit_breaker, self.store), tokenizer=beam.pvalue.AsSingleton(tokenizer)
         ).with_outputs(DOCS_TAG, main="samples")
         samples = built.samples
+        if shards.packing:
+            samples = samples | "Pack rows" >> PackRows(shards.seq_len, shards.packing_max_images,
+                                                        shards.packing_buffer, tokenizer)
 
         total = samples | "Sample bytes" >> beam.Map(record_bytes) | "Total bytes" >> beam.CombineGlobally(sum)
         count = total | "Shard count" >> beam.Map(shard_count, shards.num_shards, shards.target_shard_bytes)
