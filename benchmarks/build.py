@@ -52,8 +52,9 @@ def run_one(repeat: int, workers: int, rewrite_to: str, workdir: str, overrides:
     warc = Path(workdir) / "fixtures.warc.gz"
     pages = write_fixture_warc(warc, repeat, limit=TINY_PAGES if tiny else None)
     inputs = [str(warc)] + ([] if tiny else [str(FIXTURES / "warc" / name) for name in REAL_WARCS])
+    # The crawl's own pages per CPU-second: the canaries a build adds (a fixed cost) only with --set canaries.pages=N.
     config = load_config(overrides=[f"runner.direct_num_workers={workers}", "download.allow_loopback=true",
-                                    f"download.rewrite_to={rewrite_to}", *overrides])
+                                    f"download.rewrite_to={rewrite_to}", "canaries.pages=0", *overrides])
     started = time.time()
     report = run_build(inputs, str(Path(workdir) / "out"), config)
     return {"started": started, "fixture_pages": pages, "timings_s": report["timings_s"], "stages": report["stages"],

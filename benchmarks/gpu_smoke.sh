@@ -48,7 +48,7 @@ PY
 echo "== canary shards: 8 classes, $docs documents, ${image_size} px slots"
 start=$SECONDS
 "$py" - <<PY
-from pipeline.sampledata.crawl.canaries import CANARY_CLASSES
+from pipeline.canaries.shapes import CANARY_CLASSES
 from train_smoke.canary_shards import build_canary_shards
 build_canary_shards("$shards", n_docs=$docs, classes=CANARY_CLASSES, images_per_doc=(3, 5), seq_len=256,
                     image_size=$image_size, words_after=(1, 3), num_shards=16)

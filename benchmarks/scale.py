@@ -111,8 +111,9 @@ def run_one(crawl: str, output: str, rewrite_to: str, nsfw: bool, overrides: lis
 
     source = ["download.network=false"] if archive else ["download.allow_loopback=true",
                                                           f"download.rewrite_to={rewrite_to}"]
+    # The crawl's own pages per CPU-second: the canaries a build adds (a fixed cost) only with --set canaries.pages=N.
     config = load_config(overrides=[*source, f"image_filters.nsfw.enabled={'true' if nsfw else 'false'}",
-                                    *overrides])
+                                    "canaries.pages=0", *overrides])
     inputs = [str(Path(crawl) / name) for name in ("crawl.warc.gz", "images.warc.gz")[:2 if archive else 1]]
     started = time.time()
     report = run_build(inputs, output, config, only=only)

@@ -14,6 +14,7 @@ from typing import Any
 
 from filters.image_nodes import ImageNodeSettings
 from filters.images import ImageFilterSettings
+from pipeline.canaries.settings import CanarySettings
 from pipeline.config import Config, Section, merge_config, table_paths, validate_section
 from pipeline.dedup import DedupSettings
 from pipeline.export.writer import ExportSettings
@@ -42,6 +43,7 @@ class M3wSettings(Section):
     shards: ShardSettings
     export: ExportSettings
     dedup: DedupSettings
+    canaries: CanarySettings
     smoke: SmokeSection
 
 

@@ -9,7 +9,12 @@ Output directory of `m3w shard` / `m3w build`::
     manifest.json                 written last; its presence means the shard set is complete
     tokenizer.json                the Hugging Face `tokenizers` file the ids refer to (sha256 in the manifest)
     shards/shard-000000.tar ...   webdataset shards, members sorted, fixed mtime/uid/gid/uname
-    docs/docs-00000-of-00004.parquet ...  the same documents in the OBELICS layout
+    canaries/shard-000000.tar ... `m3w build`'s alignment canaries: the same layout, their own files, listed apart
+    docs/docs-00000-of-00004.parquet ...  the same documents in the OBELICS layout (never a canary)
+
+The training data is `shards/` alone (a plain webdataset glob over `shards/*.tar`, or the manifest's `shards`):
+the canaries a build carries for `m3w smoke` sit in `canaries/`, listed in the manifest's `canaries` entry,
+which only the smoke trainer and `m3w inspect` read (`canary_shard_paths`).
 
 One sample (= one training sequence) is a group of tar members sharing a key (webdataset convention:
 the key is the member name up to its first dot). Key = `{doc_id}-{window:04d}`; no dots, unique::
@@ -51,7 +56,13 @@ Version 1 shard sets (no packed rows) read unchanged.
                                       "pad": {...}}},
      "shards": [{"file": "shards/shard-000000.tar", "samples": 812, "bytes": 268000000, "sha256": "..."}, ...],
      "total_samples": 812, "total_documents": 301,
-     "config": {... the `shards` config section used ...}}
+     "config": {... the `shards` config section used ...},
+     "canaries": {"pages": 400, "shards": [{"file": "canaries/shard-000000.tar", ...}], "samples": 410,
+                  "documents": 398, "exemptions": [...], "lost": [...]}}   # `m3w build` (pipeline/report/canaries.py)
+
+`canaries` is there when the writer was given canary documents (marked `canary` in their metadata) or a build's
+note about them: `pages` asked for (0: `m3w build --canaries 0`), the exceptions to the user's config they ran
+under, and every drop of a canary before the shard stage (`lost`: stage, unit, reason, count, setting, text).
 """
 
 from __future__ import annotations
@@ -76,6 +87,7 @@ PACKED_MODE = "packed"
 MANIFEST_NAME = "manifest.json"
 TOKENIZER_NAME = "tokenizer.json"
 SHARDS_DIR = "shards"
+CANARY_SHARDS_DIR = "canaries"
 DOCS_DIR = "docs"
 SHARD_PREFIX = "shard-"
 SHARD_SUFFIX = ".tar"
@@ -457,6 +469,15 @@ def shard_paths(source: str) -> list[str]:
         if os.path.isdir(folder):
             found += [os.path.join(folder, n) for n in os.listdir(folder) if n.endswith(SHARD_SUFFIX)]
     return sorted(found)
+
+
+def canary_shard_paths(source: str) -> list[str]:
+    """The canary shard files of a shard set's manifest (`canaries.shards`); none for a `.tar` or a set without."""
+    found = None if source.endswith(SHARD_SUFFIX) else manifest_path(source)
+    if found is None:
+        return []
+    canaries = read_manifest(found).get("canaries") or {}
+    return [join_path(parent_dir(found), shard["file"]) for shard in canaries.get("shards", [])]
 
 
 def iter_tar_groups(path: str) -> Iterator[tuple[str, dict[str, bytes]]]:

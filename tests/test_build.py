@@ -27,7 +27,7 @@ def tree_digest(root: Path) -> dict[str, str]:
 
 def overrides(host: ImageHost, mode: str) -> list[str]:
     return ["download.allow_loopback=true", f"download.rewrite_to={host.base_url}",
-            f"runner.direct_running_mode={mode}"]
+            f"runner.direct_running_mode={mode}", "canaries.pages=0"]  # canaries: tests/test_canaries.py
 
 
 def build_args(crawl: Path, out: Path, host: ImageHost, mode: str) -> list[str]:

@@ -14,7 +14,7 @@ def test_demo_runs_the_whole_journey_and_a_verdict_short_of_pass_fails_it(tmp_pa
     out = tmp_path / "demo"
     # Five training steps cannot teach the canaries: the verdict is not PASS, so the (strict) demo exits 1
     # even though the pipeline balanced and the shards validated.
-    code = main(["demo", "--output", str(out), "--canary-pages", "24", "--set", "smoke.train.steps=5",
+    code = main(["demo", "--output", str(out), "--canaries", "24", "--set", "smoke.train.steps=5",
                  "--set", "smoke.train.control_run=false"])
     printed = capsys.readouterr().out
     report = json.loads((out / "build" / "report.json").read_text())

@@ -32,7 +32,7 @@ def built(small_sample_crawl, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("export-build") / "build"
     with ImageHost(small_sample_crawl / "images") as host:
         config = load_config(overrides=[*IN_MEMORY, "download.allow_loopback=true",
-                                        f"download.rewrite_to={host.base_url}"])
+                                        f"download.rewrite_to={host.base_url}", "canaries.pages=0"])
         report = run_build([str(small_sample_crawl / "crawl.warc.gz")], str(out), config)
     assert not report["unbalanced"] and not report["broken_links"]
     return out / "stages" / "shards"

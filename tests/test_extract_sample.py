@@ -13,10 +13,10 @@ from collections import Counter
 import pytest
 from warcio.archiveiterator import ArchiveIterator
 
+from pipeline.canaries.shapes import canary_class_of_text
 from pipeline.jobs.stages import extract_page
 from pipeline.read.crawl import Page, charset_of
 from pipeline.sampledata.crawl import generate_sample_crawl
-from pipeline.sampledata.crawl.canaries import canary_class_of_text
 from pipeline.settings import load_config
 
 

@@ -19,7 +19,7 @@ from pipeline.jobs.build import BuildContext, fingerprint, run_build
 from pipeline.settings import load_config
 
 WARCS = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "warc"
-FAST = ["runner.direct_running_mode=in_memory", "runner.direct_num_workers=1"]
+FAST = ["runner.direct_running_mode=in_memory", "runner.direct_num_workers=1", "canaries.pages=0"]
 
 
 def build_key(crawl: Path, *overrides: str, stage: str = "documents") -> str:

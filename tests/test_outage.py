@@ -40,7 +40,7 @@ def build(crawl: Path, out: Path, port: int) -> int:
     settings = [f"download.rewrite_to=http://127.0.0.1:{port}", "download.allow_loopback=true",
                 "download.timeout_s=1", "download.retries=0", f"download.thread_count={THREADS}",
                 "image_filters.nsfw.enabled=false", "runner.direct_running_mode=in_memory",
-                f"runner.circuit_breaker.window={WINDOW}", "runner.circuit_breaker.min_items=20"]
+                f"runner.circuit_breaker.window={WINDOW}", "runner.circuit_breaker.min_items=20", "canaries.pages=0"]
     args = ["build", "--input", str(crawl / "crawl.warc.gz"), "--output", str(out)]
     for setting in settings:
         args += ["--set", setting]

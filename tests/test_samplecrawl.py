@@ -17,9 +17,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from pipeline.canaries.shapes import CANARY_CLASSES, is_canary_url, render_canary
 from pipeline.core.failures import BreakerSettings
 from pipeline.read.crawl import ReadCrawlFiles, ReadSettings
-from pipeline.sampledata.crawl import CANARY_CLASSES, generate_sample_crawl, is_canary_url, render_canary
+from pipeline.sampledata.crawl import generate_sample_crawl
 from pipeline.sampledata.crawl import text as text_module
 from pipeline.sampledata.crawl.generate import BLOCKLISTED_DOMAIN, FAIL_KINDS, IMG_HOST
 from pipeline.sampledata.crawl.text import Topic, profanity_words
@@ -310,8 +311,8 @@ def test_canary_notes_pass_the_paragraph_rules():
 
     from filters.base import TextItem
     from filters.text_quality import ParagraphRules, ParagraphSettings
-    from pipeline.sampledata.crawl.canaries import canary_paragraph
-    from pipeline.sampledata.crawl.generate import CANARY_NOTE_WORDS
+    from pipeline.canaries.shapes import canary_paragraph
+    from pipeline.sampledata.crawl.pages import CANARY_NOTE_WORDS
 
     rules = ParagraphRules(ParagraphSettings.from_config(load_config()["filters"]["paragraph"]))
     rng = random.Random(0)

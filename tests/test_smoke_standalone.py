@@ -1,8 +1,8 @@
 """The smoke trainer runs where only torch and a few common packages are installed (the GPU machine: torch,
 numpy, pyarrow, pillow, tokenizers, matplotlib, pyyaml, pydantic, tqdm, scipy): `python -m train_smoke` in a process
 that cannot import Apache Beam, webdataset or any pipeline module beyond the config file's loader, the atomic
-file writer (Beam only for remote paths) and the sample crawl's canary definitions (pure Python, shared by the
-crawl generator and the verdict)."""
+file writer (Beam only for remote paths) and the alignment canaries' definitions (`pipeline.canaries.shapes`: pure
+Python, shared by the builds that carry canaries, the sample crawl and the verdict)."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from pathlib import Path
 from train_smoke.canary_shards import build_canary_shards
 
 ROOT = Path(__file__).resolve().parents[1]
-EXACT_PIPELINE = ("pipeline", "pipeline.config", "pipeline.core", "pipeline.core.files", "pipeline.sampledata")
-ALLOWED_PIPELINE = (*EXACT_PIPELINE, "pipeline.sampledata.crawl")  # the last one with its submodules
+EXACT_PIPELINE = ("pipeline", "pipeline.config", "pipeline.core", "pipeline.core.files", "pipeline.canaries")
+ALLOWED_PIPELINE = (*EXACT_PIPELINE, "pipeline.canaries")  # the last one with its submodules
 
 RUNNER = textwrap.dedent("""
     import importlib.abc, runpy, sys
@@ -52,8 +52,8 @@ def test_python_m_train_smoke_needs_neither_beam_nor_the_pipeline(tmp_path):
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
     loaded = result.stderr.rsplit("LOADED", 1)[-1].strip().split(",")
     assert not [m for m in loaded if m.startswith(("apache_beam", "webdataset"))], loaded
-    sample_crawl = {m for m in loaded if m.startswith("pipeline.sampledata")}
-    assert set(loaded) <= {*EXACT_PIPELINE, *sample_crawl}
+    canaries = {m for m in loaded if m.startswith("pipeline.canaries.")}
+    assert canaries == {"pipeline.canaries.shapes"} and set(loaded) <= {*EXACT_PIPELINE, *canaries}
     # Three steps teach nothing: the canary events are wrong, so the verdict fails (exit 1), with a full report.
     assert result.returncode == 1, result.stderr[-3000:]
     report = json.loads((out / "smoke_report.json").read_text())

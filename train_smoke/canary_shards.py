@@ -38,8 +38,7 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
-from pipeline.core.files import write_atomically
-from pipeline.sampledata.crawl.canaries import (
+from pipeline.canaries.shapes import (
     CANARY_CLASSES,
     CANARY_IMAGE_HOST,
     CANARY_IMAGE_PREFIX,
@@ -47,6 +46,7 @@ from pipeline.sampledata.crawl.canaries import (
     canary_note,
     canary_paragraph,
 )
+from pipeline.core.files import write_atomically
 from schemas.document import Document, Image, Node
 from schemas.shards import (
     ATTENTION_MASK,
@@ -105,7 +105,7 @@ def canary_documents(n_docs: int, images_per_doc: tuple[int, int] = (3, 3), clas
     Classes are drawn independently and uniformly, so the text before an image says nothing about its class.
     With another `page_host` the same pages are ordinary web data to the trainer (not recognised as canaries).
     """
-    from pipeline.sampledata.crawl.canaries import render_canary
+    from pipeline.canaries.shapes import render_canary
 
     classes = tuple(classes or CANARY_CLASSES)
     rng = random.Random(f"m3w-canary-shards:{seed}")

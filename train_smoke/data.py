@@ -4,6 +4,9 @@ A *shard set* is one `m3w shard` output (a directory, its `manifest.json`, or a 
 sets are mixed with Flamingo's per-dataset weights λ_m (one batch of each set per step, gradients
 accumulated). Sequences are split into training and held-out parts by a hash of their document id, so
 every window of a document lands on the same side and the verdict only sees documents never trained on.
+The alignment canaries an `m3w build` output carries beside its data (`canaries/`, listed apart in the
+manifest) are a set of their own, `<set>:canaries`, with the data's λ: a batch of them each step whatever
+the size of the crawl, and a held-out part of their own for the verdict.
 
 Two ways to feed the trainer:
 - in memory (`data.cache: true`): every sequence decoded once into stacked tensors (`SequenceTable`),
@@ -44,11 +47,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from pipeline.sampledata.crawl.canaries import is_canary_url
+from pipeline.canaries.shapes import is_canary_url
 from schemas.shards import (
     METADATA,
     PACKED_MODE,
     SpecialTokens,
+    canary_shard_paths,
     compute_phi,
     iter_tar_groups,
     join_path,
@@ -84,25 +88,29 @@ class ShardSet:
     shards: list[str]
     checksums: dict[str, str] = field(default_factory=dict)  # shard path → sha256 the manifest lists
     mode: str = "chunked"  # the manifest's layout: chunked, random_window or packed
+    canaries: bool = False  # the alignment canaries `m3w build` wrote beside the data (`canaries/`)
 
     @classmethod
-    def open(cls, source: str, weight: float = 1.0) -> ShardSet:
+    def open(cls, source: str, weight: float = 1.0, canaries: bool = False) -> ShardSet:
+        """The data shards of `source`, or with `canaries` the canary shards its manifest lists apart (a set of
+        their own, named `<set>:canaries`: trained with the same λ, judged apart)."""
         found = manifest_path(source)
         if found is None:
             raise ShardSetError(f"{source}: no manifest.json found (the shard set is incomplete or not m3w shards)")
         manifest = read_manifest(found)
-        shards = shard_paths(source)
+        shards = canary_shard_paths(source) if canaries else shard_paths(source)
         if not shards:
-            raise ShardSetError(f"{source}: the shard set lists no shard files")
+            raise ShardSetError(f"{source}: the shard set lists no {'canary ' if canaries else ''}shard files")
         tok = manifest["tokenizer"]
-        name = source.rstrip("/").rsplit("/", 1)[-1] or source
+        name = (source.rstrip("/").rsplit("/", 1)[-1] or source) + (":canaries" if canaries else "")
         base = parent_dir(found)
-        checksums = {join_path(base, entry["file"]): str(entry["sha256"]) for entry in manifest["shards"]}
+        listed = (manifest.get("canaries") or {}).get("shards", []) if canaries else manifest["shards"]
+        checksums = {join_path(base, entry["file"]): str(entry["sha256"]) for entry in listed}
         return cls(source=source, weight=float(weight), name=name, special=SpecialTokens.from_manifest(manifest),
                    seq_len=int(manifest["seq_len"]), max_images=int(manifest["max_images"]),
                    vocab_size=int(tok["vocab_size"]), tokenizer_path=join_path(base, tok["file"]),
                    tokenizer_sha256=str(tok["sha256"]), shards=shards, checksums=checksums,
-                   mode=str(manifest.get("mode") or "chunked"))
+                   mode=str(manifest.get("mode") or "chunked"), canaries=canaries)
 
     def verify_checksums(self) -> None:
         """Every shard file must be listed in the manifest with the sha256 of its bytes."""
@@ -124,7 +132,13 @@ def open_shard_sets(sources: list[str], weights: list[float] | None, verify: boo
     checked against its manifest before anything is trained."""
     if weights is not None and len(weights) != len(sources):
         raise ShardSetError(f"{len(weights)} weights for {len(sources)} shard sets; give one λ per set")
-    sets = [ShardSet.open(src, 1.0 if weights is None else float(w)) for src, w in zip(sources, weights or sources)]
+    sets = []
+    for source, weight in zip(sources, weights or [1.0] * len(sources)):
+        with_canaries = bool(canary_shard_paths(source))
+        if not with_canaries or shard_paths(source):  # a build whose own documents all dropped: canaries alone
+            sets.append(ShardSet.open(source, float(weight)))
+        if with_canaries:
+            sets.append(ShardSet.open(source, float(weight), canaries=True))
     if len({s.tokenizer_sha256 for s in sets}) > 1:
         raise ShardSetError("the shard sets were built with different tokenizers; one smoke run needs one vocabulary")
     if not any(s.weight > 0 for s in sets):

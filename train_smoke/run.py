@@ -22,6 +22,7 @@ import torch
 
 from pipeline.config import Config, dump_config
 from pipeline.core.files import write_atomically
+from schemas.shards import manifest_path, read_manifest
 from train_smoke.config import smoke_settings
 from train_smoke.data import (
     ShardSet,
@@ -80,7 +81,7 @@ class SmokeRun:
             train, held, counts = load_tables(shard_set, d.image_size, d.max_seq_len, d.eval_fraction,
                                               d.max_eval_sequences, d.max_train_sequences, load_train=d.cache,
                                               verify_phi=d.check_phi, max_undecodable_share=d.max_undecodable_share)
-            if held is None:
+            if held is None and not self.judged_by_canaries(shard_set):
                 raise ShardSetError(f"{shard_set.source}: no held-out sequences (raise smoke.data.eval_fraction "
                                     "or give more documents)")
             if d.cache and train is None and shard_set.weight > 0:
@@ -99,6 +100,20 @@ class SmokeRun:
             self.pair_eval_tables[pair_set.name] = held
             self.data_counts[pair_set.name] = {**counts.as_dict(), "weight": pair_set.weight,
                                                "source": pair_set.source, "kind": "pairs"}
+
+    def judged_by_canaries(self, shard_set: ShardSet) -> bool:
+        """A build's own data beside the canaries it carried: the verdict stands on the canaries, so too few of its
+        own documents to hold any out only leaves its general criteria unmeasured."""
+        return not shard_set.canaries and any(s.canaries and s.source == shard_set.source for s in self.sets)
+
+    def canary_notes(self) -> list[dict[str, Any] | None]:
+        """What each shard set's manifest says about the alignment canaries its build carried (None: nothing)."""
+        notes: dict[str, dict[str, Any] | None] = {}
+        for shard_set in self.sets:
+            if shard_set.source not in notes:
+                found = manifest_path(shard_set.source)
+                notes[shard_set.source] = read_manifest(found).get("canaries") if found else None
+        return list(notes.values())
 
     def undecodable(self) -> dict[str, Any]:
         """Undecodable samples over every dataset, as the loading pass counted them (for the verdict)."""
@@ -152,7 +167,8 @@ class SmokeRun:
         s = self.settings
         if s.train.probe_every <= 0:
             return None
-        name = max(self.eval_tables, key=lambda n: (int(self.eval_tables[n].is_canary.sum()), len(self.eval_tables[n])))
+        tables = {n: t for n, t in self.eval_tables.items() if t is not None}
+        name = max(tables, key=lambda n: (int(tables[n].is_canary.sum()), len(tables[n])))
         table = self.eval_tables[name]
         order = sorted(range(len(table)), key=lambda row: (not bool(table.is_canary[row]), row))
         table = table.subset(order[: s.train.probe_sequences])
@@ -194,12 +210,14 @@ class SmokeRun:
         eval_started = time.perf_counter()
         bf16 = s.train.bf16
         figures = {name: evaluate(model, table, self.tokenizer, self.sets[0].special, s.verdict, self.device,
-                                  s.seed, bf16) for name, table in self.eval_tables.items()}
+                                  s.seed, bf16) for name, table in self.eval_tables.items() if table is not None}
         main_gates = {block: xattn for block, (xattn, _) in model.gates().items()}
         control_gates = None if control_model is None else {
             block: xattn for block, (xattn, _) in control_model.gates().items()}
         gates = gate_summary(main_gates, control_gates)
-        verdict = judge(figures, gates, s.verdict, self.undecodable())
+        verdict = judge(figures, gates, s.verdict, self.undecodable(),
+                        riding=[shard_set.name for shard_set in self.sets if shard_set.canaries],
+                        canary_notes=self.canary_notes())
         losses = self.dataset_losses(model, main)
         eval_seconds = time.perf_counter() - eval_started
         peak = peak_tflops(self.device)

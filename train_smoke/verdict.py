@@ -16,19 +16,21 @@ held-out sequences under ablations that only matter if the data aligns images an
 **Alignment canaries** (pages whose URL `is_canary_url` recognises; each canary image is followed by its
 class word) give the strict test: the class word's loss with the true images must be far below chance
 (the entropy of the class words) and back at chance with shuffled images. On other data the same figures
-are reported, not required.
+are reported, not required. An `m3w build` carries its canaries in shard files of their own (a set of their own
+here): they decide, and the general criteria on the build's own data are reported as evidence about it.
 """
 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Collection
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
-from pipeline.sampledata.crawl.canaries import canary_class_of_text
+from pipeline.canaries.shapes import canary_class_of_text
 from schemas.shards import SpecialTokens
 from train_smoke.config import VerdictConfig
 from train_smoke.data import Batch, SequenceTable
@@ -241,7 +243,7 @@ class CanaryEvents:
 
     rows: torch.Tensor
     positions: torch.Tensor  # the <image> position: its logits predict the class word's first token
-    lengths: torch.Tensor  # tokens of the class word
+    lengths: torch.Tensor  # tokens of the class word up to the first that tells it from the other classes
     classes: list[str]
     multi_image_row: torch.Tensor  # bool: the sequence has ≥ 2 images (a within-sequence permutation moves them)
 
@@ -249,7 +251,8 @@ class CanaryEvents:
         return len(self.classes)
 
     def word_nll(self, result: ConditionResult) -> torch.Tensor:
-        """Summed NLL of each class word (its information is all in the word; later tokens follow from it)."""
+        """Summed NLL of each class word's tokens up to the one that names its class (the picture's information is
+        all there: later tokens follow from the text, so a perfect model pays −log p(class), chance its entropy)."""
         total = torch.zeros(len(self))
         max_len = int(self.lengths.max()) if len(self) else 0
         for j in range(max_len):
@@ -268,9 +271,13 @@ class CanaryEvents:
 
 def find_canary_events(table: SequenceTable, tokenizer: Any, special: SpecialTokens, max_word_tokens: int = 8
                        ) -> CanaryEvents:
-    """Every `<image>` of a canary sequence followed by text that starts with a canary class word."""
+    """Every `<image>` of a canary sequence followed by text that starts with a canary class word.
+
+    A class word is judged on its tokens up to the first one that tells it from the other classes of the events
+    (`naming_span`): a tokenizer trained on a build's own text, which holds no canary, cuts "Stripes" into
+    "St", "ri", "pes", and only "St" carries what the picture says."""
     specials = {special.image, special.eoc, special.eos, special.pad}
-    rows, positions, lengths, classes, multi = [], [], [], [], []
+    found: list[tuple[int, int, list[int], str, bool]] = []
     for row in torch.nonzero(table.is_canary).flatten().tolist():
         ids = table.input_ids[row]
         real = int(table.attention_mask[row].sum())
@@ -284,19 +291,32 @@ def find_canary_events(table: SequenceTable, tokenizer: Any, special: SpecialTok
             if not following:
                 continue
             cls = canary_class_of_text(tokenizer.decode(following))
-            if cls is None:
-                continue
-            span = next((k for k in range(1, len(following) + 1)
-                         if tokenizer.decode(following[:k]).strip().lower().startswith(cls)), None)
-            if span is None or not bool(table.targets[row, p + 1: p + 1 + span].all()):
-                continue
-            rows.append(row)
-            positions.append(p)
-            lengths.append(span)
-            classes.append(cls)
-            multi.append(n_images >= 2)
+            if cls is not None:
+                found.append((row, p, following, cls, n_images >= 2))
+    among = sorted({cls for *_, cls, _ in found})
+    rows, positions, lengths, classes, multi = [], [], [], [], []
+    for row, p, following, cls, multi_image in found:
+        span = naming_span(tokenizer, following, cls, among)
+        if span is None or not bool(table.targets[row, p + 1: p + 1 + span].all()):
+            continue
+        rows.append(row)
+        positions.append(p)
+        lengths.append(span)
+        classes.append(cls)
+        multi.append(multi_image)
     return CanaryEvents(torch.tensor(rows, dtype=torch.long), torch.tensor(positions, dtype=torch.long),
                         torch.tensor(lengths, dtype=torch.long), classes, torch.tensor(multi, dtype=torch.bool))
+
+
+def naming_span(tokenizer: Any, tokens: list[int], cls: str, among: list[str]) -> int | None:
+    """How many of `tokens` (the text after a canary picture, whose class word is `cls`) it takes to tell `cls`
+    from every other class of `among`: the shortest prefix whose text no other class word begins with."""
+    others = [other for other in among if other != cls]
+    for k in range(1, len(tokens) + 1):
+        prefix = tokenizer.decode(tokens[:k]).strip().lower()
+        if prefix and cls.startswith(prefix[:len(cls)]) and not any(other.startswith(prefix) for other in others):
+            return k
+    return None
 
 
 # ------------------------------------------------------------------------------------------------ distances
@@ -600,17 +620,39 @@ class Criterion:
         return out
 
 
-def _merge_figures(per_set: dict[str, dict[str, Any]]) -> dict[str, Any]:
+def _merge_figures(per_set: dict[str, dict[str, Any]], riding: Collection[str] = ()) -> dict[str, Any]:
     """The verdict reads one set of figures: the set with the most canary events for the canary criteria (if
-    any has them) and, for the general criteria, the set with the most targets seeing an image."""
+    any has them) and, for the general criteria, the set with the most targets seeing an image: among the
+    user's own sets when the canaries ride in sets of their own (`riding`, `m3w build`'s `canaries/`)."""
     canary_sets = [f for f in per_set.values() if f["canary_events"]]
-    general = max(per_set.values(), key=lambda f: f["targets_seeing_an_image"])
+    own = [f for name, f in per_set.items() if name not in riding]
+    general = max(own or list(per_set.values()), key=lambda f: f["targets_seeing_an_image"])
     return {"canary": max(canary_sets, key=lambda f: f["canary_events"]) if canary_sets else None,
-            "general": general}
+            "general": general, "general_is_own_data": bool(riding) and bool(own)}
+
+
+def why_too_few_canaries(notes: list[dict[str, Any] | None], events: int, cfg: VerdictConfig) -> str:
+    """Why the held-out data has fewer than `min_canary_events` canary events, from what the shard sets'
+    manifests say about the canaries their build carried (`canaries`: pipeline/report/canaries.py)."""
+    known = [note for note in notes if note is not None]
+    if not known:
+        return ("these shards carry no alignment canaries (`m3w build` adds them to every build; `m3w shard` writes "
+                "only the documents it is given)")
+    pages = sum(note.get("pages") or 0 for note in known)
+    if not pages and not any(note.get("shards") for note in known):
+        return "their build turned the alignment canaries off (canaries.pages: 0, `m3w build --canaries 0`)"
+    lost = "; ".join(loss["text"] for note in known for loss in note.get("lost", [])[:3])
+    samples = sum(note.get("samples") or 0 for note in known)
+    if not samples:
+        return f"none of their build's {pages} canary pages reached the shards: {lost or 'no stage counted a drop'}"
+    more = lost or "more canary pages (`m3w build --canaries N`) or a larger smoke.data.eval_fraction give more"
+    return (f"{events} held-out canary events from {samples} canary sequences, fewer than "
+            f"smoke.verdict.min_canary_events ({cfg.min_canary_events}): {more}")
 
 
 def judge(per_set: dict[str, dict[str, Any]], gates: dict[str, Any] | None, cfg: VerdictConfig,
-          undecodable: dict[str, Any] | None = None) -> dict[str, Any]:
+          undecodable: dict[str, Any] | None = None, riding: Collection[str] = (),
+          canary_notes: list[dict[str, Any] | None] | None = None) -> dict[str, Any]:
     """Figures → criteria → verdict.
 
     With canaries every canary criterion of both modes must pass and the general criteria must not fail;
@@ -619,10 +661,15 @@ def judge(per_set: dict[str, dict[str, Any]], gates: dict[str, Any] | None, cfg:
     wrong side of it, and is inconclusive when the bound straddles it; an inconclusive required criterion makes
     the whole verdict inconclusive, never a pass.
 
+    `riding`: the sets that hold the canaries a build carried beside its data. Their canary criteria decide, and
+    the general criteria, measured on the build's own data, are reported as evidence about it (a real crawl's
+    pictures may say little about its text: that is no fault of the pipeline). `canary_notes`: what the sets'
+    manifests say about their canaries, to name why a verdict has too few of them.
+
     `undecodable` (samples skipped because they could not be decoded: `samples` of `of`, `share`, `limit`,
     `first`) is reported beside the criteria and in the summary; shards above the limit never reach a verdict.
     """
-    merged = _merge_figures(per_set)
+    merged = _merge_figures(per_set, riding)
     canary_set, general = merged["canary"], merged["general"]
     events = 0 if canary_set is None else canary_set["canary_events"]
     has_canaries = events >= cfg.min_canary_events
@@ -638,7 +685,7 @@ def judge(per_set: dict[str, dict[str, Any]], gates: dict[str, Any] | None, cfg:
             return "required" if has_canaries else "reported"
         if family == "general":
             if has_canaries:
-                return "consulted"
+                return "reported" if merged["general_is_own_data"] else "consulted"
             return "reported" if cfg.require_canaries else "required"
         return "reported"
 
@@ -680,7 +727,8 @@ def judge(per_set: dict[str, dict[str, Any]], gates: dict[str, Any] | None, cfg:
         summary = "the data does not teach the model to use its images where the tokens say: " + ", ".join(failed)
     elif not has_canaries and cfg.require_canaries and not explicit:
         status = "inconclusive"
-        summary = ("no (or too few) alignment canaries in the held-out data: the verdict cannot be strict; "
+        why = why_too_few_canaries(canary_notes or [], events, cfg)
+        summary = (f"no (or too few) alignment canaries in the held-out data: {why}; the verdict cannot be strict; "
                    "set smoke.verdict.require_canaries=false to judge on the general criteria")
     elif unsure:
         status = "inconclusive"
@@ -695,7 +743,7 @@ def judge(per_set: dict[str, dict[str, Any]], gates: dict[str, Any] | None, cfg:
                     f"{undecodable['share']:.2%}; limit {undecodable['limit']:.2%})")
     return {"status": status, "passed": status == "pass", "summary": summary, "failed": failed,
             "undecodable_samples": None if undecodable is None else undecodable["samples"],
-            "inconclusive": unsure, "canaries_used": has_canaries,
+            "inconclusive": unsure, "canaries_used": has_canaries, "canary_events": events,
             "checks": {c.name: c.as_dict() for c in criteria}}
 
 

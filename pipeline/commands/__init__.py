@@ -40,6 +40,19 @@ def add_allow_empty_flag(parser: argparse.ArgumentParser) -> None:
                              "expect to drop everything); without it such a run exits 1 naming the stage")
 
 
+def add_canaries_flag(parser: argparse.ArgumentParser) -> None:
+    """`--canaries N`: the alignment canary pages that ride along the build (`canaries.pages`; 0: none)."""
+    parser.add_argument("--canaries", type=int, default=None, metavar="N",
+                        help="alignment canary pages to carry through every stage into shard files of their own, "
+                             "for the verdict of `m3w smoke` (default: canaries.pages, 400; 0: none)")
+
+
+def with_canaries(args: argparse.Namespace) -> None:
+    """`--canaries N` as the config override it stands for (`--set canaries.pages=N`, checked with the rest)."""
+    if args.canaries is not None:
+        args.set = [*args.set, f"canaries.pages={args.canaries}"]
+
+
 def checked_config(args: argparse.Namespace, beam_args: list[str], *outputs: str | None) -> dict:
     """The command's whole config, with `--input`, `--output` and `outputs` checked before anything runs: a path
     that cannot be used is one line naming it and the cause (exit 2, pipeline/core/paths.py)."""

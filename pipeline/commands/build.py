@@ -5,7 +5,15 @@ from __future__ import annotations
 import argparse
 import sys
 
-from pipeline.commands import add_allow_empty_flag, add_config_flags, checked_config, exit_status, print_report_summary
+from pipeline.commands import (
+    add_allow_empty_flag,
+    add_canaries_flag,
+    add_config_flags,
+    checked_config,
+    exit_status,
+    print_report_summary,
+    with_canaries,
+)
 
 NAME = "build"
 ORDER = 5
@@ -17,15 +25,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="WARC/ARC/HTML file glob or directory, local or any Beam filesystem (repeatable)")
     parser.add_argument("--output", required=True, help="output directory (local, gs://, s3://...)")
     add_config_flags(parser)
+    add_canaries_flag(parser)
     add_allow_empty_flag(parser)
 
 
 def run(args: argparse.Namespace, beam_args: list[str]) -> int:
     from pipeline.jobs.build import run_build
 
+    with_canaries(args)
     config = checked_config(args, beam_args)
     report = run_build(args.input, args.output, config, beam_args)
     print_report_summary(report)
+    print(f"canaries: {report['canaries']['summary']}")
     if report.get("resumed_stages"):
         print(f"resumed: skipped completed stages {', '.join(report['resumed_stages'])}")
     print(f"report: {args.output}/report.html (and report.json); shards: {args.output}/stages/shards")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-from pipeline.sampledata.crawl.canaries import CANARY_CLASSES
+from pipeline.canaries.shapes import CANARY_CLASSES
 
 NAME = "sample"
 ORDER = 5

@@ -26,6 +26,7 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from pydantic import Field, NonNegativeInt, PositiveInt
 
+from pipeline.canaries.shapes import is_canary
 from pipeline.config import ConfigError, Section
 from pipeline.core.accounting import StageCounters
 from pipeline.core.files import write_atomically
@@ -74,6 +75,17 @@ def check_export_config(kind: str, settings: ExportSettings) -> None:
         PairRules.from_config(settings.pairs)
 
 
+def dropped_as_canary(doc: Document, counts: StageCounters) -> bool:
+    """An alignment canary of `m3w build` (marked `canary`) is never exported: counted as a `canary` drop."""
+    if not is_canary(doc):
+        return False
+    counts.seen("documents")
+    counts.seen("images", len(doc.images))
+    counts.dropped("documents", "canary")
+    counts.dropped("images", "canary", len(doc.images))
+    return True
+
+
 class Mmc4DoFn(beam.DoFn):
     """Document → its MMC4 sample (key, {"json": ...}); counts documents, images and samples."""
 
@@ -86,6 +98,8 @@ class Mmc4DoFn(beam.DoFn):
 
     def process(self, doc: Document) -> Iterator[SampleRecord]:
         counts = self.counts
+        if dropped_as_canary(doc, counts):
+            return
         result = mmc4_sample(doc, sample_key(doc.doc_id, 0), self.min_images, self.small_bytes, self.similarity)
         counts.seen("documents")
         counts.seen("images", result.images_in)
@@ -125,6 +139,8 @@ class PairsDoFn(beam.DoFn):
 
     def process(self, doc: Document) -> Iterator[SampleRecord]:
         counts = self.counts
+        if dropped_as_canary(doc, counts):
+            return
         result = document_pairs(doc, self.rules, functools.partial(sample_key, doc.doc_id), self._language)
         counts.seen("documents")
         counts.seen("images", result.images_in)

@@ -11,6 +11,7 @@ from schemas.shards import (
     SHARD_SUFFIX,
     TOKENIZER_NAME,
     SpecialTokens,
+    canary_shard_paths,
     join_path,
     manifest_path,
     open_binary,
@@ -68,7 +69,7 @@ def open_shard_set(source: str, tokenizer_path: str | None = None) -> ShardSet:
         raise InspectError(f"{source}: no such file or directory")
     found_manifest = manifest_path(source)
     manifest = read_manifest(found_manifest) if found_manifest else None
-    shards = shard_paths(source)
+    shards = shard_paths(source) + canary_shard_paths(source)  # a build's alignment canaries too (`canaries/`)
     if not shards and not (manifest is not None and not manifest.get("shards")):
         raise InspectError(f"{source}: no shards found (expected *.tar, shards/*.tar or a {MANIFEST_NAME})")
     tokenizer_file = tokenizer_path

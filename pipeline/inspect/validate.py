@@ -29,6 +29,7 @@ import numpy as np
 from pipeline.inspect.common import ShardSet, open_shard_set
 from schemas.shards import (
     ARRAY_MEMBERS,
+    CANARY_SHARDS_DIR,
     CU_SEQLENS,
     DOC_INDEX,
     DOCUMENT_JSON_FIELDS,
@@ -43,6 +44,7 @@ from schemas.shards import (
     PACKED_SAMPLE_JSON_FIELDS,
     READABLE_FORMAT_VERSIONS,
     SAMPLE_JSON_FIELDS,
+    SHARDS_DIR,
     SpecialTokens,
     compute_phi,
     decode_image,
@@ -380,15 +382,17 @@ def check_manifest(shard_set: ShardSet) -> tuple[list[Problem], dict[str, dict[s
     elif manifest.get("mode") == PACKED_MODE and version < FORMAT_VERSION:
         problems.append(Problem(where, "", f"mode packed needs format v{FORMAT_VERSION}, the manifest says v{version}"))
     base = parent_dir(where)
-    for entry in manifest.get("shards", []):
+    canaries = manifest.get("canaries") or {}
+    for entry in [*manifest.get("shards", []), *canaries.get("shards", [])]:
         path = join_path(base, entry["file"])
         if path in entries:
             problems.append(Problem(path, "", "listed twice in the manifest"))
         entries[path] = entry
-    total = sum(int(entry.get("samples", 0)) for entry in manifest.get("shards", []))
-    if manifest.get("total_samples") != total:
-        problems.append(Problem(where, "", f"total_samples = {manifest.get('total_samples')}, "
-                                           f"the shards list {total}"))
+    for name, listed_samples, shard_list in (("total_samples", manifest.get("total_samples"), manifest.get("shards")),
+                                             ("canaries.samples", canaries.get("samples"), canaries.get("shards"))):
+        total = sum(int(entry.get("samples", 0)) for entry in shard_list or [])
+        if (shard_list is not None or listed_samples is not None) and listed_samples != total:
+            problems.append(Problem(where, "", f"{name} = {listed_samples}, the shards list {total}"))
     tokenizer = manifest.get("tokenizer", {})
     tokenizer_path = join_path(base, tokenizer.get("file", ""))
     if not path_exists(tokenizer_path):
@@ -403,9 +407,9 @@ def check_manifest(shard_set: ShardSet) -> tuple[list[Problem], dict[str, dict[s
             if path not in listed:
                 problems.append(Problem(path, "", "shard missing from the manifest"))
         on_disk = set()
-        folder = join_path(base, "shards")
-        if path_exists(folder):
-            on_disk = set(shard_paths(folder))
+        for folder in (join_path(base, SHARDS_DIR), join_path(base, CANARY_SHARDS_DIR)):
+            if path_exists(folder):
+                on_disk |= set(shard_paths(folder))
         for path in sorted(on_disk - listed):
             problems.append(Problem(path, "", "shard file on disk is not listed in the manifest"))
     return problems, entries

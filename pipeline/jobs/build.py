@@ -14,19 +14,21 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
+from pipeline.canaries.shapes import CANARY_GROUP
 from pipeline.core import stages as registry
 from pipeline.core.accounting import (
     broken_links,
     empty_result,
     metric_kind,
     query_counts,
+    split_group,
     stage_table,
     unbalanced,
     unverified,
@@ -45,6 +47,7 @@ from pipeline.core.progress import run_pipeline
 from pipeline.dedup import DedupSettings
 from pipeline.images.download import DOWNLOAD, retry_summary
 from pipeline.io.documents import OutputSettings, ReadDocumentFiles, WriteDocuments, parquet_files, stage_dir
+from pipeline.jobs.canaries import canary_documents, canary_images, canary_note, extract_canaries
 from pipeline.jobs.runner import RunnerSettings, make_pipeline
 from pipeline.jobs.stages import download_images, extract_documents, output_settings, runner_settings, write_config
 from pipeline.read.crawl import expand_inputs
@@ -62,6 +65,7 @@ class BuildContext:
     output: str
     config: dict[str, Any]
     beam_args: list[str]
+    canary_counts: dict[str, int] = field(default_factory=dict)  # the alignment canaries' counters so far
 
     def stage_dir(self, name: str) -> str:
         return stage_dir(self.output, name)
@@ -129,6 +133,7 @@ def documents_stage(ctx: BuildContext, out: str) -> beam.Pipeline:
     docs = docs | "Dedup documents" >> DedupDocuments(ctx.dedup)
     docs = docs | "Drop frequent image URLs" >> DropFrequentImageUrls(ctx.dedup.image_urls, ctx.dedup.url)
     docs | "Write documents" >> WriteDocuments(out, ctx.output_settings)
+    extract_canaries(pipeline, ctx, out)  # beside the user's documents, counted and written apart
     return pipeline
 
 
@@ -146,6 +151,7 @@ def images_stage(ctx: BuildContext, out: str) -> beam.Pipeline:
     docs = docs | "Dedup images" >> DedupImages(ctx.dedup.images, ctx.runner.circuit_breaker, ctx.image_store)
     docs | "Write documents" >> WriteDocuments(out, ctx.output_settings, with_bytes=True, image_store=ctx.image_store)
     docs | "Summary" >> WriteSummary(FileSystems.join(out, "summary.json"))
+    canary_images(pipeline, ctx, out)
     return pipeline
 
 
@@ -158,8 +164,12 @@ def shards_stage(ctx: BuildContext, out: str) -> beam.Pipeline:
     # Bytes go back into the store as they are read: the shuffles before the shard writer carry references.
     docs = pipeline | "Read documents" >> ReadDocumentFiles(parquet_files(ctx.stage_dir("images")),
                                                             image_store=ctx.image_store)
+    canaries = canary_documents(pipeline, ctx)  # marked: the writer gives them shard files of their own
+    if canaries is not None:
+        docs = (docs, canaries) | "With canaries" >> beam.Flatten()
     shards = ShardSettings.from_config(ctx.config["shards"], "shards")
-    docs | "Write shards" >> WriteShards(out, shards, ctx.output_settings, ctx.runner.circuit_breaker, ctx.image_store)
+    docs | "Write shards" >> WriteShards(out, shards, ctx.output_settings, ctx.runner.circuit_breaker, ctx.image_store,
+                                         canaries=canary_note(ctx))
     return pipeline
 
 
@@ -262,6 +272,7 @@ def run_build(inputs: list[str], output: str, config: dict[str, Any], beam_args:
                 break
             redoing = True
             _clear(directory)
+            ctx.canary_counts = split_group(counts, CANARY_GROUP)[1]
             started = started_at[name] = time.time()
             stage_counts, kinds[name] = _run(job(ctx, directory), config)
             seconds = round(time.time() - started, 3)
@@ -280,6 +291,7 @@ def run_build(inputs: list[str], output: str, config: dict[str, Any], beam_args:
                            {"fingerprint": key, "counts": stage_counts, "seconds": seconds, "metrics": kinds[name]})
         timings[name] = seconds
         counts = _merged(counts, stage_counts)
+    counts, ctx.canary_counts = split_group(counts, CANARY_GROUP)  # the canaries' funnel is reported apart
     table = stage_table(counts, registry.names())
     flow = flow_until(next(reversed(timings), None), config)  # up to the last job that ran or was resumed
     report = {

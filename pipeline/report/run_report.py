@@ -17,6 +17,7 @@ from apache_beam.io.filesystems import FileSystems
 from pipeline.core import stages as registry
 from pipeline.core.files import write_atomically, write_json
 from pipeline.io.documents import parquet_files, stage_dir
+from pipeline.report.canaries import render_html as render_canaries
 from schemas.shards import MANIFEST_NAME, manifest_summary
 
 
@@ -88,6 +89,21 @@ def enrich_report(report: dict[str, Any], ctx: Any) -> None:
     report["dedup_clusters"] = {k: v for stage in ("dedup_near", "dedup_images")
                                 for k, v in table.get(stage, {}).get("clusters", {}).get("info", {}).items()}
     report["samples"] = build_samples(ctx.output)
+    add_canaries(report, ctx)
+
+
+def add_canaries(report: dict[str, Any], ctx: Any) -> None:
+    """The canaries' section (pipeline/report/canaries.py); a canary lost inside or between stages fails the
+    build like a lost document of the user's (named `canary <stage/unit>`)."""
+    from pipeline.canaries.riding import canary_config
+    from pipeline.report.canaries import canary_report
+
+    order = registry.names()
+    ran = [order.index(stage) for stage in report["stages"] if stage in order]
+    last = order[max(ran)] if ran else None
+    section = report["canaries"] = canary_report(ctx.canary_counts, ctx.config, canary_config(ctx.config)[1], last)
+    report["unbalanced"] = [*report["unbalanced"], *(f"canary {item}" for item in section["unbalanced"])]
+    report["broken_links"] = [*report["broken_links"], *(f"canary {item}" for item in section["broken_links"])]
 
 
 def build_samples(output: str) -> list[dict[str, Any]]:
@@ -229,6 +245,7 @@ def render_html(report: dict[str, Any]) -> str:
         + _bars(_by_count(summary.get("domains", {}))[:15], "#0ea5e9", 300) + "</div></div>",
         "<h2>Dedup clusters</h2>" + _bars(sorted(report.get("dedup_clusters", {}).items()), "#64748b", 300),
         "<h2>Training shards</h2>" + _shards(report.get("shards")),
+        "<h2>Alignment canaries</h2>" + render_canaries(report.get("canaries")),
         "<h2>Smoke-training verdict</h2>" + _smoke(report.get("smoke")),
         "<h2>Sample documents</h2>" + _samples(report.get("samples", [])),
         "<h2>Timings</h2>" + _bars([(k, int(v)) for k, v in report.get("timings_s", {}).items()], "#94a3b8", 300)

@@ -15,6 +15,12 @@
 5. last, `tokenizer.json` and `manifest.json` (counts and sha256 of every shard): a reader that finds
    the manifest finds a complete shard set. Stale shards of an earlier run are removed then.
 
+Documents marked as alignment canaries (`m3w build`, pipeline/jobs/canaries.py) are cut into samples the same
+way, with the user's tokenizer, but take no part in what is computed over the user's documents (the tokenizer,
+the shard count, docs/): they go to shard files of their own under `canaries/`, counted under `canary:shard`
+and listed in the manifest's `canaries` entry (`canaries`: what the build says about them). With or without
+canaries, `shards/`, `tokenizer.json` and `docs/` are the same bytes.
+
 Image bytes never ride through the shuffles: documents come with inline bytes or a reference into the
 run's image store (`pipeline.images.store`); the fitted slots go into that store and samples carry
 `StoredMember` references, which the shard writer reads back last (as the document writer does).
@@ -38,7 +44,8 @@ from urllib.parse import urlsplit
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
-from pipeline.core.accounting import StageCounters
+from pipeline.canaries.shapes import CANARY_GROUP, is_canary
+from pipeline.core.accounting import StageCounters, counted_apart
 from pipeline.core.failures import BreakerSettings, FailureBreaker
 from pipeline.core.files import HashingWriter, open_atomically, write_atomically
 from pipeline.images.store import STORE_DIR, ImageStore
@@ -61,6 +68,7 @@ from pipeline.shards.tokenizer import TokenizerInfo, TrainTokenizer, tokenizer_f
 from schemas.document import Document
 from schemas.shards import (
     ATTENTION_MASK,
+    CANARY_SHARDS_DIR,
     DOCS_DIR,
     FORMAT_NAME,
     FORMAT_VERSION,
@@ -311,9 +319,11 @@ class WriteShardDoFn(beam.DoFn):
     is written. Two records with one key (the same document given twice) keep one, counted.
     """
 
-    def __init__(self, shards_dir: str, store: ImageStore):
+    def __init__(self, shards_dir: str, store: ImageStore, folder: str = SHARDS_DIR):
+        """`folder`: the name of `shards_dir` inside the shard set (`shards`, or `canaries`)."""
         self.shards_dir = shards_dir
         self.store = store
+        self.folder = folder
         self.counts = StageCounters(STAGE)
 
     def process(self, item: tuple[int, Any], used: list[int]) -> Iterator[dict[str, Any]]:
@@ -332,7 +342,7 @@ class WriteShardDoFn(beam.DoFn):
             FileSystems.join(self.shards_dir, name),
             ((key, {suffix: self.store.get(data.sha256) if isinstance(data, StoredMember) else data
                     for suffix, data in members.items()}) for key, members in unique))
-        yield {"file": f"{SHARDS_DIR}/{name}", "samples": len(unique), "bytes": size, "sha256": digest}
+        yield {"file": f"{self.folder}/{name}", "samples": len(unique), "bytes": size, "sha256": digest}
 
 
 def write_tar_file(path: str, samples: Iterable[tuple[str, dict[str, bytes]]]) -> tuple[int, str]:
@@ -353,13 +363,17 @@ def _canonical(members: dict[str, bytes | StoredMember]) -> bytes:
 
 
 def write_manifest(entries: list[dict[str, Any]], output_dir: str, tokenizer: TokenizerInfo, documents: int,
-                   shards: ShardSettings) -> str:
-    """Tokenizer file, then removal of stale shards, then the manifest (last: it marks completion)."""
+                   shards: ShardSettings, canary_entries: list[dict[str, Any]] = (), canary_documents: int = 0,
+                   canaries: dict[str, Any] | None = None) -> str:
+    """Tokenizer file, then removal of stale shards, then the manifest (last: it marks completion). The
+    `canaries` entry (a build's note, plus the canary shards written) when there is a note or a canary shard."""
     write_atomically(FileSystems.join(output_dir, TOKENIZER_NAME), tokenizer.json.encode("utf-8"))
     entries = sorted(entries, key=lambda e: e["file"])
-    listed = {FileSystems.join(output_dir, entry["file"]) for entry in entries}
-    stale_pattern = FileSystems.join(output_dir, SHARDS_DIR, "*")
-    stale = [m.path for m in FileSystems.match([stale_pattern])[0].metadata_list if m.path not in listed]
+    canary_entries = sorted(canary_entries, key=lambda e: e["file"])
+    listed = {FileSystems.join(output_dir, entry["file"]) for entry in [*entries, *canary_entries]}
+    stale_patterns = [FileSystems.join(output_dir, folder, "*") for folder in (SHARDS_DIR, CANARY_SHARDS_DIR)]
+    stale = [m.path for result in FileSystems.match(stale_patterns) for m in result.metadata_list
+             if m.path not in listed]
     if stale:
         FileSystems.delete(stale)
     window = WindowConfig.from_config(shards)
@@ -378,6 +392,9 @@ def write_manifest(entries: list[dict[str, Any]], output_dir: str, tokenizer: To
         "total_documents": documents,
         "config": dataclasses.asdict(shards),
     }
+    if canaries is not None or canary_entries:
+        manifest["canaries"] = {**(canaries or {}), "shards": canary_entries, "documents": canary_documents,
+                                "samples": sum(entry["samples"] for entry in canary_entries)}
     path = FileSystems.join(output_dir, MANIFEST_NAME)
     write_atomically(path, json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=False).encode("utf-8"))
     return path
@@ -389,12 +406,14 @@ class WriteShards(beam.PTransform):
     `settings` is the `shards` section, `output` the `output` section (the document Parquet in docs/),
     `circuit_breaker` the `runner.circuit_breaker` one. `image_store` holds the bytes of images that travel
     by reference and receives the fitted slots (a build passes its own; default: `output_dir/work/images`,
-    scratch that `m3w shard` removes when done). Returns a one-element PCollection with the manifest's
-    path, available once everything is written.
+    scratch that `m3w shard` removes when done). `canaries`: what the build says about its alignment canaries
+    (the manifest's `canaries` entry; None outside a build). Returns a one-element PCollection with the
+    manifest's path, available once everything is written.
     """
 
     def __init__(self, output_dir: str, settings: ShardSettings, output: OutputSettings,
-                 circuit_breaker: BreakerSettings, image_store: ImageStore | None = None):
+                 circuit_breaker: BreakerSettings, image_store: ImageStore | None = None,
+                 canaries: dict[str, Any] | None = None):
         super().__init__()
         check_shard_config(settings)
         self.output_dir = output_dir.rstrip("/")
@@ -402,52 +421,69 @@ class WriteShards(beam.PTransform):
         self.output = output
         self.circuit_breaker = circuit_breaker
         self.store = image_store or scratch_store(self.output_dir)
+        self.canaries = canaries
 
     def expand(self, docs):
         shards = self.settings
         output_dir = self.output_dir
-        shards_dir = FileSystems.join(output_dir, SHARDS_DIR)
+        docs, canaries = docs | "Canaries apart" >> beam.Partition(lambda doc, _: int(is_canary(doc)), 2)
 
         tokenizer = docs | "Tokenizer" >> TrainTokenizer(shards)
-        built = docs | "Build samples" >> beam.ParDo(
-            BuildSamplesDoFn(shards, self.circuit_breaker, self.store), tokenizer=beam.pvalue.AsSingleton(tokenizer)
-        ).with_outputs(DOCS_TAG, main="samples")
-        samples = built.samples
-        if shards.packing:
-            samples = samples | "Pack rows" >> PackRows(shards.seq_len, shards.packing_max_images,
-                                                        shards.packing_buffer, tokenizer)
-
-        total = samples | "Sample bytes" >> beam.Map(record_bytes) | "Total bytes" >> beam.CombineGlobally(sum)
-        count = total | "Shard count" >> beam.Map(shard_count, shards.num_shards, shards.target_shard_bytes)
-        keyed = samples | "Assign shard" >> beam.Map(
-            lambda record, n: (shard_index(record[0], n), record), n=beam.pvalue.AsSingleton(count)
-        )
-        used = (
-            keyed
-            | "Shard ids" >> beam.Keys()
-            | "Distinct ids" >> beam.Distinct()
-            | "Used ids" >> beam.combiners.ToList()
-        )
-        entries = (
-            keyed
-            | "Group shards" >> beam.GroupByKey()
-            | "Write shards" >> beam.ParDo(WriteShardDoFn(shards_dir, self.store), used=beam.pvalue.AsSingleton(used))
-        )
+        built, entries = self._samples_and_shards(docs, tokenizer, SHARDS_DIR, shards.num_shards)
+        with counted_apart(CANARY_GROUP):  # the user's tokenizer; a shard count and files of their own
+            canary_built, canary_entries = self._samples_and_shards(canaries, tokenizer, CANARY_SHARDS_DIR, None,
+                                                                     "Canary ")
         documents = built[DOCS_TAG] | "Count documents" >> beam.combiners.Count.Globally()
+        canary_documents = canary_built[DOCS_TAG] | "Count canary documents" >> beam.combiners.Count.Globally()
         manifest = (
             entries
             | "Collect entries" >> beam.combiners.ToList()
             | "Write manifest" >> beam.Map(
                 write_manifest, output_dir, beam.pvalue.AsSingleton(tokenizer),
                 beam.pvalue.AsSingleton(documents), shards,
+                canary_entries=beam.pvalue.AsList(canary_entries),
+                canary_documents=beam.pvalue.AsSingleton(canary_documents), canaries=self.canaries,
             )
         )
         mode = shards.docs_parquet_images
-        if mode != "none":
+        if mode != "none":  # the user's documents only
             built[DOCS_TAG] | "Write documents" >> WriteDocuments(
                 FileSystems.join(output_dir, DOCS_DIR), self.output, with_bytes=mode == "bytes", image_store=self.store
             )
         return manifest
+
+    def _samples_and_shards(self, docs, tokenizer, folder: str, num_shards: int | None, label: str = ""):
+        """Documents → (their samples with the kept documents on `DOCS_TAG`, the manifest entries of the shards
+        written under `folder`: `num_shards` of them, or as many as `target_shard_bytes` asks)."""
+        shards = self.settings
+        built = docs | f"{label}Build samples" >> beam.ParDo(
+            BuildSamplesDoFn(shards, self.circuit_breaker, self.store), tokenizer=beam.pvalue.AsSingleton(tokenizer)
+        ).with_outputs(DOCS_TAG, main="samples")
+        samples = built.samples
+        if shards.packing:
+            samples = samples | f"{label}Pack rows" >> PackRows(shards.seq_len, shards.packing_max_images,
+                                                                 shards.packing_buffer, tokenizer)
+
+        total = (samples | f"{label}Sample bytes" >> beam.Map(record_bytes)
+                 | f"{label}Total bytes" >> beam.CombineGlobally(sum))
+        count = total | f"{label}Shard count" >> beam.Map(shard_count, num_shards, shards.target_shard_bytes)
+        keyed = samples | f"{label}Assign shard" >> beam.Map(
+            lambda record, n: (shard_index(record[0], n), record), n=beam.pvalue.AsSingleton(count)
+        )
+        used = (
+            keyed
+            | f"{label}Shard ids" >> beam.Keys()
+            | f"{label}Distinct ids" >> beam.Distinct()
+            | f"{label}Used ids" >> beam.combiners.ToList()
+        )
+        entries = (
+            keyed
+            | f"{label}Group shards" >> beam.GroupByKey()
+            | f"{label}Write shards" >> beam.ParDo(
+                WriteShardDoFn(FileSystems.join(self.output_dir, folder), self.store, folder),
+                used=beam.pvalue.AsSingleton(used))
+        )
+        return built, entries
 
 
 def scratch_store(output_dir: str) -> ImageStore:

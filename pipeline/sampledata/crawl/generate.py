@@ -49,7 +49,6 @@ import json
 import random
 import shutil
 import unicodedata
-import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -59,8 +58,10 @@ from urllib.parse import urljoin, urlsplit
 import numpy as np
 from PIL import Image
 
-from pipeline.sampledata.crawl import canaries, german, images, text
-from pipeline.sampledata.crawl.pages import Layout, PageBuilder, esc, figure, img_tag
+from pipeline.canaries import shapes as canaries
+from pipeline.sampledata.crawl import german, images, text
+from pipeline.sampledata.crawl.pages import Layout, PageBuilder, canary_article, esc, figure, img_tag
+from pipeline.sampledata.crawl.warc import write_crawl_warc
 
 IMG_HOST = "https://img.sample-web.test"
 STATIC_HOST = "https://static.sample-web.test"
@@ -71,9 +72,6 @@ FAIL_KINDS = ("404", "500", "timeout", "corrupt", "bomb", "wrong_type", "noai")
 BLOCKLISTED_DOMAIN = "00sex.com"
 FREQUENT_IMAGE_PAGES = 12  # pages carrying the shared site emblem inside their content (> 10: URL-frequency dedup)
 MIN_PHASH_DISTANCE = 14  # every distinct served image differs from all others by at least this many pHash bits
-CANARY_SIZE = 256
-CANARY_IMAGES_PER_PAGE = (4, 6)
-CANARY_NOTE_WORDS = (4, 7)   # words of the note after the class word
 BULK_PAGES_PER_SITE = 50    # bulk pages share a site (boilerplate paragraphs are judged per domain)
 BULK_IMAGE_SIZE = (320, 256)  # pixels of a bulk page's pictures (the local image host's /size/ marker)
 PLACEHOLDER_DATA_URI = "data:image/gif;base64,R0lGODlhAQABAIAAAP///wAAACH5BAEAAAAALAAAAAABAAEAAAICRAEAOw=="
@@ -857,27 +855,20 @@ class SampleWeb:
             title = writer.title()
             url = f"https://{canaries.CANARY_PAGE_HOST}/notes/{self.unique_slug(title)}.html"
             b = PageBuilder(url, title)
-            n_images = self.rng.randint(*CANARY_IMAGES_PER_PAGE)
-            # Drawn independently: with a balanced cycle the classes already seen on a page would hint at the next
-            # one, and the text before a picture must say nothing about it (the shuffled-image control relies on it).
-            page_classes = [self.rng.choice(self.canary_classes) for _ in range(n_images)]
-            # Dense on purpose: a short lead, then each picture with a short note that opens with its class word,
-            # so the class words are a fair share of a training window (the CPU smoke run needs that to learn).
-            b.paragraph(writer.opening((1, 2)))
-            for cls in page_classes:
-                def make(cls=cls):
+
+            def picture(cls: str, index: int = index) -> str:
+                def make() -> Image.Image:
                     nonlocal variant
                     variant += 1
-                    return canaries.render_canary(cls, variant, CANARY_SIZE)
+                    return canaries.render_canary(cls, variant, canaries.CANARY_SIZE)
 
                 image, bits = self._distinct(make)
                 self.remember(bits)
                 asset_url = f"{IMG_HOST}{canaries.CANARY_IMAGE_PREFIX}{index:03d}/{self.hexname()}.jpg"
                 self.add_asset(asset_url, "canary", image, "jpg", cls=cls, source="generated")
-                inner = img_tag(asset_url, writer.alt_text() if self.rng.random() < 0.5 else "")
-                b.image(f"<figure>{inner}</figure>" if self.rng.random() < 0.6 else f"<p>{inner}</p>", asset_url)
-                b.paragraph(canaries.canary_paragraph(cls, self.rng, *CANARY_NOTE_WORDS))
-            b.paragraph(writer.paragraph((2, 3)))  # the page needs words beyond the notes to pass the document filters
+                return asset_url
+
+            page_classes = canary_article(b, writer, self.rng, self.canary_classes, picture)
             self.add_page(b, "canary", layout, tags=["canary"], canary_classes=page_classes)
 
     def other_records(self) -> None:
@@ -946,45 +937,11 @@ class SampleWeb:
         return records + self.appended
 
     def write_warc(self, path: Path, records: list[PageRecord]) -> None:
-        from warcio.statusandheaders import StatusAndHeaders
-        from warcio.warcwriter import WARCWriter
-
-        ids = random.Random(f"m3w-sample-ids:{self.seed}")
-
-        def record_id() -> str:
-            return f"<urn:uuid:{uuid.UUID(int=ids.getrandbits(128), version=4)}>"
-
         with open(path, "wb") as handle:
-            writer = WARCWriter(handle, gzip=True, warc_version="1.0")
-            info = (b"software: m3w sample crawl generator\r\nformat: WARC File Format 1.0\r\n"
-                    + f"isPartOf: m3w-sample-{self.seed}\r\n".encode())
-            writer.write_record(writer.create_warc_record(
-                "", "warcinfo", payload=io.BytesIO(info), length=len(info),
-                warc_content_type="application/warc-fields",
-                warc_headers_dict={"WARC-Record-ID": record_id(),
-                                   "WARC-Date": self.base_date.strftime("%Y-%m-%dT%H:%M:%SZ"),
-                                   "WARC-Filename": path.name}))
-            for record in records:
-                parts = urlsplit(record.url)
-                target = parts.path + (f"?{parts.query}" if parts.query else "")
-                request_headers = StatusAndHeaders(f"GET {target or '/'} HTTP/1.1", [
-                    ("Host", parts.netloc), ("User-Agent", "m3w-sample-crawler/1.0 (+https://sample-web.test/bot)"),
-                    ("Accept", "text/html,application/xhtml+xml,*/*;q=0.8"), ("Accept-Encoding", "identity")],
-                    is_http_request=True)
-                response_id, request_id = record_id(), record_id()
-                request = writer.create_warc_record(record.url, "request", http_headers=request_headers,
-                                                    warc_headers_dict={"WARC-Record-ID": request_id,
-                                                                       "WARC-Date": record.warc_date,
-                                                                       "WARC-Concurrent-To": response_id})
-                headers = [("Content-Type", record.content_type), ("Content-Length", str(len(record.body))),
-                           ("Server", "sample-web/1.0")] + list(record.extra_headers)
-                response = writer.create_warc_record(
-                    record.url, "response", payload=io.BytesIO(record.body), length=len(record.body),
-                    http_headers=StatusAndHeaders(record.status, headers, protocol="HTTP/1.1"),
-                    warc_headers_dict={"WARC-Record-ID": response_id, "WARC-Date": record.warc_date,
-                                       "WARC-IP-Address": "192.0.2.10"})
-                writer.write_record(request)
-                writer.write_record(response)
+            write_crawl_warc(handle, records, filename=path.name, is_part_of=f"m3w-sample-{self.seed}",
+                             software="m3w sample crawl generator",
+                             date=self.base_date.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                             ids=random.Random(f"m3w-sample-ids:{self.seed}"))
 
     def write_images(self, root: Path) -> None:
         written: dict[Path, bytes] = {}

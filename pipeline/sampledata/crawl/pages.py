@@ -9,10 +9,16 @@ must not come out: boilerplate, logos, icons, pixels, `data:` URIs).
 from __future__ import annotations
 
 import html
+import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from pipeline.canaries.shapes import canary_paragraph
+
 SNIPPET_CHARS = 48
+CANARY_IMAGES_PER_PAGE = (4, 6)
+CANARY_NOTE_WORDS = (4, 7)  # words of the note after the class word
 
 
 def esc(text: str) -> str:
@@ -176,3 +182,30 @@ def figure(inner: str, caption: str | None) -> str:
 
 def attrs(**values: Any) -> str:
     return "".join(f' {k.replace("_", "-")}="{esc(str(v))}"' for k, v in values.items() if v is not None)
+
+
+# --------------------------------------------------------------------------------------------
+# Alignment canaries: the one article every canary page carries (the sample crawl's canary site and the
+# canaries `m3w build` adds to every build, pipeline/canaries/).
+# --------------------------------------------------------------------------------------------
+
+def canary_article(builder: PageBuilder, writer: Any, rng: random.Random, classes: tuple[str, ...],
+                   picture: Callable[[str], str]) -> list[str]:
+    """Fill `builder` with a canary article and return its pictures' classes in page order.
+
+    Dense on purpose: a short lead, then each picture with a short note that opens with its class word ("Circle.
+    The sketch of paper."), so the class words are a fair share of a training window (the CPU smoke run needs
+    that to learn), then a closing paragraph: the words beyond the notes that the document filters want. Classes
+    are drawn independently: with a balanced cycle the classes already seen on a page would hint at the next
+    one, and the text before a picture must say nothing about it (the shuffled-image control relies on it).
+    `writer` is an `EnglishWriter`; `picture(cls)` makes a picture of that class and returns its URL.
+    """
+    page_classes = [rng.choice(classes) for _ in range(rng.randint(*CANARY_IMAGES_PER_PAGE))]
+    builder.paragraph(writer.opening((1, 2)))
+    for cls in page_classes:
+        url = picture(cls)
+        inner = img_tag(url, writer.alt_text() if rng.random() < 0.5 else "")
+        builder.image(f"<figure>{inner}</figure>" if rng.random() < 0.6 else f"<p>{inner}</p>", url)
+        builder.paragraph(canary_paragraph(cls, rng, *CANARY_NOTE_WORDS))
+    builder.paragraph(writer.paragraph((2, 3)))
+    return page_classes

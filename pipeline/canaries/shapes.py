@@ -13,15 +13,25 @@ from __future__ import annotations
 
 import math
 import random
+from typing import Any
 from urllib.parse import urlsplit
 
 import numpy as np
 from PIL import Image, ImageDraw
 
 CANARY_CLASSES = ("circle", "square", "triangle", "star", "cross", "ring", "stripes", "dots")
-CANARY_PAGE_HOST = "canary.sample-web.test"
+CANARY_PAGE_HOST = "canary.sample-web.test"  # the sample crawl's canary site (its pictures on the image host)
 CANARY_IMAGE_HOST = "img.sample-web.test"
 CANARY_IMAGE_PREFIX = "/canary/"
+RIDING_HOST = "canaries.m3w.test"  # the canaries `m3w build` adds: pages and pictures (`.test` is reserved, RFC 2606)
+CANARY_SIZE = 256  # pixels of a canary picture's side as pages carry it
+CANARY_FLAG = "canary"  # the metadata key that marks a build's canary documents between its stages
+CANARY_GROUP = "canary"  # their stages' counters: `canary:<stage>|<unit>|...` (pipeline.core.accounting.counted_apart)
+
+
+def is_canary(doc: Any) -> bool:
+    """True for a document a build marked as a canary (`metadata.canary`): it goes to the canary shards."""
+    return bool(doc.metadata.get(CANARY_FLAG))
 
 
 def is_canary_url(url: str) -> bool:
@@ -31,7 +41,7 @@ def is_canary_url(url: str) -> bool:
     except ValueError:
         return False
     host = (parts.hostname or "").lower()
-    if host == CANARY_PAGE_HOST:
+    if host in (CANARY_PAGE_HOST, RIDING_HOST):
         return True
     return host == CANARY_IMAGE_HOST and parts.path.startswith(CANARY_IMAGE_PREFIX)
 
@@ -96,7 +106,7 @@ def _rotate(points, centre, angle):
     return [(cx + (x - cx) * cos - (y - cy) * sin, cy + (x - cx) * sin + (y - cy) * cos) for x, y in points]
 
 
-def render_canary(cls: str, variant: int, size: int = 256) -> Image.Image:
+def render_canary(cls: str, variant: int, size: int = CANARY_SIZE) -> Image.Image:
     """An RGB picture of class `cls`; the same (cls, variant, size) always gives the same pixels."""
     if cls not in CANARY_CLASSES:
         raise ValueError(f"unknown canary class {cls!r}; expected one of {CANARY_CLASSES}")
