@@ -127,14 +127,13 @@ class ArticlePictures:
         decides = self.settings.article_pictures and container is not None
         if not (self._in_article(img, pos, article, dom) if decides else taken):
             return "outside_article"
+        verdict = self.place_rules.judge(img, _lowest_common(img, container), page_url,
+                                         lambda element: article.kept_text(dom.spans.get(element)))
+        if not verdict.keep:  # judged before the node rules: it needs no resolved URL
+            return verdict.reason
         candidate = images[index]
         verdict = self.node_rules(ImageItem(url=candidate.url, declared_width=candidate.width,
                                             declared_height=candidate.height))
-        if not verdict.keep:
-            return verdict.reason
-        stop = _lowest_common(img, container)
-        verdict = self.place_rules.judge(img, stop, page_url,
-                                         lambda element: article.kept_text(dom.spans.get(element)))
         return None if verdict.keep else verdict.reason
 
     def _in_article(self, img, pos: int | None, article: Article, dom: DomText) -> bool:
@@ -145,9 +144,11 @@ class ArticlePictures:
         settings = self.settings
         if pos is None or not article.first - settings.lead_chars <= pos <= article.last:
             return False
-        ancestors = list(img.iterancestors())
-        if article.container in ancestors:
-            return True
+        ancestors = []
+        for element in img.iterancestors():
+            if element is article.container:
+                return True
+            ancestors.append(element)
         for above, element in enumerate(article.container.iterancestors(), start=1):
             if element.tag in ("body", "html"):
                 return False

@@ -22,6 +22,7 @@ _MARKER = re.compile(r"^https://m3w\.invalid/img/(\d+)\.jpg$")
 LAZY_SRC_ATTRS = ("data-src", "data-lazy-src", "data-original", "data-lazy", "data-url", "data-hi-res-src",
                   "data-full-src", "data-orig-src", "data-actualsrc")
 LAZY_SRCSET_ATTRS = ("data-srcset", "data-lazy-srcset")
+_SRCSET_URL = re.compile(r"[\s,]*(\S+)")
 _PLACEHOLDER = re.compile(r"(^data:|blank\.gif|spacer\.gif|placeholder|transparent\.(gif|png)|lazy[-_]?load)", re.I)
 
 
@@ -44,22 +45,18 @@ def parse_srcset(value: str) -> list[tuple[str, float]]:
     out: list[tuple[str, float]] = []
     position, length = 0, len(value)
     while position < length:
-        while position < length and (value[position].isspace() or value[position] == ","):
-            position += 1
-        start = position
-        while position < length and not value[position].isspace():
-            position += 1
-        url = value[start:position]
-        if not url:
+        match = _SRCSET_URL.match(value, position)  # separators skipped, then the URL: a run of non-spaces
+        if match is None:
             break
+        url, position = match.group(1), match.end()
         descriptor = ""
         if url.endswith(","):
             url = url.rstrip(",")
         else:
-            start = position
-            while position < length and value[position] != ",":
-                position += 1
-            descriptor = value[start:position].strip().lower()
+            comma = value.find(",", position)
+            end = length if comma < 0 else comma
+            descriptor = value[position:end].strip().lower()
+            position = end
         weight = 1.0
         if descriptor[-1:] in ("w", "x"):
             try:
