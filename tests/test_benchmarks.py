@@ -108,11 +108,6 @@ EXPECTED: dict[str, tuple[list[str], list[str]]] = {
         *(rf"\| {mode} \| 50 × 1 KB \| 0\.0 GB \| 50 of 50 \| {NUM} \| no \| ok \|"
           for mode in ("in_memory", "multi_processing")),
     ], ["LOST"]),
-    "runner_bundles": ([
-        r"\| mode \| N × value \| payload \| keys arrived \| seconds \| data-plane warning \| exit \|",
-        *(rf"\| {mode} \| 50 × 1 KB \| 0\.0 GB \| 50 of 50 \| {NUM} \| no \| ok \|"
-          for mode in ("in_memory", "multi_processing")),
-    ], ["LOST"]),
     "packing": ([
         r"command: python -m benchmarks\.packing --tiny",
         r"\| layout \| sequences \| windows \| images \| padding \| image-slot fill \| real tokens/s \| "
