@@ -16,6 +16,7 @@ from filters.image_nodes import ImageNodeSettings
 from filters.images import ImageFilterSettings
 from pipeline.canaries.settings import CanarySettings
 from pipeline.config import Config, Section, merge_config, table_paths, validate_section
+from pipeline.decontaminate import DecontaminateSettings
 from pipeline.dedup import DedupSettings
 from pipeline.export.writer import ExportSettings
 from pipeline.extract.settings import ExtractSettings
@@ -43,6 +44,7 @@ class M3wSettings(Section):
     shards: ShardSettings
     export: ExportSettings
     dedup: DedupSettings
+    decontaminate: DecontaminateSettings
     canaries: CanarySettings
     smoke: SmokeSection
 

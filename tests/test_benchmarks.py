@@ -103,6 +103,18 @@ EXPECTED: dict[str, tuple[list[str], list[str]]] = {
         rf"\| de \| de's own \| calibration \| {POS}( \| {NUM}%){{4}} \|",
         rf"word-share rules, paragraphs, evaluation half: de {NUM}% vs en {NUM}%: {NUM} points apart \(within 10\)",
     ], []),
+    "decontaminate": ([
+        r"command: python -m benchmarks\.decontaminate --tiny",
+        r"\| method \| resize 90% \| JPEG q70 \| crop 3% \| crop 5% \| crop 10% \| mirror \| 90% \+ q70 \+ crop 3% "
+        r"\| crop 5% at a corner \| benchmark cropped 3% \| false positives: photo tiles "
+        r"\| false positives: colour fields \| CPU ms per training picture \|",
+        *(rf"\| {re.escape(method)}( \| \d/\d){{9}}( \| \d/\d \({NUM}%\)){{2}} \| {POS} \|" for method in (
+            "pHash, whole picture (<= 4 bits, as image dedup)", "pHash, whole picture (<= 8 bits)",
+            "imagehash crop_resistant_hash (1 segment, 25% bits)")),
+        # m3w's windows find every planted copy and no unrelated picture
+        rf"\| m3w windows: pHash <= 8 and dHash <= 12 over 41 crops( \| 5/5){{9}}( \| 0/\d \(0\.0%\)){{2}} \| {POS} \|",
+        rf"\| 300 \| {POS} \| {POS} \| {NUM} \| {POS} MB \| {POS} \| 5/5 \| 0/\d \(0\.00%\) \|",
+    ], []),
     "runner_bundles": ([
         r"\| mode \| N × value \| payload \| keys arrived \| seconds \| data-plane warning \| exit \|",
         *(rf"\| {mode} \| 50 × 1 KB \| 0\.0 GB \| 50 of 50 \| {NUM} \| no \| ok \|"

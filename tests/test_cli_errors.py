@@ -30,6 +30,7 @@ def minimal_argv(name: str, tmp_path: Path) -> list[str]:
         "filter": ["filter", "--input", "docs", "--output", out],
         "calibrate": ["calibrate", "--input", "docs", "--language", "de"],
         "dedup": ["dedup", "--input", "docs", "--output", out],
+        "decontaminate": ["decontaminate", "--input", "docs", "--output", out],
         "download": ["download", "--input", "docs", "--output", out],
         "smoke": ["smoke", "shards"],
         "shard": ["shard", "--input", "docs", "--output", out],
@@ -71,7 +72,8 @@ BEAM_OPTIONS = ["--runner", "DataflowRunner", "--project", "my-project", "--regi
                 "--experiments=use_runner_v2", "--no_use_public_ips", "--worker_machine_type", "n2-standard-4"]
 
 
-@pytest.mark.parametrize("name", ["build", "extract", "filter", "dedup", "download", "shard", "export", "demo"])
+@pytest.mark.parametrize("name", ["build", "extract", "filter", "dedup", "decontaminate", "download", "shard", "export",
+                                  "demo"])
 def test_beam_pipeline_options_still_reach_beam(name, tmp_path, monkeypatch):
     module = {m.NAME: m for m in discover()}[name]
     received = []
@@ -103,7 +105,8 @@ def test_debug_and_verbose_are_accepted_after_the_command(tmp_path, monkeypatch)
 
 # -- paths ------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("name", ["build", "extract", "filter", "dedup", "download", "shard", "export"])
+@pytest.mark.parametrize("name", ["build", "extract", "filter", "dedup", "decontaminate", "download", "shard",
+                                  "export"])
 def test_an_output_under_a_regular_file_is_one_line_naming_it(name, tmp_path, capsys, fixtures_dir):
     (tmp_path / "afile").write_text("not a folder")
     output = str(tmp_path / "afile" / "out")
@@ -238,7 +241,8 @@ def test_an_extract_that_keeps_no_page_fails_naming_the_stage_and_reasons(tmp_pa
     assert stderr_lines(capsys) == [f"m3w: {report['empty']}; allowed by --allow-empty"]
 
 
-@pytest.mark.parametrize("name", ["build", "extract", "filter", "dedup", "download", "shard", "export"])
+@pytest.mark.parametrize("name", ["build", "extract", "filter", "dedup", "decontaminate", "download", "shard",
+                                  "export"])
 def test_every_stage_command_takes_allow_empty(name, tmp_path):
     parser = cli.build_parser()[0]
     args, unknown = parser.parse_known_args([*minimal_argv(name, tmp_path), "--allow-empty"])

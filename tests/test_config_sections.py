@@ -19,7 +19,7 @@ from pipeline.settings import M3wSettings
 ROOT = Path(__file__).resolve().parents[1]
 SECTIONS: dict[str, type[Section]] = typing.get_type_hints(M3wSettings)  # top-level key → its typed section
 # Stage folders whose DoFns, PTransforms and rules take typed sections, never the whole config.
-TYPED_FOLDERS = ("read", "extract", "filter", "dedup", "images", "shards", "io", "export")
+TYPED_FOLDERS = ("read", "extract", "filter", "dedup", "decontaminate", "images", "shards", "io", "export")
 
 
 def as_yaml(values: dict) -> dict:

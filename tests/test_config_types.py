@@ -20,8 +20,8 @@ from train_smoke.config import resolve_config, smoke_settings
 
 DEFAULTS = load_defaults()
 # Every command that takes `--set`: each must refuse a mistyped value before it runs.
-CONFIGURED_COMMANDS = {"build", "extract", "filter", "calibrate", "dedup", "download", "shard", "export", "smoke",
-                       "demo"}
+CONFIGURED_COMMANDS = {"build", "extract", "filter", "calibrate", "dedup", "decontaminate", "download", "shard",
+                       "export", "smoke", "demo"}
 
 
 def leaves(tree: dict, path: tuple[str, ...] = ()) -> list[tuple[str, ...]]:

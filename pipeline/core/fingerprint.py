@@ -52,6 +52,9 @@ FILES_NAMED_BY_SETTINGS: tuple[tuple[str, ...], ...] = (
     ("read", "url_map"),
     ("filters", "language", "model"),
     ("image_filters", "nsfw", "model_path"),
+    ("decontaminate", "images"),  # lists of globs and folders: every benchmark file below them
+    ("decontaminate", "texts"),
+    ("decontaminate", "embedding", "checkpoint"),
 )
 
 
@@ -107,15 +110,20 @@ def read_files(patterns: Iterable[str]) -> list[FileState]:
     return [found[path] for path in sorted(found)]
 
 
+def _every_file(path: str) -> str:
+    """A folder (a local directory, or a path ending in /) as the pattern of every file below it."""
+    return path.rstrip("/") + "/**" if path.endswith("/") or Path(path).is_dir() else path
+
+
 def files_named_by(config: Mapping[str, Any]) -> list[str]:
-    """The paths the settings in `FILES_NAMED_BY_SETTINGS` name (those that are set)."""
+    """The paths (or patterns) the settings in `FILES_NAMED_BY_SETTINGS` name (those that are set)."""
     paths = []
     for keys in FILES_NAMED_BY_SETTINGS:
         value: Any = config
         for key in keys:
             value = value.get(key) if isinstance(value, Mapping) else None
-        if value:
-            paths.append(str(value))
+        for path in value if isinstance(value, list) else [value] if value else []:
+            paths.append(_every_file(str(path)))
     return paths
 
 

@@ -41,6 +41,7 @@ STAGES: tuple[Stage, ...] = (
     Stage("dedup_image_urls", "documents", "dedup", switch="dedup.image_urls.enabled"),
     Stage("download", "documents", "images"),
     Stage("image_filter", "documents", "images", "after image download + filters"),
+    Stage("decontaminate", "documents", "decontaminate"),
     Stage("dedup_images", "documents", "dedup", "after image dedup", switch="dedup.images.enabled"),
     Stage("components", "edges", "dedup", in_flow=False),
     Stage("shard", "documents", "shards", "documents sharded", writes="sequences"),

@@ -145,11 +145,12 @@ def shingle_words(text: str) -> list[str]:
 
 def shingle_hashes(words: Sequence[str], ngram: int) -> np.ndarray:
     """64-bit hashes of the distinct word n-grams (a text shorter than n is one shingle; empty gives none)."""
-    return np.unique(_window_hashes(words, ngram))
+    return np.unique(word_window_hashes(words, ngram))
 
 
-def _window_hashes(words: Sequence[str], ngram: int) -> np.ndarray:
-    """One 64-bit hash per word window, repeats included (a minimum does not care about repeats).
+def word_window_hashes(words: Sequence[str], ngram: int) -> np.ndarray:
+    """One 64-bit hash per word window, in order (the i-th starts at word i), repeats included (a minimum does
+    not care about repeats, decontamination maps a window back to its words).
 
     Each word is hashed with xxh64; the n hashes of a window are combined with position-dependent
     odd multipliers (wrapping uint64 arithmetic) and mixed, vectorised in numpy.
@@ -201,7 +202,7 @@ class MinHasher:
 
     def signature(self, text: str) -> np.ndarray | None:
         """uint32 signature of length bands x rows, or None for a text without words."""
-        shingles = _window_hashes(shingle_words(text), self.ngram)
+        shingles = word_window_hashes(shingle_words(text), self.ngram)
         if shingles.size == 0:
             return None
         minimum = np.full(self.num_hashes, np.iinfo(np.uint64).max, dtype=np.uint64)

@@ -44,6 +44,9 @@ from pipeline.core.fingerprint import (
 )
 from pipeline.core.preflight import preflight
 from pipeline.core.progress import run_pipeline
+from pipeline.decontaminate import DecontaminateDocuments, DecontaminateSettings
+from pipeline.decontaminate.audit import AUDIT_NAME
+from pipeline.decontaminate.transforms import check_benchmarks
 from pipeline.dedup import DedupSettings
 from pipeline.images.download import DOWNLOAD, retry_summary
 from pipeline.io.documents import OutputSettings, ReadDocumentFiles, WriteDocuments, parquet_files, stage_dir
@@ -138,7 +141,8 @@ def documents_stage(ctx: BuildContext, out: str) -> beam.Pipeline:
 
 
 def images_stage(ctx: BuildContext, out: str) -> beam.Pipeline:
-    """download (resumable per URL shard) → image filters → image dedup → Parquet with image bytes."""
+    """download (resumable per URL shard) → image filters → decontaminate → image dedup → Parquet with image bytes
+    (and `contamination.jsonl` when benchmarks are configured)."""
     from pipeline.dedup import DedupImages
     from pipeline.images.archive import CrawlArchive, index_files
 
@@ -147,6 +151,9 @@ def images_stage(ctx: BuildContext, out: str) -> beam.Pipeline:
     archived = index_files(ctx.archive_dir)  # none when the documents stage kept no archive (from_archive off)
     archive = CrawlArchive(archived, ctx.image_store) if archived else None
     docs = docs | "Download images" >> download_images(ctx.config, ctx.download_dir, archive)
+    docs = docs | "Decontaminate" >> DecontaminateDocuments(
+        DecontaminateSettings.from_config(ctx.config["decontaminate"], "decontaminate"), ctx.runner.circuit_breaker,
+        ctx.image_store, FileSystems.join(out, AUDIT_NAME))
     # Image bytes stay in the store; only the last writer reads them back (pipeline/images/store.py).
     docs = docs | "Dedup images" >> DedupImages(ctx.dedup.images, ctx.runner.circuit_breaker, ctx.image_store)
     docs | "Write documents" >> WriteDocuments(out, ctx.output_settings, with_bytes=True, image_store=ctx.image_store)
@@ -250,6 +257,7 @@ def run_build(inputs: list[str], output: str, config: dict[str, Any], beam_args:
     """Run (or resume) every stage, then write report.json and report.html in OUTPUT."""
     ctx = BuildContext(inputs, output, config, list(beam_args or []))
     preflight(["extract", "filter", "images"], config)
+    check_benchmarks(DecontaminateSettings.from_config(config["decontaminate"], "decontaminate"))  # before any work
     write_config(output, config)
     counts: dict[str, int] = {}
     timings: dict[str, float] = {}

@@ -1,4 +1,4 @@
-"""The stage commands' Beam jobs (`m3w extract`, `filter`, `download`, `dedup`, `shard`, `export`).
+"""The stage commands' Beam jobs (`m3w extract`, `filter`, `download`, `dedup`, `decontaminate`, `shard`, `export`).
 
 Each job is a few lines: which stages it runs, what it reads and writes. `run_job` does the rest the
 same way for every one of them: load the heavy dependencies first (a broken install fails in seconds),
@@ -36,6 +36,10 @@ from pipeline.core.outputs import claim_output
 from pipeline.core.preflight import preflight
 from pipeline.core.progress import run_pipeline
 from pipeline.core.stages import switched_on
+from pipeline.decontaminate import STAGE as DECONTAMINATE
+from pipeline.decontaminate import DecontaminateDocuments, DecontaminateSettings
+from pipeline.decontaminate.audit import AUDIT_NAME, contamination_summary, read_audit
+from pipeline.decontaminate.transforms import check_benchmarks
 from pipeline.dedup import STAGES as DEDUP_STAGES
 from pipeline.dedup import DedupDocuments, DedupImages, DedupSettings, DropFrequentImageUrls
 from pipeline.dedup.images import STAGE as IMAGE_DEDUP
@@ -269,6 +273,34 @@ def run_dedup(inputs: list[str], output: str, config: dict[str, Any], beam_args:
     return run_job(output, config, beam_args, stages, build,
                    needs=["dedup_images"] if with_bytes else [], extra={"inputs": paths, "image_dedup": with_bytes},
                    command="dedup", overwrite=overwrite, reads=paths)
+
+
+def run_decontaminate(inputs: list[str], output: str, config: dict[str, Any], beam_args: list[str] | None = None,
+                      overwrite: bool = False) -> dict[str, Any]:
+    """`m3w decontaminate`: Parquet documents → documents without the configured benchmarks' pictures and passages
+    + contamination.jsonl + report.json + config.yaml. Pictures are compared only where the documents carry
+    their bytes (`m3w download` output); the report says whether they did."""
+    settings = DecontaminateSettings.from_config(config["decontaminate"], "decontaminate")
+    check_benchmarks(settings)  # a benchmark pattern that matches nothing is refused before the output is touched
+    paths = document_files(inputs)
+    with_bytes = has_image_bytes(paths)
+    audit = FileSystems.join(output, AUDIT_NAME)
+
+    def build(pipeline: beam.Pipeline) -> None:
+        docs = pipeline | "Read documents" >> ReadDocumentFiles(paths)
+        docs = docs | "Decontaminate" >> DecontaminateDocuments(settings, runner_settings(config).circuit_breaker,
+                                                                audit_path=audit)
+        docs | "Write documents" >> WriteDocuments(documents_dir(output), output_settings(config),
+                                                   with_bytes=with_bytes)
+
+    def summary() -> dict[str, Any]:
+        found = read_audit(audit) if FileSystems.exists(audit) else None
+        return {"inputs": paths, "pictures_compared": bool(settings.images) and with_bytes,
+                "contamination": None if found is None else {
+                    "audit": audit, "matches": len(found), "by_benchmark": contamination_summary(found)}}
+
+    return run_job(output, config, beam_args, [DECONTAMINATE], build, extra=summary, command="decontaminate",
+                   overwrite=overwrite, reads=paths)
 
 
 def run_shard(inputs: list[str], output: str, config: dict[str, Any], beam_args: list[str] | None = None,

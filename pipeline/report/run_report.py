@@ -18,6 +18,8 @@ from pipeline.core import stages as registry
 from pipeline.core.files import write_atomically, write_json
 from pipeline.io.documents import parquet_files, stage_dir
 from pipeline.report.canaries import render_html as render_canaries
+from pipeline.report.contamination import add_contamination
+from pipeline.report.contamination import render_html as render_contamination
 from schemas.shards import MANIFEST_NAME, manifest_summary
 
 
@@ -89,6 +91,7 @@ def enrich_report(report: dict[str, Any], ctx: Any) -> None:
     report["dedup_clusters"] = {k: v for stage in ("dedup_near", "dedup_images")
                                 for k, v in table.get(stage, {}).get("clusters", {}).get("info", {}).items()}
     report["samples"] = build_samples(ctx.output)
+    add_contamination(report, ctx.output, images_dir)
     add_canaries(report, ctx)
 
 
@@ -244,6 +247,7 @@ def render_html(report: dict[str, Any]) -> str:
         + _bars(_by_count(summary.get("languages", {})), "#8b5cf6", 300) + "</div><div>"
         + _bars(_by_count(summary.get("domains", {}))[:15], "#0ea5e9", 300) + "</div></div>",
         "<h2>Dedup clusters</h2>" + _bars(sorted(report.get("dedup_clusters", {}).items()), "#64748b", 300),
+        "<h2>Benchmark contamination</h2>" + render_contamination(report.get("contamination")),
         "<h2>Training shards</h2>" + _shards(report.get("shards")),
         "<h2>Alignment canaries</h2>" + render_canaries(report.get("canaries")),
         "<h2>Smoke-training verdict</h2>" + _smoke(report.get("smoke")),
