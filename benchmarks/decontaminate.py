@@ -1,7 +1,8 @@
 """Decontamination methods side by side: recall on planted near-copies of benchmark pictures, by kind of edit,
 false positives on unrelated pictures, and the cost per training picture.
 
-    python -m benchmarks.decontaminate [--index-size 100000] [--clip-checkpoint FILE --clip-arch ViT-B-32] [--tiny]
+    python -m benchmarks.decontaminate [--index-size 100000] [--tiny]
+                                       [--clip-checkpoint FILE --clip-arch ViT-B-32 | --clip-checkpoint FOLDER]
 
 Benchmark pictures are real photographs from scikit-image's wheel (`skimage.data`, public domain / CC0), cut into
 tiles that do not overlap (every other tile of each photograph; the rest are unrelated pictures), plus pictures of
@@ -40,6 +41,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -121,6 +123,7 @@ class Method:
     find: Callable[[object, bytes], int | None]
     limit: int | None = None  # at most this many benchmark pictures (and their copies): slow methods
     cost_ms: list[float] = field(default_factory=list)
+    note: Callable[[], str] | None = None  # lines printed under the table
 
 
 def windows_method(name: str, max_crop: float, phash: int, dhash: int) -> Method:
@@ -164,19 +167,54 @@ def crop_resistant_method(limit: int | None, segmentation_size: int) -> Method:
     return Method("imagehash crop_resistant_hash (1 segment, 25% bits)", build, find, limit)
 
 
-def embedding_method(checkpoint: str, arch: str, min_similarity: float) -> Method:
+def embedding_method(checkpoint: str, arch: str | None, min_similarity: float, index_size: int) -> Method:
+    """open_clip image embeddings from a local checkpoint (a weights file with `arch`, or a folder with its
+    open_clip_config.json), one torch thread as in a Beam worker; a training picture is embedded alone (as the
+    stage does); its note adds the load, the benchmark side and the search against `index_size` pictures."""
     from pipeline.decontaminate.embedding import EmbeddingIndex, EmbeddingSettings, PictureEmbedder
 
-    embedder = PictureEmbedder(EmbeddingSettings(checkpoint, arch, min_similarity, 32))
+    settings = EmbeddingSettings(checkpoint, arch, min_similarity, 32, 1)
+    started = time.process_time()
+    embedder = PictureEmbedder(settings)
+    loaded_s = time.process_time() - started
+    benchmark_ms: list[float] = []
 
     def build(pictures: list[bytes]) -> EmbeddingIndex:
-        return EmbeddingIndex(embedder.embed(pictures), np.arange(len(pictures)), min_similarity)
+        started = time.process_time()
+        vectors = embedder.embed(pictures)
+        benchmark_ms.append(1000 * (time.process_time() - started) / max(1, len(pictures)))
+        return EmbeddingIndex(vectors, np.arange(len(pictures)), min_similarity)
 
     def find(index: EmbeddingIndex, data: bytes) -> int | None:
         match = index.match(embedder.embed([data])[0])
         return None if match is None else match[0]
 
-    return Method(f"open_clip {arch} embedding (cosine >= {min_similarity})", build, find)
+    def note() -> str:
+        dimensions = embedder.embed([jpeg(Image.new("RGB", (32, 32)))]).shape[1]
+        return (f"open_clip {arch or Path(checkpoint).name}: checkpoint loaded in {loaded_s:.1f} CPU-s; a benchmark "
+                f"picture embedded in {np.median(benchmark_ms):.1f} CPU-ms (batches of {settings.batch_size})\n"
+                + embedding_search(index_size, dimensions))
+
+    return Method(f"open_clip {arch or Path(checkpoint).name} embedding (cosine >= {min_similarity})", build, find,
+                  note=note)
+
+
+def embedding_search(size: int, dimensions: int, queries: int = 50) -> str:
+    """The exhaustive search's own cost against `size` benchmark embeddings (random unit vectors: the search
+    does not depend on their values), one thread."""
+    from pipeline.decontaminate.embedding import EmbeddingIndex
+
+    random = np.random.default_rng(0)
+    vectors = random.standard_normal((size, dimensions), dtype=np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    index = EmbeddingIndex(vectors, np.arange(size), 0.95)
+    costs = []
+    for query in vectors[:queries]:
+        started = time.process_time()
+        index.match(query)
+        costs.append(1000 * (time.process_time() - started))
+    return (f"open_clip embedding search against {size:,} benchmark pictures ({dimensions} floats each, "
+            f"{index.vectors.nbytes / 2**20:.0f} MB): {np.median(costs):.2f} CPU-ms per training picture")
 
 
 # ------------------------------------------------------------------------------------------------ runs
@@ -269,8 +307,9 @@ def main() -> int:
     parser.add_argument("--crop-resistant-pictures", type=int, default=20,
                         help="benchmark pictures (and unrelated ones per family) crop_resistant_hash is judged on: "
                              "it takes ~0.3 CPU-s a picture")
-    parser.add_argument("--clip-checkpoint", help="a local open_clip checkpoint: adds the embedding method")
-    parser.add_argument("--clip-arch", default="ViT-B-32", help="the checkpoint's open_clip architecture")
+    parser.add_argument("--clip-checkpoint", help="a local open_clip checkpoint: adds the embedding method (a "
+                        "weights file with --clip-arch, or a folder with its open_clip_config.json)")
+    parser.add_argument("--clip-arch", help="the weights file's open_clip architecture, e.g. ViT-B-32")
     parser.add_argument("--clip-min-similarity", type=float, default=0.95)
     parser.add_argument("--tiny", action="store_true", help="a few pictures, a 300-picture index")
     args = parser.parse_args()
@@ -282,7 +321,8 @@ def main() -> int:
                crop_resistant_method(args.crop_resistant_pictures, 120 if args.tiny else 300),
                windows_method("m3w windows: pHash <= 8 and dHash <= 12 over 41 crops", 0.1, 8, 12)]
     if args.clip_checkpoint:
-        methods.append(embedding_method(args.clip_checkpoint, args.clip_arch, args.clip_min_similarity))
+        methods.append(embedding_method(args.clip_checkpoint, args.clip_arch, args.clip_min_similarity,
+                                        args.index_size))
     print(f"command: python -m benchmarks.decontaminate {' '.join(sys.argv[1:])}".rstrip())
     print(f"benchmark: {len(data.originals)} pictures ({data.photo_tiles} photo tiles from skimage.data, "
           f"{len(data.originals) - data.photo_tiles} colour-field pictures); unrelated: "
@@ -298,6 +338,9 @@ def main() -> int:
     if not args.clip_checkpoint:
         print("| open_clip embedding | not measured: no local checkpoint given (--clip-checkpoint; needs "
               "open_clip_torch, nothing is downloaded) |")
+    for method in methods:
+        if method.note:
+            print(method.note())
     print()
     print("m3w windows against a large benchmark index (the real pictures plus synthetic fillers):")
     print("| benchmark pictures | index entries | ms per benchmark picture (hash) | index build s | index memory "

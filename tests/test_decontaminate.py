@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import json
-import sys
 import tarfile
 from pathlib import Path
 
@@ -16,7 +15,6 @@ import pytest
 from PIL import Image, ImageOps
 
 from pipeline.cli import main as m3w
-from pipeline.config import ConfigError
 from pipeline.decontaminate.audit import contamination_summary
 from pipeline.decontaminate.embedding import EmbeddingIndex
 from pipeline.decontaminate.pictures import (
@@ -29,7 +27,6 @@ from pipeline.decontaminate.pictures import (
 )
 from pipeline.decontaminate.sources import Part, picture_parts, read_passages, read_pictures, text_parts
 from pipeline.decontaminate.texts import PassageIndex, contaminated_paragraphs, ngram_hashes
-from pipeline.decontaminate.transforms import DecontaminateSettings, check_benchmarks
 from pipeline.dedup.keys import shingle_words
 from pipeline.io.documents import parquet_bytes, read_documents
 from pipeline.report.contamination import add_contamination, render_html
@@ -263,14 +260,6 @@ def test_an_embedding_match_needs_the_similarity_threshold():
     index = EmbeddingIndex(vectors, np.array([7, 8, 9]), 0.95)
     assert index.match(np.array([0.0, 0.95, np.sqrt(1 - 0.95**2)])) == (8, 0.95)
     assert index.match(np.array([0.0, 0.94, np.sqrt(1 - 0.94**2)])) is None
-
-
-def test_an_embedding_without_open_clip_is_refused_before_anything_runs(monkeypatch, tmp_path):
-    monkeypatch.setitem(sys.modules, "open_clip", None)  # importing it raises ImportError
-    config = load_config(overrides=[f"decontaminate.images=['{tmp_path}/*.jpg']",
-                                    f"decontaminate.embedding.checkpoint={tmp_path}/clip.pt"])
-    with pytest.raises(ConfigError, match="needs the open_clip_torch package"):
-        check_benchmarks(DecontaminateSettings.from_config(config["decontaminate"], "decontaminate"))
 
 
 # -------------------------------------------------------------------------------------------------- the stage

@@ -29,11 +29,11 @@ import numpy as np
 from pydantic import Field
 
 from pipeline.canaries.shapes import is_canary
-from pipeline.config import ConfigError, Section, Share
+from pipeline.config import Section, Share
 from pipeline.core.accounting import StageCounters
 from pipeline.core.failures import BreakerSettings, FailureBreaker, SystematicFailure
 from pipeline.decontaminate.audit import write_audit
-from pipeline.decontaminate.embedding import EmbeddingIndex, EmbeddingSettings, PictureEmbedder
+from pipeline.decontaminate.embedding import EmbeddingIndex, EmbeddingSettings, PictureEmbedder, check_embedding
 from pipeline.decontaminate.pictures import PictureIndex, benchmark_entries, grey_grid
 from pipeline.decontaminate.sources import (
     BenchmarkItem,
@@ -90,14 +90,12 @@ class DecontaminateSettings(Section):
 
 def check_benchmarks(settings: DecontaminateSettings) -> tuple[list[Part], list[Part]]:
     """(picture parts, text parts) the settings name, listed before anything runs: a pattern that matches no
-    file (FileNotFoundError) or an embedding without open_clip (ConfigError) is refused in one line."""
+    file (FileNotFoundError) or an embedding the workers could not load (`check_embedding`: no open_clip, no
+    checkpoint, weights that do not fit their architecture) is refused in one line."""
+    parts = picture_parts(settings.images), text_parts(settings.texts)
     if settings.embedding.enabled and settings.images:
-        try:
-            import open_clip  # noqa: F401
-        except ImportError as error:
-            raise ConfigError("decontaminate.embedding.checkpoint needs the open_clip_torch package "
-                              "(pip install open_clip_torch); set it to null to compare hashes only") from error
-    return picture_parts(settings.images), text_parts(settings.texts)
+        check_embedding(settings.embedding)
+    return parts
 
 
 # ------------------------------------------------------------------------------------------------ benchmarks
@@ -138,7 +136,7 @@ class _HashPictures(beam.DoFn):
     def process(self, numbered: tuple[int, Part]) -> Iterator[tuple]:
         number, part = numbered
         pictures = self.settings.pictures
-        hashed = []
+        pending: list[tuple] = []  # hashed, waiting for a full batch of embeddings
         try:
             for position, (name, data) in enumerate(read_pictures(part, pictures.image_columns)):
                 try:
@@ -146,11 +144,17 @@ class _HashPictures(beam.DoFn):
                 except ValueError:
                     self.counts.note("benchmark_pictures", "undecodable")
                     continue
-                hashed.append(((number, position), name, entries, data if self.embedder else None))
+                pending.append(((number, position), name, entries, data))
+                if self.embedder is None or len(pending) == self.embedder.batch_size:
+                    yield from self._indexed(pending)
+                    pending = []
         except (OSError, ValueError) as error:
             raise _unreadable(part, error) from error
-        vectors = self.embedder.embed([data for *_, data in hashed]) if self.embedder and hashed else None
-        for row, (key, name, entries, _) in enumerate(hashed):
+        yield from self._indexed(pending)
+
+    def _indexed(self, pending: list[tuple]) -> Iterator[tuple]:
+        vectors = self.embedder.embed([data for *_, data in pending]) if self.embedder and pending else None
+        for row, (key, name, entries, _) in enumerate(pending):
             self.counts.note("benchmark_pictures", "indexed")
             yield key, name, entries, None if vectors is None else vectors[row]
 
