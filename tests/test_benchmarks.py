@@ -43,10 +43,10 @@ EXPECTED: dict[str, tuple[list[str], list[str]]] = {
     ], ["DO NOT BALANCE", "LOST"]),
     "scale": ([
         r"command: python -m benchmarks\.scale --pages \d+ --images-per-page 1 --tiny .*",
-        r"\| input pages \| wall s \| CPU s \| input pages per CPU-second \| peak RSS tree \| images fetched / kept "
-        r"\| sequences \| image store \| nothing lost \|",
-        rf"\| {POS} \| {POS} \| {POS} \| {POS} \| {POS} MiB \| {POS} / {POS} \| {POS} \| {POS} files, {NUM} MiB "
-        r"\| yes \|",
+        r"\| input pages \| pictures \| canary pages \| wall s \| CPU s \| input pages per CPU-second \| peak RSS tree "
+        r"\| images fetched / kept \| sequences \| image store \| nothing lost \|",
+        rf"\| {POS} \| download \| 0 \| {POS} \| {POS} \| {POS} \| {POS} MiB \| {POS} / {POS} \| {POS} "
+        rf"\| {POS} files, {NUM} MiB \| yes \|",
         rf"  peak RSS tree per stage run: documents {POS} MiB, images {POS} MiB, shards {POS} MiB",
     ], ["LOST OR UNBALANCED", "PEAK MEMORY ABOVE"]),
     "images": ([
