@@ -8,8 +8,10 @@ not a photo credited `..._pixelio-de.jpg`, and `icon` drops `social-icons_01.png
 
 `ImagePlaceRules` judge where a tag stands: inside navigation, a share bar, a related-story list, comments, ads
 or a byline (by the tag name, ARIA role or a word of the class or id of an element around it, up to the
-article's container), or as the thumbnail of a link to another page whose headline or list item holds none of
-the article's text (a teaser), a picture is not the article's.
+article's container), as the thumbnail of a link to another page whose headline or list item holds none of
+the article's text or is a card with its own headline link (a teaser), or as the background of a graphic whose
+labels are HTML drawn over it, a picture is not the article's. A side the URL declares (`-88x31.png`,
+`?w=100`) counts as a declared size (`tiny_in_url`), and URLs that differ only in such sizes name one picture.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import unquote, urljoin, urlsplit
+from urllib.parse import parse_qsl, unquote, urljoin, urlsplit
 
 from pydantic import NonNegativeInt, PositiveInt
 
@@ -52,6 +54,38 @@ def _declared_side(value: Any) -> int | None:
     return int(number) if number >= 0 else None
 
 
+_SIZE_IN_NAME = re.compile(r"(?:^|[-_.])(\d{2,5})x(\d{2,5})$", re.I)
+_SIZE_VALUE = re.compile(r"^\s*(\d{1,5})(?:\s*[x,]\s*(\d{1,5}))?\s*$", re.I)
+_SIZE_TOKEN = re.compile(r"(?:(?<=[a-z0-9])[-_]|(?<![a-z0-9]))\d{1,5}x\d{1,5}(?![a-z0-9])", re.I)
+
+
+def url_sides(url: str, size_params: frozenset[str]) -> list[int]:
+    """The sides a picture's URL declares: a `WxH` that ends its file name (`badge-88x31.png`: the resized
+    copies of WordPress and others; at least two digits a side, so `16x9` and `3x2` name no size) and the
+    values of its size parameters (`?w=100`, `?resize=130,87`: an image CDN serves that size). Zeros (a CDN's
+    "as is") are left out."""
+    parts = urlsplit(url)
+    sides: list[int] = []
+    name = posixpath.basename(unquote(parts.path))
+    match = _SIZE_IN_NAME.search(name.rsplit(".", 1)[0] if "." in name else name)
+    if match:
+        sides += [int(match.group(1)), int(match.group(2))]
+    if parts.query and size_params:
+        for key, value in parse_qsl(parts.query):
+            if key.lower() in size_params and (match := _SIZE_VALUE.match(value)):
+                sides += [int(number) for number in match.groups() if number]
+    return [side for side in sides if side > 0]
+
+
+def picture_key(url: str, size_params: frozenset[str]) -> str:
+    """A picture's URL without what only sizes it (the `WxH` tokens of its path, its size parameters): two URLs
+    with one key are one picture at two sizes (a page's copies of it for small and large screens)."""
+    parts = urlsplit(url)
+    query = sorted((key, value) for key, value in parse_qsl(parts.query, keep_blank_values=True)
+                   if key.lower() not in size_params)
+    return f"{parts.scheme}://{parts.netloc.lower()}{_SIZE_TOKEN.sub('', parts.path)}?{query}"
+
+
 def words(text: str) -> list[str]:
     """Lower-case runs of letters: the words a URL pattern is matched against."""
     return [w for w in _NOT_LETTERS.split(text.lower()) if w]
@@ -65,23 +99,33 @@ def url_words(url: str) -> list[str]:
 
 
 _STATE_CLASS = re.compile(r"^(?:has|with|no|is)[-_]", re.I)
+_NAME_PARTS = re.compile(r"[\W_]+")
+_CODE = re.compile(r"[^\W\d_]\d+[^\W\d_]")  # a digit between letters: `b9ad`, `e1hr934v0`
 
 
 def name_words(value: str) -> list[str]:
     """Words of a class or id value, camelCase split too (`relatedContent` → related, content), without what
     describes a state rather than a kind of element: state classes and BEM modifiers (`has-comments`,
-    `no-sidebar`, `fig--has-shares`; `meta--avatar` keeps its `avatar`)."""
+    `no-sidebar`, `fig--has-shares`; `meta--avatar` keeps its `avatar`), and without generated codes, parts
+    with a digit between letters (`b9ad` names no ad, `css-1i2y565` no words); a number at a part's end or
+    start is no part of its word (`sidebar2`)."""
     parts = [part for name in value.split() for part in name.split("--") if part and not _STATE_CLASS.match(part)]
-    return words(_CAMEL.sub(r"\1 \2", " ".join(parts)))
+    return [word for part in _NAME_PARTS.split(_CAMEL.sub(r"\1 \2", " ".join(parts)))
+            if part and not _CODE.search(part) for word in words(part)]
 
 
 class WordPatterns:
-    """Patterns of one or more words (`banner-ad`), found as consecutive URL words; the last may be plural.
+    """Patterns of one or more words (`banner-ad`), found as consecutive URL words; the last may be plural. A
+    one-word pattern ending in `*` (`logo*`) finds every word that begins with it (`logoprint`, `logotype`: words
+    a page glues to it).
 
     Each pattern names what it finds: itself joined by '-' or, given `labels`, its label (a drop reason)."""
 
     def __init__(self, patterns: list[str], labels: list[str] | None = None):
-        labelled = [(tuple(words(p)), label) for p, label in zip(patterns, labels or patterns, strict=True)]
+        named = list(zip(patterns, labels or patterns, strict=True))
+        self.prefixes = [(words(p)[0], label if labels else words(p)[0]) for p, label in named
+                         if p.strip().endswith("*") and len(words(p)) == 1]
+        labelled = [(tuple(words(p)), label) for p, label in named if not p.strip().endswith("*")]
         self.patterns = [(pattern, label if labels else "-".join(pattern)) for pattern, label in labelled if pattern]
         self.single: dict[str, str] = {}  # a one-word pattern and its plural → what it names
         for pattern, label in self.patterns:
@@ -95,6 +139,9 @@ class WordPatterns:
         for token in tokens:
             if token in self.single:
                 return self.single[token]
+            for prefix, label in self.prefixes:
+                if token.startswith(prefix):
+                    return label
         for pattern, label in self.multi:
             head, last = list(pattern[:-1]), pattern[-1]
             for i in range(len(tokens) - len(pattern) + 1):
@@ -118,6 +165,7 @@ class ImagePlaceSettings(Section):
     hidden: bool
     teaser_links: bool
     teaser_link_share: Share
+    overlay_labels: NonNegativeInt
 
 
 @dataclass(frozen=True)
@@ -128,6 +176,8 @@ class ImageNodeSettings(Section):
     allowed_formats: list[str]
     allow_missing_extension: bool
     min_declared_side: NonNegativeInt
+    url_sizes: bool
+    url_size_params: list[str]
     max_url_chars: PositiveInt
     blocked_url_patterns: list[str]
     place: ImagePlaceSettings
@@ -142,6 +192,8 @@ class ImageNodeRules(ImageFilter):
         self.allowed = {f.lower() for f in settings.allowed_formats}
         self.allow_missing = settings.allow_missing_extension
         self.min_side = settings.min_declared_side
+        self.url_sizes = settings.url_sizes
+        self.size_params = frozenset(name.lower() for name in settings.url_size_params)
         self.max_url_chars = settings.max_url_chars
         self.blocked = WordPatterns(list(settings.blocked_url_patterns))
 
@@ -175,6 +227,8 @@ class ImageNodeRules(ImageFilter):
             return Verdict.drop("tiny_declared")
         if self.blocked.find(url_words(url)) is not None:
             return Verdict.drop("url_pattern")
+        if self.url_sizes and min(url_sides(url, self.size_params), default=self.min_side) < self.min_side:
+            return Verdict.drop("tiny_in_url")
         return Verdict.ok()
 
 
@@ -183,19 +237,46 @@ _HIDDEN_STYLE = re.compile(r"display\s*:\s*none|visibility\s*:\s*hidden", re.I)
 _IMAGE_FILE = re.compile(r"\.(?:jpe?g|png|gif|webp|avif|bmp|tiff?|svg)$", re.I)
 
 
-def links_elsewhere(href: str | None, page_url: str) -> bool:
-    """A link to another page: not to a picture (a lightbox, a file page), a fragment or script, or this page."""
+def link_target(href: str | None, page_url: str) -> tuple[str, str, str] | None:
+    """The page a link opens (host, path, query), or None for a fragment, a script or a malformed URL."""
     href = (href or "").strip()
     if not href or href.startswith("#") or href.lower().startswith(("javascript:", "data:", "mailto:")):
-        return False
+        return None
     try:
         target = urlsplit(urljoin(page_url, href))
     except ValueError:
-        return False
-    if _IMAGE_FILE.search(unquote(target.path)):
+        return None
+    return target.netloc, target.path, target.query
+
+
+def links_elsewhere(href: str | None, page_url: str) -> bool:
+    """A link to another page: not to a picture (a lightbox, a file page), a fragment or script, or this page."""
+    target = link_target(href, page_url)
+    if target is None or _IMAGE_FILE.search(unquote(target[1])):
         return False
     here = urlsplit(page_url)
-    return (target.netloc, target.path, target.query) != (here.netloc, here.path, here.query)
+    return target != (here.netloc, here.path, here.query)
+
+
+def _caption_links_to(figure, link, page_url: str) -> bool:
+    """Whether a figure's caption is nothing but links to the page `link` opens: a card's headline, not a
+    caption (a credit links a part of its caption at most)."""
+    caption = figure.find(".//figcaption")
+    if caption is None:
+        return False
+    text = _SPACE.sub("", caption.text_content())
+    target = link_target(link.get("href"), page_url)
+    linked = sum(len(_SPACE.sub("", other.text_content())) for other in caption.iter("a")
+                 if link_target(other.get("href"), page_url) == target)
+    return bool(text) and linked == len(text)
+
+
+def _headline_to(element, link, page_url: str) -> bool:
+    """Whether `element` holds a link with text, other than `link`, to the page `link` opens: a card's headline
+    beside its thumbnail."""
+    target = link_target(link.get("href"), page_url)
+    return any(other is not link and link_target(other.get("href"), page_url) == target
+               and other.text_content().strip() for other in element.iter("a"))
 
 
 _SPACE = re.compile(r"\s+")
@@ -216,6 +297,20 @@ def _has_caption(element) -> bool:
                for node in element.iter() if isinstance(node.tag, str))
 
 
+_NAMES_CACHED = 50_000  # element names whose reason is remembered across pages, at most
+_PLACED = re.compile(r"(?:^|[;\s])(?:top|left|right|bottom)\s*:", re.I)
+
+
+def _labels_over(img) -> int:
+    """How many elements beside the picture (its parent's other children) hold text and are placed by their inline
+    style (`top`, `left`, `right`, `bottom`): the labels of a chart or map drawn over it."""
+    parent = img.getparent()
+    if parent is None:
+        return 0
+    return sum(1 for element in parent if element is not img and isinstance(element.tag, str)
+               and _PLACED.search(element.get("style") or "") and element.text_content().strip())
+
+
 class ImagePlaceRules:
     """Where an `<img>` stands, judged on the elements around it up to `stop` (the article's container, or the
     page's root): the first element whose tag name, ARIA role or a class/id word is listed under a reason of
@@ -223,10 +318,15 @@ class ImagePlaceRules:
     attribute, `aria-hidden="true"`, `display: none` or `visibility: hidden` in its style) is `hidden`; a
     picture inside a link to another page is a teaser
     (`teaser_link`) when the first element from that link outwards that holds page text (a headline, a list
-    item) holds none of the article's text or is links (at least `teaser_link_share` of its text: a card of
-    headlines), unless a `<figure>` comes first or that text is a caption (trafilatura drops captions).
+    item) holds none of the article's text, is links (at least `teaser_link_share` of its text: a card of
+    headlines) or holds a link with text to the same page (the card's headline beside its thumbnail; not where
+    it holds a caption, whose credit may link the picture's source), unless a `<figure>` comes first or that
+    text is a caption (trafilatura drops captions). A picture whose parent also holds at least `overlay_labels`
+    elements of text placed by their inline style is the background of a graphic whose words are HTML drawn
+    over it (a chart's labels): `overlaid`.
 
-    Verdicts on an element are cached per page (`new_page`): a page's pictures share most of their ancestors.
+    Verdicts on an element are cached per page (`new_page`): a page's pictures share most of their ancestors;
+    the verdict of an element's names (tag, role, class, id) is kept across pages.
     """
 
     def __init__(self, settings: ImagePlaceSettings):
@@ -235,7 +335,9 @@ class ImagePlaceRules:
         self.teasers = settings.teaser_links
         self.teaser_link_share = settings.teaser_link_share
         self.hidden = settings.hidden
-        self._reasons: dict = {}
+        self.overlay_labels = settings.overlay_labels
+        self._reasons: dict = {}  # element → reason, this page's
+        self._by_names: dict[str, str | None] = {}  # "tag role class id" → reason, across pages (a site repeats them)
 
     def new_page(self) -> None:
         self._reasons = {}
@@ -253,14 +355,19 @@ class ImagePlaceRules:
             value = element.get(attr)
             if value:
                 names.append(value)
-        reason = self.patterns.find(name_words(" ".join(names))) if names else None
-        self._reasons[element] = reason
+        key = " ".join(names)
+        if key not in self._by_names:
+            if len(self._by_names) >= _NAMES_CACHED:
+                self._by_names.clear()
+            self._by_names[key] = self.patterns.find(name_words(key)) if key else None
+        reason = self._reasons[element] = self._by_names[key]
         return reason
 
     def judge(self, img, stop=None, page_url: str = "",
               kept_text: Callable[[Any], bool | None] = lambda _: None) -> Verdict:
         """`kept_text(element)`: whether the element holds article text (None: it holds no page text)."""
         teaser = None  # undecided until the link's first element with page text (or a figure) is met
+        link = None
         for ancestor in img.iterancestors():
             if ancestor is stop:
                 break
@@ -270,14 +377,20 @@ class ImagePlaceRules:
             if not self.teasers or teaser is False:
                 continue
             if teaser is None and ancestor.tag == "a" and links_elsewhere(ancestor.get("href"), page_url):
-                teaser = True
+                teaser, link = True, ancestor
             if teaser:
                 kept = kept_text(ancestor)
+                if ancestor.tag == "figure" and _caption_links_to(ancestor, link, page_url):
+                    return Verdict.drop("teaser_link")
                 if ancestor.tag in ("figure", "picture") or (kept is False and _has_caption(ancestor)):
                     teaser = False
                     continue
-                if kept is False or (kept and _link_share(ancestor) >= self.teaser_link_share):
+                if kept is False or (kept and (_link_share(ancestor) >= self.teaser_link_share
+                                               or (_headline_to(ancestor, link, page_url)
+                                                   and not _has_caption(ancestor)))):
                     return Verdict.drop("teaser_link")
                 if kept:
                     teaser = False
+        if self.overlay_labels and _labels_over(img) >= self.overlay_labels:
+            return Verdict.drop("overlaid")
         return Verdict.ok()

@@ -71,3 +71,39 @@ def test_the_comparison_runs_where_the_fast_pass_falls_short_with_trafilaturas_r
         expected = trafilatura_body(deepcopy(tree), url, fast=False)[0] if needed else fast
         assert xml(main_content(deepcopy(tree), url, DEFAULTS)) == xml(expected), url
     assert 0 < fallbacks < len(sample)  # both branches ran
+
+
+PRUNED = """<html><body>
+<div id="comments">a</div><div id="commentary">b</div><div class="comment-list">c</div>
+<section class="post-comments">d</section><ol id="comol"><li>e</li></ol><ul id="disqus_thread"><li>f</li></ul>
+<ul class="Comment"><li>g</li></ul><details id="dsq-comments">h</details><div><div id="Comment-2">i</div></div>
+<div class="mvp-post-add-box"><h1>x</h1></div><aside id="infinite-scroll"><p>y</p></aside>
+<section class="infinitescroll"><h1>z</h1></section><div class="elementor-share-buttons infinite-scroll">w</div>
+<span class="comments">not a section</span></body></html>"""
+
+
+def test_raw_prunes_select_what_trafilaturas_expressions_select(sample):
+    """The raw-tree prunes in Python (`raw_prunes`) select trafilatura's elements in trafilatura's order, on
+    every branch of its expressions and on real pages."""
+    from trafilatura.xpaths import RAW_TREE_PRUNE_XPATH, REMOVE_COMMENTS_AND_LISTS_XPATH
+
+    from pipeline.extract.content import _appended_and_share_buttons, _comment_sections, raw_prunes
+
+    appended, comments = raw_prunes()
+    assert (appended, comments) == (_appended_and_share_buttons, _comment_sections)  # trafilatura 2.3.1's text
+    trees = [parse_html(PRUNED)] + [tree for _, tree in sample]
+    for tree in trees:
+        assert appended(tree) == [e for expression in RAW_TREE_PRUNE_XPATH for e in expression(tree)]
+        assert comments(tree) == [e for expression in REMOVE_COMMENTS_AND_LISTS_XPATH for e in expression(tree)]
+    assert len(appended(trees[0])) == 4 and len(comments(trees[0])) == 7  # not commentary, the disqus <ul>, z (an h1)
+
+
+def test_letters_and_digits_as_the_regex_keeps_them():
+    """The ASCII pass of `normalise` (and of the page's text stream) deletes what the regex deletes."""
+    import re
+
+    from pipeline.extract.html_images import normalise
+
+    for text in ("Plain ASCII, with_underscores & punctuation!", "Crème brûlée — “quoted” ١٢٣ 東京 a\u00a0b 😀",
+                 "\ue0001\ue001 marks", ""):
+        assert normalise(text) == re.sub(r"[\W_]+", "", text.lower())

@@ -175,10 +175,12 @@ def test_same_picture_twice_is_kept_once():
 @pytest.mark.parametrize(("share", "teaser"), [(0.9, True), (0.91, False)])
 def test_teaser_card_boundary_at_its_share_of_link_text(share, teaser):
     """`image_nodes.place.teaser_link_share`: a linked picture whose card's text is 90% link text (the headline
-    is a link, a tenth of the text is not) is a teaser at 0.9 and not at 0.91, even though trafilatura kept it."""
+    is a link, a tenth of the text is not) is a teaser at 0.9 and not at 0.91, even though trafilatura kept it.
+    (The headline links elsewhere than the picture: a card whose headline opens the picture's page is a teaser
+    at any share, below.)"""
     headline, rest = "h" * 90, "r" * 10
     card = (f'<div class="card"><a href="/2024/other.html">{img("card.jpg")}</a>'
-            f'<p><a href="/2024/other.html">{headline}</a> {rest}</p></div>')
+            f'<p><a href="/2024/another.html">{headline}</a> {rest}</p></div>')
     result = extract(page(prose(*P[:2]) + card + prose(*P[2:])), f"image_nodes.place.teaser_link_share={share}")
     kept = "card.jpg" in (pictures(result) if result.document else [])
     assert kept is not teaser
@@ -207,3 +209,36 @@ def test_pictures_trafilatura_did_not_keep_are_placed_even_in_trafilaturas_order
     they stand in the page."""
     result = extract(page(STEPS), "extract.dom_order=false")
     assert sequence(result) == [item for n, text in enumerate(P) for item in (text[:12], f"IMG:step{n}.jpg")]
+
+
+def test_a_page_has_one_lead_picture():
+    """Outside the article's container only the first lead picture kept is the article's: a second one (a strip
+    of print and PDF buttons, another slide of a header gallery) is outside it."""
+    header = (f'<header><h1>Council expands the river park</h1><div class="hero">{img("lead.jpg")}</div>'
+              f'<div class="tools">{img("second.jpg")}</div></header>')
+    body = f'<div class="body">{prose(*P[:2])}<figure>{img("photo.jpg")}</figure>{prose(*P[2:])}</div>'
+    result = extract(page(header + body))  # the body holds the prose and a picture: it is the container
+    assert pictures(result) == ["lead.jpg", "photo.jpg"]
+    assert result.image_drops["outside_article"] == 1 and accounted(result)
+    alone = extract(page(header.replace(img("lead.jpg"), "") + body))
+    assert pictures(alone) == ["second.jpg", "photo.jpg"]  # the first of them is the lead
+
+
+def test_the_same_picture_at_another_size_is_repeated():
+    """A page's copies of one picture for small and large screens are one picture (`picture_key`)."""
+    large, small = img("photo-1024x768.jpg"), img("photo-300x200.jpg")
+    result = extract(page(prose(*P[:2]) + f"<figure>{large}</figure>" + prose(*P[2:4]) + f"<figure>{small}</figure>"
+                          + prose(P[4])))
+    assert pictures(result) == ["photo-1024x768.jpg"] and result.image_drops["repeated"] == 1
+
+
+@pytest.mark.parametrize(("sizes", "kept"),
+                         [("150px", True), ("149px", False), ("(max-width: 600px) 100vw, 40px", True)])
+def test_a_picture_shown_at_a_fixed_small_width_is_tiny(sizes, kept):
+    """`sizes` of one length in pixels is the width the picture is shown at, whatever its `srcset` offers;
+    below `image_nodes.min_declared_side` (150) it is `tiny_declared`; a list with media conditions says none."""
+    avatar = (f'<figure><img src="https://img.example/face-40.jpg" srcset="https://img.example/face-40.jpg 40w, '
+              f'https://img.example/face-1600.jpg 1600w" sizes="{sizes}"></figure>')
+    result = extract(page(prose(*P[:2]) + avatar + prose(*P[2:])))
+    assert (pictures(result) == ["face-1600.jpg"]) is kept
+    assert (result.image_drops["tiny_declared"] == 1) is not kept

@@ -18,7 +18,11 @@ def test_readability_pictures_and_text_hold():
     outputs, _ = run_pages(names, m3w_extractor())
     summary, pages = evaluate(names, {"m3w": outputs}, labels, keeper="m3w")["m3w"]
     misses = {name: score.missed for name, score in pages.items() if score.missed}
+    extras = {name: score.extras for name, score in pages.items() if score.extras}
+    # issue 25's goals; bare trafilatura's recall on these pages is 0.709 (pinned 2.3.1: benchmarks.readability
+    # prints it beside m3w's), so recall >= 0.85 is also its "at least 0.10 above bare trafilatura's"
     assert summary.recall >= 0.85, misses
-    assert summary.precision_pictured >= 0.91 and summary.precision >= 0.86
+    assert summary.precision >= 0.92, extras
+    assert summary.precision_pictured >= 0.94
     assert summary.order >= 0.99
     assert summary.text_precision >= 0.95 and summary.text_recall >= 0.90

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from itertools import accumulate
 
 from filters.base import ImageItem
-from filters.image_nodes import ImageNodeRules, ImagePlaceRules
+from filters.image_nodes import ImageNodeRules, ImagePlaceRules, picture_key
 from pipeline.extract.html_images import DomText, MarkedImages
 from pipeline.extract.order import Placed
 from pipeline.extract.settings import ExtractSettings
@@ -105,28 +105,39 @@ class ArticlePictures:
         taken = {images.copy_of.get(item.value, item.value) for item in placed if item.kind == "image"}
         self.place_rules.new_page()
         kept: set[int] = set()
-        urls: set[str] = set()
+        pictures: set[str] = set()  # the kept pictures' URLs without their sizes: a copy at another size repeats one
+        lead_kept = False  # a page has one lead picture: outside the container, only the first kept is the article's
         drops: Counter = Counter()
         for index in range(len(images)):
-            reason = self._reason(index, index in taken, images, dom, article, page_url)
-            if reason is None and images[index].url in urls:
+            reason, lead = self._reason(index, index in taken, images, dom, article, page_url, lead_kept)
+            key = picture_key(images[index].url, self.node_rules.size_params) if reason is None else ""
+            if reason is None and key in pictures:
                 reason = "repeated"
             if reason is None:
                 kept.add(index)
-                urls.add(images[index].url)
+                pictures.add(key)
+                lead_kept = lead_kept or lead
             else:
                 drops[reason] += 1
         return kept, drops
 
     def _reason(self, index: int, taken: bool, images: MarkedImages, dom: DomText, article: Article,
-                page_url: str) -> str | None:
+                page_url: str, lead_kept: bool) -> tuple[str | None, bool]:
+        """The drop reason (None: kept) and whether the picture is the article's only as its lead picture."""
         if index in images.copy_of:
-            return "lazy_copy"
+            return "lazy_copy", False
         img, pos = images.elements[index], dom.image_at.get(index)
         container = article.container
         decides = self.settings.article_pictures and container is not None
-        if not (self._in_article(img, pos, article, dom) if decides else taken):
-            return "outside_article"
+        place = self._in_article(img, pos, article, dom) if decides else ("article" if taken else None)
+        if place is None or (place == "lead" and lead_kept):
+            return "outside_article", False
+        return self._rules_reason(index, images, dom, article, page_url), place == "lead"
+
+    def _rules_reason(self, index: int, images: MarkedImages, dom: DomText, article: Article,
+                      page_url: str) -> str | None:
+        """What the place rules, then the node rules, say of a picture of the article (None: keep it)."""
+        img, container = images.elements[index], article.container
         verdict = self.place_rules.judge(img, _lowest_common(img, container), page_url,
                                          lambda element: article.kept_text(dom.spans.get(element)))
         if not verdict.keep:  # judged before the node rules: it needs no resolved URL
@@ -136,26 +147,26 @@ class ArticlePictures:
                                             declared_height=candidate.height))
         return None if verdict.keep else verdict.reason
 
-    def _in_article(self, img, pos: int | None, article: Article, dom: DomText) -> bool:
-        """Between `lead_chars` of page text before the first paragraph and the end of the last, and either
-        inside the container, or beside it in a part of the page that holds prose paragraphs of the article,
-        or the lead picture: before the first prose paragraph, in an element (not the page's body) at most
-        `lead_levels` above the container."""
+    def _in_article(self, img, pos: int | None, article: Article, dom: DomText) -> str | None:
+        """"article" when between `lead_chars` of page text before the first paragraph and the end of the last,
+        and either inside the container or beside it in a part of the page that holds prose paragraphs of the
+        article; "lead" for a lead picture candidate: before the first prose paragraph, in an element (not the
+        page's body) at most `lead_levels` above the container; None for neither."""
         settings = self.settings
         if pos is None or not article.first - settings.lead_chars <= pos <= article.last:
-            return False
+            return None
         ancestors = []
         for element in img.iterancestors():
             if element is article.container:
-                return True
+                return "article"
             ancestors.append(element)
         for above, element in enumerate(article.container.iterancestors(), start=1):
             if element.tag in ("body", "html"):
-                return False
+                return None
             if element in ancestors:  # the lowest element holding both: the picture's branch is below it
                 at = ancestors.index(element)
                 branch = ancestors[at - 1] if at else img
                 if article.holds_prose(dom.spans.get(branch)):
-                    return True
-                return above <= settings.lead_levels and pos <= article.prose[0]
-        return False
+                    return "article"
+                return "lead" if above <= settings.lead_levels and pos <= article.prose[0] else None
+        return None

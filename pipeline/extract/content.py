@@ -7,8 +7,9 @@ no paragraph text or mostly tables (the cases where trafilatura's comparison pre
 
 The cascade is trafilatura 2.3.1's `trafilatura_sequence` with reader comments off (m3w never keeps them),
 run on m3w's own parse of the page without `bare_extraction`'s copy of it, and sharing the work both passes
-need: the raw-tree prunes, the cleaned tree and the page's text length (the recall escalation's measure) are
-computed once; a page that needs the comparison starts again only from the cleaned tree.
+need: the raw-tree prunes and the page's text length (the recall escalation's measure) are computed once; a
+page that needs the comparison starts again from the raw tree's cleaning (the fast pass reads the raw tree only
+through copies, so cleaning it again gives the first pass's cleaned tree, and the fast pass keeps no copy of it).
 `tests/test_extract_content.py` checks that the result is trafilatura's own, pass by pass.
 """
 
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import re
 from collections.abc import Callable
 from copy import copy
 from functools import cache, partial
@@ -68,6 +70,84 @@ class PageText:
         return self._length
 
 
+# trafilatura 2.3.1's raw-tree prunes (RAW_TREE_PRUNE_XPATH, REMOVE_COMMENTS_AND_LISTS_XPATH), whitespace
+# collapsed: `raw_prunes` selects what they select with Python's `re` directly where trafilatura's expressions
+# are these. lxml runs an XPath `re:test` as a call back into Python for every element it tests, which made
+# these three expressions a sixth of the extraction's time; the selections are the same elements in the same
+# order (tests/test_extract_content.py), and any other text of them is evaluated as trafilatura's XPath.
+_COMMENTS_XPATH = (
+    ".//*[self::div or self::list or self::section or self::details or self::ol or self::ul][ re:test(@id, "
+    "'^(?:[Cc]omment(?!ary)|comol|disqus_thread|dsq-comments)') or re:test(@class, '^[Cc]omment(?!ary)|"
+    "(?:article|post)-comments')][ not(self::ol or self::ul) or re:test(@id, '^(?:[Cc]omment(?!ary)|comol)') "
+    "or re:test(@class, '^[Cc]omment(?!ary)|(?:article|post)-comments')]")
+_APPENDED_XPATH = (
+    ".//*[self::div or self::section or self::aside][ re:test(@id, 'mvp-post-add-(?:box|wrap)|infinite-?scroll') "
+    "or re:test(@class, 'mvp-post-add-(?:box|wrap)|infinite-?scroll')][ not(.//h1) or re:test(@id, "
+    "'mvp-post-add-(?:box|wrap)') or re:test(@class, 'mvp-post-add-(?:box|wrap)')]")
+_SHARE_BUTTONS_XPATH = ".//*[self::div or self::section or self::aside][contains(@class, 'elementor-share-buttons')]"
+_COMMENTS_ID = re.compile(r"^(?:[Cc]omment(?!ary)|comol|disqus_thread|dsq-comments)")
+_COMMENTS_LIST_ID = re.compile(r"^(?:[Cc]omment(?!ary)|comol)")
+_COMMENTS_CLASS = re.compile(r"^[Cc]omment(?!ary)|(?:article|post)-comments")
+_APPENDED = re.compile(r"mvp-post-add-(?:box|wrap)|infinite-?scroll")
+_APPENDED_SURE = re.compile(r"mvp-post-add-(?:box|wrap)")
+
+
+def _comment_sections(tree) -> list:
+    found = []
+    for element in tree.iterdescendants("div", "list", "section", "details", "ol", "ul"):
+        ident, names = element.get("id") or "", element.get("class") or ""
+        if _COMMENTS_ID.search(ident) or _COMMENTS_CLASS.search(names):
+            if element.tag not in ("ol", "ul") or _COMMENTS_LIST_ID.search(ident) or _COMMENTS_CLASS.search(names):
+                found.append(element)
+    return found
+
+
+def _appended_articles(tree) -> list:
+    found = []
+    for element in tree.iterdescendants("div", "section", "aside"):
+        ident, names = element.get("id") or "", element.get("class") or ""
+        if (_APPENDED.search(ident) or _APPENDED.search(names)) and (
+                element.find(".//h1") is None or _APPENDED_SURE.search(ident) or _APPENDED_SURE.search(names)):
+            found.append(element)
+    return found
+
+
+def _appended_and_share_buttons(tree) -> list:
+    """trafilatura's two expressions, one after the other: the appended articles, then the share buttons."""
+    return _appended_articles(tree) + [element for element in tree.iterdescendants("div", "section", "aside")
+                                       if "elementor-share-buttons" in (element.get("class") or "")]
+
+
+@cache
+def raw_prunes() -> tuple[Callable[[Any], list], Callable[[Any], list]]:
+    """(appended articles and share buttons, comment sections): what trafilatura's raw-tree prunes select in a
+    tree, expression after expression, each in document order; Python's `re` where trafilatura's expressions
+    are the ones above, else theirs."""
+    from trafilatura.xpaths import RAW_TREE_PRUNE_XPATH, REMOVE_COMMENTS_AND_LISTS_XPATH
+
+    def text(expressions) -> list[str]:
+        return [" ".join(expression.path.split()) for expression in expressions]
+
+    def evaluate(expressions) -> Callable[[Any], list]:
+        return lambda tree: [element for expression in expressions for element in expression(tree)]
+
+    appended = evaluate(RAW_TREE_PRUNE_XPATH)
+    if text(RAW_TREE_PRUNE_XPATH) == [_APPENDED_XPATH, _SHARE_BUTTONS_XPATH]:
+        appended = _appended_and_share_buttons
+    comments = evaluate(REMOVE_COMMENTS_AND_LISTS_XPATH)
+    if text(REMOVE_COMMENTS_AND_LISTS_XPATH) == [_COMMENTS_XPATH]:
+        comments = _comment_sections
+    return appended, comments
+
+
+def _prune(tree, selected: list) -> None:
+    """trafilatura's `prune_unwanted_nodes` without backup: each selected element deleted, its tail kept."""
+    from trafilatura.xml import delete_element
+
+    for element in selected:
+        delete_element(element)
+
+
 def main_content(tree, url: str, settings: ExtractSettings):
     """trafilatura's main-content body (XML) of a parsed page, or None.
 
@@ -75,8 +155,7 @@ def main_content(tree, url: str, settings: ExtractSettings):
     what the page says elsewhere first.
     """
     from trafilatura.core import _forum_thread_page
-    from trafilatura.htmlprocessing import prune_unwanted_nodes, tree_cleaning
-    from trafilatura.xpaths import RAW_TREE_PRUNE_XPATH, REMOVE_COMMENTS_AND_LISTS_XPATH
+    from trafilatura.htmlprocessing import tree_cleaning
 
     min_chars = settings.fallback_below_chars
     lazy = not settings.fast and min_chars > 0
@@ -84,15 +163,17 @@ def main_content(tree, url: str, settings: ExtractSettings):
     options = trafilatura_options(url, settings.fast or lazy, settings)
     try:
         is_forum = _forum_thread_page(tree)
-        tree = prune_unwanted_nodes(tree, RAW_TREE_PRUNE_XPATH)
+        appended, comments = raw_prunes()
+        _prune(tree, appended(tree))
         if options.focus == "precision" or not is_forum:
-            tree = prune_unwanted_nodes(tree, REMOVE_COMMENTS_AND_LISTS_XPATH)
+            _prune(tree, comments(tree))
         cleaned = tree_cleaning(copy(tree), options)
-        backup = copy(cleaned)  # the comparison's input, untouched by the fast pass
+        backup = None if options.fast else copy(cleaned)  # the comparison's input (a fast pass reads none)
         page_text = PageText(tree)
         body, text = _cascade(cleaned, backup, tree, options, url, is_forum, page_text)
         if lazy and _needs_fallbacks(body, text, min_chars):
             full = trafilatura_options(url, False, settings)
+            backup = tree_cleaning(copy(tree), full)  # cleaned again: the fast pass leaves the raw tree as it was
             body, text = _cascade(copy(backup), backup, tree, full, url, is_forum, page_text)
     except (TypeError, ValueError):  # as bare_extraction: trafilatura's "nothing usable here"
         return None

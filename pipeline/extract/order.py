@@ -43,6 +43,8 @@ class Collector:
             self.line.append(text)
 
     def end_line(self) -> None:
+        if not self.line:
+            return
         line = _SPACES.sub(" ", "".join(self.line)).strip()
         self.line = []
         if line:
