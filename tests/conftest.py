@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -62,3 +63,31 @@ def small_sample_crawl(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("sample")
     generate_sample_crawl(out, seed=0, n_canary_pages=6)
     return out
+
+
+WGET_PAGES = 100  # issue 24: a real crawler's WARC of at least 100 real pages
+
+
+@pytest.fixture(scope="session")
+def wget_builds(tmp_path_factory) -> Path:
+    """`m3w build` with the defaults (network off in effect: every picture from the crawl, no image host) of a GNU
+    wget crawl of `WGET_PAGES` real article pages, once with the default riding canaries (`with/`) and once with
+    `--canaries 0` (`without/`). Built once per test session: the xdist workers share it through a file lock."""
+    from filelock import FileLock
+
+    from pipeline.cli import main
+    from tests.wget_crawl import crawl_with_wget, wget_available
+
+    if not wget_available():  # `make system-deps` installs it; CI must never get here
+        pytest.skip("GNU wget is not installed (make system-deps installs it)")
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base  # the workers' common parent (this run's)
+    root = shared / "wget-builds"
+    with FileLock(str(shared / "wget-builds.lock")):
+        if not (root / "done").exists():
+            shutil.rmtree(root, ignore_errors=True)
+            warc = crawl_with_wget(root / "crawl", pages=WGET_PAGES)
+            for name, canaries in (("with", []), ("without", ["--canaries", "0"])):
+                assert main(["build", "--input", str(warc), "--output", str(root / name), *canaries]) == 0
+            (root / "done").write_text("")
+    return root

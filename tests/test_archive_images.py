@@ -31,7 +31,7 @@ from pipeline.read.images import ArchivedImage, KeepImages, payload_digest, snif
 from pipeline.sampledata.imagehost import ImageHost
 from pipeline.settings import load_config
 from schemas.document import Document, Image, Node
-from tests.wget_crawl import crawl_with_wget, picture, wget_available
+from tests.wget_crawl import picture
 
 ARTICLE = ("<html><head><title>A walk</title></head><body><article><h1>A walk by the river</h1>"
            "<p>{text}</p><figure><img src='{src}'{srcset}><figcaption>The river at dawn</figcaption></figure>"
@@ -264,19 +264,9 @@ def test_a_refused_address_the_crawl_lacks_is_refused_per_use_before_any_url_sha
 # ------------------------------------------------------------------------------------------------
 # A real crawler's WARC, built with the defaults and no image host
 # ------------------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def wget_crawl(tmp_path_factory) -> Path:
-    if not wget_available():  # `make system-deps` installs it; CI must never get here
-        pytest.skip("GNU wget is not installed (make system-deps installs it)")
-    return crawl_with_wget(tmp_path_factory.mktemp("wget"), pages=25)
-
-
 @pytest.mark.slow
-def test_a_wget_crawl_builds_offline_with_every_picture_from_the_archive(wget_crawl, tmp_path, capsys):
-    output = tmp_path / "build"
-    # the defaults, but without riding canaries where this m3w has them (they prove nothing about the archive)
-    no_canaries = ["--set", "canaries.pages=0"] if "canaries" in load_config() else []
-    assert main(["build", "--input", str(wget_crawl), "--output", str(output), *no_canaries]) == 0
+def test_a_wget_crawl_builds_offline_with_every_picture_from_the_archive(wget_builds, capsys):
+    output = wget_builds / "without"  # the defaults with `--canaries 0` (the canaries prove nothing about the archive)
     report = json.loads((output / "report.json").read_text())
     images = report["images"]
     assert images["urls"] >= 20 and images["from_archive"] >= 0.95 * images["urls"] and images["requests"] == 0

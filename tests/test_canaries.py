@@ -209,6 +209,27 @@ def test_documents_are_told_apart_by_their_mark_and_canary_urls_by_their_host():
     assert not is_canary_url("https://img.sample-web.test/photos/a.jpg")
 
 
+def test_the_canaries_flag_stands_for_the_config_key_and_exports_never_hold_a_canary():
+    import argparse
+
+    from pipeline.commands import with_canaries
+    from pipeline.config import ConfigError
+    from pipeline.export.writer import ExportSettings, Mmc4DoFn, PairsDoFn
+    from pipeline.jobs.canaries import as_canary
+    from train_smoke.canary_shards import canary_documents
+
+    args = argparse.Namespace(set=["shards.seq_len=64"], canaries=0)
+    with_canaries(args)
+    assert args.set == ["shards.seq_len=64", "canaries.pages=0"]
+    with pytest.raises(ConfigError, match="canaries.pages"):
+        load_config(overrides=["canaries.pages=-1"])
+    export = ExportSettings.from_config(load_config()["export"], "export")
+    doc = canary_documents(1, image_size=32, page_host=RIDING_HOST)[0]
+    assert list(Mmc4DoFn(export.mmc4).process(doc))  # an unmarked page of the canary host is any page...
+    assert list(Mmc4DoFn(export.mmc4).process(as_canary(doc))) == []  # ...a marked one is never exported
+    assert list(PairsDoFn(export.pairs).process(as_canary(doc))) == []
+
+
 # -- the shard writer: canary shards apart, the user's data untouched --------------------------------------------
 
 
@@ -268,29 +289,7 @@ def test_the_smoke_trainer_and_inspect_read_the_canaries_and_a_webdataset_glob_d
     assert result.shards == len(shard_paths(out)) + 1  # the canary shard is validated too
 
 
-# -- end to end: a build of real pages with riding canaries, and the same build without ------------------------
-
-RIDING_PAGES = 150  # ~30 held-out canary documents at the tiny profile's 20%: above the verdict's min_documents (20)
-
-
-@pytest.fixture(scope="module")
-def real_builds(tmp_path_factory, fixtures_dir):
-    """`m3w build` of 7 real article pages (their pictures drawn by the local image host), with riding canaries and
-    with `--canaries 0`."""
-    from pipeline.cli import main
-    from pipeline.sampledata.imagehost import ImageHost
-
-    root = tmp_path_factory.mktemp("riding")
-    pages = fixtures_dir / "article-benchmark"
-    with ImageHost() as host:
-        sets = ["download.allow_loopback=true", f"download.rewrite_to={host.base_url}",
-                f"read.url_map={pages / 'ground-truth.json'}", "runner.direct_running_mode=in_memory",
-                "output.progress_interval_s=0"]
-        for name, canaries in (("with", RIDING_PAGES), ("without", 0)):
-            argv = ["build", "--input", str(pages / "html" / "1*.html.gz"), "--output", str(root / name),
-                    "--canaries", str(canaries)]
-            assert main([*argv, *(arg for item in sets for arg in ("--set", item))]) == 0
-    return root
+# -- end to end: a real crawler's WARC built with riding canaries, and the same build without -------------------
 
 
 def smoke(shards: Path, out: Path, *sets: str) -> tuple[int, dict]:
@@ -302,10 +301,8 @@ def smoke(shards: Path, out: Path, *sets: str) -> tuple[int, dict]:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(reason="issue 24 open: the riding canaries do not yet reach a PASS on this real build "
-                          "(the canary criteria fail); being fixed, see the session note", strict=False)
-def test_a_real_build_with_riding_canaries_passes_on_them_and_reports_its_own_data(real_builds, tmp_path):
-    shards = real_builds / "with" / "stages" / "shards"
+def test_a_real_build_with_riding_canaries_passes_on_them_and_reports_its_own_data(wget_builds, tmp_path):
+    shards = wget_builds / "with" / "stages" / "shards"
     # One training run (~90 CPU-seconds a set at the tiny profile; no control run, no probes: neither changes
     # a required criterion).
     code, report = smoke(shards, tmp_path, "smoke.train.control_run=false", "smoke.train.probe_every=0")
@@ -318,25 +315,28 @@ def test_a_real_build_with_riding_canaries_passes_on_them_and_reports_its_own_da
         assert checks[f"shuffle_gap[{mode}]"]["level"] == "reported"  # the build's own sequences: evidence
         assert checks[f"shuffle_gap[{mode}]"]["evaluated"]
     assert set(report["datasets"]) == {"shards", "shards:canaries"}
+    loss = report["training"]["main"]["loss"]  # the build's own data stopped after smoke.train.data_max_epochs
+    assert 0 < len(loss["shards"]) < len(loss["shards:canaries"]) == 100  # 1000 steps (riding_canary_steps)
 
 
 @pytest.mark.slow
-def test_without_canaries_the_same_data_is_written_and_the_verdict_says_why_it_cannot_judge(real_builds, tmp_path):
-    with_, without = real_builds / "with", real_builds / "without"
+def test_without_canaries_the_same_data_is_written_and_the_verdict_says_why_it_cannot_judge(wget_builds, tmp_path):
+    with_, without = wget_builds / "with", wget_builds / "without"
     for folder in ("stages/shards/shards", "stages/shards/docs", "stages/images", "stages/documents"):
         own = {name: digest for name, digest in tree(without / folder).items() if not name.startswith("_SUCCESS")}
         assert own and {name: tree(with_ / folder).get(name) for name in own} == own, folder
     for name in ("tokenizer.json",):
         assert (with_ / "stages/shards" / name).read_bytes() == (without / "stages/shards" / name).read_bytes()
     manifest = json.loads((with_ / "stages/shards/manifest.json").read_text())
-    assert manifest["canaries"]["pages"] == RIDING_PAGES and manifest["canaries"]["samples"] > 0
+    pages = load_config()["canaries"]["pages"]
+    assert manifest["canaries"]["pages"] == pages and manifest["canaries"]["samples"] > 0
     assert json.loads((without / "stages/shards/manifest.json").read_text())["canaries"]["pages"] == 0
 
     report = json.loads((with_ / "report.json").read_text())
     section = report["canaries"]
     stages = [row["stage"] for row in section["funnel"]]
     assert stages[:3] == ["read", "gate", "extract"] and stages[-1] == "shard"
-    assert section["funnel"][0]["pages"] == RIDING_PAGES and section["unbalanced"] == section["broken_links"] == []
+    assert section["funnel"][0]["pages"] == pages and section["unbalanced"] == section["broken_links"] == []
     assert section["sequences"] == manifest["canaries"]["samples"]
     assert not any(stage.startswith("canary") for stage in report["stages"])  # the user's funnel is the user's
     assert "Alignment canaries" in (with_ / "report.html").read_text()
@@ -346,3 +346,33 @@ def test_without_canaries_the_same_data_is_written_and_the_verdict_says_why_it_c
     assert code == 1 and report["verdict"]["status"] == "inconclusive"
     assert "their build turned the alignment canaries off (canaries.pages: 0, `m3w build --canaries 0`)" in (
         report["verdict"]["summary"])
+
+
+def rotated_canary_shards(shards: Path, out: Path, fraction: float) -> Path:
+    """A copy of a build's shard set whose canary shards have their pictures rotated within `fraction` of their
+    sequences after writing (each picture moved to the next slot of its own sequence), the manifest re-signed: a
+    pipeline fault the checksums no longer catch."""
+    import shutil
+
+    from schemas.shards import iter_tar_groups, tar_bytes
+    from train_smoke.canary_shards import mutate
+
+    shutil.copytree(shards, out)
+    manifest = json.loads((out / "manifest.json").read_text())
+    image_token = manifest["tokenizer"]["special_tokens"]["image"]["id"]
+    for entry in manifest["canaries"]["shards"]:
+        path = out / entry["file"]
+        data = tar_bytes(mutate(list(iter_tar_groups(str(path))), "permute_images", image_token, fraction=fraction))
+        path.write_bytes(data)
+        entry.update(bytes=len(data), sha256=hashlib.sha256(data).hexdigest())
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.mutation_table  # a second training run: CI's `make test-mutations` step
+def test_a_real_build_whose_canary_pictures_were_rotated_after_writing_does_not_pass(wget_builds, tmp_path):
+    shards = rotated_canary_shards(wget_builds / "with" / "stages" / "shards", tmp_path / "shards", 0.10)
+    code, report = smoke(shards, tmp_path / "smoke", "smoke.train.control_run=false", "smoke.train.probe_every=0")
+    assert code != 0 and report["verdict"]["status"] != "pass", report["verdict"]["summary"]
+    assert report["verdict"]["canaries_used"]

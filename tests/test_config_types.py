@@ -256,3 +256,7 @@ def test_the_standalone_trainer_checks_its_section_with_the_profile_and_the_user
         resolve_config(None, ["smoke.train.freeze_lm=true"], profile="gpu")
     settings = smoke_settings(resolve_config(None, ["smoke.train.steps=7"], profile="tiny"))
     assert settings.train.steps == 7 and settings.device == "cpu" and settings.model.d_model == 64
+    assert settings.train.riding_canary_steps is None  # the steps a user asks for, riding canaries or not
+    assert smoke_settings(resolve_config(None, [], profile="tiny")).train.riding_canary_steps == 1000
+    both = smoke_settings(resolve_config(None, ["smoke.train.steps=7", "smoke.train.riding_canary_steps=9"], "tiny"))
+    assert (both.train.steps, both.train.riding_canary_steps) == (7, 9)

@@ -227,6 +227,25 @@ def test_a_zero_weight_set_is_not_trained(canary_set):
         open_shard_sets([canary_set["good"]], [0.0])
 
 
+def test_a_set_with_a_last_step_stops_there_and_the_others_go_on(canary_set):
+    sets = open_shard_sets([canary_set["good"], canary_set["good"]], [1.0, 1.0])
+    s = settings("smoke.train.batch_size=4", "smoke.train.log_every=1")
+    shape = ModelConfig.from_settings(s.model, s.data.image_size, sets[0].vocab_size)
+    table = load_tables(sets[0], 16, None, 0.25, 1000, None)[0]
+    drawn = {x.name: 0 for x in sets}
+
+    def counted(name: str):
+        for batch in TableBatches(table, 4, seed=0):
+            drawn[name] += 1
+            yield batch
+
+    streams = {x.name: counted(x.name) for x in sets}
+    history = Trainer(FlamingoLM(shape), s, torch.device("cpu"), "last", progress=False).train(
+        streams, {x.name: x.weight for x in sets}, steps=3, last_steps={"good#1": 1})
+    assert drawn == {"good#0": 3, "good#1": 1}
+    assert len(history.loss["good#0"]) == 3 and len(history.loss["good#1"]) == 1
+
+
 def test_mutations_change_what_they_name(canary_set):
     image_id = canary_set["tokenizer"].id_of("image")
     records = canary_set["records"]

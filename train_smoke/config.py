@@ -56,8 +56,12 @@ def resolve_config(config_path: str | None = None, overrides: Iterable[str] = ()
         raise ConfigError(f"unknown smoke profile {name!r} (known: {', '.join(sorted(profiles))})")
     smoke = _deep_merge(base, profiles[name])
     smoke = _deep_merge(smoke, user.get("smoke") or {})  # what the user set goes on top of the profile
+    user_train = [(user.get("smoke") or {}).get("train") or {}]
     for item in overrides:
         smoke = _deep_merge(smoke, parse_override(item).get("smoke") or {})
+        user_train.append((parse_override(item).get("smoke") or {}).get("train") or {})
+    if any("steps" in t for t in user_train) and not any("riding_canary_steps" in t for t in user_train):
+        smoke["train"]["riding_canary_steps"] = None  # the steps the user asked for, riding canaries or not
     smoke["profile"] = name
     config["smoke"] = smoke
     SmokeSection.from_config(smoke, "smoke")
@@ -130,6 +134,7 @@ class TrainConfig(Section):
     """`smoke.train`."""
 
     steps: PositiveInt
+    riding_canary_steps: PositiveInt | None
     batch_size: PositiveInt
     lr: NonNegativeFloat  # 0 only to freeze what it drives (tests)
     vision_lr: NonNegativeFloat | None
@@ -142,6 +147,7 @@ class TrainConfig(Section):
     lm_pretrain_steps: NonNegativeInt
     freeze_lm: bool
     weights: list[NonNegativeFloat] | None
+    data_max_epochs: PositiveFloat | None
     bf16: bool
     compile: bool
     log_every: PositiveInt

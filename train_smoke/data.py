@@ -104,7 +104,8 @@ class ShardSet:
         tok = manifest["tokenizer"]
         name = (source.rstrip("/").rsplit("/", 1)[-1] or source) + (":canaries" if canaries else "")
         base = parent_dir(found)
-        listed = (manifest.get("canaries") or {}).get("shards", []) if canaries else manifest["shards"]
+        canary_entries = (manifest.get("canaries") or {}).get("shards", [])
+        listed = canary_entries if canaries else [*manifest["shards"], *canary_entries]  # a .tar of either folder
         checksums = {join_path(base, entry["file"]): str(entry["sha256"]) for entry in listed}
         return cls(source=source, weight=float(weight), name=name, special=SpecialTokens.from_manifest(manifest),
                    seq_len=int(manifest["seq_len"]), max_images=int(manifest["max_images"]),

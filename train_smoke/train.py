@@ -249,12 +249,13 @@ class Trainer:
 
     def train(self, streams: dict[str, Iterator[Batch]], weights: dict[str, float], steps: int,
               count_flops: bool = False, probe: Callable[[FlamingoLM], dict[str, float]] | None = None,
-              probe_every: int = 0) -> History:
+              probe_every: int = 0, last_steps: dict[str, int] | None = None) -> History:
         """`probe(model)` (held-out figures, run in eval mode without gradients) every `probe_every` steps;
-        its time is not counted as training time."""
+        its time is not counted as training time. A set named in `last_steps` takes part up to that step only
+        (the λ of the sets still taking part are normalised at every step)."""
         model, t, history = self.model, self.settings.train, self.history
         active = {name: w for name, w in weights.items() if w > 0}
-        total_weight = sum(active.values())
+        last_steps = last_steps or {}
         for name in active:
             history.loss[name] = []
         if t.lm_pretrain_steps > 0:
@@ -279,7 +280,9 @@ class Trainer:
             for group in optimizer.param_groups:
                 group["lr"] = group["base_lr"] * factor
             optimizer.zero_grad(set_to_none=True)
-            for name, weight in active.items():
+            taking_part = {name: w for name, w in active.items() if step <= last_steps.get(name, steps)}
+            total_weight = sum(taking_part.values())
+            for name, weight in taking_part.items():
                 batch, waited = self._next(streams[name])
                 history.data_wait_seconds += waited
                 history.tokens += batch.input_ids.numel()

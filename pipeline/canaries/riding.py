@@ -5,7 +5,8 @@ under `RIDING_HOST`); `ensure_canary_warc(output, settings)` writes them, each p
 `image/jpeg` response records, into `OUTPUT/canaries/` on the output's filesystem (so a Dataflow build reads
 it like any input and needs no image host). The file's name holds a digest of the settings: a build whose
 settings are unchanged finds its file and neither renders nor rewrites it (same bytes, same modification time,
-nothing for a resume to redo), and a file of other settings is removed.
+nothing for a resume to redo), and a file of other settings is removed. `canary_config` is the user's config as
+the canaries' stages (`STAGES`) run it, and says where and why it differs.
 """
 
 from __future__ import annotations
