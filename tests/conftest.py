@@ -27,9 +27,13 @@ def pytest_collection_modifyitems(items):
     the slow tests at its start and of the quick ones after: the long training runs overlap from the start
     instead of piling up at the end of one queue (where the stealing worker then picks them up last)."""
     workers = max(1, int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
-    slow = [item for item in items if item.get_closest_marker("slow") is not None]
-    quick = [item for item in items if item.get_closest_marker("slow") is None]
-    items[:] = [item for share in range(workers) for item in slow[share::workers] + quick[share::workers]]
+    # The tests over the shared wget builds go to the first share together: a second worker that met one of them
+    # early would wait idle on the file lock while the first builds.
+    shared = [item for item in items if "wget_builds" in getattr(item, "fixturenames", ())]
+    slow = [item for item in items if item.get_closest_marker("slow") is not None and item not in shared]
+    quick = [item for item in items if item.get_closest_marker("slow") is None and item not in shared]
+    items[:] = [item for share in range(workers)
+                for item in (shared if share == 0 else []) + slow[share::workers] + quick[share::workers]]
 
 
 @pytest.fixture(scope="session")

@@ -303,7 +303,7 @@ def smoke(shards: Path, out: Path, *sets: str) -> tuple[int, dict]:
 @pytest.mark.slow
 def test_a_real_build_with_riding_canaries_passes_on_them_and_reports_its_own_data(wget_builds, tmp_path):
     shards = wget_builds / "with" / "stages" / "shards"
-    # One training run (~90 CPU-seconds a set at the tiny profile; no control run, no probes: neither changes
+    # One training run (1000 steps, ~4 CPU-minutes at the tiny profile; no control run, no probes: neither changes
     # a required criterion).
     code, report = smoke(shards, tmp_path, "smoke.train.control_run=false", "smoke.train.probe_every=0")
     verdict = report["verdict"]
@@ -316,7 +316,7 @@ def test_a_real_build_with_riding_canaries_passes_on_them_and_reports_its_own_da
         assert checks[f"shuffle_gap[{mode}]"]["evaluated"]
     assert set(report["datasets"]) == {"shards", "shards:canaries"}
     loss = report["training"]["main"]["loss"]  # the build's own data stopped after smoke.train.data_max_epochs
-    assert 0 < len(loss["shards"]) < len(loss["shards:canaries"]) == 100  # 1000 steps (riding_canary_steps)
+    assert 0 < len(loss["shards"]) < len(loss["shards:canaries"]) == 1000  # riding_canary_steps (tiny)
 
 
 @pytest.mark.slow
