@@ -157,6 +157,8 @@ def test_a_setting_that_removes_every_canary_is_named_in_the_report_and_the_mani
     ("filter", "gopher_dup_5_grams", "filters.document.gopher_repetition"),
     ("image_filter", "min_side", "image_filters.min_side"),
     ("shard", "too_few_images", "shards.min_images_per_sequence"),
+    ("extract", "overlaid", "image_nodes.place.overlay_labels"), ("extract", "in_share_bar", "image_nodes.place"),
+    ("image_filter", "in_nsfw_document", "image_filters.nsfw"),
     ("shard", "no_target", None)])
 def test_each_drop_reason_names_the_setting_behind_it(stage, reason, setting):
     assert setting_of(stage, reason) == setting
