@@ -30,8 +30,9 @@ def pytest_collection_modifyitems(items):
     # The tests over the shared wget builds go to the first share together: a second worker that met one of them
     # early would wait idle on the file lock while the first builds.
     shared = [item for item in items if "wget_builds" in getattr(item, "fixturenames", ())]
-    slow = [item for item in items if item.get_closest_marker("slow") is not None and item not in shared]
-    quick = [item for item in items if item.get_closest_marker("slow") is None and item not in shared]
+    rest = [item for item in items if "wget_builds" not in getattr(item, "fixturenames", ())]
+    slow = [item for item in rest if item.get_closest_marker("slow") is not None]
+    quick = [item for item in rest if item.get_closest_marker("slow") is None]
     items[:] = [item for share in range(workers)
                 for item in (shared if share == 0 else []) + slow[share::workers] + quick[share::workers]]
 

@@ -58,8 +58,9 @@ def resolve_config(config_path: str | None = None, overrides: Iterable[str] = ()
     smoke = _deep_merge(smoke, user.get("smoke") or {})  # what the user set goes on top of the profile
     user_train = [(user.get("smoke") or {}).get("train") or {}]
     for item in overrides:
-        smoke = _deep_merge(smoke, parse_override(item).get("smoke") or {})
-        user_train.append((parse_override(item).get("smoke") or {}).get("train") or {})
+        override = parse_override(item).get("smoke") or {}
+        smoke = _deep_merge(smoke, override)
+        user_train.append(override.get("train") or {})
     if any("steps" in t for t in user_train) and not any("riding_canary_steps" in t for t in user_train):
         smoke["train"]["riding_canary_steps"] = None  # the steps the user asked for, riding canaries or not
     smoke["profile"] = name
