@@ -29,10 +29,10 @@ interop-venv:
 	PYTHON=$(PYTHON) bash tests/interop/make_venv.sh
 
 test: $(STAMP) system-deps interop-venv
-	$(PY) -m pytest -q -p no:cacheprovider -n auto --dist worksteal -m "not mutation_table"
+	$(PY) -m pytest -q -p no:cacheprovider -n auto --dist worksteal
 
-# The rest of the smoke mutation table (seeds 1-2, four more partial corruptions) and a real build whose canary
-# pictures were rotated after writing: ~15 CPU-minutes; CI runs it too.
+# The smoke verdict's acceptance table alone (seeds 1-2, four more partial corruptions, a real build whose canary
+# pictures were rotated after writing): part of `make test`, here for work on the trainer or the verdict.
 test-mutations: $(STAMP) system-deps
 	$(PY) -m pytest -q -p no:cacheprovider -n auto --dist worksteal -m mutation_table tests/test_smoke_verdict.py tests/test_canaries.py
 

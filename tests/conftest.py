@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+import train_smoke  # noqa: F401  (first: sets torch's allocator up before any test allocates a tensor)
 from pipeline.settings import load_config
 
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"

@@ -372,7 +372,7 @@ def rotated_canary_shards(shards: Path, out: Path, fraction: float) -> Path:
 
 
 @pytest.mark.slow
-@pytest.mark.mutation_table  # a second training run: CI's `make test-mutations` step
+@pytest.mark.mutation_table  # a second training run on the real build: part of the acceptance table
 def test_a_real_build_whose_canary_pictures_were_rotated_after_writing_does_not_pass(wget_builds, tmp_path):
     shards = rotated_canary_shards(wget_builds / "with" / "stages" / "shards", tmp_path / "shards", 0.10)
     code, report = smoke(shards, tmp_path / "smoke", "smoke.train.control_run=false", "smoke.train.probe_every=0")

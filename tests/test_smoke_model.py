@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import types
 
@@ -12,7 +13,7 @@ import torch
 from schemas.shards import compute_phi
 from train_smoke.data import Batch
 from train_smoke.model import FlamingoLM, ModelConfig, VisionConfig, xattn_mask
-from train_smoke.train import mean_loss, select_phi, shuffle_batch_images
+from train_smoke.train import mean_loss, select_phi, shuffle_batch_images, token_nll
 from train_smoke.verdict import permuted_slots, shift_phi
 
 IMAGE, EOC, EOS, PAD = 2, 3, 1, 0
@@ -152,6 +153,29 @@ def test_loss_ignores_pad_and_image_targets_but_counts_eoc():
         predicting = batch.input_ids[:, 1:] == token  # the logits at l predict token l+1
         noisy[:, :-1][predicting] += 5 * torch.randn(int(predicting.sum()), noisy.shape[-1])
         assert torch.allclose(mean_loss(noisy, batch), base) is not counted, token
+
+
+def test_token_nll_is_the_negative_log_probability_of_the_next_token_at_every_position():
+    model = tiny_model()
+    batch = example_batch(torch.Generator().manual_seed(5))
+    out = logits(model, batch)
+    nll, targets = token_nll(out, batch)
+    following = batch.input_ids[:, 1:]
+    expected = -torch.log_softmax(out[:, :-1].double(), dim=-1).gather(-1, following.unsqueeze(-1)).squeeze(-1)
+    assert nll.shape == following.shape and targets.shape == following.shape
+    assert torch.allclose(nll.double(), expected, atol=1e-5)
+    assert torch.equal(targets, batch.targets[:, 1:])
+
+
+def test_importing_the_trainer_turns_huge_pages_on_for_torch_unless_the_user_chose():
+    import subprocess
+
+    probe = "import os, train_smoke; print(os.environ['THP_MEM_ALLOC_ENABLE'])"
+    env = {k: v for k, v in os.environ.items() if k != "THP_MEM_ALLOC_ENABLE"}
+    run = [sys.executable, "-c", probe]
+    assert subprocess.run(run, env=env, capture_output=True, text=True, check=True).stdout.strip() == "1"
+    chosen = subprocess.run(run, env={**env, "THP_MEM_ALLOC_ENABLE": "0"}, capture_output=True, text=True, check=True)
+    assert chosen.stdout.strip() == "0"
 
 
 def test_phi_next_choice_is_seeded_and_mixes_both():
