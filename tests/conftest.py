@@ -28,19 +28,14 @@ def pytest_collection_modifyitems(items):
     the slow tests at its start and of the quick ones after: the long training runs overlap from the start
     instead of piling up at the end of one queue (where the stealing worker then picks them up last)."""
     workers = max(1, int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
-    # The tests over the shared wget builds start the first share: a second worker that met one of them early
-    # would wait idle on the file lock while the first builds. Their second training run (the acceptance table's,
-    # ~8 CPU-minutes) goes to the other shares after their slow slice, by when the builds are there: left in the
-    # first share it would run after the builds and the first training, on one core, for most of the suite.
+    # The tests over the shared wget builds go to the first share together: a second worker that met one of them
+    # early would wait idle on the file lock while the first builds.
     shared = [item for item in items if "wget_builds" in getattr(item, "fixturenames", ())]
     rest = [item for item in items if "wget_builds" not in getattr(item, "fixturenames", ())]
-    later = [item for item in shared if workers > 1 and item.get_closest_marker("mutation_table") is not None]
-    first = [item for item in shared if item not in later]
     slow = [item for item in rest if item.get_closest_marker("slow") is not None]
     quick = [item for item in rest if item.get_closest_marker("slow") is None]
     items[:] = [item for share in range(workers)
-                for item in (first if share == 0 else []) + slow[share::workers]
-                + (later[share - 1::workers - 1] if share else []) + quick[share::workers]]
+                for item in (shared if share == 0 else []) + slow[share::workers] + quick[share::workers]]
 
 
 @pytest.fixture(scope="session")
