@@ -31,7 +31,7 @@ interop-venv:
 test: $(STAMP) system-deps interop-venv
 	$(PY) -m pytest -q -p no:cacheprovider -n auto --dist worksteal
 
-# The smoke verdict's acceptance table alone (seeds 1-2, four more partial corruptions, a real build whose canary
+# The smoke verdict's acceptance table alone (seeds 1-2, the seven partial corruptions, a real build whose canary
 # pictures were rotated after writing): part of `make test`, here for work on the trainer or the verdict.
 test-mutations: $(STAMP) system-deps
 	$(PY) -m pytest -q -p no:cacheprovider -n auto --dist worksteal -m mutation_table tests/test_smoke_verdict.py tests/test_canaries.py
